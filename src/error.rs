@@ -1,0 +1,127 @@
+//! What went wrong, attempt by attempt.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::plan::{FailureClass, Strategy};
+
+/// Every attempt failed (or the planner gave up): the original failure and all that followed.
+///
+/// The client gets this as an error in its own dialect that names the *original* failure;
+/// Rust callers get it typed, from [`FallbackBody::fallback_error`](crate::FallbackBody::fallback_error)
+/// once the body has ended, or from the extensions of a response the layer had to make itself
+/// because no attempt produced one.
+#[derive(Debug, Clone)]
+pub struct FallbackError {
+    attempts: Arc<[AttemptError]>,
+    reason: Arc<str>,
+}
+
+/// How one attempt failed.
+#[derive(Debug, Clone)]
+pub struct AttemptError {
+    pub(crate) attempt: u32,
+    pub(crate) target: Option<Arc<str>>,
+    pub(crate) strategy: Option<Strategy>,
+    pub(crate) class: FailureClass,
+    pub(crate) detail: Arc<str>,
+    /// The upstream's own error type (`overloaded_error`...), named to the client.
+    pub(crate) error_type: Option<Arc<str>>,
+}
+
+impl AttemptError {
+    /// 1 for the request as the client sent it, 2 for the first fallback, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The target the planner chose for this attempt (`None` for the first).
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    /// How this attempt continued the answer (`None` for the first).
+    pub fn strategy(&self) -> Option<&Strategy> {
+        self.strategy.as_ref()
+    }
+
+    /// What kind of failure ended it.
+    pub fn class(&self) -> FailureClass {
+        self.class
+    }
+
+    /// What the upstream said or did, in words.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl FallbackError {
+    pub(crate) fn new(attempts: Vec<AttemptError>, reason: impl Into<Arc<str>>) -> Self {
+        debug_assert!(!attempts.is_empty());
+        FallbackError {
+            attempts: attempts.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The failure that started it all: what the client is told about.
+    pub fn original(&self) -> &AttemptError {
+        &self.attempts[0]
+    }
+
+    /// Every failed attempt, the original first.
+    pub fn attempts(&self) -> &[AttemptError] {
+        &self.attempts
+    }
+
+    /// Why no further attempt was made.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The message shown to the client: the original failure first.
+    pub(crate) fn client_message(&self) -> String {
+        let original = self.original();
+        let mut msg = format!("{} ({})", original.detail, original.class);
+        let more = self.attempts.len() - 1;
+        if more > 0 {
+            msg.push_str(&format!(
+                "; {more} fallback attempt{} also failed",
+                if more == 1 { "" } else { "s" }
+            ));
+        }
+        msg
+    }
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt {}", self.attempt)?;
+        if let Some(target) = &self.target {
+            write!(f, " ({target}")?;
+            if let Some(strategy) = &self.strategy {
+                write!(f, ", {}", strategy.name())?;
+            }
+            write!(f, ")")?;
+        }
+        write!(f, ": {}: {}", self.class, self.detail)
+    }
+}
+
+impl fmt::Display for FallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "upstream failed and fallback gave up ({}): {}",
+            self.reason,
+            self.original()
+        )?;
+        for later in &self.attempts[1..] {
+            write!(f, "; then {later}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FallbackError {}

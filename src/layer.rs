@@ -1,0 +1,149 @@
+//! The layer and its options.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::dialect::{Dialect, Limits};
+use crate::service::MidStreamFallback;
+
+/// Options shared by every request through one layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_attempts: u32,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) max_request_bytes: usize,
+    pub(crate) max_transcript_bytes: usize,
+    pub(crate) max_event_bytes: usize,
+    pub(crate) max_held_bytes: usize,
+    pub(crate) dialect: Option<Dialect>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_attempts: 3,
+            idle_timeout: Some(Duration::from_secs(60)),
+            keep_alive: Some(Duration::from_secs(5)),
+            max_request_bytes: 4 << 20,
+            max_transcript_bytes: 1 << 20,
+            max_event_bytes: 1 << 20,
+            max_held_bytes: 4 << 20,
+            dialect: None,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            transcript: self.max_transcript_bytes,
+            held: self.max_held_bytes,
+        }
+    }
+}
+
+/// Applies [`MidStreamFallback`] to a service: streamed LLM responses that fail mid-way are
+/// continued on a fallback, and the client sees one valid stream.
+///
+/// Every option has a default that suits a gateway; see each method.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill};
+///
+/// let layer = MidStreamFallbackLayer::new(
+///     FallbackChain::new()
+///         .model("claude-sonnet-4-5", Prefill::Assistant)
+///         .fallbacks("claude-sonnet-4-6", ["claude-sonnet-4-5"]),
+/// )
+/// .max_attempts(3)
+/// .idle_timeout(Duration::from_secs(30));
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+pub struct MidStreamFallbackLayer<P> {
+    planner: P,
+    config: Arc<Config>,
+}
+
+impl<P> MidStreamFallbackLayer<P> {
+    /// A layer that asks `planner` what to do after each failure.
+    pub fn new(planner: P) -> Self {
+        MidStreamFallbackLayer {
+            planner,
+            config: Arc::new(Config::default()),
+        }
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Attempts per request in all, the first included (default 3; at least 1, where 1 turns
+    /// fallback off but still ends a failed stream with a proper error event).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config().max_attempts = attempts.max(1);
+        self
+    }
+
+    /// A stream with no event for this long has stalled and falls back (default 60 s; `None`
+    /// never). It also bounds the wait for a fallback's response headers. SSE comments do not
+    /// count as events: they show the connection is alive, not that the model is. Allow for
+    /// models that think silently before their first token.
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.config().idle_timeout = idle.into();
+        self
+    }
+
+    /// While waiting for a fallback, send an SSE comment this often so that the client and
+    /// timeouts outside this layer do not give up (default 5 s; `None` never).
+    pub fn keep_alive(mut self, every: impl Into<Option<Duration>>) -> Self {
+        self.config().keep_alive = every.into();
+        self
+    }
+
+    /// The largest request body the layer collects for replay (default 4 MiB). A larger one is
+    /// answered 413 in the client's dialect, and the inner service is not called.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.config().max_request_bytes = bytes;
+        self
+    }
+
+    /// The most answer text kept per stream for continuing it (default 1 MiB). A stream that
+    /// has sent more can still restart elsewhere, but not be continued.
+    pub fn max_transcript_bytes(mut self, bytes: usize) -> Self {
+        self.config().max_transcript_bytes = bytes;
+        self
+    }
+
+    /// The largest single SSE event accepted from an upstream (default 1 MiB). A larger one is
+    /// a malformed stream: memory stays bounded whatever the upstream sends.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.config().max_event_bytes = bytes;
+        self
+    }
+
+    /// The most content held back per stream while tool calls and reasoning blocks complete
+    /// (default 4 MiB).
+    pub fn max_held_bytes(mut self, bytes: usize) -> Self {
+        self.config().max_held_bytes = bytes;
+        self
+    }
+
+    /// Treat every request as `dialect` instead of recognizing it by path.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.config().dialect = Some(dialect);
+        self
+    }
+}
+
+impl<S, P: Clone> Layer<S> for MidStreamFallbackLayer<P> {
+    type Service = MidStreamFallback<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MidStreamFallback::from_parts(inner, self.planner.clone(), self.config.clone())
+    }
+}

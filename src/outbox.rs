@@ -1,0 +1,127 @@
+//! What goes to the client next.
+//!
+//! Events forwarded verbatim that sit next to each other in the same upstream frame leave as
+//! one slice of that frame, so a relayed frame costs the client one write, as in a bare proxy.
+//! Everything else (parts of an event that spanned frames, rewritten or synthesized events)
+//! is queued as its own `Bytes`. The queue keeps its capacity: steady state does not allocate.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::sse::Event;
+
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Bytes>,
+    /// The frame the current run of verbatim events lies in.
+    frame: Bytes,
+    run: Option<Range<usize>>,
+    /// Bytes queued for the client and not yet taken.
+    queued: usize,
+}
+
+impl Outbox {
+    /// Forward an event exactly as it came.
+    pub(crate) fn forward(&mut self, ev: &Event<'_>) {
+        if !ev.head.is_empty() {
+            self.flush_run();
+            for part in ev.head {
+                self.push(part.clone());
+            }
+        }
+        if ev.tail.is_empty() {
+            return;
+        }
+        match &mut self.run {
+            Some(run) if run.end == ev.tail.start && same_buffer(&self.frame, ev.frame) => {
+                run.end = ev.tail.end;
+            }
+            _ => {
+                self.flush_run();
+                if !same_buffer(&self.frame, ev.frame) {
+                    self.frame = ev.frame.clone();
+                }
+                self.run = Some(ev.tail.clone());
+            }
+        }
+    }
+
+    /// Queue bytes made here (a rewritten or synthesized event).
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        self.flush_run();
+        if !bytes.is_empty() {
+            self.queued += bytes.len();
+            self.queue.push_back(bytes);
+        }
+    }
+
+    /// The next bytes for the client.
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        if self.queue.is_empty() {
+            self.flush_run();
+        }
+        let bytes = self.queue.pop_front()?;
+        self.queued -= bytes.len();
+        Some(bytes)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.run.is_none()
+    }
+
+    fn flush_run(&mut self) {
+        if let Some(run) = self.run.take() {
+            let bytes = self.frame.slice(run);
+            self.queued += bytes.len();
+            self.queue.push_back(bytes);
+        }
+    }
+}
+
+fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::Framer;
+
+    #[test]
+    fn adjacent_verbatim_events_leave_as_one_slice_of_the_frame() {
+        let frame = Bytes::from_static(b"data: a\n\ndata: b\n\ndata: c\n\n");
+        let mut framer = Framer::new(1024);
+        let mut out = Outbox::default();
+        framer.push(frame.clone());
+        while let Some(ev) = framer.next_event() {
+            out.forward(&ev.unwrap());
+        }
+        let first = out.pop().unwrap();
+        assert_eq!(first, frame);
+        assert_eq!(first.as_ptr(), frame.as_ptr(), "no copy");
+        assert!(out.pop().is_none());
+    }
+
+    #[test]
+    fn a_pushed_event_splits_the_run_in_order() {
+        let frame = Bytes::from_static(b"data: a\n\ndata: b\n\n");
+        let mut framer = Framer::new(1024);
+        let mut out = Outbox::default();
+        framer.push(frame);
+        let mut n = 0;
+        while let Some(ev) = framer.next_event() {
+            out.forward(&ev.unwrap());
+            if n == 0 {
+                out.push(Bytes::from_static(b"data: x\n\n"));
+            }
+            n += 1;
+        }
+        let got: Vec<Bytes> = std::iter::from_fn(|| out.pop()).collect();
+        assert_eq!(
+            got,
+            vec![&b"data: a\n\n"[..], b"data: x\n\n", b"data: b\n\n"]
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! Deciding how to retry: the planner trait and what it is told and returns.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+
+use crate::dialect::{Continuation, Dialect};
+use crate::error::AttemptError;
+use crate::transcript::Transcript;
+
+/// Decides, after each failure, whether and how to try again.
+///
+/// The layer clones the planner for every request (as `tower::retry` clones its policy), so
+/// `&mut self` can hold per-request state such as which fallback comes next. [`FallbackChain`]
+/// is the built-in planner; write your own to route by tenant, budget, time of day...
+///
+/// The planner is asked only about failures that a retry can fix: a client error (any 4xx
+/// other than 408 and 429 before the stream, an in-band `invalid_request_error`) is passed to
+/// the client as it came, and a request that opted out with [`NoFallback`](crate::NoFallback)
+/// never gets here.
+///
+/// # Example
+///
+/// ```
+/// use tower_midstream::{Failure, Plan, RetryPlanner, Strategy};
+///
+/// /// Retry once on the same model: restart if the client saw nothing, else ask it to go on.
+/// #[derive(Clone, Default)]
+/// struct OnceMore {
+///     tried: bool,
+/// }
+///
+/// impl RetryPlanner for OnceMore {
+///     fn plan(&mut self, failure: &Failure<'_>) -> Plan {
+///         if std::mem::replace(&mut self.tried, true) {
+///             return Plan::give_up("already retried once");
+///         }
+///         let Some(model) = failure.model() else {
+///             return Plan::give_up("the request names no model");
+///         };
+///         let strategy = if failure.transcript().is_empty() {
+///             Strategy::Restart
+///         } else {
+///             Strategy::instruction()
+///         };
+///         failure.retry(&model, strategy)
+///     }
+/// }
+/// ```
+///
+/// [`FallbackChain`]: crate::FallbackChain
+pub trait RetryPlanner {
+    /// What to do about `failure`: a rewritten request for the next attempt, or give up.
+    fn plan(&mut self, failure: &Failure<'_>) -> Plan;
+}
+
+impl<P: RetryPlanner + ?Sized> RetryPlanner for Box<P> {
+    fn plan(&mut self, failure: &Failure<'_>) -> Plan {
+        (**self).plan(failure)
+    }
+}
+
+/// How a target accepts the start of its own answer (an assistant "prefill").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Prefill {
+    /// It does not: a trailing assistant message is rejected (Claude Sonnet 4.6, Opus 4.6 and
+    /// later answer HTTP 400), or it is answered as a new turn. The safe default.
+    #[default]
+    None,
+    /// A trailing assistant message is continued (Anthropic Messages, and OpenAI-compatible
+    /// servers that continue a final assistant message on their own). For Anthropic, trailing
+    /// whitespace is stripped, as the API requires.
+    Assistant,
+    /// A trailing assistant message with `"prefix": true` (DeepSeek beta, Mistral).
+    Prefix,
+    /// A trailing assistant message with `"continue_final_message": true,
+    /// "add_generation_prompt": false` at the top level (vLLM).
+    ContinueFinalMessage,
+}
+
+impl Prefill {
+    /// The name used in configuration files: `none`, `assistant`, `prefix`,
+    /// `continue_final_message`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prefill::None => "none",
+            Prefill::Assistant => "assistant",
+            Prefill::Prefix => "prefix",
+            Prefill::ContinueFinalMessage => "continue_final_message",
+        }
+    }
+}
+
+impl std::str::FromStr for Prefill {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Prefill::None),
+            "assistant" => Ok(Prefill::Assistant),
+            "prefix" => Ok(Prefill::Prefix),
+            "continue_final_message" => Ok(Prefill::ContinueFinalMessage),
+            other => Err(format!(
+                "unknown prefill `{other}`: expected one of none, assistant, prefix, continue_final_message"
+            )),
+        }
+    }
+}
+
+/// The default text of the continue instruction.
+pub const DEFAULT_INSTRUCTION: &str = "Your previous response was cut off. Continue it exactly \
+where it stopped, mid-word if need be, without repeating anything and without any preamble.";
+
+/// How the next attempt continues the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// Send the original request (model swapped). Invisible while nothing reached the client;
+    /// afterwards the client sees the partial answer followed by the new one, except for a
+    /// beginning identical to what it already has, which is dropped.
+    Restart,
+    /// Append the partial answer as an assistant message the target continues.
+    Prefill(Prefill),
+    /// Append the partial answer as an assistant message, then a short user message asking to
+    /// continue exactly where it stopped. For targets that reject prefill. No system prompt
+    /// is added or changed.
+    Instruction(Cow<'static, str>),
+}
+
+impl Strategy {
+    /// [`Strategy::Instruction`] with [`DEFAULT_INSTRUCTION`].
+    pub fn instruction() -> Self {
+        Strategy::Instruction(Cow::Borrowed(DEFAULT_INSTRUCTION))
+    }
+
+    /// `restart`, `prefill` or `instruction`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Restart => "restart",
+            Strategy::Prefill(_) => "prefill",
+            Strategy::Instruction(_) => "instruction",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Strategy::Prefill(p) => write!(f, "prefill ({})", p.name()),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// What kind of failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureClass {
+    /// The inner service failed before response headers (connect error, reset).
+    Connect,
+    /// A response status that calls for a retry (408, 429, 500, 502, 503, 504, 529), or any
+    /// non-success status from a fallback.
+    Status(StatusCode),
+    /// The body failed mid-stream (connection reset, incomplete message).
+    Transport,
+    /// No event arrived within the idle timeout.
+    Stall,
+    /// The upstream sent an error event in the stream (`overloaded_error`, `api_error`...).
+    InBand,
+    /// The body ended before the dialect's terminal event.
+    Truncated,
+    /// The upstream sent something that is not a usable event stream: an event over the size
+    /// limit, an event that does not parse, a success response that is not SSE.
+    Malformed,
+    /// A fallback answered a prefill request with HTTP 400: it does not accept prefill after
+    /// all. [`FallbackChain`](crate::FallbackChain) retries it once with the instruction.
+    PrefillRejected,
+}
+
+impl FailureClass {
+    /// A short name for logs and metrics: `connect`, `status`, `transport`, `stall`, `in_band`,
+    /// `truncated`, `malformed`, `prefill_rejected`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureClass::Connect => "connect",
+            FailureClass::Status(_) => "status",
+            FailureClass::Transport => "transport",
+            FailureClass::Stall => "stall",
+            FailureClass::InBand => "in_band",
+            FailureClass::Truncated => "truncated",
+            FailureClass::Malformed => "malformed",
+            FailureClass::PrefillRejected => "prefill_rejected",
+        }
+    }
+
+    /// The failure happened before any response body reached the client.
+    pub fn before_stream(self) -> bool {
+        matches!(self, FailureClass::Connect | FailureClass::Status(_))
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureClass::Status(status) => write!(f, "status {}", status.as_u16()),
+            FailureClass::Connect => f.write_str("upstream unreachable"),
+            FailureClass::Transport => f.write_str("stream broken"),
+            FailureClass::Stall => f.write_str("stream stalled"),
+            FailureClass::InBand => f.write_str("error event in stream"),
+            FailureClass::Truncated => f.write_str("stream ended early"),
+            FailureClass::Malformed => f.write_str("malformed stream"),
+            FailureClass::PrefillRejected => f.write_str("prefill rejected"),
+        }
+    }
+}
+
+/// What the planner is told about a failure.
+#[derive(Debug)]
+pub struct Failure<'a> {
+    pub(crate) class: FailureClass,
+    pub(crate) detail: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) dialect: Dialect,
+    pub(crate) request: &'a Request<Bytes>,
+    pub(crate) transcript: &'a Transcript,
+    pub(crate) history: &'a [AttemptError],
+}
+
+impl<'a> Failure<'a> {
+    /// What kind of failure it was.
+    pub fn class(&self) -> FailureClass {
+        self.class
+    }
+
+    /// What the upstream said or did, in words.
+    pub fn detail(&self) -> &str {
+        self.detail
+    }
+
+    /// The attempt that failed: 1 for the request as the client sent it.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Every failed attempt so far, this one last, with the target and strategy each used.
+    pub fn history(&self) -> &[AttemptError] {
+        self.history
+    }
+
+    /// The wire format of the request.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The request as the client sent it, body included.
+    pub fn request(&self) -> &Request<Bytes> {
+        self.request
+    }
+
+    /// What the client has received so far.
+    pub fn transcript(&self) -> &Transcript {
+        self.transcript
+    }
+
+    /// The `model` the client asked for, if the body names one.
+    pub fn model(&self) -> Option<String> {
+        crate::json::top_level_string(self.request.body(), "model")
+    }
+
+    /// Whether this request may carry an assistant prefill at all, whatever the target: not
+    /// when Anthropic extended thinking is enabled, which the API refuses with prefill.
+    pub fn prefill_allowed(&self) -> bool {
+        self.dialect.spec().prefill_allowed(self.request.body())
+    }
+
+    /// The request for the next attempt: the original, with `model` set to `target` and the
+    /// partial answer added as `strategy` says. `max_tokens` (or `max_completion_tokens`)
+    /// shrinks by the tokens already kept when the answer is continued.
+    ///
+    /// Fails with a clear message when the body is not a request this dialect can rewrite
+    /// (not JSON, no `messages` array, a prefill kind the dialect does not have...).
+    pub fn rewrite(
+        &self,
+        target: &str,
+        strategy: &Strategy,
+    ) -> Result<Request<Bytes>, RewriteError> {
+        let continuation = Continuation {
+            text: self.transcript.text(),
+            kept_tokens: self.transcript.kept_tokens(),
+        };
+        let body =
+            self.dialect
+                .spec()
+                .rewrite(self.request.body(), target, strategy, &continuation)?;
+        Ok(crate::replay::rebuild(self.request, body))
+    }
+
+    /// [`rewrite`](Self::rewrite) into a [`Plan::retry`], or a give-up that says why the
+    /// request could not be rewritten.
+    pub fn retry(&self, target: &str, strategy: Strategy) -> Plan {
+        match self.rewrite(target, &strategy) {
+            Ok(request) => Plan::retry(target, strategy, request),
+            Err(err) => Plan::give_up(format!("cannot rewrite the request for {target}: {err}")),
+        }
+    }
+}
+
+/// The planner's answer.
+#[derive(Debug)]
+pub struct Plan(pub(crate) PlanKind);
+
+// Made once per failure and moved a couple of times: not worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum PlanKind {
+    Retry {
+        target: Arc<str>,
+        strategy: Strategy,
+        request: Request<Bytes>,
+    },
+    GiveUp(Cow<'static, str>),
+}
+
+impl Plan {
+    /// Send `request` next. `target` names it in logs and in [`FallbackError`](crate::FallbackError);
+    /// `strategy` tells the layer how the new stream continues the answer, so it can splice
+    /// it on (it must be how `request` was built).
+    pub fn retry(target: impl Into<Arc<str>>, strategy: Strategy, request: Request<Bytes>) -> Self {
+        Plan(PlanKind::Retry {
+            target: target.into(),
+            strategy,
+            request,
+        })
+    }
+
+    /// Stop: the client gets an error that names the original failure.
+    pub fn give_up(reason: impl Into<Cow<'static, str>>) -> Self {
+        Plan(PlanKind::GiveUp(reason.into()))
+    }
+
+    /// Whether this plan makes another attempt.
+    pub fn is_retry(&self) -> bool {
+        matches!(self.0, PlanKind::Retry { .. })
+    }
+
+    /// The strategy of a retry.
+    pub fn strategy(&self) -> Option<&Strategy> {
+        match &self.0 {
+            PlanKind::Retry { strategy, .. } => Some(strategy),
+            PlanKind::GiveUp(_) => None,
+        }
+    }
+
+    /// The request of a retry, to adjust before it is sent (a header, an extension that routes
+    /// it to another upstream...).
+    pub fn request_mut(&mut self) -> Option<&mut Request<Bytes>> {
+        match &mut self.0 {
+            PlanKind::Retry { request, .. } => Some(request),
+            PlanKind::GiveUp(_) => None,
+        }
+    }
+}
+
+/// A request body that cannot be rewritten for the next attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteError {
+    message: Cow<'static, str>,
+}
+
+impl RewriteError {
+    pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        RewriteError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for RewriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RewriteError {}

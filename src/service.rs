@@ -1,0 +1,126 @@
+//! The middleware service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::FallbackBody;
+use crate::dialect::Dialect;
+use crate::future::{too_large, ResponseFuture, Start};
+use crate::layer::{Config, MidStreamFallbackLayer};
+use crate::replay::ReplayBody;
+use crate::{BoxError, RetryPlanner};
+
+/// Insert into a request's extensions to turn fallback off for it: the request and its
+/// response pass through untouched, before the stream (a retryable status is not retried) and
+/// during it (a failure reaches the client as it happened).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoFallback;
+
+/// Middleware that keeps streamed LLM responses alive when the upstream fails mid-stream.
+///
+/// See the [crate documentation](crate) for what it does and where it goes in a stack, and
+/// [`MidStreamFallbackLayer`] for its options.
+#[derive(Debug, Clone)]
+pub struct MidStreamFallback<S, P> {
+    inner: S,
+    planner: P,
+    config: Arc<Config>,
+}
+
+impl<S, P> MidStreamFallback<S, P> {
+    /// Wraps `inner`, with default options and `planner`.
+    pub fn new(inner: S, planner: P) -> Self {
+        MidStreamFallback::from_parts(inner, planner, Arc::new(Config::default()))
+    }
+
+    pub(crate) fn from_parts(inner: S, planner: P, config: Arc<Config>) -> Self {
+        MidStreamFallback {
+            inner,
+            planner,
+            config,
+        }
+    }
+
+    /// A layer that wraps services in this middleware.
+    pub fn layer(planner: P) -> MidStreamFallbackLayer<P> {
+        MidStreamFallbackLayer::new(planner)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The dialect the layer watches `req` as, if any.
+    fn dialect_of<B>(&self, req: &Request<B>) -> Option<Dialect> {
+        if let Some(d) = req.extensions().get::<Dialect>() {
+            return Some(*d);
+        }
+        if req.method() != Method::POST {
+            return None;
+        }
+        self.config
+            .dialect
+            .or_else(|| Dialect::from_path(req.uri().path()))
+    }
+}
+
+impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for MidStreamFallback<S, P>
+where
+    S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    P: RetryPlanner + Clone + Send + 'static,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<FallbackBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, P, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // Use the service that was made ready; leave a clone for the next call.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        let dialect = match self.dialect_of(&req) {
+            Some(d) if req.extensions().get::<NoFallback>().is_none() => d,
+            _ => return ResponseFuture::passthrough(service.call(req.map(ReplayBody::streaming))),
+        };
+        let (parts, body) = req.into_parts();
+        let limit = self.config.max_request_bytes;
+        if body.size_hint().lower() > limit as u64 {
+            return ResponseFuture::ready(too_large(dialect, limit));
+        }
+        ResponseFuture::collecting(
+            body,
+            Start {
+                service,
+                planner: self.planner.clone(),
+                parts,
+                dialect,
+                config: self.config.clone(),
+            },
+        )
+    }
+}

@@ -1,0 +1,439 @@
+//! Server-sent events, cut at event boundaries without copying.
+//!
+//! The [`Framer`] turns upstream body frames into complete events. An event that lies within
+//! one frame is handed out as a range of that frame, so forwarding it costs a refcount, not a
+//! copy. An event that spans frames keeps its earlier parts as slices of the frames they came
+//! in (`head`), and is copied once into a reused scratch buffer only so that it can be read as
+//! one slice. Nothing that is not a complete event ever leaves the framer: a failure mid-event
+//! cannot hand the client half an event.
+//!
+//! Line ends may be LF, CRLF or CR (the SSE spec allows all three); an event ends at an empty
+//! line. A CR at the very end of a frame may be the first half of a CRLF, which is decided when
+//! the next frame arrives.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+/// Cuts a stream of frames into complete SSE events.
+#[derive(Debug)]
+pub(crate) struct Framer {
+    /// The frame being cut.
+    frame: Bytes,
+    /// Where the next event starts in `frame`.
+    start: usize,
+    /// How far `frame` has been scanned.
+    scan: usize,
+    /// Earlier parts of an event that began in previous frames.
+    head: Vec<Bytes>,
+    head_len: usize,
+    /// Set when the last event handed out used `head`, which is cleared on the next call.
+    head_used: bool,
+    /// Contiguous copy of an event that spans frames.
+    scratch: Vec<u8>,
+    /// The current line is empty so far (we are right after a line end, or at an event start).
+    at_line_start: bool,
+    /// The previous byte was a CR: an LF right after it is the rest of a CRLF, not a new line.
+    after_cr: bool,
+    max_event: usize,
+}
+
+/// A complete event, as bytes to forward and as one slice to read.
+#[derive(Debug)]
+pub(crate) struct Event<'a> {
+    /// The whole event, line ends and the closing empty line included.
+    pub(crate) raw: &'a [u8],
+    /// The frame `tail` is a range of.
+    pub(crate) frame: &'a Bytes,
+    /// Parts from earlier frames (empty when the event lies within the current frame).
+    pub(crate) head: &'a [Bytes],
+    /// The part in the current frame.
+    pub(crate) tail: Range<usize>,
+}
+
+impl Event<'_> {
+    /// The event as one `Bytes`: a slice of the frame when it lies within one, else a copy.
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        if self.head.is_empty() {
+            self.frame.slice(self.tail.clone())
+        } else {
+            Bytes::copy_from_slice(self.raw)
+        }
+    }
+}
+
+/// An event grew past the per-event limit before it was complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Oversized {
+    pub(crate) limit: usize,
+}
+
+impl Framer {
+    pub(crate) fn new(max_event: usize) -> Self {
+        Framer {
+            frame: Bytes::new(),
+            start: 0,
+            scan: 0,
+            head: Vec::new(),
+            head_len: 0,
+            head_used: false,
+            scratch: Vec::new(),
+            at_line_start: true,
+            after_cr: false,
+            max_event,
+        }
+    }
+
+    /// Forget everything: a new upstream attempt starts.
+    pub(crate) fn reset(&mut self) {
+        self.frame = Bytes::new();
+        self.start = 0;
+        self.scan = 0;
+        self.head.clear();
+        self.head_len = 0;
+        self.head_used = false;
+        self.at_line_start = true;
+        self.after_cr = false;
+    }
+
+    /// Start cutting a new frame. Call after `next` returned `None` for the previous one.
+    pub(crate) fn push(&mut self, frame: Bytes) {
+        debug_assert!(self.start == self.frame.len(), "previous frame not drained");
+        self.frame = frame;
+        self.start = 0;
+        self.scan = 0;
+    }
+
+    /// The next complete event of the current frame, if any.
+    pub(crate) fn next_event(&mut self) -> Option<Result<Event<'_>, Oversized>> {
+        if self.head_used {
+            self.head.clear();
+            self.head_len = 0;
+            self.head_used = false;
+        }
+        match self.find_boundary() {
+            Some(end) => {
+                let start = self.start;
+                self.start = end;
+                let len = self.head_len + (end - start);
+                if len > self.max_event {
+                    return Some(Err(Oversized {
+                        limit: self.max_event,
+                    }));
+                }
+                Some(Ok(self.event(start..end)))
+            }
+            None => {
+                // Keep the unfinished tail as a slice of this frame (no copy).
+                if self.start < self.frame.len() {
+                    let rest = self.frame.slice(self.start..);
+                    self.head_len += rest.len();
+                    self.head.push(rest);
+                    self.start = self.frame.len();
+                }
+                if self.head_len > self.max_event {
+                    return Some(Err(Oversized {
+                        limit: self.max_event,
+                    }));
+                }
+                None
+            }
+        }
+    }
+
+    /// The body ended. An unfinished event whose last line is complete (only the closing
+    /// empty line is missing, as some servers do after their final event) is completed and
+    /// returned; anything else is a torn event and is dropped.
+    pub(crate) fn finish(&mut self) -> Option<Event<'_>> {
+        if self.head_used {
+            self.head.clear();
+            self.head_len = 0;
+            self.head_used = false;
+        }
+        if self.head_len == 0 || !self.at_line_start {
+            return None;
+        }
+        self.head.push(Bytes::from_static(b"\n"));
+        self.head_len += 1;
+        self.frame = Bytes::new();
+        self.start = 0;
+        self.scan = 0;
+        Some(self.event(0..0))
+    }
+
+    fn event(&mut self, tail: Range<usize>) -> Event<'_> {
+        if self.head_len == 0 {
+            return Event {
+                raw: &self.frame[tail.clone()],
+                frame: &self.frame,
+                head: &[],
+                tail,
+            };
+        }
+        self.head_used = true;
+        self.scratch.clear();
+        for part in &self.head {
+            self.scratch.extend_from_slice(part);
+        }
+        self.scratch.extend_from_slice(&self.frame[tail.clone()]);
+        Event {
+            raw: &self.scratch,
+            frame: &self.frame,
+            head: &self.head,
+            tail,
+        }
+    }
+
+    /// Scans for the end of the event that starts at `self.start`; returns the index just
+    /// past its closing empty line.
+    fn find_boundary(&mut self) -> Option<usize> {
+        let bytes = &self.frame[..];
+        let len = bytes.len();
+        let mut i = self.scan.max(self.start);
+        if self.after_cr && i < len {
+            self.after_cr = false;
+            if bytes[i] == b'\n' {
+                i += 1;
+            }
+        }
+        while i < len {
+            let Some(off) = memchr::memchr2(b'\n', b'\r', &bytes[i..]) else {
+                self.at_line_start = false;
+                i = len;
+                break;
+            };
+            if off > 0 {
+                self.at_line_start = false;
+            }
+            let at = i + off;
+            i = at + 1;
+            if bytes[at] == b'\r' {
+                if i < len {
+                    if bytes[i] == b'\n' {
+                        i += 1;
+                    }
+                } else {
+                    self.after_cr = true;
+                }
+            }
+            if self.at_line_start {
+                // An empty line: the event is complete.
+                self.scan = i;
+                return Some(i);
+            }
+            self.at_line_start = true;
+        }
+        self.scan = i;
+        None
+    }
+}
+
+/// The fields of one event that the dialects look at.
+#[derive(Debug, Default)]
+pub(crate) struct Fields<'a> {
+    /// The `event:` field, if any.
+    pub(crate) event: Option<&'a [u8]>,
+    /// The first `data:` line.
+    data: Option<&'a [u8]>,
+    /// More than one `data:` line: join them (with `\n`) through [`Fields::data`].
+    multi_data: bool,
+    /// The event has at least one field (it is not only comments and empty lines).
+    pub(crate) has_fields: bool,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads the fields of a complete event.
+    pub(crate) fn parse(raw: &'a [u8]) -> Self {
+        let mut fields = Fields::default();
+        for line in Lines(raw) {
+            if line.is_empty() || line[0] == b':' {
+                continue;
+            }
+            fields.has_fields = true;
+            let (name, value) = match memchr::memchr(b':', line) {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &b""[..]),
+            };
+            match name {
+                b"event" => fields.event = Some(value),
+                b"data" => {
+                    if fields.data.is_some() {
+                        fields.multi_data = true;
+                    } else {
+                        fields.data = Some(value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        fields
+    }
+
+    /// The event's data: the single `data:` line as a slice, or several joined into `scratch`.
+    pub(crate) fn data<'s>(&self, raw: &'s [u8], scratch: &'s mut Vec<u8>) -> Option<&'s [u8]>
+    where
+        'a: 's,
+    {
+        let first = self.data?;
+        if !self.multi_data {
+            return Some(first);
+        }
+        scratch.clear();
+        let mut any = false;
+        for line in Lines(raw) {
+            if let Some(value) = line.strip_prefix(b"data") {
+                let value = match value.first() {
+                    Some(b':') => {
+                        let v = &value[1..];
+                        v.strip_prefix(b" ").unwrap_or(v)
+                    }
+                    None => value,
+                    Some(_) => continue,
+                };
+                if any {
+                    scratch.push(b'\n');
+                }
+                scratch.extend_from_slice(value);
+                any = true;
+            }
+        }
+        Some(&scratch[..])
+    }
+}
+
+/// The lines of an event, without their line ends (LF, CRLF or CR).
+struct Lines<'a>(&'a [u8]);
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let bytes = self.0;
+        match memchr::memchr2(b'\n', b'\r', bytes) {
+            Some(at) => {
+                let mut next = at + 1;
+                if bytes[at] == b'\r' && bytes.get(next) == Some(&b'\n') {
+                    next += 1;
+                }
+                self.0 = &bytes[next..];
+                Some(&bytes[..at])
+            }
+            None => {
+                self.0 = &[];
+                Some(bytes)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, bool) {
+        let mut framer = Framer::new(max);
+        let mut events = Vec::new();
+        for chunk in chunks {
+            framer.push(Bytes::copy_from_slice(chunk));
+            while let Some(ev) = framer.next_event() {
+                match ev {
+                    Ok(ev) => {
+                        // The parts to forward and the readable copy must agree.
+                        let mut joined = Vec::new();
+                        for h in ev.head {
+                            joined.extend_from_slice(h);
+                        }
+                        joined.extend_from_slice(&ev.frame[ev.tail.clone()]);
+                        assert_eq!(joined, ev.raw);
+                        events.push(ev.raw.to_vec());
+                    }
+                    Err(_) => return (events, true),
+                }
+            }
+        }
+        (events, false)
+    }
+
+    #[test]
+    fn events_within_one_frame_are_cut_at_blank_lines() {
+        let (evs, _) = cut(&[b"data: a\n\ndata: b\n\n: c\n\n"], 1024);
+        assert_eq!(
+            evs,
+            vec![
+                b"data: a\n\n".to_vec(),
+                b"data: b\n\n".to_vec(),
+                b": c\n\n".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn an_event_split_across_frames_is_held_until_complete() {
+        let (evs, _) = cut(&[b"event: x\nda", b"ta: 1", b"\n", b"\ndata: 2\n\n"], 1024);
+        assert_eq!(
+            evs,
+            vec![b"event: x\ndata: 1\n\n".to_vec(), b"data: 2\n\n".to_vec()]
+        );
+    }
+
+    #[test]
+    fn crlf_and_cr_line_ends_are_understood_even_when_split() {
+        let (evs, _) = cut(
+            &[
+                b"data: a\r\n\r",
+                b"\ndata: b\r\r",
+                b"\ndata: c\r",
+                b"\n\r\n",
+            ],
+            1024,
+        );
+        // A CR that ends the blank line ends the event at once; when it turns out to be the
+        // first half of a CRLF, the LF rides at the start of the next event. The bytes the
+        // client sees, in order, are the same.
+        assert_eq!(
+            evs,
+            vec![
+                b"data: a\r\n\r".to_vec(),
+                b"\ndata: b\r\r".to_vec(),
+                b"\ndata: c\r\n\r\n".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_reported_before_it_completes() {
+        let (evs, over) = cut(&[b"data: 0123456789", b"0123456789"], 16);
+        assert!(evs.is_empty());
+        assert!(over);
+    }
+
+    #[test]
+    fn a_final_event_missing_only_its_blank_line_is_completed_at_eof() {
+        let mut framer = Framer::new(1024);
+        framer.push(Bytes::from_static(b"data: [DONE]\n"));
+        assert!(framer.next_event().is_none());
+        let ev = framer.finish().expect("completed");
+        assert_eq!(ev.raw, b"data: [DONE]\n\n");
+        let mut framer = Framer::new(1024);
+        framer.push(Bytes::from_static(b"data: [DO"));
+        assert!(framer.next_event().is_none());
+        assert!(framer.finish().is_none(), "a torn line is never completed");
+    }
+
+    #[test]
+    fn fields_join_multi_line_data_and_skip_comments() {
+        let raw = b": hi\nevent: e\ndata: a\ndata:b\ndata\n\n";
+        let f = Fields::parse(raw);
+        assert_eq!(f.event, Some(&b"e"[..]));
+        let mut scratch = Vec::new();
+        assert_eq!(f.data(raw, &mut scratch), Some(&b"a\nb\n"[..]));
+        let c = Fields::parse(b": keep-alive\n\n");
+        assert!(!c.has_fields);
+    }
+}

@@ -1,0 +1,334 @@
+//! An independent reading of what a client receives: a plain SSE parser (not the crate's), the
+//! seam rules of ../shared/DESIGN.md for each dialect, and the answer a client SDK would
+//! accumulate.
+
+use serde_json::Value;
+
+/// One dispatched SSE event, as a spec-following client parser sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sse {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Parses a whole SSE byte stream: LF, CRLF or CR line ends, comments ignored, multi-line data
+/// joined with `\n`, an event dispatched at each blank line (an unterminated one is dropped).
+pub fn parse_sse(bytes: &[u8]) -> Vec<Sse> {
+    let text = std::str::from_utf8(bytes).expect("the stream is UTF-8");
+    let mut events = Vec::new();
+    let mut event: Option<String> = None;
+    let mut data: Option<String> = None;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, next) = match rest.find(['\r', '\n']) {
+            Some(at) => {
+                let skip = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+                (&rest[..at], &rest[at + skip..])
+            }
+            None => break, // an unterminated last line is never dispatched
+        };
+        rest = next;
+        if line.is_empty() {
+            if let Some(d) = data.take() {
+                events.push(Sse {
+                    event: event.take(),
+                    data: d,
+                });
+            }
+            event = None;
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (name, value) = match line.find(':') {
+            Some(at) => {
+                let v = &line[at + 1..];
+                (&line[..at], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (line, ""),
+        };
+        match name {
+            "event" => event = Some(value.to_owned()),
+            "data" => match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            },
+            _ => {}
+        }
+    }
+    events
+}
+
+/// What a client ends up with.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Answer {
+    pub text: String,
+    pub thinking: bool,
+    /// (name, arguments as parsed JSON)
+    pub tools: Vec<(String, Value)>,
+    /// The error event the stream ended with, if any.
+    pub error: Option<String>,
+    pub output_tokens: Option<u64>,
+}
+
+/// Checks an Anthropic Messages stream against the seam rules and accumulates its answer.
+pub fn anthropic(events: &[Sse]) -> Result<Answer, String> {
+    let mut answer = Answer::default();
+    let mut started_message = false;
+    let mut blocks: Vec<(String, bool, String)> = Vec::new(); // (type, open, json)
+    let mut message_delta = false;
+    let mut stopped = false;
+    for (i, ev) in events.iter().enumerate() {
+        let name = ev
+            .event
+            .as_deref()
+            .ok_or_else(|| format!("event {i} has no event: line"))?;
+        let data: Value = serde_json::from_str(&ev.data)
+            .map_err(|e| format!("event {i} ({name}) data is not JSON: {e}"))?;
+        if data["type"] != name {
+            return Err(format!(
+                "event {i}: event line {name} but type {}",
+                data["type"]
+            ));
+        }
+        if stopped {
+            return Err(format!("event {i} ({name}) after message_stop"));
+        }
+        if answer.error.is_some() {
+            return Err(format!("event {i} ({name}) after an error event"));
+        }
+        match name {
+            "message_start" => {
+                if started_message {
+                    return Err("a second message_start".into());
+                }
+                if i != 0 {
+                    return Err("message_start is not first".into());
+                }
+                started_message = true;
+            }
+            "ping" => {}
+            "content_block_start" => {
+                need(started_message, "content_block_start before message_start")?;
+                need(!message_delta, "content_block_start after message_delta")?;
+                let index = data["index"].as_u64().ok_or("block start without index")? as usize;
+                if index != blocks.len() {
+                    return Err(format!(
+                        "block index {index} is not dense (expected {})",
+                        blocks.len()
+                    ));
+                }
+                if blocks.iter().any(|b| b.1) {
+                    return Err(format!("block {index} starts while another is open"));
+                }
+                let kind = data["content_block"]["type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                if kind == "text" {
+                    answer
+                        .text
+                        .push_str(data["content_block"]["text"].as_str().unwrap_or(""));
+                }
+                if kind == "thinking" || kind == "redacted_thinking" {
+                    answer.thinking = true;
+                }
+                blocks.push((kind, true, String::new()));
+            }
+            "content_block_delta" => {
+                let index = data["index"].as_u64().ok_or("delta without index")? as usize;
+                let block = blocks
+                    .get_mut(index)
+                    .ok_or(format!("delta for block {index} that was never started"))?;
+                need(block.1, "delta for a stopped block")?;
+                let delta = &data["delta"];
+                match delta["type"].as_str() {
+                    Some("text_delta") => {
+                        need(block.0 == "text", "text_delta in a non-text block")?;
+                        answer
+                            .text
+                            .push_str(delta["text"].as_str().ok_or("text_delta without text")?);
+                    }
+                    Some("input_json_delta") => block
+                        .2
+                        .push_str(delta["partial_json"].as_str().ok_or("no partial_json")?),
+                    Some("thinking_delta") | Some("signature_delta") => {
+                        need(
+                            block.0 == "thinking",
+                            "thinking delta in a non-thinking block",
+                        )?;
+                    }
+                    other => return Err(format!("unknown delta type {other:?}")),
+                }
+            }
+            "content_block_stop" => {
+                let index = data["index"].as_u64().ok_or("stop without index")? as usize;
+                let block = blocks
+                    .get_mut(index)
+                    .ok_or(format!("stop for block {index} never started"))?;
+                need(block.1, "block stopped twice")?;
+                block.1 = false;
+                if block.0 == "tool_use" {
+                    let json = if block.2.is_empty() { "{}" } else { &block.2 };
+                    let input: Value = serde_json::from_str(json).map_err(|e| {
+                        format!("tool_use {index} stopped with incomplete JSON {json:?}: {e}")
+                    })?;
+                    answer.tools.push((String::new(), input));
+                }
+            }
+            "message_delta" => {
+                need(!message_delta, "a second message_delta")?;
+                need(
+                    blocks.iter().all(|b| !b.1),
+                    "message_delta while a block is open",
+                )?;
+                message_delta = true;
+                answer.output_tokens = data["usage"]["output_tokens"].as_u64();
+            }
+            "message_stop" => {
+                need(message_delta, "message_stop without message_delta")?;
+                stopped = true;
+            }
+            "error" => {
+                answer.error = Some(data["error"]["message"].as_str().unwrap_or("").to_owned());
+            }
+            other => return Err(format!("unexpected event {other}")),
+        }
+    }
+    // Tool names: read from the starts (kept apart above to check JSON at stop time).
+    let mut tool_names = Vec::new();
+    for ev in events {
+        if ev.event.as_deref() == Some("content_block_start") {
+            let data: Value = serde_json::from_str(&ev.data).unwrap();
+            if data["content_block"]["type"] == "tool_use" {
+                tool_names.push(
+                    data["content_block"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    for (tool, name) in answer.tools.iter_mut().zip(tool_names) {
+        tool.0 = name;
+    }
+    if answer.error.is_none() {
+        need(stopped, "the stream has no message_stop")?;
+    }
+    Ok(answer)
+}
+
+/// Checks an OpenAI Chat Completions stream against the seam rules and accumulates its answer.
+pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
+    let mut answer = Answer::default();
+    let mut roles = 0;
+    let mut finishes = 0;
+    let mut done = false;
+    let mut usage_seen = false;
+    let mut envelope: Option<(Value, Value, Value)> = None;
+    let mut tools: Vec<(String, String, String)> = Vec::new(); // id, name, args
+    for (i, ev) in events.iter().enumerate() {
+        need(ev.event.is_none(), "an event: line in an OpenAI stream")?;
+        need(!done, "an event after [DONE]")?;
+        if ev.data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        need(answer.error.is_none(), "a chunk after the error chunk")?;
+        let chunk: Value = serde_json::from_str(&ev.data)
+            .map_err(|e| format!("chunk {i} is not JSON: {e} ({:?})", ev.data))?;
+        if let Some(err) = chunk.get("error").filter(|e| !e.is_null()) {
+            answer.error = Some(err["message"].as_str().unwrap_or("").to_owned());
+            continue;
+        }
+        need(!usage_seen, "a chunk after the usage chunk")?;
+        let env = (
+            chunk["id"].clone(),
+            chunk["created"].clone(),
+            chunk["model"].clone(),
+        );
+        match &envelope {
+            None => envelope = Some(env),
+            Some(e) => need(*e == env, "id/created/model changed across the stream")?,
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            need(
+                chunk["choices"].as_array().is_some_and(|c| c.is_empty()),
+                "usage chunk with choices",
+            )?;
+            usage_seen = true;
+            answer.output_tokens = usage["completion_tokens"].as_u64();
+            continue;
+        }
+        let Some(choice) = chunk["choices"].get(0) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        if delta.get("role").is_some_and(|r| !r.is_null()) {
+            roles += 1;
+        }
+        if let Some(text) = delta["content"].as_str() {
+            answer.text.push_str(text);
+        }
+        if let Some(calls) = delta["tool_calls"].as_array() {
+            for call in calls {
+                let index = call["index"].as_u64().ok_or("tool call without index")? as usize;
+                if index == tools.len() {
+                    tools.push((
+                        call["id"]
+                            .as_str()
+                            .ok_or("first tool-call delta without id")?
+                            .to_owned(),
+                        call["function"]["name"]
+                            .as_str()
+                            .ok_or("first tool-call delta without name")?
+                            .to_owned(),
+                        String::new(),
+                    ));
+                } else if index < tools.len() {
+                    need(
+                        call.get("id").map_or(true, |v| v.is_null()),
+                        "tool-call id repeated",
+                    )?;
+                    need(
+                        call["function"].get("name").map_or(true, |v| v.is_null()),
+                        "tool-call name repeated",
+                    )?;
+                } else {
+                    return Err(format!("tool-call index {index} is not dense"));
+                }
+                if let Some(args) = call["function"]["arguments"].as_str() {
+                    tools[index].2.push_str(args);
+                }
+            }
+        }
+        if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+            finishes += 1;
+        }
+    }
+    need(roles <= 1, "role sent more than once")?;
+    if answer.error.is_none() {
+        need(finishes == 1, &format!("{finishes} finish_reasons"))?;
+        need(done, "no [DONE]")?;
+        need(usage_seen == expect_usage, "usage chunk presence")?;
+    }
+    for (_, name, args) in tools {
+        let parsed: Value = serde_json::from_str(if args.is_empty() { "{}" } else { &args })
+            .map_err(|e| format!("tool call {name} has incomplete JSON {args:?}: {e}"))?;
+        answer.tools.push((name, parsed));
+    }
+    Ok(answer)
+}
+
+fn need(ok: bool, what: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what.to_owned())
+    }
+}

@@ -1,0 +1,347 @@
+//! Shared by the integration tests: fixtures, a scripted upstream, an independent checker.
+#![allow(dead_code)]
+
+pub mod check;
+pub mod upstream;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use tower::{Layer, ServiceExt};
+use tower_midstream::{FallbackBody, FallbackChain, MidStreamFallbackLayer, Prefill, RetryPlanner};
+
+pub use upstream::{Dialect, Fault, Scripted, Upstream, Whole, FAULTS};
+
+/// An Anthropic stream of `deltas`, as the API sends it.
+pub fn anthropic_text_stream(deltas: &[&str]) -> Bytes {
+    let mut s = String::from("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_primary\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"primary\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+    for d in deltas {
+        s.push_str(&format!(
+            "event: content_block_delta\ndata: {}\n\n",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":d}})
+        ));
+    }
+    s.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    Bytes::from(s)
+}
+
+/// An OpenAI stream of `deltas`, with a usage chunk.
+pub fn openai_text_stream(deltas: &[&str]) -> Bytes {
+    let env = |choices: Value, usage: Value| json!({"id":"chatcmpl-primary","object":"chat.completion.chunk","created":1,"model":"primary","choices":choices,"usage":usage});
+    let mut s = format!(
+        "data: {}\n\n",
+        env(
+            json!([{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]),
+            Value::Null
+        )
+    );
+    for d in deltas {
+        s.push_str(&format!(
+            "data: {}\n\n",
+            env(
+                json!([{"index":0,"delta":{"content":d},"finish_reason":null}]),
+                Value::Null
+            )
+        ));
+    }
+    s.push_str(&format!(
+        "data: {}\n\n",
+        env(
+            json!([{"index":0,"delta":{},"finish_reason":"stop"}]),
+            Value::Null
+        )
+    ));
+    s.push_str(&format!(
+        "data: {}\n\n",
+        env(
+            json!([]),
+            json!({"prompt_tokens":5,"completion_tokens":9,"total_tokens":14})
+        )
+    ));
+    s.push_str("data: [DONE]\n\n");
+    Bytes::from(s)
+}
+
+/// A recorded stream from tests/fixtures.
+pub fn fixture(name: &str) -> Bytes {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+}
+
+pub struct Fixture {
+    pub name: &'static str,
+    pub dialect: Dialect,
+    /// The request asks for extended thinking (Anthropic) or a usage chunk (OpenAI).
+    pub thinking: bool,
+    pub usage: bool,
+}
+
+pub const FIXTURES: &[Fixture] = &[
+    Fixture {
+        name: "anthropic_text.sse",
+        dialect: Dialect::Anthropic,
+        thinking: false,
+        usage: false,
+    },
+    Fixture {
+        name: "anthropic_tool_use.sse",
+        dialect: Dialect::Anthropic,
+        thinking: false,
+        usage: false,
+    },
+    Fixture {
+        name: "anthropic_thinking.sse",
+        dialect: Dialect::Anthropic,
+        thinking: true,
+        usage: false,
+    },
+    Fixture {
+        name: "anthropic_redacted_thinking.sse",
+        dialect: Dialect::Anthropic,
+        thinking: true,
+        usage: false,
+    },
+    Fixture {
+        name: "openai_chat_text.sse",
+        dialect: Dialect::OpenAi,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_chat_usage.sse",
+        dialect: Dialect::OpenAi,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_chat_tools.sse",
+        dialect: Dialect::OpenAi,
+        thinking: false,
+        usage: true,
+    },
+];
+
+/// The events of an LF stream, each with its blank line.
+pub fn events_of(bytes: &Bytes) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(pos) = bytes[at..].windows(2).position(|w| w == b"\n\n") {
+        out.push(bytes.slice(at..at + pos + 2));
+        at += pos + 2;
+    }
+    out
+}
+
+/// The whole answer a recorded stream carries.
+pub fn whole_of(dialect: Dialect, bytes: &Bytes) -> Whole {
+    let mut whole = Whole::default();
+    let events = check::parse_sse(bytes);
+    match dialect {
+        Dialect::Anthropic => {
+            let mut tools: Vec<(String, String)> = Vec::new();
+            for ev in &events {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                match ev.event.as_deref() {
+                    Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
+                        tools.push((
+                            v["content_block"]["name"].as_str().unwrap().into(),
+                            String::new(),
+                        ))
+                    }
+                    Some("content_block_start")
+                        if v["content_block"]["type"] == "redacted_thinking" =>
+                    {
+                        whole.thinking.get_or_insert_with(String::new);
+                    }
+                    Some("content_block_delta") => match v["delta"]["type"].as_str() {
+                        Some("text_delta") => {
+                            whole.text.push_str(v["delta"]["text"].as_str().unwrap())
+                        }
+                        Some("thinking_delta") => whole
+                            .thinking
+                            .get_or_insert_with(String::new)
+                            .push_str(v["delta"]["thinking"].as_str().unwrap()),
+                        Some("input_json_delta") => tools
+                            .last_mut()
+                            .unwrap()
+                            .1
+                            .push_str(v["delta"]["partial_json"].as_str().unwrap()),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+            if whole.thinking.as_deref() == Some("") {
+                whole.thinking = Some("Redacted reasoning, regenerated.".into());
+            }
+            whole.tools = tools;
+        }
+        Dialect::OpenAi => {
+            let mut tools: Vec<(String, String)> = Vec::new();
+            for ev in &events {
+                if ev.data == "[DONE]" {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                let delta = &v["choices"][0]["delta"];
+                if let Some(t) = delta["content"].as_str() {
+                    whole.text.push_str(t);
+                }
+                for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                    let i = call["index"].as_u64().unwrap() as usize;
+                    if i == tools.len() {
+                        tools.push((
+                            call["function"]["name"].as_str().unwrap().into(),
+                            String::new(),
+                        ));
+                    }
+                    tools[i]
+                        .1
+                        .push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+                }
+            }
+            whole.tools = tools;
+        }
+    }
+    whole
+}
+
+/// The answer a client should end with, from a whole answer.
+pub fn expected(whole: &Whole) -> check::Answer {
+    check::Answer {
+        text: whole.text.clone(),
+        thinking: whole.thinking.is_some(),
+        tools: whole
+            .tools
+            .iter()
+            .map(|(n, a)| {
+                (
+                    n.clone(),
+                    serde_json::from_str(if a.is_empty() { "{}" } else { a }).unwrap(),
+                )
+            })
+            .collect(),
+        error: None,
+        output_tokens: None,
+    }
+}
+
+/// The request a client sends for a fixture's answer.
+pub fn request_body(f: &Fixture) -> Value {
+    match f.dialect {
+        Dialect::Anthropic => {
+            let mut body = json!({"model":"primary","max_tokens":4096,"stream":true,"messages":[{"role":"user","content":"Please answer."}]});
+            if f.thinking {
+                body["thinking"] = json!({"type":"enabled","budget_tokens":2048});
+            }
+            body
+        }
+        Dialect::OpenAi => {
+            let mut body = json!({"model":"primary","stream":true,"max_completion_tokens":500,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Please answer."}]});
+            if f.usage {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            body
+        }
+    }
+}
+
+pub fn path(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Anthropic => "/v1/messages",
+        Dialect::OpenAi => "/v1/chat/completions",
+    }
+}
+
+/// A chain from `primary` to `fallback` (and `fallback-2`), with `prefill` for both.
+pub fn chain(dialect: Dialect, prefill: bool) -> FallbackChain {
+    let kind = match (prefill, dialect) {
+        (false, _) => Prefill::None,
+        (true, Dialect::Anthropic) => Prefill::Assistant,
+        (true, Dialect::OpenAi) => Prefill::Prefix,
+    };
+    FallbackChain::new()
+        .model("fallback", kind)
+        .model("fallback-2", kind)
+        .fallbacks("primary", ["fallback", "fallback-2"])
+}
+
+pub struct Outcome {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub bytes: Bytes,
+    pub error: Option<tower_midstream::FallbackError>,
+    pub extension_error: Option<tower_midstream::FallbackError>,
+}
+
+/// Sends `body` to `path` through `layer` over `upstream`, and reads the whole response.
+pub async fn run<P>(
+    layer: MidStreamFallbackLayer<P>,
+    upstream: &Upstream,
+    path: &str,
+    body: Bytes,
+) -> Outcome
+where
+    P: RetryPlanner + Clone + Send + 'static,
+{
+    let svc = layer.layer(upstream::service(upstream.clone()));
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    let response: Response<FallbackBody<upstream::ScriptBody>> = svc.oneshot(req).await.unwrap();
+    let (parts, mut body) = response.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("the body never fails towards the client");
+        if let Ok(data) = frame.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Outcome {
+        status: parts.status,
+        extension_error: parts
+            .extensions
+            .get::<tower_midstream::FallbackError>()
+            .cloned(),
+        headers: parts.headers,
+        bytes: Bytes::from(bytes),
+        error: body.fallback_error().cloned(),
+    }
+}
+
+/// Checks a client stream against its dialect's seam rules and returns the answer.
+pub fn check(dialect: Dialect, usage: bool, bytes: &[u8]) -> Result<check::Answer, String> {
+    let events = check::parse_sse(bytes);
+    match dialect {
+        Dialect::Anthropic => check::anthropic(&events),
+        Dialect::OpenAi => check::openai(&events, usage),
+    }
+}
+
+/// Compares what matters of two answers (text, tools, reasoning present).
+pub fn same_answer(got: &check::Answer, want: &check::Answer) -> Result<(), String> {
+    if got.error.is_some() {
+        return Err(format!("ended with an error: {:?}", got.error));
+    }
+    if got.text != want.text {
+        return Err(format!(
+            "text differs:\n got: {:?}\nwant: {:?}",
+            got.text, want.text
+        ));
+    }
+    if got.tools != want.tools {
+        return Err(format!(
+            "tools differ: got {:?}, want {:?}",
+            got.tools, want.tools
+        ));
+    }
+    if got.thinking != want.thinking {
+        return Err(format!(
+            "thinking present: got {}, want {}",
+            got.thinking, want.thinking
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,524 @@
+//! A scripted upstream: the first call replays a recorded stream up to a fault; every later
+//! call answers like a model would, continuing the same whole answer from whatever partial
+//! answer the request carries, and refusing prefill exactly as the real APIs do.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+/// Anthropic's answer to a trailing assistant message on a model without prefill.
+pub const ANTHROPIC_PREFILL_400: &str = r#"{"type":"error","error":{"type":"invalid_request_error","message":"This model does not support assistant message prefill. The conversation must end with a user message."}}"#;
+/// Anthropic's answer to a final assistant message that ends in whitespace.
+pub const ANTHROPIC_WHITESPACE_400: &str = r#"{"type":"error","error":{"type":"invalid_request_error","message":"messages: final assistant content cannot end with trailing whitespace"}}"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Anthropic,
+    OpenAi,
+}
+
+/// How an attempt ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection resets: the body yields an error.
+    Reset,
+    /// The body sends nothing more, ever.
+    Stall,
+    /// An in-band error event, then the end.
+    InBand,
+    /// The body just ends.
+    Truncate,
+}
+
+pub const FAULTS: [Fault; 4] = [Fault::Reset, Fault::Stall, Fault::InBand, Fault::Truncate];
+
+/// What the model would answer in full.
+#[derive(Debug, Clone, Default)]
+pub struct Whole {
+    pub thinking: Option<String>,
+    pub text: String,
+    /// (name, arguments JSON)
+    pub tools: Vec<(String, String)>,
+}
+
+/// What a call received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub uri: String,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+/// One scripted response, used for the next call instead of the model.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    /// These SSE bytes (cut into `frames` at the given offsets), then `fault` (or a clean end).
+    Stream {
+        bytes: Bytes,
+        cuts: Vec<usize>,
+        fault: Option<Fault>,
+    },
+    /// A plain response.
+    Status {
+        status: u16,
+        content_type: &'static str,
+        body: &'static str,
+    },
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dialect: Dialect,
+    whole: Whole,
+    /// Models that answer a prefill with 400.
+    rejects_prefill: Vec<String>,
+    script: Mutex<VecDeque<Scripted>>,
+    /// The next model answers are cut after this many events, with this fault.
+    cuts: Mutex<VecDeque<(usize, Fault)>>,
+    /// The model repeats the partial answer before continuing it (some servers echo a prefix).
+    echo: bool,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Upstream {
+    pub fn new(dialect: Dialect, whole: Whole) -> Self {
+        Upstream {
+            inner: Arc::new(Inner {
+                dialect,
+                whole,
+                rejects_prefill: Vec::new(),
+                script: Mutex::new(VecDeque::new()),
+                cuts: Mutex::new(VecDeque::new()),
+                echo: false,
+                calls: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn rejecting_prefill(mut self, model: &str) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure before use")
+            .rejects_prefill
+            .push(model.to_owned());
+        self
+    }
+
+    /// The model repeats the partial answer before its continuation.
+    pub fn echoing(mut self) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure before use")
+            .echo = true;
+        self
+    }
+
+    /// The next answer of the model breaks after `events` events with `fault`.
+    pub fn cut_model_answer(self, events: usize, fault: Fault) -> Self {
+        self.inner.cuts.lock().unwrap().push_back((events, fault));
+        self
+    }
+
+    /// The next call gets `scripted` instead of the model's answer.
+    pub fn then(self, scripted: Scripted) -> Self {
+        self.inner.script.lock().unwrap().push_back(scripted);
+        self
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.calls.lock().unwrap().clone()
+    }
+
+    /// Answers one request.
+    pub async fn answer<B>(&self, req: Request<B>) -> Response<ScriptBody>
+    where
+        B: Body,
+        B::Error: std::fmt::Debug,
+    {
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect().await.expect("request body").to_bytes();
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        self.inner.calls.lock().unwrap().push(Call {
+            uri: parts.uri.to_string(),
+            headers: parts.headers.clone(),
+            body: json.clone(),
+        });
+        if let Some(scripted) = self.inner.script.lock().unwrap().pop_front() {
+            return scripted_response(scripted, self.inner.dialect);
+        }
+        self.model(&json)
+    }
+
+    /// The model: continue the whole answer after the partial answer in the request.
+    fn model(&self, req: &Value) -> Response<ScriptBody> {
+        let model = req["model"].as_str().unwrap_or("").to_owned();
+        let messages = req["messages"].as_array().cloned().unwrap_or_default();
+        let last = messages.last().cloned().unwrap_or(Value::Null);
+        let rejects = self.inner.rejects_prefill.contains(&model);
+        let mut partial = String::new();
+        if self.inner.dialect == Dialect::Anthropic {
+            if last["role"] == "assistant" {
+                if rejects {
+                    return plain(400, ANTHROPIC_PREFILL_400);
+                }
+                let content = last["content"].as_str().unwrap_or("");
+                if content.trim_end() != content {
+                    return plain(400, ANTHROPIC_WHITESPACE_400);
+                }
+            }
+        } else if last["role"] == "assistant"
+            && (last["prefix"] == true || req["continue_final_message"] == true)
+            && rejects
+        {
+            return plain(
+                400,
+                r#"{"error":{"message":"prefix is not supported","type":"invalid_request_error","param":null,"code":null}}"#,
+            );
+        }
+        if let Some(assistant) = messages.iter().rev().find(|m| m["role"] == "assistant") {
+            partial = assistant["content"].as_str().unwrap_or("").to_owned();
+        }
+        let whole = &self.inner.whole;
+        let mut remaining = whole
+            .text
+            .strip_prefix(partial.as_str())
+            .unwrap_or_else(|| {
+                panic!("the partial answer {partial:?} is not a prefix of the answer")
+            })
+            .to_owned();
+        if self.inner.echo {
+            remaining.insert_str(0, &partial);
+        }
+        let thinking = self.inner.dialect == Dialect::Anthropic
+            && req["thinking"]["type"] == "enabled"
+            && whole.thinking.is_some();
+        let bytes = match self.inner.dialect {
+            Dialect::Anthropic => anthropic_stream(
+                &model,
+                thinking.then(|| whole.thinking.clone().unwrap()),
+                &remaining,
+                &whole.tools,
+            ),
+            Dialect::OpenAi => openai_stream(
+                &model,
+                &remaining,
+                &whole.tools,
+                req["stream_options"]["include_usage"] == true,
+            ),
+        };
+        let bytes = Bytes::from(bytes);
+        match self.inner.cuts.lock().unwrap().pop_front() {
+            None => sse(ScriptBody::new(bytes, &[], None)),
+            Some((events, fault)) => {
+                let kept: Vec<u8> = crate::support::events_of(&bytes)
+                    .into_iter()
+                    .take(events)
+                    .flat_map(|e| e.to_vec())
+                    .collect();
+                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault))
+                    .with_in_band(self.inner.dialect))
+            }
+        }
+    }
+}
+
+fn scripted_response(scripted: Scripted, dialect: Dialect) -> Response<ScriptBody> {
+    match scripted {
+        Scripted::Stream { bytes, cuts, fault } => {
+            sse(ScriptBody::new(bytes, &cuts, fault).with_in_band(dialect))
+        }
+        Scripted::Status {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut r = Response::new(ScriptBody::new(
+                Bytes::from_static(body.as_bytes()),
+                &[],
+                None,
+            ));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            r.headers_mut()
+                .insert("content-type", content_type.parse().unwrap());
+            r
+        }
+    }
+}
+
+fn sse(body: ScriptBody) -> Response<ScriptBody> {
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    r
+}
+
+fn plain(status: u16, body: &'static str) -> Response<ScriptBody> {
+    scripted_response(
+        Scripted::Status {
+            status,
+            content_type: "application/json",
+            body,
+        },
+        Dialect::Anthropic,
+    )
+}
+
+/// Pieces of a few characters, as models stream them.
+fn pieces(text: &str, size: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+fn event(out: &mut String, name: &str, data: Value) {
+    out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+}
+
+fn anthropic_stream(
+    model: &str,
+    thinking: Option<String>,
+    text: &str,
+    tools: &[(String, String)],
+) -> String {
+    let mut out = String::new();
+    let mut deltas = 0;
+    event(
+        &mut out,
+        "message_start",
+        json!({"type":"message_start","message":{"id":"msg_fallback","type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}),
+    );
+    let mut index = 0;
+    if let Some(thinking) = thinking {
+        event(
+            &mut out,
+            "content_block_start",
+            json!({"type":"content_block_start","index":index,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+        );
+        for p in pieces(&thinking, 12) {
+            deltas += 1;
+            event(
+                &mut out,
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":index,"delta":{"type":"thinking_delta","thinking":p}}),
+            );
+        }
+        event(
+            &mut out,
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":index,"delta":{"type":"signature_delta","signature":"c2lnbmF0dXJl"}}),
+        );
+        event(
+            &mut out,
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":index}),
+        );
+        index += 1;
+    }
+    event(&mut out, "ping", json!({"type":"ping"}));
+    if !text.is_empty() {
+        event(
+            &mut out,
+            "content_block_start",
+            json!({"type":"content_block_start","index":index,"content_block":{"type":"text","text":""}}),
+        );
+        for p in pieces(text, 7) {
+            deltas += 1;
+            event(
+                &mut out,
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":index,"delta":{"type":"text_delta","text":p}}),
+            );
+        }
+        event(
+            &mut out,
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":index}),
+        );
+        index += 1;
+    }
+    for (n, (name, args)) in tools.iter().enumerate() {
+        event(
+            &mut out,
+            "content_block_start",
+            json!({"type":"content_block_start","index":index,"content_block":{"type":"tool_use","id":format!("toolu_fb{n}"),"name":name,"input":{}}}),
+        );
+        for p in pieces(args, 5) {
+            deltas += 1;
+            event(
+                &mut out,
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":index,"delta":{"type":"input_json_delta","partial_json":p}}),
+            );
+        }
+        event(
+            &mut out,
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":index}),
+        );
+        index += 1;
+    }
+    let stop = if tools.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    event(
+        &mut out,
+        "message_delta",
+        json!({"type":"message_delta","delta":{"stop_reason":stop,"stop_sequence":null},"usage":{"output_tokens":deltas}}),
+    );
+    event(&mut out, "message_stop", json!({"type":"message_stop"}));
+    out
+}
+
+fn openai_stream(model: &str, text: &str, tools: &[(String, String)], usage: bool) -> String {
+    let mut out = String::new();
+    let envelope = |choices: Value, usage_field: Value| {
+        let mut v = json!({"id":"chatcmpl-fallback","object":"chat.completion.chunk","created":1700000000,"model":model,"choices":choices});
+        if usage {
+            v["usage"] = usage_field;
+        }
+        v
+    };
+    let mut push = |v: Value| out.push_str(&format!("data: {v}\n\n"));
+    push(envelope(
+        json!([{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]),
+        Value::Null,
+    ));
+    let mut deltas = 0;
+    for p in pieces(text, 4) {
+        deltas += 1;
+        push(envelope(
+            json!([{"index":0,"delta":{"content":p},"finish_reason":null}]),
+            Value::Null,
+        ));
+    }
+    for (i, (name, args)) in tools.iter().enumerate() {
+        push(envelope(
+            json!([{"index":0,"delta":{"tool_calls":[{"index":i,"id":format!("call_fb{i}"),"type":"function","function":{"name":name,"arguments":""}}]},"finish_reason":null}]),
+            Value::Null,
+        ));
+        for p in pieces(args, 3) {
+            deltas += 1;
+            push(envelope(
+                json!([{"index":0,"delta":{"tool_calls":[{"index":i,"function":{"arguments":p}}]},"finish_reason":null}]),
+                Value::Null,
+            ));
+        }
+    }
+    let finish = if tools.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    push(envelope(
+        json!([{"index":0,"delta":{},"finish_reason":finish}]),
+        Value::Null,
+    ));
+    if usage {
+        push(envelope(
+            json!([]),
+            json!({"prompt_tokens":10,"completion_tokens":deltas,"total_tokens":10 + deltas}),
+        ));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+/// The in-band error event of a dialect.
+pub fn in_band_error(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        Dialect::OpenAi => "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+    }
+}
+
+/// A response body that sends its frames, then ends as told.
+pub struct ScriptBody {
+    frames: VecDeque<Bytes>,
+    fault: Option<Fault>,
+    in_band: Option<Bytes>,
+}
+
+impl ScriptBody {
+    pub fn new(bytes: Bytes, cuts: &[usize], fault: Option<Fault>) -> Self {
+        let mut frames = VecDeque::new();
+        let mut at = 0;
+        for &cut in cuts.iter().filter(|&&c| c > 0 && c < bytes.len()) {
+            if cut > at {
+                frames.push_back(bytes.slice(at..cut));
+                at = cut;
+            }
+        }
+        if at < bytes.len() {
+            frames.push_back(bytes.slice(at..));
+        }
+        ScriptBody {
+            frames,
+            fault,
+            in_band: None,
+        }
+    }
+
+    pub fn with_in_band(mut self, dialect: Dialect) -> Self {
+        self.in_band = Some(Bytes::from_static(in_band_error(dialect).as_bytes()));
+        self
+    }
+}
+
+impl Body for ScriptBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
+        match self.fault {
+            None | Some(Fault::Truncate) => Poll::Ready(None),
+            Some(Fault::InBand) => match self.in_band.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Poll::Ready(None),
+            },
+            Some(Fault::Reset) => {
+                self.fault = Some(Fault::Truncate);
+                Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                ))))
+            }
+            Some(Fault::Stall) => Poll::Pending,
+        }
+    }
+}
+
+/// A tower service over an [`Upstream`].
+pub fn service(
+    upstream: Upstream,
+) -> impl tower::Service<
+    Request<tower_midstream::ReplayBody<http_body_util::Full<Bytes>>>,
+    Response = Response<ScriptBody>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(
+        move |req: Request<tower_midstream::ReplayBody<http_body_util::Full<Bytes>>>| {
+            let upstream = upstream.clone();
+            async move { Ok::<_, Infallible>(upstream.answer(req).await) }
+        },
+    )
+}
