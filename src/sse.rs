@@ -8,8 +8,11 @@
 //! cannot hand the client half an event.
 //!
 //! Line ends may be LF, CRLF or CR (the SSE spec allows all three); an event ends at an empty
-//! line. A CR at the very end of a frame may be the first half of a CRLF, which is decided when
-//! the next frame arrives.
+//! line. A CR that ends the empty line ends the event at once, even at the very end of a frame:
+//! waiting to see whether an LF follows would hold a complete event back (and lose it to a
+//! stall). When the next frame does start with that LF, it is handed out as an event of its
+//! own, with no fields, and relayed as it came: no byte is lost, and where the relay holds
+//! back the event before it, the client sees an empty line, which every parser ignores.
 
 use std::ops::Range;
 
@@ -194,6 +197,12 @@ impl Framer {
             self.after_cr = false;
             if bytes[i] == b'\n' {
                 i += 1;
+                if i - 1 == self.start && self.head_len == 0 {
+                    // The rest of a CRLF that ended the previous event: hand it out alone, so
+                    // it reaches the client whatever becomes of the next event.
+                    self.scan = i;
+                    return Some(i);
+                }
             }
         }
         while i < len {
@@ -394,14 +403,16 @@ mod tests {
             1024,
         );
         // A CR that ends the blank line ends the event at once; when it turns out to be the
-        // first half of a CRLF, the LF rides at the start of the next event. The bytes the
-        // client sees, in order, are the same.
+        // first half of a CRLF, the LF follows as an event of its own (no fields), so the
+        // bytes the client sees are the same however the frames were cut.
         assert_eq!(
             evs,
             vec![
                 b"data: a\r\n\r".to_vec(),
-                b"\ndata: b\r\r".to_vec(),
-                b"\ndata: c\r\n\r\n".to_vec()
+                b"\n".to_vec(),
+                b"data: b\r\r".to_vec(),
+                b"\n".to_vec(),
+                b"data: c\r\n\r\n".to_vec()
             ]
         );
     }

@@ -582,10 +582,12 @@ impl Relay for AnthropicRelay {
                 out.forward(ev);
                 Step::Continue
             }
-            Some(payload) => {
-                let name = fields.event.unwrap_or(b"");
-                self.dispatch(name, ev, payload, out)
-            }
+            Some(payload) => match fields.event {
+                Some(name) => self.dispatch(name, ev, payload, out),
+                // Clients drop data without an event line; upstreams that speak this dialect
+                // never send one, so the stream is broken (a torn event glued to the next).
+                None => malformed("nameless"),
+            },
         };
         self.data = data;
         step
@@ -657,13 +659,22 @@ impl Relay for AnthropicRelay {
 impl AnthropicRelay {
     fn dispatch(&mut self, name: &[u8], ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
         match name {
-            b"content_block_delta" => self.on_block_delta(ev, data, out),
+            b"content_block_delta" => return self.on_block_delta(ev, data, out),
+            b"content_block_start" => return self.on_block_start(ev, data, out),
+            b"content_block_stop" => return self.on_block_stop(data, out),
+            _ => {}
+        }
+        // The rest are few per stream: check each is what its event line says (a torn event
+        // glued to the next would not be) before passing it on.
+        let typed = serde_json::from_slice::<TypeOnly<'_>>(data);
+        if !typed.is_ok_and(|t| t.kind.as_bytes() == name) {
+            return malformed(&String::from_utf8_lossy(name));
+        }
+        match name {
             b"ping" => {
                 out.forward(ev);
                 Step::Continue
             }
-            b"content_block_start" => self.on_block_start(ev, data, out),
-            b"content_block_stop" => self.on_block_stop(data, out),
             b"message_start" => {
                 if self.attempt.verbatim && !self.message_started {
                     out.forward(ev);

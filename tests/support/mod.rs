@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tower::{Layer, ServiceExt};
 use tower_midstream::{FallbackBody, FallbackChain, MidStreamFallbackLayer, Prefill, RetryPlanner};
 
+#[allow(unused_imports)]
 pub use upstream::{Dialect, Fault, Scripted, Upstream, Whole, FAULTS};
 
 /// An Anthropic stream of `deltas`, as the API sends it.
@@ -344,4 +345,51 @@ pub fn same_answer(got: &check::Answer, want: &check::Answer) -> Result<(), Stri
         ));
     }
     Ok(())
+}
+
+/// A request body sent in chunks; its size is known in advance only when sent whole.
+pub struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    announced: bool,
+}
+
+impl Chunks {
+    pub fn whole(bytes: Bytes) -> Self {
+        Chunks {
+            chunks: [bytes].into(),
+            announced: true,
+        }
+    }
+
+    pub fn split(bytes: Bytes, size: usize) -> Self {
+        let chunks = bytes.chunks(size).map(Bytes::copy_from_slice).collect();
+        Chunks {
+            chunks,
+            announced: false,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.chunks
+                .pop_front()
+                .map(|c| Ok(http_body::Frame::data(c))),
+        )
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.announced {
+            http_body::SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+        } else {
+            http_body::SizeHint::default()
+        }
+    }
 }

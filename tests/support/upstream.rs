@@ -504,21 +504,23 @@ impl Body for ScriptBody {
     }
 }
 
-/// A tower service over an [`Upstream`].
-pub fn service(
+/// A tower service over an [`Upstream`], for any request body.
+pub fn service<B>(
     upstream: Upstream,
 ) -> impl tower::Service<
-    Request<tower_midstream::ReplayBody<http_body_util::Full<Bytes>>>,
+    Request<tower_midstream::ReplayBody<B>>,
     Response = Response<ScriptBody>,
     Error = Infallible,
     Future = impl Send,
 > + Clone
        + Send
-       + 'static {
-    tower::service_fn(
-        move |req: Request<tower_midstream::ReplayBody<http_body_util::Full<Bytes>>>| {
-            let upstream = upstream.clone();
-            async move { Ok::<_, Infallible>(upstream.answer(req).await) }
-        },
-    )
+       + 'static
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Debug,
+{
+    tower::service_fn(move |req: Request<tower_midstream::ReplayBody<B>>| {
+        let upstream = upstream.clone();
+        async move { Ok::<_, Infallible>(upstream.answer(req).await) }
+    })
 }
