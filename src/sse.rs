@@ -156,7 +156,10 @@ impl Framer {
         if self.head_len == 0 || !self.at_line_start {
             return None;
         }
-        self.head.push(Bytes::from_static(b"\n"));
+        // After a bare CR, an LF would only complete a CRLF: the empty line must be a CR too.
+        let blank: &'static [u8] = if self.after_cr { b"\r" } else { b"\n" };
+        self.after_cr = false;
+        self.head.push(Bytes::from_static(blank));
         self.head_len += 1;
         self.frame = Bytes::new();
         self.start = 0;
@@ -431,6 +434,10 @@ mod tests {
         assert!(framer.next_event().is_none());
         let ev = framer.finish().expect("completed");
         assert_eq!(ev.raw, b"data: [DONE]\n\n");
+        let mut framer = Framer::new(1024);
+        framer.push(Bytes::from_static(b"data: x\r"));
+        assert!(framer.next_event().is_none());
+        assert_eq!(framer.finish().expect("completed").raw, b"data: x\r\r");
         let mut framer = Framer::new(1024);
         framer.push(Bytes::from_static(b"data: [DO"));
         assert!(framer.next_event().is_none());

@@ -63,7 +63,11 @@ fn cuts(max: usize) -> impl Strategy<Value = Vec<usize>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    // 500 cases by default; PROPTEST_CASES=N for a longer run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(500),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn any_chunking_and_line_ending_gives_the_client_the_same_stream(
