@@ -447,6 +447,8 @@ pub struct ScriptBody {
     frames: VecDeque<Bytes>,
     fault: Option<Fault>,
     in_band: Option<Bytes>,
+    /// Yielded once before the reset, so that a server writing this body flushes first.
+    yielded: bool,
 }
 
 impl ScriptBody {
@@ -466,6 +468,7 @@ impl ScriptBody {
             frames,
             fault,
             in_band: None,
+            yielded: false,
         }
     }
 
@@ -481,7 +484,7 @@ impl Body for ScriptBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if let Some(frame) = self.frames.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(frame))));
@@ -492,6 +495,11 @@ impl Body for ScriptBody {
                 Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 None => Poll::Ready(None),
             },
+            Some(Fault::Reset) if !self.yielded => {
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Some(Fault::Reset) => {
                 self.fault = Some(Fault::Truncate);
                 Poll::Ready(Some(Err(std::io::Error::new(
