@@ -1,6 +1,135 @@
 //! Keep streaming LLM responses alive when the upstream fails halfway through.
 //!
-//! (Crate documentation is written in full below the module list.)
+//! A gateway relays a provider's server-sent events to its client. When the provider drops
+//! the connection, stalls, sends `overloaded_error` mid-stream or ends the body early, the
+//! client already holds a 200 and half an answer, and tower's `retry` and `timeout` cannot help:
+//! they never see the body. [`MidStreamFallbackLayer`] watches the body, asks a
+//! [`RetryPlanner`] how to go on, calls the inner service again with a rewritten request, and
+//! splices the new stream onto the one the client is reading, so that the official SDKs see one
+//! valid stream.
+//!
+//! ```no_run
+//! use axum::{routing::post, Router};
+//! use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill};
+//!
+//! # async fn proxy(req: axum::extract::Request) -> axum::response::Response { unimplemented!() }
+//! # async fn run() {
+//! let chain = FallbackChain::new()
+//!     // What each model accepts; prefill is never sent to a model not declared to accept it.
+//!     .model("claude-sonnet-4-6", Prefill::None)
+//!     .model("claude-sonnet-4-5", Prefill::Assistant)
+//!     .fallbacks("claude-sonnet-4-6", ["claude-sonnet-4-5"]);
+//!
+//! let app = Router::new()
+//!     // `proxy` forwards to the provider chosen by the body's `model`.
+//!     .route("/v1/messages", post(proxy))
+//!     .layer(MidStreamFallbackLayer::new(chain));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+//!
+//! The layer calls the service inside it once per attempt: fallback requests go through the
+//! same service as the first, with `model` changed, so that service routes by the body's
+//! `model` (examples/gateway does).
+//!
+//! # What is watched
+//!
+//! A `POST` whose path ends in `/messages` (Anthropic Messages) or `/chat/completions` (OpenAI
+//! Chat Completions), unless fixed otherwise with [`MidStreamFallbackLayer::dialect`] or a
+//! [`Dialect`] in the request's extensions. Its body is collected once (up to
+//! [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes)) and replayed by refcount
+//! for every attempt. A response that is not `text/event-stream`, or a client error, passes
+//! through untouched; so does every other request, and a request carrying [`NoFallback`].
+//!
+//! # Failures
+//!
+//! | class | seen as | fallback? |
+//! |---|---|---|
+//! | [`Transport`](FailureClass::Transport) | the body yields an error (reset, incomplete message) | yes |
+//! | [`Stall`](FailureClass::Stall) | no event within the [idle timeout](MidStreamFallbackLayer::idle_timeout) | yes |
+//! | [`InBand`](FailureClass::InBand) | Anthropic `event: error`; an OpenAI chunk with an `error` | yes, unless a client error (invalid request, content policy): that is passed on as it came |
+//! | [`Truncated`](FailureClass::Truncated) | the body ends before `message_stop` / `data: [DONE]` | yes; or, if only the closing events are missing, the layer closes the stream itself |
+//! | [`Malformed`](FailureClass::Malformed) | an event over the size limit or that does not parse | yes |
+//! | [`Status`](FailureClass::Status) | 408, 429, 500, 502, 503, 504, 529 before the stream | yes, invisibly (a restart) |
+//! | [`Connect`](FailureClass::Connect) | the inner service fails before headers | yes |
+//! | client error | any other 4xx before the stream | no: passed on as it came |
+//! | client gone | the response body is dropped | no: the upstream is cancelled, nothing more is called |
+//!
+//! # Strategies
+//!
+//! The planner picks one per attempt ([`Strategy`]):
+//!
+//! * **restart**: the original request, `model` swapped. While nothing of the answer reached
+//!   the client, the new stream simply replaces the old one.
+//! * **prefill**: the partial answer as a trailing assistant message the target continues:
+//!   Anthropic ([`Prefill::Assistant`], trailing whitespace stripped as the API requires),
+//!   OpenAI-compatible `"prefix": true` ([`Prefill::Prefix`]: DeepSeek, Mistral), vLLM
+//!   `continue_final_message` ([`Prefill::ContinueFinalMessage`]).
+//! * **instruction**: the partial answer as an assistant message, then a short user message
+//!   asking to continue exactly where it stopped. For targets that reject prefill (Claude
+//!   Sonnet 4.6 and Opus 4.6 answer HTTP 400). No system prompt is added.
+//! * **give up**: the client gets an error event in its dialect naming the *original* failure.
+//!
+//! `max_tokens` / `max_completion_tokens` shrink by the tokens already sent. [`FallbackChain`]
+//! sends prefill only to targets declared to accept it, and retries a prefill answered with 400
+//! once with the instruction; write your own [`RetryPlanner`] for other policies.
+//!
+//! # What the client sees
+//!
+//! One stream that obeys the rules the official clients impose (one `message_start`, dense block
+//! and tool-call indices, one `finish_reason`, usage last, one terminal event...):
+//!
+//! * Only complete events are forwarded, each as a slice of the upstream's frame (no copy).
+//! * Text streams live. Tool calls and reasoning blocks are held back until complete (tool
+//!   calls until the end of the message), so that a failure inside one is recoverable and no
+//!   client ever sees a truncated tool call. They are sent compacted: one delta per block.
+//! * At a seam, the continuation joins the open text block; an echo of the partial answer or
+//!   whitespace the prefill had to strip is dropped; usage covers every attempt.
+//! * If every attempt fails, the stream ends cleanly with an error event naming the original
+//!   failure; Rust callers get a [`FallbackError`] with every attempt's cause from
+//!   [`FallbackBody::fallback_error`]. When no attempt produced a response at all, the client
+//!   gets the original failed response as it came (or a 502 in its dialect after a connection
+//!   failure), with the `FallbackError` in the response's extensions.
+//!
+//! # Where to put this layer
+//!
+//! ```text
+//! client ── server ── Trace ── Compression ── MidStreamFallbackLayer
+//!              ── tower::timeout (time to headers) ── ResponseBodyTimeout ── tower::retry
+//!              ── router to the upstreams (hyper-util client, or any Service)
+//! ```
+//!
+//! * Everything **inside** runs once per attempt: a timeout there bounds each attempt's time
+//!   to headers, a retry there retries each attempt before its stream starts, a body timeout
+//!   there turns a stall into a failure this layer recovers from.
+//! * Everything **outside** sees one request and one continuous body. Compression must be
+//!   outside: the layer reads plain SSE. A body or idle timeout outside must allow for the gap
+//!   while a fallback is called; the layer sends SSE comments
+//!   ([`keep_alive`](MidStreamFallbackLayer::keep_alive)) during that gap.
+//!
+//! # Limits
+//!
+//! | option | default | beyond it |
+//! |---|---|---|
+//! | [`max_attempts`](MidStreamFallbackLayer::max_attempts) | 3, the first included | give up |
+//! | [`idle_timeout`](MidStreamFallbackLayer::idle_timeout) | 60 s | a stall |
+//! | [`keep_alive`](MidStreamFallbackLayer::keep_alive) | every 5 s while waiting for a fallback | |
+//! | [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes) | 4 MiB | 413 in the client's dialect; nothing is sent upstream |
+//! | [`max_event_bytes`](MidStreamFallbackLayer::max_event_bytes) | 1 MiB | a malformed stream |
+//! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued |
+//! | [`max_held_bytes`](MidStreamFallbackLayer::max_held_bytes) | 4 MiB of held tool-call / reasoning content | a malformed stream |
+//!
+//! What a stream retains grows with its generated text (the transcript and held blocks are
+//! kept as text, not as SSE), not with the raw bytes relayed.
+//!
+//! # Differences from the retry in LiteLLM's router
+//!
+//! LiteLLM appended the partial answer as an assistant prefill for every fallback; newer Claude
+//! models reject that with HTTP 400, so its fallback failed exactly when needed and the client
+//! saw the 400. Here prefill goes only where it is accepted, and the client is always told about
+//! the original failure.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -35,6 +164,10 @@ pub use transcript::Transcript;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Not part of the API: the SSE framer, exposed for the benchmarks and fuzz targets only.
 /// It may change or go away in any release.
 #[doc(hidden)]
@@ -59,7 +192,9 @@ pub mod internals {
         /// The next complete event (raw bytes), `Some(Err(()))` if one exceeds the limit.
         #[allow(clippy::result_unit_err)]
         pub fn next_event(&mut self) -> Option<Result<&[u8], ()>> {
-            self.0.next_event().map(|r| r.map(|ev| ev.raw).map_err(|_| ()))
+            self.0
+                .next_event()
+                .map(|r| r.map(|ev| ev.raw).map_err(|_| ()))
         }
 
         /// At the end of the body: a last event missing only its blank line.
