@@ -75,6 +75,15 @@ pub(crate) fn string_literal(s: &str) -> String {
     serde_json::to_string(s).expect("a str always serializes")
 }
 
+/// Reads the top level of a JSON object into `T`. Derived structs would also accept an array
+/// (fields by position), which no request body is.
+pub(crate) fn object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("not a JSON object".into());
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
 /// The `model` of a request body, if it is a JSON object with a string `model`.
 pub(crate) fn top_level_string(body: &[u8], key: &str) -> Option<String> {
     debug_assert_eq!(key, "model");
@@ -83,7 +92,7 @@ pub(crate) fn top_level_string(body: &[u8], key: &str) -> Option<String> {
         #[serde(borrow)]
         model: Option<std::borrow::Cow<'a, str>>,
     }
-    let m: Model<'_> = serde_json::from_slice(body).ok()?;
+    let m: Model<'_> = object(body).ok()?;
     m.model.map(|m| m.into_owned())
 }
 

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use super::{
     sse_event, Continuation, ErrorKind, Limits, Relay, SeamText, Spec, Step, StreamFailure,
 };
-use crate::json::{span, string_literal, unescape_into, write_str, LastOf, Splice};
+use crate::json::{object, span, string_literal, unescape_into, write_str, LastOf, Splice};
 use crate::outbox::Outbox;
 use crate::plan::{FailureClass, Prefill, RewriteError, Strategy};
 use crate::sse::{Event, Fields};
@@ -783,7 +783,7 @@ fn thinking_enabled(body: &[u8]) -> bool {
         #[serde(borrow)]
         thinking: Option<Thinking<'a>>,
     }
-    serde_json::from_slice::<OnlyThinking<'_>>(body)
+    object::<OnlyThinking<'_>>(body)
         .ok()
         .and_then(|r| r.thinking)
         .and_then(|t| t.kind)
@@ -796,7 +796,7 @@ fn rewrite(
     strategy: &Strategy,
     cont: &Continuation<'_>,
 ) -> Result<Bytes, RewriteError> {
-    let req: Request<'_> = serde_json::from_slice(body).map_err(|e| {
+    let req: Request<'_> = object(body).map_err(|e| {
         RewriteError::new(format!("the request body is not a Messages request: {e}"))
     })?;
     let model = req

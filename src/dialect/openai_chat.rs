@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use super::{
     sse_event, Continuation, ErrorKind, Limits, Relay, SeamText, Spec, Step, StreamFailure,
 };
-use crate::json::{span, string_literal, unescape_into, write_str, First, LastOf, Splice};
+use crate::json::{object, span, string_literal, unescape_into, write_str, First, LastOf, Splice};
 use crate::outbox::Outbox;
 use crate::plan::{FailureClass, Prefill, RewriteError, Strategy};
 use crate::sse::{Event, Fields};
@@ -738,7 +738,7 @@ fn rewrite(
     strategy: &Strategy,
     cont: &Continuation<'_>,
 ) -> Result<Bytes, RewriteError> {
-    let req: Request<'_> = serde_json::from_slice(body).map_err(|e| {
+    let req: Request<'_> = object(body).map_err(|e| {
         RewriteError::new(format!(
             "the request body is not a Chat Completions request: {e}"
         ))

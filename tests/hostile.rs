@@ -1,0 +1,443 @@
+//! Hostile input, each with a clear, bounded outcome: upstream streams that are too big, not
+//! UTF-8, only comments or without a newline; request bodies the rewriter cannot use.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use proptest::prelude::*;
+use proptest::strategy::Strategy as _;
+use serde_json::{json, Value};
+use support::*;
+use tower::{Layer, ServiceExt};
+use tower_midstream::{
+    Failure, FailureClass, FallbackChain, MidStreamFallbackLayer, Plan, Prefill, ReplayBody,
+    RetryPlanner, Strategy,
+};
+
+const WHOLE: &str = "A short answer, whole.";
+
+fn anthropic_request() -> Bytes {
+    Bytes::from(json!({"model":"primary","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}).to_string())
+}
+
+/// An upstream body that sends `frames` from a generator, counting what it was asked for.
+struct Endless {
+    next: Box<dyn FnMut(usize) -> Option<Bytes> + Send>,
+    sent: Arc<AtomicUsize>,
+    tick: Option<Pin<Box<tokio::time::Sleep>>>,
+    every: Option<Duration>,
+}
+
+impl Body for Endless {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(every) = self.every {
+            let tick = self
+                .tick
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            if tick.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.tick = None;
+        }
+        let n = self.sent.fetch_add(1, Ordering::SeqCst);
+        Poll::Ready((self.next)(n).map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// The first call streams `primary` (an `Endless`); later calls are the model continuing.
+async fn through_layer(
+    layer: MidStreamFallbackLayer<FallbackChain>,
+    primary: Endless,
+) -> (Bytes, Vec<upstream::Call>) {
+    let model = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: WHOLE.into(),
+            ..Whole::default()
+        },
+    );
+    let first = Arc::new(Mutex::new(Some(primary)));
+    let calls = model.clone();
+    let svc = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+        let (model, first) = (model.clone(), first.take_first());
+        async move {
+            let body = match first {
+                Some(primary) => {
+                    let _ = req.into_body().collect().await;
+                    let mut r = Response::new(primary.boxed_unsync());
+                    r.headers_mut()
+                        .insert("content-type", "text/event-stream".parse().unwrap());
+                    return Ok::<_, std::convert::Infallible>(r);
+                }
+                None => model.answer(req).await,
+            };
+            Ok(body.map(|b| b.boxed_unsync()))
+        }
+    });
+    let svc = layer.layer(svc);
+    let res = svc
+        .oneshot(
+            Request::post("/v1/messages")
+                .body(Full::new(anthropic_request()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (bytes, calls.calls())
+}
+
+trait TakeFirst<T> {
+    fn take_first(&self) -> Option<T>;
+}
+
+impl<T> TakeFirst<T> for Arc<Mutex<Option<T>>> {
+    fn take_first(&self) -> Option<T> {
+        self.lock().unwrap().take()
+    }
+}
+
+fn chain() -> FallbackChain {
+    FallbackChain::new()
+        .model("fallback", Prefill::Assistant)
+        .fallbacks("primary", ["fallback"])
+}
+
+const START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"primary\",\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\n";
+
+#[tokio::test(start_paused = true)]
+async fn an_event_over_the_size_limit_is_a_failure_read_no_further_than_the_limit() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let primary = Endless {
+        next: Box::new(|n| {
+            Some(if n == 0 {
+                Bytes::from_static(START.as_bytes())
+            } else if n == 1 {
+                Bytes::from_static(b"event: content_block_delta\ndata: {\"text\":\"")
+            } else {
+                Bytes::from(vec![b'a'; 1024])
+            })
+        }),
+        sent: sent.clone(),
+        tick: None,
+        every: None,
+    };
+    let layer = MidStreamFallbackLayer::new(chain()).max_event_bytes(64 * 1024);
+    let (bytes, calls) = through_layer(layer, primary).await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(calls.len(), 1, "the fallback answered");
+    let read = sent.load(Ordering::SeqCst);
+    assert!(
+        read <= 2 + 64 + 1,
+        "read {read} frames of 1 KiB for a 64 KiB limit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_sends_a_newline_is_cut_off_at_the_event_limit() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let primary = Endless {
+        next: Box::new(|_| Some(Bytes::from(vec![b'x'; 4096]))),
+        sent: sent.clone(),
+        tick: None,
+        every: None,
+    };
+    let layer = MidStreamFallbackLayer::new(chain()).max_event_bytes(32 * 1024);
+    let (bytes, _) = through_layer(layer, primary).await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert!(sent.load(Ordering::SeqCst) <= 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn endless_comments_are_relayed_but_count_as_a_stall() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let primary = Endless {
+        next: Box::new(|n| {
+            Some(Bytes::from(if n == 0 {
+                START.to_owned()
+            } else {
+                ": still thinking\n\n".to_owned()
+            }))
+        }),
+        sent: sent.clone(),
+        tick: None,
+        every: Some(Duration::from_millis(500)),
+    };
+    let layer = MidStreamFallbackLayer::new(chain()).idle_timeout(Duration::from_secs(10));
+    let (bytes, calls) = through_layer(layer, primary).await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(calls.len(), 1);
+    let comments = String::from_utf8_lossy(&bytes)
+        .matches(": still thinking")
+        .count();
+    assert!(
+        (15..=21).contains(&comments),
+        "{comments} comments relayed in the 10 s before the stall"
+    );
+}
+
+#[tokio::test]
+async fn invalid_utf8_inside_an_event_is_a_malformed_stream_not_a_crash() {
+    for bad in [
+        &b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\xff\xfe\"}}\n\n"[..],
+        b"event: ping\ndata: {\"type\": \"p\xc3\x28\"}\n\n",
+        b"event: \xff\ndata: {}\n\n",
+    ] {
+        let mut stream = START.as_bytes().to_vec();
+        stream.extend_from_slice(b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+        stream.extend_from_slice(bad);
+        let primary = Endless {
+            next: Box::new(move |n| (n == 0).then(|| Bytes::from(stream.clone()))),
+            sent: Arc::default(),
+            tick: None,
+            every: None,
+        };
+        let (bytes, calls) = through_layer(MidStreamFallbackLayer::new(chain()), primary).await;
+        assert!(std::str::from_utf8(&bytes).is_ok(), "nothing invalid reaches the client");
+        assert_eq!(check(Dialect::Anthropic, false, &bytes).unwrap().text, WHOLE);
+        assert_eq!(calls.len(), 1);
+    }
+}
+
+/// The top level of a JSON body, nested values checked for syntax but not built (a body
+/// nested deeper than serde_json's `Value` recursion limit is still well-formed).
+fn shallow(body: &[u8]) -> Result<Value, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        model: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        messages: Option<&'a serde_json::value::RawValue>,
+    }
+    let top: Top<'_> = serde_json::from_slice(body)?;
+    let model = top
+        .model
+        .map(|m| serde_json::from_str(m.get()))
+        .transpose()?
+        .unwrap_or(Value::Null);
+    let messages = match top.messages {
+        Some(m) if m.get().starts_with('[') => json!([]),
+        Some(_) => json!("not an array"),
+        None => Value::Null,
+    };
+    Ok(json!({"model": model, "messages": messages}))
+}
+
+/// A strategy's name and what its rewrite gave.
+type Rewrite = (String, Result<Value, String>);
+
+/// A planner that tries every rewrite on whatever body it is given, and records the results.
+#[derive(Clone, Default)]
+struct Probe {
+    results: Arc<Mutex<Vec<Rewrite>>>,
+}
+
+impl RetryPlanner for Probe {
+    fn plan(&mut self, failure: &Failure<'_>) -> Plan {
+        for strategy in [
+            Strategy::Restart,
+            Strategy::Prefill(Prefill::Assistant),
+            Strategy::Prefill(Prefill::Prefix),
+            Strategy::Prefill(Prefill::ContinueFinalMessage),
+            Strategy::instruction(),
+        ] {
+            let result = failure
+                .rewrite("target", &strategy)
+                .map_err(|e| e.to_string())
+                .and_then(|req| shallow(req.body()).map_err(|e| format!("MALFORMED OUTPUT: {e}")));
+            self.results
+                .lock()
+                .unwrap()
+                .push((strategy.to_string(), result));
+        }
+        Plan::give_up("probe")
+    }
+}
+
+/// Sends `body` as the request; the primary's stream breaks after some text; returns what each
+/// strategy's rewrite gave.
+fn rewrites(dialect: Dialect, body: Bytes) -> Vec<Rewrite> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let stream = match dialect {
+            Dialect::Anthropic => anthropic_text_stream(&["Partial ", "answer "]),
+            Dialect::OpenAi => openai_text_stream(&["Partial ", "answer "]),
+        };
+        let lead = if dialect == Dialect::Anthropic { 4 } else { 3 };
+        let upstream = Upstream::new(dialect, Whole::default()).then(Scripted::Stream {
+            bytes: Bytes::from(events_of(&stream)[..lead].concat()),
+            cuts: vec![],
+            fault: Some(Fault::Reset),
+        });
+        let probe = Probe::default();
+        let svc = MidStreamFallbackLayer::new(probe.clone()).layer(upstream::service(upstream));
+        let req = Request::post(path(dialect)).body(Full::new(body)).unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        let _ = res.into_body().collect().await.unwrap();
+        let results = probe.results.lock().unwrap().clone();
+        results
+    })
+}
+
+fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[ -~\\n\"\\\\é😀]{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("model".to_owned()),
+                    Just("messages".to_owned()),
+                    Just("max_tokens".to_owned()),
+                    Just("role".to_owned()),
+                    Just("content".to_owned()),
+                    Just("thinking".to_owned()),
+                    "[a-z]{1,6}"
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn assert_rewrites_are_sound(
+    results: &[(String, Result<Value, String>)],
+) -> Result<(), TestCaseError> {
+    for (strategy, result) in results {
+        match result {
+            Ok(v) => {
+                prop_assert_eq!(&v["model"], &json!("target"), "{}: {}", strategy, v);
+                prop_assert!(v["messages"].is_array(), "{}: {}", strategy, v);
+            }
+            Err(e) => {
+                prop_assert!(!e.contains("MALFORMED OUTPUT"), "{}: {}", strategy, e);
+                prop_assert!(!e.is_empty());
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_rewriter_never_panics_and_never_sends_a_malformed_body(
+        dialect in prop::sample::select(vec![Dialect::Anthropic, Dialect::OpenAi]),
+        body in json_value(),
+    ) {
+        let results = rewrites(dialect, Bytes::from(body.to_string()));
+        assert_rewrites_are_sound(&results)?;
+    }
+
+    #[test]
+    fn the_rewriter_gives_up_clearly_on_bytes_that_are_not_json(
+        dialect in prop::sample::select(vec![Dialect::Anthropic, Dialect::OpenAi]),
+        body in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let results = rewrites(dialect, Bytes::from(body));
+        assert_rewrites_are_sound(&results)?;
+    }
+}
+
+/// Whether a strategy exists in a dialect (OpenAI's prefix kinds are not Anthropic's).
+fn native(dialect: Dialect, strategy: &str) -> bool {
+    dialect == Dialect::OpenAi
+        || !(strategy.contains("prefix") || strategy.contains("continue_final"))
+}
+
+#[test]
+fn hostile_request_bodies_get_a_clear_give_up() {
+    let deep = format!(
+        "{{\"model\":\"primary\",\"messages\":{}1{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let huge =
+        json!({"model":"primary","messages":[{"role":"user","content":"x".repeat(3_000_000)}]})
+            .to_string();
+    let cases: Vec<(&str, Bytes)> = vec![
+        ("not JSON", Bytes::from_static(b"model=primary&stream=true")),
+        ("deeply nested", Bytes::from(deep)),
+        ("messages is a string", Bytes::from(json!({"model":"primary","messages":"hi"}).to_string())),
+        ("max_tokens is a string", Bytes::from(json!({"model":"primary","max_tokens":"many","messages":[{"role":"user","content":"hi"}]}).to_string())),
+        ("invalid UTF-8", Bytes::from(b"{\"model\":\"prim\xffary\",\"messages\":[]}".to_vec())),
+    ];
+    for (what, body) in cases {
+        for dialect in [Dialect::Anthropic, Dialect::OpenAi] {
+            let results = rewrites(dialect, body.clone());
+            assert!(!results.is_empty(), "{what}");
+            for (strategy, result) in &results {
+                match result {
+                    Ok(v) => assert_eq!(v["model"], "target", "{what}/{strategy}"),
+                    Err(e) => assert!(
+                        !e.contains("MALFORMED") && e.len() > 10,
+                        "{what}/{strategy}: {e}"
+                    ),
+                }
+            }
+            // Continuing needs a well-formed request: these all give up for the prefill.
+            let prefill = results
+                .iter()
+                .find(|(s, _)| s.starts_with("prefill"))
+                .unwrap();
+            assert!(prefill.1.is_err(), "{what}: {:?}", prefill.1);
+        }
+    }
+    // A wrong type where the rewrite writes anyway still makes a well-formed request.
+    let body =
+        Bytes::from(json!({"model":7,"messages":[{"role":"user","content":"hi"}]}).to_string());
+    for dialect in [Dialect::Anthropic, Dialect::OpenAi] {
+        for (strategy, result) in rewrites(dialect, body.clone()) {
+            if native(dialect, &strategy) {
+                let v = result.unwrap_or_else(|e| panic!("{strategy}: {e}"));
+                assert_eq!(v["model"], "target");
+            }
+        }
+    }
+    // A huge but valid body is rewritten, not refused.
+    let results = rewrites(Dialect::Anthropic, Bytes::from(huge));
+    for (strategy, result) in results {
+        let native = native(Dialect::Anthropic, &strategy);
+        assert_eq!(result.is_ok(), native, "a 3 MB body, {strategy}");
+    }
+    let _ = FailureClass::Malformed;
+}
