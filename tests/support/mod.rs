@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod fuzz;
+pub mod probe;
 pub mod upstream;
 
 use bytes::Bytes;
@@ -66,7 +68,12 @@ pub fn openai_text_stream(deltas: &[&str]) -> Bytes {
 
 /// A recorded stream from tests/fixtures.
 pub fn fixture(name: &str) -> Bytes {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    // From the crate's tests, or from the fuzz crate one level down.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = [format!("{root}/tests/fixtures/{name}"), format!("{root}/../tests/fixtures/{name}")]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| panic!("fixture {name} not found from {root}"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 

@@ -89,6 +89,8 @@ struct Inner {
     cuts: Mutex<VecDeque<(usize, Fault)>>,
     /// The model repeats the partial answer before continuing it (some servers echo a prefix).
     echo: bool,
+    /// A partial answer that is not the start of the whole one is continued anyway.
+    lenient: bool,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -102,6 +104,7 @@ impl Upstream {
                 script: Mutex::new(VecDeque::new()),
                 cuts: Mutex::new(VecDeque::new()),
                 echo: false,
+                lenient: false,
                 calls: Mutex::new(Vec::new()),
             }),
         }
@@ -120,6 +123,12 @@ impl Upstream {
         Arc::get_mut(&mut self.inner)
             .expect("configure before use")
             .echo = true;
+        self
+    }
+
+    /// Continue any partial answer (with the whole answer), for arbitrary primaries.
+    pub fn lenient(mut self) -> Self {
+        Arc::get_mut(&mut self.inner).expect("configure before use").lenient = true;
         self
     }
 
@@ -189,13 +198,11 @@ impl Upstream {
             partial = assistant["content"].as_str().unwrap_or("").to_owned();
         }
         let whole = &self.inner.whole;
-        let mut remaining = whole
-            .text
-            .strip_prefix(partial.as_str())
-            .unwrap_or_else(|| {
-                panic!("the partial answer {partial:?} is not a prefix of the answer")
-            })
-            .to_owned();
+        let mut remaining = match whole.text.strip_prefix(partial.as_str()) {
+            Some(rest) => rest.to_owned(),
+            None if self.inner.lenient => whole.text.clone(),
+            None => panic!("the partial answer {partial:?} is not a prefix of the answer"),
+        };
         if self.inner.echo {
             remaining.insert_str(0, &partial);
         }

@@ -1,0 +1,7 @@
+//! Fuzz target: see `support::fuzz::relay` (tests/support/fuzz.rs) for the property it checks.
+#![no_main]
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| support::fuzz::relay(data));

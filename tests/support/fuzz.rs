@@ -1,0 +1,171 @@
+//! The properties the fuzz targets check (fuzz/fuzz_targets), shared with tests/fuzz_corpus.rs,
+//! which replays every corpus file under `cargo test`. Each function panics on a violation.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower_midstream::internals::Framer;
+use tower_midstream::MidStreamFallbackLayer;
+
+use super::probe::rewrites;
+use super::upstream::{Dialect, Fault, Scripted, Upstream, FAULTS};
+use super::{chain, check, expected, fixture, path, request_body, run, same_answer, whole_of, FIXTURES};
+
+/// Reads cut points from the front of `data`: one byte `n`, then `n` little-endian u16.
+fn cuts_and_rest(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let Some((&n, rest)) = data.split_first() else {
+        return (Vec::new(), data);
+    };
+    let n = (n % 24) as usize;
+    let take = (2 * n).min(rest.len());
+    let cuts = rest[..take]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], *c.get(1).unwrap_or(&0)]) as usize)
+        .collect();
+    (cuts, &rest[take..])
+}
+
+fn frames<'a>(input: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for c in cuts {
+        out.push(&input[at..c]);
+        at = c;
+    }
+    out.push(&input[at..]);
+    out
+}
+
+/// Where the last complete event of `input` ends: after the last empty line, an LF, CRLF or
+/// CR each ending a line (a reference written apart from the framer, byte by byte).
+pub fn complete_prefix(input: &[u8]) -> usize {
+    let mut boundary = 0;
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' | b'\n' => {
+                if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                i += 1;
+                if at_line_start {
+                    boundary = i;
+                }
+                at_line_start = true;
+            }
+            _ => {
+                at_line_start = false;
+                i += 1;
+            }
+        }
+    }
+    boundary
+}
+
+/// The framer never panics, and the events it yields, in order, are exactly the input up to
+/// its last complete event, however the input is cut into frames.
+pub fn framer(data: &[u8]) {
+    let (cuts, input) = cuts_and_rest(data);
+    let mut framer = Framer::new(usize::MAX);
+    let mut out = Vec::new();
+    for frame in frames(input, &cuts) {
+        framer.push(Bytes::copy_from_slice(frame));
+        while let Some(ev) = framer.next_event() {
+            out.extend_from_slice(ev.expect("no limit"));
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&input[..complete_prefix(input)])
+    );
+    assert_eq!(out, &input[..complete_prefix(input)]);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Relaying, two ways. A first byte below 200 picks a structured case: a recorded stream with
+/// some line ends, cut anywhere, failing at any byte with any fault, and a fallback that
+/// accepts prefill or not; the client's stream must obey the seam rules and hold the whole
+/// answer. From 200 up, the rest is an arbitrary primary stream: the layer must not panic and
+/// must end the response.
+pub fn relay(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode >= 200 {
+        return relay_garbage(mode, rest);
+    }
+    let pick = |i: usize| rest.get(i).copied().unwrap_or(0) as usize;
+    let f = &FIXTURES[mode as usize % FIXTURES.len()];
+    let ends = ["\n", "\r\n", "\r"][pick(0) % 3];
+    let fault = FAULTS[pick(1) % FAULTS.len()];
+    let prefill = pick(2) % 2 == 0;
+    let at = (pick(3) | pick(4) << 8) % 1001;
+    let (cuts, _) = cuts_and_rest(rest.get(5..).unwrap_or(&[]));
+
+    let recorded = fixture(f.name);
+    let whole = whole_of(f.dialect, &recorded);
+    let bytes = Bytes::from(String::from_utf8(recorded.to_vec()).unwrap().replace('\n', ends));
+    let sent = bytes.slice(..bytes.len() * at / 1000);
+    let mut upstream = Upstream::new(f.dialect, whole.clone());
+    if !prefill {
+        upstream = upstream.rejecting_prefill("fallback").rejecting_prefill("fallback-2");
+    }
+    let upstream = upstream.then(Scripted::Stream { bytes: sent, cuts, fault: Some(fault) });
+    let layer = MidStreamFallbackLayer::new(chain(f.dialect, prefill)).idle_timeout(Duration::from_secs(5));
+    let out = runtime().block_on(run(layer, &upstream, path(f.dialect), Bytes::from(request_body(f).to_string())));
+    let got = check(f.dialect, f.usage, &out.bytes)
+        .unwrap_or_else(|e| panic!("{} {fault:?} at {at}‰: {e}\n{}", f.name, String::from_utf8_lossy(&out.bytes)));
+    if let Err(e) = same_answer(&got, &expected(&whole)) {
+        panic!("{} {fault:?} at {at}‰: {e}", f.name);
+    }
+}
+
+fn relay_garbage(mode: u8, primary: &[u8]) {
+    let (dialect, f) = if mode % 2 == 0 { (Dialect::Anthropic, &FIXTURES[0]) } else { (Dialect::OpenAi, &FIXTURES[4]) };
+    let whole = whole_of(dialect, &fixture(f.name));
+    let upstream = Upstream::new(dialect, whole).lenient().then(Scripted::Stream {
+        bytes: Bytes::copy_from_slice(primary),
+        cuts: vec![],
+        fault: Some(Fault::Truncate),
+    });
+    let layer = MidStreamFallbackLayer::new(chain(dialect, true)).idle_timeout(Duration::from_secs(5));
+    let out = runtime().block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(3600),
+            run(layer, &upstream, path(dialect), Bytes::from(request_body(f).to_string())),
+        )
+        .await
+        .expect("the response ends")
+    });
+    // Whatever came in, what the layer itself adds is well-formed: it only ever cuts at event
+    // boundaries, so the client's parser ends between events.
+    let _ = check::parse_sse(&String::from_utf8_lossy(&out.bytes).into_owned().into_bytes());
+}
+
+/// Rewriting: the first byte picks the dialect, the rest is the request body. No strategy
+/// panics; each either gives a well-formed request for the target or says why it cannot.
+pub fn rewrite(data: &[u8]) {
+    let Some((&d, body)) = data.split_first() else {
+        return;
+    };
+    let dialect = if d % 2 == 0 { Dialect::Anthropic } else { Dialect::OpenAi };
+    for (strategy, result) in rewrites(dialect, Bytes::copy_from_slice(body)) {
+        match result {
+            Ok(v) => {
+                assert_eq!(v["model"], "target", "{strategy}: {v}");
+                assert!(v["messages"].is_array(), "{strategy}: {v}");
+            }
+            Err(e) => assert!(!e.contains("MALFORMED OUTPUT") && !e.is_empty(), "{strategy}: {e}"),
+        }
+    }
+}
