@@ -19,60 +19,10 @@ use tower_midstream::{
     RetryPlanner, Strategy,
 };
 
-fn anthropic_request() -> Value {
-    json!({"model":"primary","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Say hello."}]})
-}
-
-fn openai_request() -> Value {
-    json!({"model":"primary","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello."}]})
-}
-
-/// A primary that sends `deltas` of the answer and then resets.
-fn broken_after(dialect: Dialect, all: &[&str], sent: usize) -> Upstream {
-    let whole = Whole {
-        text: all.concat(),
-        ..Whole::default()
-    };
-    let bytes = match dialect {
-        Dialect::Anthropic => anthropic_text_stream(all),
-        Dialect::OpenAi => openai_text_stream(all),
-    };
-    // message_start + block start, or the role chunk, come before the deltas.
-    let lead = match dialect {
-        Dialect::Anthropic => 2,
-        Dialect::OpenAi => 1,
-    };
-    let events = events_of(&bytes);
-    Upstream::new(dialect, whole).then(Scripted::Stream {
-        bytes: Bytes::from(events[..lead + sent].concat()),
-        cuts: vec![],
-        fault: Some(Fault::Reset),
-    })
-}
-
-async fn send(
-    layer: MidStreamFallbackLayer<FallbackChain>,
-    upstream: &Upstream,
-    dialect: Dialect,
-    body: &Value,
-) -> Outcome {
-    run(
-        layer,
-        upstream,
-        path(dialect),
-        Bytes::from(body.to_string()),
-    )
-    .await
-}
-
-const HELLO: [&str; 4] = ["Hello", " there, ", "friend", "!"];
-
 #[tokio::test]
 async fn prefill_is_sent_as_a_trailing_assistant_message_without_trailing_whitespace() {
     let upstream = broken_after(Dialect::Anthropic, &HELLO, 2);
-    let chain = FallbackChain::new()
-        .model("fallback", Prefill::Assistant)
-        .fallbacks("primary", ["fallback"]);
+    let chain = one_fallback(Prefill::Assistant);
     let out = send(
         MidStreamFallbackLayer::new(chain),
         &upstream,
@@ -125,10 +75,7 @@ async fn prefill_is_never_sent_to_a_model_that_rejects_it() {
 async fn a_fallback_that_rejects_a_prefill_after_all_is_retried_once_with_the_instruction() {
     // Declared to accept prefill, but answers it with the real 400.
     let upstream = broken_after(Dialect::Anthropic, &HELLO, 1).rejecting_prefill("fallback");
-    let chain = FallbackChain::new()
-        .model("fallback", Prefill::Assistant)
-        .fallbacks("primary", ["fallback"])
-        .instruction("Continue.");
+    let chain = one_fallback(Prefill::Assistant).instruction("Continue.");
     let out = send(
         MidStreamFallbackLayer::new(chain),
         &upstream,
@@ -162,9 +109,7 @@ async fn openai_prefix_and_vllm_prefill_mark_the_assistant_message_as_each_expec
         (Prefill::Assistant, json!({})),
     ] {
         let upstream = broken_after(Dialect::OpenAi, &HELLO, 2);
-        let chain = FallbackChain::new()
-            .model("fallback", prefill)
-            .fallbacks("primary", ["fallback"]);
+        let chain = one_fallback(prefill);
         let out = send(
             MidStreamFallbackLayer::new(chain),
             &upstream,
@@ -196,9 +141,7 @@ async fn openai_prefix_and_vllm_prefill_mark_the_assistant_message_as_each_expec
 #[tokio::test]
 async fn usage_reported_after_a_seam_covers_every_attempt() {
     let upstream = broken_after(Dialect::OpenAi, &HELLO, 2);
-    let chain = FallbackChain::new()
-        .model("fallback", Prefill::Prefix)
-        .fallbacks("primary", ["fallback"]);
+    let chain = one_fallback(Prefill::Prefix);
     let out = send(
         MidStreamFallbackLayer::new(chain),
         &upstream,
@@ -212,9 +155,7 @@ async fn usage_reported_after_a_seam_covers_every_attempt() {
     assert_eq!(got.output_tokens, Some(2 + fallback_deltas));
 
     let upstream = broken_after(Dialect::Anthropic, &HELLO, 2);
-    let chain = FallbackChain::new()
-        .model("fallback", Prefill::Assistant)
-        .fallbacks("primary", ["fallback"]);
+    let chain = one_fallback(Prefill::Assistant);
     let out = send(
         MidStreamFallbackLayer::new(chain),
         &upstream,
@@ -625,9 +566,7 @@ async fn keep_alives_flow_while_the_fallback_takes_its_time() {
             Ok::<_, Infallible>(upstream.answer(req).await)
         }
     });
-    let chain = FallbackChain::new()
-        .model("fallback", Prefill::Assistant)
-        .fallbacks("primary", ["fallback"]);
+    let chain = one_fallback(Prefill::Assistant);
     let svc = MidStreamFallbackLayer::new(chain)
         .keep_alive(Duration::from_secs(5))
         .layer(svc);

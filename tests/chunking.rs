@@ -19,14 +19,6 @@ fn with_line_ends(bytes: &Bytes, ends: &str) -> Bytes {
     )
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
 /// What the client sees: the same bytes for LF and CR streams; for CRLF streams the same events
 /// (the LF of a CRLF cut between frames is relayed on its own, after an event the relay holds
 /// back and rewrites it may stand apart from it as an empty line, which no parser sees).

@@ -15,15 +15,11 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
-use proptest::strategy::Strategy as _;
 use serde_json::{json, Value};
-use support::probe::{rewrites, Rewrite};
+use support::probe::rewrites;
 use support::*;
 use tower::{Layer, ServiceExt};
-use tower_midstream::{
-    Failure, FailureClass, FallbackChain, MidStreamFallbackLayer, Plan, Prefill, ReplayBody,
-    RetryPlanner, Strategy,
-};
+use tower_midstream::{FailureClass, FallbackChain, MidStreamFallbackLayer, Prefill, ReplayBody};
 
 const WHOLE: &str = "A short answer, whole.";
 

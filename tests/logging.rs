@@ -5,54 +5,8 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use serde_json::{json, Value};
 use support::*;
-use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill};
-
-fn anthropic_request() -> Value {
-    json!({"model":"primary","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Say hello."}]})
-}
-
-/// A primary that sends `deltas` of the answer and then resets.
-fn broken_after(dialect: Dialect, all: &[&str], sent: usize) -> Upstream {
-    let whole = Whole {
-        text: all.concat(),
-        ..Whole::default()
-    };
-    let bytes = match dialect {
-        Dialect::Anthropic => anthropic_text_stream(all),
-        Dialect::OpenAi => openai_text_stream(all),
-    };
-    // message_start + block start, or the role chunk, come before the deltas.
-    let lead = match dialect {
-        Dialect::Anthropic => 2,
-        Dialect::OpenAi => 1,
-    };
-    let events = events_of(&bytes);
-    Upstream::new(dialect, whole).then(Scripted::Stream {
-        bytes: Bytes::from(events[..lead + sent].concat()),
-        cuts: vec![],
-        fault: Some(Fault::Reset),
-    })
-}
-
-async fn send(
-    layer: MidStreamFallbackLayer<FallbackChain>,
-    upstream: &Upstream,
-    dialect: Dialect,
-    body: &Value,
-) -> Outcome {
-    run(
-        layer,
-        upstream,
-        path(dialect),
-        Bytes::from(body.to_string()),
-    )
-    .await
-}
-
-const HELLO: [&str; 4] = ["Hello", " there, ", "friend", "!"];
+use tower_midstream::{MidStreamFallbackLayer, Prefill};
 
 #[tokio::test(start_paused = true)]
 async fn each_failure_and_attempt_is_logged_with_target_strategy_and_class() {
@@ -65,9 +19,7 @@ async fn each_failure_and_attempt_is_logged_with_target_strategy_and_class() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let upstream = broken_after(Dialect::Anthropic, &HELLO, 2);
-    let chain = FallbackChain::new()
-        .model("fallback", Prefill::Assistant)
-        .fallbacks("primary", ["fallback"]);
+    let chain = one_fallback(Prefill::Assistant);
     let out = send(
         MidStreamFallbackLayer::new(chain),
         &upstream,

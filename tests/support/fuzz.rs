@@ -9,7 +9,10 @@ use tower_midstream::MidStreamFallbackLayer;
 
 use super::probe::rewrites;
 use super::upstream::{Dialect, Fault, Scripted, Upstream, FAULTS};
-use super::{chain, check, expected, fixture, path, request_body, run, same_answer, whole_of, FIXTURES};
+use super::{
+    chain, check, expected, fixture, path, request_body, run, runtime, same_answer, whole_of,
+    FIXTURES,
+};
 
 /// Reads cut points from the front of `data`: one byte `n`, then `n` little-endian u16.
 fn cuts_and_rest(data: &[u8]) -> (Vec<usize>, &[u8]) {
@@ -84,14 +87,6 @@ pub fn framer(data: &[u8]) {
     assert_eq!(out, &input[..complete_prefix(input)]);
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
 /// Relaying, two ways. A first byte below 200 picks a structured case: a recorded stream with
 /// some line ends, cut anywhere, failing at any byte with any fault, and a fallback that
 /// accepts prefill or not; the client's stream must obey the seam rules and hold the whole
@@ -114,42 +109,79 @@ pub fn relay(data: &[u8]) {
 
     let recorded = fixture(f.name);
     let whole = whole_of(f.dialect, &recorded);
-    let bytes = Bytes::from(String::from_utf8(recorded.to_vec()).unwrap().replace('\n', ends));
+    let bytes = Bytes::from(
+        String::from_utf8(recorded.to_vec())
+            .unwrap()
+            .replace('\n', ends),
+    );
     let sent = bytes.slice(..bytes.len() * at / 1000);
     let mut upstream = Upstream::new(f.dialect, whole.clone());
     if !prefill {
-        upstream = upstream.rejecting_prefill("fallback").rejecting_prefill("fallback-2");
+        upstream = upstream
+            .rejecting_prefill("fallback")
+            .rejecting_prefill("fallback-2");
     }
-    let upstream = upstream.then(Scripted::Stream { bytes: sent, cuts, fault: Some(fault) });
-    let layer = MidStreamFallbackLayer::new(chain(f.dialect, prefill)).idle_timeout(Duration::from_secs(5));
-    let out = runtime().block_on(run(layer, &upstream, path(f.dialect), Bytes::from(request_body(f).to_string())));
-    let got = check(f.dialect, f.usage, &out.bytes)
-        .unwrap_or_else(|e| panic!("{} {fault:?} at {at}‰: {e}\n{}", f.name, String::from_utf8_lossy(&out.bytes)));
+    let upstream = upstream.then(Scripted::Stream {
+        bytes: sent,
+        cuts,
+        fault: Some(fault),
+    });
+    let layer =
+        MidStreamFallbackLayer::new(chain(f.dialect, prefill)).idle_timeout(Duration::from_secs(5));
+    let out = runtime().block_on(run(
+        layer,
+        &upstream,
+        path(f.dialect),
+        Bytes::from(request_body(f).to_string()),
+    ));
+    let got = check(f.dialect, f.usage, &out.bytes).unwrap_or_else(|e| {
+        panic!(
+            "{} {fault:?} at {at}‰: {e}\n{}",
+            f.name,
+            String::from_utf8_lossy(&out.bytes)
+        )
+    });
     if let Err(e) = same_answer(&got, &expected(&whole)) {
         panic!("{} {fault:?} at {at}‰: {e}", f.name);
     }
 }
 
 fn relay_garbage(mode: u8, primary: &[u8]) {
-    let (dialect, f) = if mode % 2 == 0 { (Dialect::Anthropic, &FIXTURES[0]) } else { (Dialect::OpenAi, &FIXTURES[4]) };
+    let (dialect, f) = if mode % 2 == 0 {
+        (Dialect::Anthropic, &FIXTURES[0])
+    } else {
+        (Dialect::OpenAi, &FIXTURES[4])
+    };
     let whole = whole_of(dialect, &fixture(f.name));
-    let upstream = Upstream::new(dialect, whole).lenient().then(Scripted::Stream {
-        bytes: Bytes::copy_from_slice(primary),
-        cuts: vec![],
-        fault: Some(Fault::Truncate),
-    });
-    let layer = MidStreamFallbackLayer::new(chain(dialect, true)).idle_timeout(Duration::from_secs(5));
+    let upstream = Upstream::new(dialect, whole)
+        .lenient()
+        .then(Scripted::Stream {
+            bytes: Bytes::copy_from_slice(primary),
+            cuts: vec![],
+            fault: Some(Fault::Truncate),
+        });
+    let layer =
+        MidStreamFallbackLayer::new(chain(dialect, true)).idle_timeout(Duration::from_secs(5));
     let out = runtime().block_on(async {
         tokio::time::timeout(
             Duration::from_secs(3600),
-            run(layer, &upstream, path(dialect), Bytes::from(request_body(f).to_string())),
+            run(
+                layer,
+                &upstream,
+                path(dialect),
+                Bytes::from(request_body(f).to_string()),
+            ),
         )
         .await
         .expect("the response ends")
     });
     // Whatever came in, what the layer itself adds is well-formed: it only ever cuts at event
     // boundaries, so the client's parser ends between events.
-    let _ = check::parse_sse(&String::from_utf8_lossy(&out.bytes).into_owned().into_bytes());
+    let _ = check::parse_sse(
+        &String::from_utf8_lossy(&out.bytes)
+            .into_owned()
+            .into_bytes(),
+    );
 }
 
 /// Rewriting: the first byte picks the dialect, the rest is the request body. No strategy
@@ -158,14 +190,21 @@ pub fn rewrite(data: &[u8]) {
     let Some((&d, body)) = data.split_first() else {
         return;
     };
-    let dialect = if d % 2 == 0 { Dialect::Anthropic } else { Dialect::OpenAi };
+    let dialect = if d % 2 == 0 {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
     for (strategy, result) in rewrites(dialect, Bytes::copy_from_slice(body)) {
         match result {
             Ok(v) => {
                 assert_eq!(v["model"], "target", "{strategy}: {v}");
                 assert!(v["messages"].is_array(), "{strategy}: {v}");
             }
-            Err(e) => assert!(!e.contains("MALFORMED OUTPUT") && !e.is_empty(), "{strategy}: {e}"),
+            Err(e) => assert!(
+                !e.contains("MALFORMED OUTPUT") && !e.is_empty(),
+                "{strategy}: {e}"
+            ),
         }
     }
 }

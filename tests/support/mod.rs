@@ -70,10 +70,13 @@ pub fn openai_text_stream(deltas: &[&str]) -> Bytes {
 pub fn fixture(name: &str) -> Bytes {
     // From the crate's tests, or from the fuzz crate one level down.
     let root = env!("CARGO_MANIFEST_DIR");
-    let path = [format!("{root}/tests/fixtures/{name}"), format!("{root}/../tests/fixtures/{name}")]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or_else(|| panic!("fixture {name} not found from {root}"));
+    let path = [
+        format!("{root}/tests/fixtures/{name}"),
+        format!("{root}/../tests/fixtures/{name}"),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or_else(|| panic!("fixture {name} not found from {root}"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
@@ -399,4 +402,70 @@ impl http_body::Body for Chunks {
             http_body::SizeHint::default()
         }
     }
+}
+
+// ---- small requests through one fallback ------------------------------------------------
+
+pub fn anthropic_request() -> Value {
+    json!({"model":"primary","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Say hello."}]})
+}
+
+pub fn openai_request() -> Value {
+    json!({"model":"primary","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello."}]})
+}
+
+/// A primary that sends `deltas` of the answer and then resets.
+pub fn broken_after(dialect: Dialect, all: &[&str], sent: usize) -> Upstream {
+    let whole = Whole {
+        text: all.concat(),
+        ..Whole::default()
+    };
+    let bytes = match dialect {
+        Dialect::Anthropic => anthropic_text_stream(all),
+        Dialect::OpenAi => openai_text_stream(all),
+    };
+    // message_start + block start, or the role chunk, come before the deltas.
+    let lead = match dialect {
+        Dialect::Anthropic => 2,
+        Dialect::OpenAi => 1,
+    };
+    let events = events_of(&bytes);
+    Upstream::new(dialect, whole).then(Scripted::Stream {
+        bytes: Bytes::from(events[..lead + sent].concat()),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    })
+}
+
+pub async fn send(
+    layer: MidStreamFallbackLayer<FallbackChain>,
+    upstream: &Upstream,
+    dialect: Dialect,
+    body: &Value,
+) -> Outcome {
+    run(
+        layer,
+        upstream,
+        path(dialect),
+        Bytes::from(body.to_string()),
+    )
+    .await
+}
+
+pub const HELLO: [&str; 4] = ["Hello", " there, ", "friend", "!"];
+
+/// A chain from `primary` to one `fallback` that takes `prefill`.
+pub fn one_fallback(prefill: Prefill) -> FallbackChain {
+    FallbackChain::new()
+        .model("fallback", prefill)
+        .fallbacks("primary", ["fallback"])
+}
+
+/// A current-thread runtime with paused time, for tests that are not `#[tokio::test]`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
 }

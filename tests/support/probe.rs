@@ -94,4 +94,3 @@ pub fn rewrites(dialect: Dialect, body: Bytes) -> Vec<Rewrite> {
         results
     })
 }
-

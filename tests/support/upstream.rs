@@ -128,7 +128,9 @@ impl Upstream {
 
     /// Continue any partial answer (with the whole answer), for arbitrary primaries.
     pub fn lenient(mut self) -> Self {
-        Arc::get_mut(&mut self.inner).expect("configure before use").lenient = true;
+        Arc::get_mut(&mut self.inner)
+            .expect("configure before use")
+            .lenient = true;
         self
     }
 
