@@ -623,6 +623,21 @@ fn config_errors_name_the_key() {
     }
 }
 
+#[test]
+fn the_example_config_file_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/gateway/gateway.example.toml"
+    );
+    let config = config::load(path, &|var| Some(format!("key-from-{var}"))).unwrap();
+    assert_eq!(config.upstreams.len(), 2);
+    let (name, value) = config.upstreams[0].credential.clone().unwrap();
+    assert_eq!(
+        (name.as_str(), value.to_str().unwrap()),
+        ("x-api-key", "key-from-ANTHROPIC_API_KEY")
+    );
+}
+
 /// The example binary built by `cargo test` (or `cargo build --example gateway`).
 fn gateway_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -42,7 +42,8 @@
 //! | `503`, `529`, `400`... | answers that status before any stream, with an error body in the dialect |
 //!
 //! N counts SSE events from the first (`message_start`, or OpenAI's role chunk); without `@N`,
-//! halfway. N is capped so that the terminal event is never sent. Examples:
+//! halfway. N is capped so that the terminal event is never sent. A non-streaming request
+//! fails only with a status. Examples:
 //!
 //! ```text
 //! x-demo-fault: none                                   the primary answers in full
