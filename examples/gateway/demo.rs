@@ -260,6 +260,8 @@ impl Demo {
     pub async fn serve(self, listener: TcpListener) {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: let connections close before accepting more.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
             let demo = self.clone();

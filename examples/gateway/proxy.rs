@@ -45,7 +45,7 @@ pub type GatewayBody = Either<FallbackBody<RouterBody>, Full<Bytes>>;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Request headers that are about one connection, not the request (RFC 9110, 7.6.1).
+/// Headers that are about one connection, not the message (RFC 9110, 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -326,14 +326,7 @@ impl Router {
         *out.uri_mut() = uri;
         *out.headers_mut() = forwarded_headers(&parts.headers, upstream);
 
-        tracing::debug!(
-            target: "gateway",
-            model = %model.name,
-            upstream = %upstream.name,
-            upstream_model = %route.upstream_model,
-            uri = %out.uri(),
-            "calling upstream"
-        );
+        let started = Instant::now();
         let response =
             match tokio::time::timeout(upstream.headers_timeout, self.client.request(out)).await {
                 Ok(Ok(response)) => response,
@@ -349,6 +342,15 @@ impl Router {
                     .into())
                 }
             };
+        tracing::info!(
+            target: "gateway",
+            model = %model.name,
+            upstream = %upstream.name,
+            upstream_model = %route.upstream_model,
+            status = response.status().as_u16(),
+            headers_ms = started.elapsed().as_millis() as u64,
+            "upstream answered"
+        );
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Either::Left(body)))
