@@ -1,0 +1,204 @@
+//! An LLM gateway with mid-stream fallback, ready to put in front of real providers.
+//!
+//! ```text
+//! cargo run --release --example gateway                          # the demo
+//! cargo run --release --example gateway -- --config gateway.toml # real upstreams
+//! ```
+//!
+//! Clients talk to it as they would to the provider: `POST /v1/messages` (Anthropic Messages)
+//! and `POST /v1/chat/completions` (OpenAI Chat Completions), routed by the body's `model` to
+//! the upstream the config names, with that upstream's own key. When a stream fails half-way,
+//! `tower_midstream::MidStreamFallbackLayer` continues it on the model's fallbacks and the
+//! client reads one stream. `x-midstream-fallback: off` turns that off for one request.
+//!
+//! Without `--config`, it starts a demo upstream on loopback (see `demo.rs` for the models and
+//! the `x-demo-*` headers that script failures), the gateway in front of it, and prints
+//!
+//! ```text
+//! demo_upstream=http://127.0.0.1:PORT
+//! gateway=http://127.0.0.1:PORT
+//! ```
+//!
+//! as its first lines on stdout (for harnesses), then `curl` commands to try. Logs go to
+//! stderr (`RUST_LOG` filters them; default `info`).
+//!
+//! Options:
+//!
+//! * `--config FILE`: proxy to the upstreams in FILE (see `gateway.example.toml`).
+//! * `--listen ADDR`: where the gateway listens (default: the config's `listen`; in the demo,
+//!   127.0.0.1:0, an ephemeral port).
+//! * `--demo-upstream-only`: start only the demo upstream and print `demo_upstream=...`.
+//! * `--demo-listen ADDR`: where the demo upstream listens (default 127.0.0.1:0).
+//! * `--demo-pace-ms N`: the demo's delay between events (default 40; 0 for tests).
+//! * `--print-demo-config`: print the demo's gateway config (a worked example) and exit.
+//!
+//! The modules: `config` (the file), `proxy` (the layer and the router to the upstreams),
+//! `demo` (the demo upstream).
+
+mod config;
+mod demo;
+mod proxy;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+const USAGE: &str = "usage: gateway [--config FILE] [--listen ADDR] [--demo-upstream-only] \
+[--demo-listen ADDR] [--demo-pace-ms N] [--print-demo-config]";
+
+struct Args {
+    config: Option<String>,
+    listen: Option<SocketAddr>,
+    demo_only: bool,
+    demo_listen: SocketAddr,
+    demo_pace: Duration,
+    print_demo_config: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        config: None,
+        listen: None,
+        demo_only: false,
+        demo_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        demo_pace: Duration::from_millis(40),
+        print_demo_config: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let addr = |name: &str, v: String| {
+            v.parse::<SocketAddr>().map_err(|_| {
+                format!("{name}: `{v}` is not an address and port such as 127.0.0.1:8080")
+            })
+        };
+        match arg.as_str() {
+            "--config" => args.config = Some(value("--config")?),
+            "--listen" => args.listen = Some(addr("--listen", value("--listen")?)?),
+            "--demo-upstream-only" => args.demo_only = true,
+            "--demo-listen" => args.demo_listen = addr("--demo-listen", value("--demo-listen")?)?,
+            "--demo-pace-ms" => {
+                let v = value("--demo-pace-ms")?;
+                let ms = v.parse().map_err(|_| {
+                    format!("--demo-pace-ms: `{v}` is not a number of milliseconds")
+                })?;
+                args.demo_pace = Duration::from_millis(ms);
+            }
+            "--print-demo-config" => args.print_demo_config = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if args.config.is_some() && args.demo_only {
+        return Err("--config and --demo-upstream-only do not go together".into());
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("error: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    if args.print_demo_config {
+        let upstream = SocketAddr::from(([127, 0, 0, 1], 9000));
+        print!(
+            "{}",
+            demo::gateway_config(upstream, SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
+        return Ok(());
+    }
+    if let Some(path) = &args.config {
+        // Checked whole before anything listens.
+        let mut config =
+            config::load(path, &|var| std::env::var(var).ok()).map_err(|e| e.to_string())?;
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        let listener = bind(config.listen, "gateway").await?;
+        println!("gateway=http://{}", listener.local_addr().unwrap());
+        tracing::info!(target: "gateway", models = config.models.len(), upstreams = config.upstreams.len(), "gateway ready");
+        return serve_until_ctrl_c(proxy::serve(listener, proxy::build(&config))).await;
+    }
+
+    let demo_listener = bind(args.demo_listen, "demo upstream").await?;
+    let demo_addr = demo_listener.local_addr().unwrap();
+    let demo = demo::Demo::new(args.demo_pace);
+    println!("demo_upstream=http://{demo_addr}");
+    if args.demo_only {
+        return serve_until_ctrl_c(demo.serve(demo_listener)).await;
+    }
+    tokio::spawn(demo.serve(demo_listener));
+
+    let listen = args.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let config = config::parse(&demo::gateway_config(demo_addr, listen), &|_| None)
+        .expect("the demo config is valid");
+    let listener = bind(config.listen, "gateway").await?;
+    let addr = listener.local_addr().unwrap();
+    println!("gateway=http://{addr}");
+    println!("{}", try_it(addr));
+    serve_until_ctrl_c(proxy::serve(listener, proxy::build(&config))).await
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{what}: cannot listen on {addr}: {e}"))
+}
+
+async fn serve_until_ctrl_c(serving: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    tokio::select! {
+        () = serving => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+fn try_it(addr: SocketAddr) -> String {
+    let question = r#""messages":[{"role":"user","content":"Why do streams break?"}]"#;
+    format!(
+        r#"
+The demo upstream fails every primary stream half-way; the gateway continues it on a fallback.
+Try (the log on stderr says which failure it saw and which strategy it used):
+
+  # Anthropic Messages: demo-claude-primary resets; demo-claude-no-prefill rejects prefill,
+  # so it gets the continue instruction.
+  curl -N http://{addr}/v1/messages -H 'content-type: application/json' \
+    -d '{{"model":"{claude}","max_tokens":1024,"stream":true,{question}}}'
+
+  # OpenAI Chat Completions: demo-gpt-primary resets; demo-gpt-prefix continues a prefill.
+  curl -N http://{addr}/v1/chat/completions -H 'content-type: application/json' \
+    -d '{{"model":"{gpt}","stream":true,"stream_options":{{"include_usage":true}},{question}}}'
+
+Script other failures with a header, e.g. -H 'x-demo-fault: stall@20' or
+-H 'x-demo-fault: error@20' or -H 'x-demo-fault: 529'; turn fallback off with
+-H 'x-midstream-fallback: off'. See examples/gateway/demo.rs or README.md.
+"#,
+        claude = demo::CLAUDE_PRIMARY,
+        gpt = demo::GPT_PRIMARY,
+    )
+}

@@ -1,0 +1,548 @@
+//! The gateway proper: the layer in front of a router that sends each attempt to the upstream
+//! serving the body's `model`.
+//!
+//! ```text
+//! client ── hyper server ── Gateway::handle ── MidStreamFallback ── Router ── hyper-util client
+//!            (x-midstream-fallback, errors        (one request,        (once per attempt: pick
+//!             in the client's dialect)             one stream)          upstream, credentials)
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+use tower_midstream::{
+    Dialect, FallbackBody, FallbackChain, MidStreamFallback, NoFallback, ReplayBody,
+};
+
+use crate::config::{Config, Upstream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the router answers with: the upstream's body, or an error it made itself.
+pub type RouterBody = Either<Incoming, Full<Bytes>>;
+
+/// What clients receive.
+pub type GatewayBody = Either<FallbackBody<RouterBody>, Full<Bytes>>;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Headers that are about one connection, not the message (RFC 9110, 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The client's credentials, and headers tied to its account: each upstream gets its own.
+const CREDENTIALS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
+];
+
+/// Other request headers not forwarded: set anew for the upstream, or meant for the gateway.
+/// `accept-encoding` goes because the layer reads the stream as plain SSE.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "content-length",
+    "accept-encoding",
+    "x-midstream-fallback",
+];
+
+/// The whole gateway, cheap to clone: one per connection.
+#[derive(Clone)]
+pub struct Gateway {
+    service: MidStreamFallback<Router, FallbackChain>,
+}
+
+/// Builds the gateway for `config`, with a client that speaks HTTP/1.1 and HTTP/2 over TLS
+/// (webpki roots) or plain TCP.
+pub fn build(config: &Config) -> Gateway {
+    let https = HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build(https);
+    let router = Router::new(config, client);
+    Gateway {
+        service: tower::Layer::layer(&config.layer(), router),
+    }
+}
+
+impl Gateway {
+    /// Answers one client request; never fails: errors become responses in the client's
+    /// dialect.
+    pub async fn handle<B>(&self, mut req: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let dialect = client_dialect(&req);
+        if opted_out(req.headers()) {
+            req.extensions_mut().insert(NoFallback);
+        }
+        let response = match self.service.clone().oneshot(req).await {
+            Ok(response) => response.map(Either::Left),
+            // Only a request without fallback gets here: the layer answers connection
+            // failures itself once it has tried the fallbacks.
+            Err(err) => error(
+                dialect,
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::Upstream,
+                &describe(&*err),
+            )
+            .map(Either::Right),
+        };
+        tracing::info!(
+            target: "gateway",
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            headers_ms = started.elapsed().as_millis() as u64,
+            "answered"
+        );
+        response
+    }
+}
+
+/// `x-midstream-fallback: off` turns fallback off for one request.
+fn opted_out(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-midstream-fallback")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
+}
+
+/// Serves `gateway` on `listener` (HTTP/1.1 and HTTP/2 cleartext) until the task is dropped.
+pub async fn serve(listener: TcpListener, gateway: Gateway) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                // Out of file descriptors and the like: keep serving the connections we have.
+                tracing::warn!(target: "gateway", %err, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(err) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(target: "gateway", %err, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// One model's route.
+struct Route {
+    upstream: Arc<Upstream>,
+    upstream_model: String,
+}
+
+/// The service inside the layer: called once per attempt, it sends the request to the upstream
+/// serving the body's `model` (which the layer has set to the fallback's name on later
+/// attempts).
+#[derive(Clone)]
+pub struct Router {
+    routes: Arc<HashMap<String, Route>>,
+    client: HttpClient,
+    max_request_bytes: usize,
+}
+
+impl Router {
+    fn new(config: &Config, client: HttpClient) -> Self {
+        let upstreams: Vec<Arc<Upstream>> =
+            config.upstreams.iter().cloned().map(Arc::new).collect();
+        let routes = config
+            .models
+            .iter()
+            .map(|m| {
+                let route = Route {
+                    upstream: upstreams[m.upstream].clone(),
+                    upstream_model: m.upstream_model.clone(),
+                };
+                (m.name.clone(), route)
+            })
+            .collect();
+        Router {
+            routes: Arc::new(routes),
+            client,
+            max_request_bytes: config.fallback.max_request_bytes,
+        }
+    }
+}
+
+impl<B> Service<Request<ReplayBody<B>>> for Router
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<RouterBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RouterBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The hyper-util client pools connections and is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReplayBody<B>>) -> Self::Future {
+        let router = self.clone();
+        Box::pin(async move { router.forward(req).await })
+    }
+}
+
+impl Router {
+    async fn forward<B>(self, req: Request<ReplayBody<B>>) -> Result<Response<RouterBody>, BoxError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let dialect = client_dialect(&req);
+        let local = |status, kind, message: &str| {
+            Ok(error(dialect, status, kind, message).map(Either::Right))
+        };
+        let endpoint = endpoint_dialect(req.uri().path()).filter(|_| req.method() == Method::POST);
+        let Some(endpoint) = endpoint else {
+            return local(
+                StatusCode::NOT_FOUND,
+                ErrorKind::NotFound,
+                &format!(
+                    "{} {} is not served here: use POST /v1/messages or POST /v1/chat/completions",
+                    req.method(),
+                    req.uri().path()
+                ),
+            );
+        };
+        let (parts, body) = req.into_parts();
+        // The layer collected the body already, unless fallback is off for this request.
+        let body = match body.bytes() {
+            Some(bytes) => bytes.clone(),
+            None => match Limited::new(body, self.max_request_bytes).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) if err.is::<LengthLimitError>() => {
+                    return local(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        ErrorKind::TooLarge,
+                        &format!(
+                            "the request body exceeds this gateway's limit of {} bytes",
+                            self.max_request_bytes
+                        ),
+                    )
+                }
+                Err(err) => {
+                    return local(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::InvalidRequest,
+                        &format!("cannot read the request body: {err}"),
+                    )
+                }
+            },
+        };
+        let model = match peek_model(&body) {
+            Ok(model) => model,
+            Err(message) => {
+                return local(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, &message)
+            }
+        };
+        let Some(route) = self.routes.get(&model.name) else {
+            let mut known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return local(
+                StatusCode::NOT_FOUND,
+                ErrorKind::ModelNotFound,
+                &format!(
+                    "model `{}` is not served by this gateway (models: {})",
+                    model.name,
+                    known.join(", ")
+                ),
+            );
+        };
+        let upstream = &route.upstream;
+        if upstream.dialect != endpoint {
+            return local(
+                StatusCode::NOT_FOUND,
+                ErrorKind::ModelNotFound,
+                &format!(
+                    "model `{}` is served over the {} API: send it to POST {}",
+                    model.name,
+                    upstream.dialect.name(),
+                    endpoint_of(upstream.dialect)
+                ),
+            );
+        }
+
+        let body = if route.upstream_model == model.name {
+            body
+        } else {
+            model.rename(&body, &route.upstream_model)
+        };
+        let uri = upstream_uri(&upstream.base_url, &parts.uri)?;
+        let mut out = Request::new(Full::new(body));
+        *out.method_mut() = Method::POST;
+        *out.uri_mut() = uri;
+        *out.headers_mut() = forwarded_headers(&parts.headers, upstream);
+
+        let started = Instant::now();
+        let response =
+            match tokio::time::timeout(upstream.headers_timeout, self.client.request(out)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(err)) => {
+                    return Err(format!("upstream `{}`: {}", upstream.name, describe(&err)).into())
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "upstream `{}` sent no response headers within {} ms",
+                        upstream.name,
+                        upstream.headers_timeout.as_millis()
+                    )
+                    .into())
+                }
+            };
+        tracing::info!(
+            target: "gateway",
+            model = %model.name,
+            upstream = %upstream.name,
+            upstream_model = %route.upstream_model,
+            status = response.status().as_u16(),
+            headers_ms = started.elapsed().as_millis() as u64,
+            "upstream answered"
+        );
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+}
+
+/// The dialect of an endpoint served: the generation endpoints, and Anthropic's token counter
+/// (it names a model too).
+fn endpoint_dialect(path: &str) -> Option<Dialect> {
+    match path {
+        "/v1/messages" | "/v1/messages/count_tokens" => Some(Dialect::ANTHROPIC_MESSAGES),
+        "/v1/chat/completions" => Some(Dialect::OPENAI_CHAT),
+        _ => None,
+    }
+}
+
+fn endpoint_of(dialect: Dialect) -> &'static str {
+    if dialect == Dialect::ANTHROPIC_MESSAGES {
+        "/v1/messages"
+    } else {
+        "/v1/chat/completions"
+    }
+}
+
+/// `base_url` (with its path prefix) followed by the client's path and query.
+fn upstream_uri(base: &Uri, client: &Uri) -> Result<Uri, BoxError> {
+    let path_and_query = client.path_and_query().map_or("/", |p| p.as_str());
+    let uri = format!(
+        "{}{}",
+        base.to_string().trim_end_matches('/'),
+        path_and_query
+    );
+    Ok(uri.parse()?)
+}
+
+/// The client's headers minus credentials, hop-by-hop and gateway headers, plus the
+/// upstream's own.
+fn forwarded_headers(client: &HeaderMap, upstream: &Upstream) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(client.len() + 4);
+    let listed_in_connection: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in client {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || CREDENTIALS.contains(&n)
+            || NOT_FORWARDED.contains(&n)
+            || listed_in_connection.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    for (name, value) in &upstream.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if upstream.dialect == Dialect::ANTHROPIC_MESSAGES && !headers.contains_key("anthropic-version")
+    {
+        // The API requires it; the SDKs send it, curl users tend not to.
+        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    }
+    if let Some((name, value)) = &upstream.credential {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|v| HeaderName::try_from(v.trim()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// The `model` of a request body, and where its string literal sits.
+struct ModelField {
+    name: String,
+    span: std::ops::Range<usize>,
+}
+
+impl ModelField {
+    /// `body` with the model replaced, everything else byte for byte as the client sent it.
+    fn rename(&self, body: &Bytes, to: &str) -> Bytes {
+        let literal = serde_json::to_string(to).expect("a string serializes");
+        let mut out = Vec::with_capacity(body.len() + literal.len());
+        out.extend_from_slice(&body[..self.span.start]);
+        out.extend_from_slice(literal.as_bytes());
+        out.extend_from_slice(&body[self.span.end..]);
+        Bytes::from(out)
+    }
+}
+
+/// Checks that the body is a JSON object naming a model, without building a tree of it.
+fn peek_model(body: &[u8]) -> Result<ModelField, String> {
+    #[derive(Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow)]
+        model: Option<&'a RawValue>,
+    }
+    let peek: Peek<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
+    let raw = peek.model.ok_or("the request body has no `model`")?;
+    let name: String =
+        serde_json::from_str(raw.get()).map_err(|_| "`model` must be a string".to_owned())?;
+    // `raw` borrows from `body`: its offset there is where the literal sits.
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    Ok(ModelField {
+        name,
+        span: start..start + raw.get().len(),
+    })
+}
+
+/// The dialect a client speaks, for the errors the gateway writes itself: by path, else by
+/// the header only Anthropic clients send.
+fn client_dialect<B>(req: &Request<B>) -> Dialect {
+    if let Some(d) = endpoint_dialect(req.uri().path()) {
+        return d;
+    }
+    if req.headers().contains_key("anthropic-version") {
+        Dialect::ANTHROPIC_MESSAGES
+    } else {
+        Dialect::OPENAI_CHAT
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ErrorKind {
+    InvalidRequest,
+    TooLarge,
+    NotFound,
+    ModelNotFound,
+    Upstream,
+}
+
+/// An error response in the format the client's SDK parses.
+fn error(
+    dialect: Dialect,
+    status: StatusCode,
+    kind: ErrorKind,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let body = if dialect == Dialect::ANTHROPIC_MESSAGES {
+        let kind = match kind {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::TooLarge => "request_too_large",
+            ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
+            ErrorKind::Upstream => "api_error",
+        };
+        serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+    } else {
+        let (kind, code) = match kind {
+            ErrorKind::InvalidRequest | ErrorKind::TooLarge => ("invalid_request_error", None),
+            ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
+            ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
+            ErrorKind::Upstream => ("server_error", None),
+        };
+        serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error and its causes on one line: hyper-util's own message alone says only
+/// "client error (Connect)".
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

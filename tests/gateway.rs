@@ -1,0 +1,683 @@
+//! The example gateway end to end: the gateway on an ephemeral loopback port in front of the
+//! embedded demo upstream, driven over real HTTP by a hyper-util client, in both dialects.
+//!
+//! The demo's pacing is off, so streams arrive as fast as loopback allows; the only timer that
+//! matters is the idle timeout of the stall cases, and every assertion holds whenever it fires.
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/config.rs"]
+mod config;
+#[allow(dead_code)]
+#[path = "../examples/gateway/demo.rs"]
+mod demo;
+#[allow(dead_code)]
+#[path = "../examples/gateway/proxy.rs"]
+mod proxy;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use demo::{
+    Demo, CLAUDE_NO_PREFILL, CLAUDE_PREFILL, CLAUDE_PRIMARY, GPT_NO_PREFIX, GPT_PREFIX, GPT_PRIMARY,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Anthropic,
+    OpenAi,
+}
+
+const WIRES: [Wire; 2] = [Wire::Anthropic, Wire::OpenAi];
+
+impl Wire {
+    fn path(self) -> &'static str {
+        match self {
+            Wire::Anthropic => "/v1/messages",
+            Wire::OpenAi => "/v1/chat/completions",
+        }
+    }
+
+    fn primary(self) -> &'static str {
+        match self {
+            Wire::Anthropic => CLAUDE_PRIMARY,
+            Wire::OpenAi => GPT_PRIMARY,
+        }
+    }
+
+    /// The fallback that rejects prefill, and the one that accepts it.
+    fn fallbacks(self) -> (&'static str, &'static str) {
+        match self {
+            Wire::Anthropic => (CLAUDE_NO_PREFILL, CLAUDE_PREFILL),
+            Wire::OpenAi => (GPT_NO_PREFIX, GPT_PREFIX),
+        }
+    }
+
+    fn request(self, model: &str, stream: bool) -> Value {
+        let messages = json!([{"role":"user","content":"Why do streams break?"}]);
+        match self {
+            Wire::Anthropic => {
+                json!({"model":model,"max_tokens":1024,"stream":stream,"messages":messages})
+            }
+            Wire::OpenAi if stream => {
+                json!({"model":model,"stream":true,"stream_options":{"include_usage":true},"messages":messages})
+            }
+            Wire::OpenAi => json!({"model":model,"messages":messages}),
+        }
+    }
+
+    fn check(self, bytes: &[u8]) -> Result<support::check::Answer, String> {
+        let dialect = match self {
+            Wire::Anthropic => support::Dialect::Anthropic,
+            Wire::OpenAi => support::Dialect::OpenAi,
+        };
+        support::check(dialect, self == Wire::OpenAi, bytes)
+    }
+}
+
+/// A gateway and its demo upstream, both on ephemeral loopback ports.
+struct Running {
+    gateway: SocketAddr,
+    demo: Demo,
+}
+
+/// The demo's gateway config with a short idle timeout, so that stalls are found quickly.
+fn demo_config(upstream: SocketAddr) -> String {
+    demo::gateway_config(upstream, "127.0.0.1:0".parse().unwrap())
+        .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 300")
+}
+
+async fn start() -> Running {
+    start_with(demo_config, &|_| None).await
+}
+
+async fn start_with(
+    config: impl FnOnce(SocketAddr) -> String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Running {
+    let demo = Demo::new(Duration::ZERO);
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(demo.clone().serve(upstream));
+    let config = config::parse(&config(upstream_addr), env).expect("a valid config");
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    tokio::spawn(proxy::serve(listener, proxy::build(&config)));
+    Running { gateway, demo }
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    body: Result<Bytes, String>,
+}
+
+impl Reply {
+    fn bytes(&self) -> &Bytes {
+        self.body.as_ref().expect("a body that ended cleanly")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(self.bytes()).expect("a JSON body")
+    }
+}
+
+impl Running {
+    async fn send(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = Request::post(format!("http://{}{path}", self.gateway))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .expect("the gateway answers");
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    async fn ask(&self, wire: Wire, fault: Option<&str>) -> Reply {
+        let mut headers = Vec::new();
+        if let Some(fault) = fault {
+            headers.push(("x-demo-fault", fault));
+        }
+        let body = wire.request(wire.primary(), true).to_string();
+        self.send(wire.path(), &headers, body).await
+    }
+
+    /// The calls the upstream received for `model`.
+    fn calls_to(&self, model: &str) -> Vec<demo::Call> {
+        self.demo
+            .calls()
+            .into_iter()
+            .filter(|c| c.model == model)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_on_the_primary_completes_on_a_fallback_in_both_dialects() {
+    let gw = start().await;
+    for wire in WIRES {
+        let reply = gw.ask(wire, None).await;
+        assert_eq!(reply.status, 200, "{wire:?}");
+        assert!(reply.content_type.starts_with("text/event-stream"));
+        let answer = wire
+            .check(reply.bytes())
+            .unwrap_or_else(|e| panic!("{wire:?}: {e}"));
+        assert_eq!(answer.error, None, "{wire:?}");
+        assert_eq!(answer.text, demo::TEXT, "{wire:?}");
+        assert_eq!(gw.calls_to(wire.primary()).len(), 1, "{wire:?}");
+    }
+    // The first fallbacks: Anthropic's rejects prefill (so it got the instruction), OpenAI's
+    // accepts `prefix` (so it got one).
+    let claude = gw.calls_to(CLAUDE_NO_PREFILL);
+    assert!(!claude.is_empty() && claude.iter().all(|c| !c.ends_with_assistant()));
+    let messages = claude[0].body["messages"].as_array().unwrap().clone();
+    assert_eq!(
+        messages.len(),
+        3,
+        "user, partial answer, instruction: {messages:?}"
+    );
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(messages[2]["role"], "user");
+    let gpt = gw.calls_to(GPT_PREFIX);
+    let last = gpt[0].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["role"].as_str(), last["prefix"].as_bool()),
+        (Some("assistant"), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn every_failure_class_on_the_primary_is_recovered_in_both_dialects() {
+    let gw = start().await;
+    for wire in WIRES {
+        for fault in ["reset@6", "stall@6", "error@6", "truncate@6", "529", "503"] {
+            let reply = gw.ask(wire, Some(fault)).await;
+            assert_eq!(reply.status, 200, "{wire:?} {fault}");
+            let answer = wire
+                .check(reply.bytes())
+                .unwrap_or_else(|e| panic!("{wire:?} {fault}: {e}"));
+            assert_eq!(answer.error, None, "{wire:?} {fault}");
+            assert_eq!(answer.text, demo::TEXT, "{wire:?} {fault}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tool_calls_and_thinking_survive_a_failure_whole() {
+    let gw = start().await;
+    let cases = [
+        (Wire::Anthropic, "tool", 1),
+        (Wire::Anthropic, "parallel-tools", 2),
+        (Wire::OpenAi, "tool", 1),
+        (Wire::OpenAi, "parallel-tools", 2),
+    ];
+    for (wire, shape, tools) in cases {
+        for fault in ["reset@4", "reset@9"] {
+            let headers = [("x-demo-answer", shape), ("x-demo-fault", fault)];
+            let body = wire.request(wire.primary(), true).to_string();
+            let reply = gw.send(wire.path(), &headers, body).await;
+            let answer = wire
+                .check(reply.bytes())
+                .unwrap_or_else(|e| panic!("{wire:?} {shape} {fault}: {e}"));
+            assert_eq!(answer.error, None, "{wire:?} {shape} {fault}");
+            assert_eq!(answer.tools.len(), tools, "{wire:?} {shape} {fault}");
+            assert_eq!(answer.tools[0].1, json!({"city":"Paris","unit":"celsius"}));
+        }
+    }
+    let mut body = Wire::Anthropic.request(CLAUDE_PRIMARY, true);
+    body["thinking"] = json!({"type":"enabled","budget_tokens":1024});
+    let headers = [("x-demo-answer", "thinking"), ("x-demo-fault", "reset@20")];
+    let reply = gw.send("/v1/messages", &headers, body.to_string()).await;
+    let answer = Wire::Anthropic.check(reply.bytes()).unwrap();
+    assert!(answer.thinking);
+    assert_eq!(answer.text, demo::TEXT);
+}
+
+#[tokio::test]
+async fn prefill_is_never_sent_to_a_model_that_rejects_it() {
+    let gw = start().await;
+    for wire in WIRES {
+        let (rejects, accepts) = wire.fallbacks();
+        // Each fallback in turn is first: the other one fails before its stream.
+        for fault in [
+            format!("reset@8, {accepts}=529"),
+            format!("reset@8, {rejects}=529"),
+        ] {
+            let reply = gw.ask(wire, Some(&fault)).await;
+            let answer = wire.check(reply.bytes()).unwrap();
+            assert_eq!(answer.text, demo::TEXT, "{wire:?} {fault}");
+        }
+        let rejecting = gw.calls_to(rejects);
+        assert!(
+            !rejecting.is_empty(),
+            "{wire:?}: the rejecting fallback was tried"
+        );
+        assert!(
+            rejecting.iter().all(|c| !c.ends_with_assistant()),
+            "{wire:?}: a prefill reached {rejects}"
+        );
+        assert!(
+            gw.calls_to(accepts).iter().any(|c| c.ends_with_assistant()),
+            "{wire:?}: {accepts} accepts prefill and got one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn when_every_attempt_fails_the_stream_ends_with_an_error_naming_the_first_failure() {
+    let gw = start().await;
+    for wire in WIRES {
+        let reply = gw.ask(wire, Some("reset@8, fallbacks=reset@3")).await;
+        assert_eq!(reply.status, 200);
+        let answer = wire.check(reply.bytes()).unwrap();
+        let error = answer.error.expect("an error event");
+        assert!(error.contains("stream broken"), "{wire:?}: {error}");
+        assert!(demo::TEXT.starts_with(&answer.text));
+    }
+}
+
+#[tokio::test]
+async fn a_client_error_from_the_primary_is_passed_on_and_not_retried() {
+    let gw = start().await;
+    for wire in WIRES {
+        let reply = gw.ask(wire, Some("400")).await;
+        assert_eq!(reply.status, 400, "{wire:?}");
+        assert!(reply.json().to_string().contains("invalid_request_error"));
+        assert_eq!(gw.calls_to(wire.primary()).len(), 1, "{wire:?}");
+        let (a, b) = wire.fallbacks();
+        assert!(
+            gw.calls_to(a).is_empty() && gw.calls_to(b).is_empty(),
+            "{wire:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_opt_out_header_lets_the_failure_reach_the_client() {
+    let gw = start().await;
+    for wire in WIRES {
+        let body = wire.request(wire.primary(), true).to_string();
+        let reply = gw
+            .send(
+                wire.path(),
+                &[("x-midstream-fallback", "off"), ("x-demo-fault", "reset@8")],
+                body,
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.is_err(),
+            "{wire:?}: the client sees the broken body"
+        );
+        let (a, b) = wire.fallbacks();
+        assert!(
+            gw.calls_to(a).is_empty() && gw.calls_to(b).is_empty(),
+            "{wire:?}"
+        );
+        let call = &gw.calls_to(wire.primary())[0];
+        assert!(!call.headers.contains_key("x-midstream-fallback"));
+    }
+}
+
+#[tokio::test]
+async fn non_streaming_requests_are_proxied_and_restarted_on_a_retryable_status() {
+    let gw = start().await;
+    for (wire, fault) in [
+        (Wire::Anthropic, "none"),
+        (Wire::OpenAi, "none"),
+        (Wire::Anthropic, "529"),
+        (Wire::OpenAi, "503"),
+    ] {
+        let body = wire.request(wire.primary(), false).to_string();
+        let reply = gw.send(wire.path(), &[("x-demo-fault", fault)], body).await;
+        assert_eq!(reply.status, 200, "{wire:?} {fault}");
+        let json = reply.json();
+        let text = match wire {
+            Wire::Anthropic => &json["content"][0]["text"],
+            Wire::OpenAi => &json["choices"][0]["message"]["content"],
+        };
+        assert_eq!(text, demo::TEXT, "{wire:?} {fault}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_model_is_404_in_the_clients_dialect() {
+    let gw = start().await;
+    let body = Wire::Anthropic
+        .request("claude-nonexistent", true)
+        .to_string();
+    let reply = gw.send("/v1/messages", &[], body).await;
+    assert_eq!(reply.status, 404);
+    let json = reply.json();
+    assert_eq!(json["type"], "error");
+    assert_eq!(json["error"]["type"], "not_found_error");
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("claude-nonexistent"));
+
+    let body = Wire::OpenAi.request("gpt-nonexistent", true).to_string();
+    let reply = gw.send("/v1/chat/completions", &[], body).await;
+    assert_eq!(reply.status, 404);
+    let json = reply.json();
+    assert_eq!(json["error"]["type"], "invalid_request_error");
+    assert_eq!(json["error"]["code"], "model_not_found");
+    assert_eq!(json["error"]["param"], Value::Null);
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("gpt-nonexistent"));
+
+    // A model of the other dialect is not found at this endpoint either, and says where it is.
+    let body = Wire::OpenAi.request(CLAUDE_PRIMARY, true).to_string();
+    let reply = gw.send("/v1/chat/completions", &[], body).await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/messages"));
+    assert!(gw.demo.calls().is_empty(), "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_in_the_clients_dialect() {
+    let gw = start().await;
+    for (wire, body) in [
+        (
+            Wire::Anthropic,
+            r#"{"model": "demo-claude-primary", "messages": ["#,
+        ),
+        (Wire::OpenAi, "not json"),
+        (Wire::OpenAi, r#"{"messages":[]}"#),
+    ] {
+        let reply = gw.send(wire.path(), &[], body).await;
+        assert_eq!(reply.status, 400, "{wire:?} {body}");
+        let json = reply.json();
+        match wire {
+            Wire::Anthropic => {
+                assert_eq!(json["type"], "error");
+                assert_eq!(json["error"]["type"], "invalid_request_error");
+            }
+            Wire::OpenAi => assert_eq!(json["error"]["type"], "invalid_request_error"),
+        }
+    }
+    assert!(gw.demo.calls().is_empty(), "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn the_clients_credentials_never_reach_the_upstream_and_each_upstream_gets_its_own_key() {
+    let config = |addr: SocketAddr| {
+        demo_config(addr)
+            .replace(
+                "dialect = \"anthropic\"",
+                "dialect = \"anthropic\"\napi_key_env = \"TEST_ANTHROPIC_KEY\"",
+            )
+            .replace(
+                "dialect = \"openai-chat\"",
+                "dialect = \"openai-chat\"\napi_key_env = \"TEST_OPENAI_KEY\"",
+            )
+            + &format!(
+                "\n[[models]]\nname = \"house-model\"\nupstream = \"demo-anthropic\"\nupstream_model = \"{CLAUDE_PRIMARY}\"\nfallbacks = [\"{CLAUDE_PREFILL}\"]\n"
+            )
+    };
+    let env = |var: &str| match var {
+        "TEST_ANTHROPIC_KEY" => Some("anthropic-key".to_owned()),
+        "TEST_OPENAI_KEY" => Some("openai-key".to_owned()),
+        _ => None,
+    };
+    let gw = start_with(config, &env).await;
+    let client_headers = [
+        ("authorization", "Bearer client-secret"),
+        ("x-api-key", "client-secret"),
+        ("api-key", "client-secret"),
+        ("cookie", "session=client-secret"),
+        ("connection", "x-private-hop"),
+        ("x-private-hop", "1"),
+        ("anthropic-beta", "some-feature"),
+    ];
+    for wire in WIRES {
+        let body = wire.request(wire.primary(), true).to_string();
+        let reply = gw.send(wire.path(), &client_headers, body).await;
+        assert_eq!(wire.check(reply.bytes()).unwrap().text, demo::TEXT);
+    }
+    let body = Wire::Anthropic.request("house-model", true).to_string();
+    let reply = gw.send("/v1/messages", &client_headers, body).await;
+    assert_eq!(
+        Wire::Anthropic.check(reply.bytes()).unwrap().text,
+        demo::TEXT
+    );
+
+    let calls = gw.demo.calls();
+    assert!(
+        calls.len() >= 6,
+        "primary and fallback, three times: {}",
+        calls.len()
+    );
+    for call in &calls {
+        let h = &call.headers;
+        for leaked in ["api-key", "cookie", "x-private-hop"] {
+            assert!(!h.contains_key(leaked), "{leaked} reached {}", call.model);
+        }
+        if call.path == "/v1/messages" {
+            assert_eq!(h["x-api-key"], "anthropic-key");
+            assert!(!h.contains_key("authorization"));
+            assert_eq!(h["anthropic-beta"], "some-feature", "other headers pass");
+            assert_eq!(h["anthropic-version"], "2023-06-01", "added when missing");
+        } else {
+            assert_eq!(h["authorization"], "Bearer openai-key");
+            assert!(!h.contains_key("x-api-key"));
+        }
+    }
+    // `house-model` reached the upstream as its upstream_model.
+    assert!(calls.iter().all(|c| c.model != "house-model"));
+    assert_eq!(gw.calls_to(CLAUDE_PRIMARY).len(), 2);
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_404_that_names_the_endpoints() {
+    let gw = start().await;
+    let reply = gw.send("/v1/completions", &[], "{}").await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/chat/completions"));
+}
+
+const GOOD: &str = r#"
+[[upstreams]]
+name = "anthropic"
+dialect = "anthropic"
+base_url = "https://api.anthropic.com"
+
+[[upstreams]]
+name = "openai"
+dialect = "openai-chat"
+base_url = "https://api.openai.com"
+
+[[models]]
+name = "claude-sonnet-4-6"
+upstream = "anthropic"
+fallbacks = ["claude-sonnet-4-5"]
+
+[[models]]
+name = "claude-sonnet-4-5"
+upstream = "anthropic"
+prefill = "assistant"
+
+[[models]]
+name = "gpt-4o"
+upstream = "openai"
+"#;
+
+fn config_error(text: &str) -> String {
+    config::parse(text, &|_| None)
+        .expect_err("an invalid config")
+        .to_string()
+}
+
+#[test]
+fn a_valid_config_builds_the_chain_and_the_layer() {
+    let config = config::parse(GOOD, &|_| None).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.fallback.max_attempts, 3);
+    assert_eq!(config.models[0].upstream_model, "claude-sonnet-4-6");
+    assert_eq!(config.models[0].fallbacks, ["claude-sonnet-4-5"]);
+    let _ = config.layer();
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let cases = [
+        // An unknown key.
+        (
+            format!("[fallback]\nmax_atempts = 3\n{GOOD}"),
+            vec!["max_atempts"],
+        ),
+        // A bad dialect.
+        (
+            GOOD.replace("dialect = \"openai-chat\"", "dialect = \"openai\""),
+            vec!["upstreams[1]", "dialect", "openai-chat"],
+        ),
+        // A fallback that speaks another dialect.
+        (
+            GOOD.replace(
+                "fallbacks = [\"claude-sonnet-4-5\"]",
+                "fallbacks = [\"gpt-4o\"]",
+            ),
+            vec!["models[0]", "fallbacks[0]", "dialect"],
+        ),
+        // A model whose upstream does not exist.
+        (
+            GOOD.replace("upstream = \"openai\"", "upstream = \"open-ai\""),
+            vec!["models[2]", "upstream", "open-ai"],
+        ),
+        // A fallback that is not a model.
+        (
+            GOOD.replace("[\"claude-sonnet-4-5\"]", "[\"claude-opus\"]"),
+            vec!["models[0]", "fallbacks[0]", "claude-opus"],
+        ),
+        // A prefill Anthropic does not have.
+        (
+            GOOD.replace("prefill = \"assistant\"", "prefill = \"prefix\""),
+            vec!["models[1]", "prefill"],
+        ),
+        (
+            format!("[fallback]\nwhen_no_prefill = \"retry\"\n{GOOD}"),
+            vec!["fallback.when_no_prefill", "instruction"],
+        ),
+        (
+            GOOD.replace(
+                "base_url = \"https://api.openai.com\"",
+                "base_url = \"api.openai.com\"",
+            ),
+            vec!["upstreams[1]", "base_url"],
+        ),
+        (
+            GOOD.replace(
+                "base_url = \"https://api.anthropic.com\"",
+                "base_url = \"https://api.anthropic.com\"\napi_key_env = \"NOT_SET_ANYWHERE\"",
+            ),
+            vec!["upstreams[0]", "api_key_env", "NOT_SET_ANYWHERE"],
+        ),
+        (format!("listen = \"localhost\"\n{GOOD}"), vec!["listen"]),
+    ];
+    for (text, needles) in cases {
+        let err = config_error(&text);
+        for needle in needles {
+            assert!(err.contains(needle), "{needle:?} not in: {err}");
+        }
+    }
+}
+
+#[test]
+fn the_example_config_file_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/gateway/gateway.example.toml"
+    );
+    let config = config::load(path, &|var| Some(format!("key-from-{var}"))).unwrap();
+    assert_eq!(config.upstreams.len(), 2);
+    let (name, value) = config.upstreams[0].credential.clone().unwrap();
+    assert_eq!(
+        (name.as_str(), value.to_str().unwrap()),
+        ("x-api-key", "key-from-ANTHROPIC_API_KEY")
+    );
+}
+
+/// The example binary built by `cargo test` (or `cargo build --example gateway`).
+fn gateway_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test` (which builds the examples) or `cargo build --example gateway` first",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_bad_config_file_stops_the_gateway_before_it_listens() {
+    let dir = std::env::temp_dir().join(format!("midstream-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        GOOD.replace("dialect = \"anthropic\"", "dialect = \"claude\""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(gateway_binary())
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("upstreams[0]") && stderr.contains("dialect"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("gateway="),
+        "it never listened"
+    );
+}
