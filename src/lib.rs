@@ -59,7 +59,9 @@ pub mod internals {
         /// The next complete event (raw bytes), `Some(Err(()))` if one exceeds the limit.
         #[allow(clippy::result_unit_err)]
         pub fn next_event(&mut self) -> Option<Result<&[u8], ()>> {
-            self.0.next_event().map(|r| r.map(|ev| ev.raw).map_err(|_| ()))
+            self.0
+                .next_event()
+                .map(|r| r.map(|ev| ev.raw).map_err(|_| ()))
         }
 
         /// At the end of the body: a last event missing only its blank line.
