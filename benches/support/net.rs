@@ -9,10 +9,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
@@ -58,13 +57,25 @@ pub enum Fault {
 }
 
 /// Shared by the upstream's streams.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UpstreamState {
-    /// Streams told to hold wait until this is set.
-    pub released: AtomicBool,
+    /// Streams told to hold wait until this turns true (`send_replace(true)`).
+    pub released: tokio::sync::watch::Sender<bool>,
     pub primary_calls: AtomicUsize,
     pub fallback_calls: AtomicUsize,
 }
+
+impl Default for UpstreamState {
+    fn default() -> Self {
+        UpstreamState {
+            released: tokio::sync::watch::channel(false).0,
+            primary_calls: AtomicUsize::new(0),
+            fallback_calls: AtomicUsize::new(0),
+        }
+    }
+}
+
+type Hold = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// An upstream that streams like a model: one event per write. A request for `primary` gets
 /// the `x-bench-deltas` stream, failing after `x-bench-fail-after` events if asked; any other
@@ -135,7 +146,7 @@ async fn answer(
         },
         hold_after: if primary { hold_after } else { None },
         state,
-        hold_timer: None,
+        hold: None,
         yield_next: false,
         ended: false,
     };
@@ -153,7 +164,7 @@ pub struct UpstreamBody {
     fail: Option<(usize, Fault)>,
     hold_after: Option<usize>,
     state: Arc<UpstreamState>,
-    hold_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    hold: Option<Hold>,
     yield_next: bool,
     ended: bool,
 }
@@ -178,15 +189,15 @@ impl Body for UpstreamBody {
             return Poll::Pending;
         }
         if this.hold_after == Some(this.next) {
-            while !this.state.released.load(Ordering::Acquire) {
-                let timer = this
-                    .hold_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(10))));
-                std::task::ready!(timer.as_mut().poll(cx));
-                this.hold_timer = None;
-            }
+            let hold = this.hold.get_or_insert_with(|| {
+                let mut rx = this.state.released.subscribe();
+                Box::pin(async move {
+                    let _ = rx.wait_for(|released| *released).await;
+                })
+            });
+            std::task::ready!(hold.as_mut().poll(cx));
             this.hold_after = None;
-            this.hold_timer = None;
+            this.hold = None;
         }
         if let Some((at, fault)) = this.fail {
             if this.next == at {
