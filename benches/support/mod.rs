@@ -28,11 +28,17 @@ pub fn report(name: &str, text: &str) {
     println!("(written to {})", path.display());
 }
 
-/// Whether the harness was asked to run only some benchmarks whose names do not include
-/// `name` (`cargo bench -- relay` style filters), or only to list them.
+/// Whether to skip the measured section `name`: not run by `cargo bench`, only listing, or
+/// filtered out (`cargo bench -- relay` style filters).
 pub fn skipped(name: &str) -> bool {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list" || a == "--test") {
+        return true;
+    }
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and criterion then runs
+    // each benchmark once as a smoke test: the measured sections stay out of it too.
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("{name}: not run by `cargo bench`, measurements skipped");
         return true;
     }
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();

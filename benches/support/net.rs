@@ -335,10 +335,13 @@ where
     }
 }
 
+/// Called with each data frame of a [`Watched`] body.
+pub type OnFrame = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Wraps a response body to note when its frames leave (used to time failover).
 pub struct Watched<B> {
     pub inner: B,
-    pub on_frame: Arc<dyn Fn(&[u8]) + Send + Sync>,
+    pub on_frame: OnFrame,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Body for Watched<B> {
