@@ -84,16 +84,87 @@ pub(crate) fn object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T,
     serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
-/// The `model` of a request body, if it is a JSON object with a string `model`.
-pub(crate) fn top_level_string(body: &[u8], key: &str) -> Option<String> {
-    debug_assert_eq!(key, "model");
-    #[derive(serde::Deserialize)]
-    struct Model<'a> {
-        #[serde(borrow)]
-        model: Option<std::borrow::Cow<'a, str>>,
+/// What rewriting a request needs, read from its body in one pass: on its first failure,
+/// then kept for every later attempt, so a large body is read once however many plans use it.
+#[derive(Debug, Default)]
+pub(crate) struct RequestIndex {
+    /// Why the body cannot be rewritten at all.
+    pub(crate) unusable: Option<String>,
+    pub(crate) model: Option<Range<usize>>,
+    pub(crate) model_name: Option<String>,
+    pub(crate) has_messages: bool,
+    pub(crate) last_message: Option<Range<usize>>,
+    pub(crate) last_role: Option<String>,
+    pub(crate) max_tokens: Option<Range<usize>>,
+    pub(crate) max_completion_tokens: Option<Range<usize>>,
+    /// `thinking.type` and `thinking.budget_tokens` (Anthropic).
+    pub(crate) thinking: Option<(Option<String>, Option<u64>)>,
+    pub(crate) continue_final_message: Option<Range<usize>>,
+    pub(crate) add_generation_prompt: Option<Range<usize>>,
+}
+
+impl RequestIndex {
+    pub(crate) fn read(body: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Top<'a> {
+            #[serde(borrow)]
+            model: Option<&'a RawValue>,
+            #[serde(borrow)]
+            messages: Option<LastOf<'a>>,
+            #[serde(borrow)]
+            max_tokens: Option<&'a RawValue>,
+            #[serde(borrow)]
+            max_completion_tokens: Option<&'a RawValue>,
+            thinking: Option<Thinking>,
+            #[serde(borrow)]
+            continue_final_message: Option<&'a RawValue>,
+            #[serde(borrow)]
+            add_generation_prompt: Option<&'a RawValue>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Thinking {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            budget_tokens: Option<u64>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Role<'a> {
+            #[serde(borrow)]
+            role: Option<std::borrow::Cow<'a, str>>,
+        }
+        let top: Top<'_> = match object(body) {
+            Ok(top) => top,
+            Err(e) => {
+                return RequestIndex {
+                    unusable: Some(e),
+                    ..RequestIndex::default()
+                }
+            }
+        };
+        let at = |raw: Option<&RawValue>| raw.map(|r| span(body, r));
+        let last = top.messages.as_ref().and_then(|m| m.last);
+        RequestIndex {
+            unusable: None,
+            model: at(top.model),
+            model_name: top.model.and_then(|m| serde_json::from_str(m.get()).ok()),
+            has_messages: top.messages.is_some(),
+            last_message: at(last),
+            last_role: last
+                .and_then(|m| serde_json::from_str::<Role<'_>>(m.get()).ok())
+                .and_then(|r| r.role)
+                .map(|r| r.into_owned()),
+            max_tokens: at(top.max_tokens),
+            max_completion_tokens: at(top.max_completion_tokens),
+            thinking: top.thinking.map(|t| (t.kind, t.budget_tokens)),
+            continue_final_message: at(top.continue_final_message),
+            add_generation_prompt: at(top.add_generation_prompt),
+        }
     }
-    let m: Model<'_> = object(body).ok()?;
-    m.model.map(|m| m.into_owned())
+
+    /// Reads a token limit's value (a positive integer) from its span.
+    pub(crate) fn limit(body: &[u8], span: &Range<usize>) -> Option<u64> {
+        std::str::from_utf8(&body[span.clone()]).ok()?.parse().ok()
+    }
 }
 
 /// Where `raw` lies within `src` (it must have been borrowed from it).

@@ -9,6 +9,7 @@ use http::{Request, StatusCode};
 
 use crate::dialect::{Continuation, Dialect};
 use crate::error::AttemptError;
+use crate::json::RequestIndex;
 use crate::transcript::Transcript;
 
 /// Decides, after each failure, whether and how to try again.
@@ -226,6 +227,7 @@ pub struct Failure<'a> {
     pub(crate) attempt: u32,
     pub(crate) dialect: Dialect,
     pub(crate) request: &'a Request<Bytes>,
+    pub(crate) index: &'a RequestIndex,
     pub(crate) transcript: &'a Transcript,
     pub(crate) history: &'a [AttemptError],
 }
@@ -268,13 +270,13 @@ impl<'a> Failure<'a> {
 
     /// The `model` the client asked for, if the body names one.
     pub fn model(&self) -> Option<String> {
-        crate::json::top_level_string(self.request.body(), "model")
+        self.index.model_name.clone()
     }
 
     /// Whether this request may carry an assistant prefill at all, whatever the target: not
     /// when Anthropic extended thinking is enabled, which the API refuses with prefill.
     pub fn prefill_allowed(&self) -> bool {
-        self.dialect.spec().prefill_allowed(self.request.body())
+        self.dialect.spec().prefill_allowed(self.index)
     }
 
     /// The request for the next attempt: the original, with `model` set to `target` and the
@@ -292,10 +294,13 @@ impl<'a> Failure<'a> {
             text: self.transcript.text(),
             kept_tokens: self.transcript.kept_tokens(),
         };
-        let body =
-            self.dialect
-                .spec()
-                .rewrite(self.request.body(), target, strategy, &continuation)?;
+        let body = self.dialect.spec().rewrite(
+            self.request.body(),
+            self.index,
+            target,
+            strategy,
+            &continuation,
+        )?;
         Ok(crate::replay::rebuild(self.request, body))
     }
 

@@ -13,6 +13,7 @@ use tower_service::Service;
 
 use crate::dialect::{Dialect, ErrorKind, StreamFailure};
 use crate::error::{AttemptError, FallbackError};
+use crate::json::RequestIndex;
 use crate::layer::Config;
 use crate::plan::{Failure, FailureClass, PlanKind, RetryPlanner, Strategy};
 use crate::replay::{self, ReplayBody};
@@ -23,6 +24,8 @@ pub(crate) struct Recovery<S, P> {
     planner: P,
     /// The request as the client sent it.
     request: Request<Bytes>,
+    /// What rewriting it needs, read on its first failure.
+    index: Option<RequestIndex>,
     dialect: Dialect,
     pub(crate) config: Arc<Config>,
     /// Attempts made so far, the one in flight included.
@@ -59,6 +62,7 @@ impl<S, P> Recovery<S, P> {
             service,
             planner,
             request,
+            index: None,
             dialect,
             config,
             attempts: 1,
@@ -127,6 +131,9 @@ impl<S, P> Recovery<S, P> {
         if !self.can_retry() {
             return Err(self.give_up(format!("all {} attempts used", self.config.max_attempts)));
         }
+        let index = self
+            .index
+            .get_or_insert_with(|| RequestIndex::read(self.request.body()));
         let plan = {
             let failure = Failure {
                 class: self.history.last().expect("just pushed").class,
@@ -134,6 +141,7 @@ impl<S, P> Recovery<S, P> {
                 attempt: self.attempts,
                 dialect: self.dialect,
                 request: &self.request,
+                index,
                 transcript,
                 history: &self.history,
             };

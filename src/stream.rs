@@ -18,7 +18,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,6 +69,8 @@ pin_project! {
         strategy: Option<Strategy>,
         last_progress: Instant,
         keep_alive_at: Option<Instant>,
+        // The waker the timer last registered, so that it is not polled again for nothing.
+        timer_waker: Option<Waker>,
         error: Option<FallbackError>,
     }
 }
@@ -95,6 +97,7 @@ where
             strategy: None,
             last_progress: Instant::now(),
             keep_alive_at: None,
+            timer_waker: None,
             error: None,
             recovery,
         }
@@ -152,6 +155,7 @@ where
                             Poll::Pending => {
                                 if timer_fired(
                                     &mut this.timer,
+                                    this.timer_waker,
                                     *this.last_progress,
                                     None,
                                     this.recovery,
@@ -192,6 +196,7 @@ where
                         Poll::Pending => {
                             if timer_fired(
                                 &mut this.timer,
+                                this.timer_waker,
                                 *this.last_progress,
                                 None,
                                 this.recovery,
@@ -244,6 +249,7 @@ where
                         Poll::Pending => {
                             match timer_fired(
                                 &mut this.timer,
+                                this.timer_waker,
                                 *this.last_progress,
                                 *this.keep_alive_at,
                                 this.recovery,
@@ -440,6 +446,7 @@ enum Timer {
 /// the idle deadline later, which is checked when the timer fires.
 fn timer_fired<S, P>(
     timer: &mut Pin<&mut Option<Sleep>>,
+    registered: &mut Option<Waker>,
     last_progress: Instant,
     keep_alive_at: Option<Instant>,
     recovery: &Recovery<S, P>,
@@ -455,14 +462,26 @@ fn timer_fired<S, P>(
     };
     loop {
         match timer.as_mut().as_pin_mut() {
-            None => timer.set(Some(tokio::time::sleep_until(due))),
-            Some(sleep) if sleep.deadline() > due => sleep.reset(due),
+            None => {
+                timer.set(Some(tokio::time::sleep_until(due)));
+                *registered = None;
+            }
+            Some(sleep) if sleep.deadline() > due => {
+                sleep.reset(due);
+                *registered = None;
+            }
             Some(_) => {}
         }
         let sleep = timer.as_mut().as_pin_mut().expect("armed above");
-        if sleep.poll(cx).is_pending() {
+        // Already waiting to wake this task: nothing to do until it fires.
+        if !sleep.is_elapsed() && registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return None;
         }
+        if sleep.poll(cx).is_pending() {
+            *registered = Some(cx.waker().clone());
+            return None;
+        }
+        *registered = None;
         let now = Instant::now();
         if idle_at.is_some_and(|at| now >= at) {
             return Some(Timer::Idle);

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use super::{
     sse_event, Continuation, ErrorKind, Limits, Relay, SeamText, Spec, Step, StreamFailure,
 };
-use crate::json::{object, span, string_literal, unescape_into, write_str, LastOf, Splice};
+use crate::json::{string_literal, unescape_into, write_str, RequestIndex, Splice};
 use crate::outbox::Outbox;
 use crate::plan::{FailureClass, Prefill, RewriteError, Strategy};
 use crate::sse::{Event, Fields};
@@ -54,18 +54,19 @@ impl Spec for AnthropicMessages {
         Bytes::from(error_json(kind, message))
     }
 
-    fn prefill_allowed(&self, body: &[u8]) -> bool {
-        !thinking_enabled(body)
+    fn prefill_allowed(&self, index: &RequestIndex) -> bool {
+        thinking_budget(index).is_none()
     }
 
     fn rewrite(
         &self,
         body: &[u8],
+        index: &RequestIndex,
         target: &str,
         strategy: &Strategy,
         continuation: &Continuation<'_>,
     ) -> Result<Bytes, RewriteError> {
-        rewrite(body, target, strategy, continuation)
+        rewrite(body, index, target, strategy, continuation)
     }
 }
 
@@ -392,62 +393,47 @@ impl AnthropicRelay {
     }
 
     fn on_block_delta(&mut self, ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
+        // Nearly every event of a stream is a text delta in its canonical shape: read it
+        // without serde (which costs most of what the relay adds per event).
+        if let Some((index, literal)) = fast_text_delta(data) {
+            if let Some(Block::Text { upstream, client }) = &self.attempt.block {
+                if *upstream == index {
+                    let client = *client;
+                    return self.on_text_delta(index, client, literal, ev, out);
+                }
+            }
+        }
         let Ok(delta) = serde_json::from_slice::<BlockDelta<'_>>(data) else {
             return malformed("content_block_delta");
         };
-        let text = delta
+        if let Some(Block::Text { upstream, client }) = &self.attempt.block {
+            if *upstream == delta.index {
+                let client = *client;
+                return match delta.delta.text {
+                    Some(literal) => {
+                        self.on_text_delta(delta.index, client, literal.get(), ev, out)
+                    }
+                    None => {
+                        // citations_delta and the like: pass on.
+                        if client == delta.index {
+                            out.forward(ev);
+                        } else {
+                            out.push(reindex_bytes(ev.raw, "content_block_delta", client));
+                        }
+                        Step::Continue
+                    }
+                };
+            }
+        }
+        let generated = delta
             .delta
-            .text
-            .or(delta.delta.partial_json)
-            .or(delta.delta.thinking);
-        let non_empty = text.is_some_and(|t| t.get().len() > 2);
-        if non_empty {
+            .partial_json
+            .or(delta.delta.thinking)
+            .or(delta.delta.text);
+        if generated.is_some_and(|t| t.get().len() > 2) {
             self.attempt.spent += 1;
         }
         match &mut self.attempt.block {
-            Some(Block::Text { upstream, client }) if *upstream == delta.index => {
-                let client = *client;
-                let Some(literal) = delta.delta.text else {
-                    // citations_delta and the like: pass on.
-                    if client == delta.index {
-                        out.forward(ev);
-                    } else {
-                        out.push(reindex_bytes(ev.raw, "content_block_delta", client));
-                    }
-                    return Step::Continue;
-                };
-                if non_empty {
-                    self.transcript.add_kept_token();
-                }
-                let seam_active = self.attempt.seam.as_ref().is_some_and(|s| s.active());
-                if !seam_active && client == delta.index {
-                    out.forward(ev);
-                    let ok = match self.transcript.text_mut() {
-                        Some(t) => unescape_into(literal.get(), t),
-                        None => true,
-                    };
-                    self.transcript.check_limit();
-                    return if ok {
-                        Step::Continue
-                    } else {
-                        malformed("text_delta")
-                    };
-                }
-                self.text.clear();
-                if !unescape_into(literal.get(), &mut self.text) {
-                    return malformed("text_delta");
-                }
-                let mut send = String::new();
-                match &mut self.attempt.seam {
-                    Some(seam) => seam.filter(&self.text, &mut send),
-                    None => send.push_str(&self.text),
-                }
-                if !send.is_empty() {
-                    out.push(text_delta_event(client, &send));
-                    self.append_text(&send);
-                }
-                Step::Continue
-            }
             Some(Block::Held(held)) if held.upstream == delta.index => {
                 let ok = match delta.delta.kind.as_ref() {
                     "input_json_delta" => delta
@@ -477,6 +463,50 @@ impl AnthropicRelay {
             Some(Block::Dropped { upstream }) if *upstream == delta.index => Step::Continue,
             _ => malformed("content_block_delta for a block that is not open"),
         }
+    }
+
+    /// Text for the client's block `client`, from upstream block `index`; `literal` is the
+    /// JSON string as it came, quotes included.
+    fn on_text_delta(
+        &mut self,
+        index: u32,
+        client: u32,
+        literal: &str,
+        ev: &Event<'_>,
+        out: &mut Outbox,
+    ) -> Step {
+        if literal.len() > 2 {
+            self.attempt.spent += 1;
+            self.transcript.add_kept_token();
+        }
+        let seam_active = self.attempt.seam.as_ref().is_some_and(|s| s.active());
+        if !seam_active && client == index {
+            out.forward(ev);
+            let ok = match self.transcript.text_mut() {
+                Some(t) => unescape_into(literal, t),
+                None => true,
+            };
+            self.transcript.check_limit();
+            return if ok {
+                Step::Continue
+            } else {
+                malformed("text_delta")
+            };
+        }
+        self.text.clear();
+        if !unescape_into(literal, &mut self.text) {
+            return malformed("text_delta");
+        }
+        let mut send = String::new();
+        match &mut self.attempt.seam {
+            Some(seam) => seam.filter(&self.text, &mut send),
+            None => send.push_str(&self.text),
+        }
+        if !send.is_empty() {
+            out.push(text_delta_event(client, &send));
+            self.append_text(&send);
+        }
+        Step::Continue
     }
 
     fn check_held(&self) -> Step {
@@ -699,6 +729,38 @@ impl AnthropicRelay {
     }
 }
 
+/// The index and text (a JSON string literal, quotes included) of a delta in exactly the
+/// shape the API sends text in, `{"type":"content_block_delta","index":N,"delta":
+/// {"type":"text_delta","text":"…"}}`, whitespace allowed before the closing braces; `None`
+/// for anything else, which serde then reads.
+fn fast_text_delta(data: &[u8]) -> Option<(u32, &str)> {
+    let rest = data.strip_prefix(br#"{"type":"content_block_delta","index":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let index = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(br#","delta":{"type":"text_delta","text":"#)?;
+    if rest.first() != Some(&b'"') {
+        return None;
+    }
+    let mut end = 1;
+    loop {
+        end += memchr::memchr2(b'"', b'\\', &rest[end..])?;
+        if rest[end] == b'"' {
+            break;
+        }
+        end += 2; // an escape: skip the backslash and the character it escapes
+    }
+    let tail = rest.get(end + 1..)?.trim_ascii_start().strip_prefix(b"}")?;
+    let tail = tail.trim_ascii_start().strip_prefix(b"}")?;
+    if !tail.trim_ascii().is_empty() {
+        return None;
+    }
+    let literal = std::str::from_utf8(&rest[..=end]).ok()?;
+    Some((index, literal))
+}
+
 fn malformed(what: &str) -> Step {
     Step::Fail(StreamFailure::new(
         FailureClass::Malformed,
@@ -752,69 +814,42 @@ fn reindex_bytes(raw: &[u8], name: &str, index: u32) -> Bytes {
 
 // ---- requests ----------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-struct Request<'a> {
-    #[serde(borrow)]
-    model: Option<&'a RawValue>,
-    #[serde(borrow)]
-    messages: Option<LastOf<'a>>,
-    #[serde(borrow)]
-    max_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    thinking: Option<Thinking<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Thinking<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    budget_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-}
-
-fn thinking_enabled(body: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct OnlyThinking<'a> {
-        #[serde(borrow)]
-        thinking: Option<Thinking<'a>>,
+/// `Some(budget)` when extended thinking is on (the API refuses prefill then, and requires
+/// `max_tokens` above the budget).
+fn thinking_budget(index: &RequestIndex) -> Option<u64> {
+    match &index.thinking {
+        Some((Some(kind), budget)) if kind != "disabled" => Some(budget.unwrap_or(0)),
+        _ => None,
     }
-    object::<OnlyThinking<'_>>(body)
-        .ok()
-        .and_then(|r| r.thinking)
-        .and_then(|t| t.kind)
-        .is_some_and(|k| k != "disabled")
 }
 
 fn rewrite(
     body: &[u8],
+    index: &RequestIndex,
     target: &str,
     strategy: &Strategy,
     cont: &Continuation<'_>,
 ) -> Result<Bytes, RewriteError> {
-    let req: Request<'_> = object(body).map_err(|e| {
-        RewriteError::new(format!("the request body is not a Messages request: {e}"))
-    })?;
-    let model = req
+    if let Some(why) = &index.unusable {
+        return Err(RewriteError::new(format!(
+            "the request body is not a Messages request: {why}"
+        )));
+    }
+    let model = index
         .model
+        .clone()
         .ok_or_else(|| RewriteError::new("the request has no `model`"))?;
-    let messages = req
-        .messages
-        .ok_or_else(|| RewriteError::new("the request has no `messages` array"))?;
-    let last = messages
-        .last
+    if !index.has_messages {
+        return Err(RewriteError::new("the request has no `messages` array"));
+    }
+    let last = index
+        .last_message
+        .clone()
         .ok_or_else(|| RewriteError::new("the request's `messages` array is empty"))?;
-    let thinking = req
-        .thinking
-        .as_ref()
-        .filter(|t| t.kind.as_deref().is_some_and(|k| k != "disabled"));
+    let thinking = thinking_budget(index);
 
     let mut splice = Splice::new(body);
-    splice.replace(span(body, model), string_literal(target).into_bytes());
+    splice.replace(model, string_literal(target).into_bytes());
 
     let partial = cont.text.trim_end();
     let continues = !partial.is_empty() && !matches!(strategy, Strategy::Restart);
@@ -835,13 +870,14 @@ fn rewrite(
                 )));
             }
         }
-        let last_msg: Message<'_> = serde_json::from_str(last.get())
-            .map_err(|_| RewriteError::new("the last message has no `role`"))?;
-        let last_span = span(body, last);
+        let role = index
+            .last_role
+            .as_deref()
+            .ok_or_else(|| RewriteError::new("the last message has no `role`"))?;
         let mut added = Vec::new();
-        if last_msg.role == "assistant" {
+        if role == "assistant" {
             // The client prefilled the answer itself: the partial answer continues it.
-            let mut merged: Value = serde_json::from_str(last.get())
+            let mut merged: Value = serde_json::from_slice(&body[last.clone()])
                 .map_err(|_| RewriteError::new("the last message is not an object"))?;
             append_to_content(&mut merged, partial)?;
             added.extend_from_slice(&to_vec(&merged));
@@ -855,24 +891,22 @@ fn rewrite(
             write_str(&mut added, text);
             added.push(b'}');
         }
-        if last_msg.role == "assistant" {
-            splice.replace(last_span, added);
+        if role == "assistant" {
+            splice.replace(last, added);
         } else {
             let mut with = Vec::with_capacity(added.len() + 1);
             with.push(b',');
             with.extend_from_slice(&added);
-            splice.insert(last_span.end, with);
+            splice.insert(last.end, with);
         }
-        if let Some(raw) = req.max_tokens {
-            let max: u64 = raw
-                .get()
-                .parse()
-                .map_err(|_| RewriteError::new("`max_tokens` is not a number"))?;
+        if let Some(at) = &index.max_tokens {
+            let max = RequestIndex::limit(body, at)
+                .ok_or_else(|| RewriteError::new("`max_tokens` is not a number"))?;
             let mut reduced = max.saturating_sub(u64::from(cont.kept_tokens)).max(1);
-            if let Some(budget) = thinking.and_then(|t| t.budget_tokens) {
+            if let Some(budget) = thinking {
                 reduced = reduced.max(budget + 1);
             }
-            splice.replace(span(body, raw), reduced.to_string().into_bytes());
+            splice.replace(at.clone(), reduced.to_string().into_bytes());
         }
     }
     Ok(splice.finish())
@@ -903,6 +937,15 @@ fn append_to_content(message: &mut Value, text: &str) -> Result<(), RewriteError
 mod tests {
     use super::*;
 
+    fn rw(
+        body: &[u8],
+        target: &str,
+        strategy: &Strategy,
+        cont: &Continuation<'_>,
+    ) -> Result<Bytes, RewriteError> {
+        rewrite(body, &RequestIndex::read(body), target, strategy, cont)
+    }
+
     fn cont(text: &str, kept: u32) -> Continuation<'_> {
         Continuation {
             text,
@@ -911,9 +954,25 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_text_delta_reads_exactly_the_canonical_shape() {
+        let data = br#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a \"b\" \\"}  }"#;
+        assert_eq!(fast_text_delta(data), Some((12, r#""a \"b\" \\""#)));
+        for other in [
+            &br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}, "more":1}"#[..],
+            br#"{"index":0,"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}"#,
+            br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"#,
+            br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\"}}"#,
+            br#"{"type":"content_block_delta","index":,"delta":{"type":"text_delta","text":"x"}}"#,
+            b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\xff\"}}",
+        ] {
+            assert_eq!(fast_text_delta(other), None, "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
     fn prefill_appends_the_partial_answer_without_trailing_whitespace() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let out = rewrite(
+        let out = rw(
             body,
             "b",
             &Strategy::Prefill(Prefill::Assistant),
@@ -934,7 +993,7 @@ mod tests {
     #[test]
     fn instruction_adds_a_user_turn_after_the_partial_answer() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-        let out = rewrite(
+        let out = rw(
             body,
             "b",
             &Strategy::Instruction("go on".into()),
@@ -951,7 +1010,7 @@ mod tests {
     #[test]
     fn restart_only_swaps_the_model() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-        let out = rewrite(body, "b", &Strategy::Restart, &cont("Hello", 1)).unwrap();
+        let out = rw(body, "b", &Strategy::Restart, &cont("Hello", 1)).unwrap();
         assert_eq!(
             &out[..],
             &br#"{"model":"b","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#[..]
@@ -961,7 +1020,7 @@ mod tests {
     #[test]
     fn a_client_prefill_is_continued_not_duplicated() {
         let body = br#"{"model":"a","max_tokens":10,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"{"}]}"#;
-        let out = rewrite(
+        let out = rw(
             body,
             "b",
             &Strategy::Prefill(Prefill::Assistant),
@@ -983,18 +1042,18 @@ mod tests {
             br#"{"model":"a","messages":[]}"#,
             br#"{"messages":[{"role":"user"}]}"#,
         ] {
-            let err = rewrite(body, "b", &s, &cont("x", 1)).unwrap_err();
+            let err = rw(body, "b", &s, &cont("x", 1)).unwrap_err();
             assert!(!err.to_string().is_empty());
         }
         let thinking = br#"{"model":"a","max_tokens":10,"thinking":{"type":"enabled","budget_tokens":5},"messages":[{"role":"user","content":"hi"}]}"#;
-        assert!(rewrite(thinking, "b", &s, &cont("x", 1)).is_err());
-        assert!(!AnthropicMessages.prefill_allowed(thinking));
+        assert!(rw(thinking, "b", &s, &cont("x", 1)).is_err());
+        assert!(!AnthropicMessages.prefill_allowed(&RequestIndex::read(thinking)));
     }
 
     #[test]
     fn max_tokens_never_drops_below_the_thinking_budget() {
         let body = br#"{"model":"a","max_tokens":2000,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"hi"}]}"#;
-        let out = rewrite(body, "b", &Strategy::instruction(), &cont("x", 1990)).unwrap();
+        let out = rw(body, "b", &Strategy::instruction(), &cont("x", 1990)).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["max_tokens"], 1025);
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::json::RequestIndex;
 use crate::outbox::Outbox;
 use crate::plan::{FailureClass, RewriteError, Strategy};
 use crate::sse::{Event, Fields};
@@ -86,12 +87,13 @@ pub(crate) trait Spec: Send + Sync + 'static {
     fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes;
 
     /// Whether the request may end with an assistant prefill at all.
-    fn prefill_allowed(&self, body: &[u8]) -> bool;
+    fn prefill_allowed(&self, index: &RequestIndex) -> bool;
 
     /// The body for the next attempt.
     fn rewrite(
         &self,
         body: &[u8],
+        index: &RequestIndex,
         target: &str,
         strategy: &Strategy,
         continuation: &Continuation<'_>,

@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use super::{
     sse_event, Continuation, ErrorKind, Limits, Relay, SeamText, Spec, Step, StreamFailure,
 };
-use crate::json::{object, span, string_literal, unescape_into, write_str, First, LastOf, Splice};
+use crate::json::{string_literal, unescape_into, write_str, First, RequestIndex, Splice};
 use crate::outbox::Outbox;
 use crate::plan::{FailureClass, Prefill, RewriteError, Strategy};
 use crate::sse::{Event, Fields};
@@ -52,18 +52,19 @@ impl Spec for OpenAiChat {
         Bytes::from(to_vec(&error_value(kind, message)))
     }
 
-    fn prefill_allowed(&self, _body: &[u8]) -> bool {
+    fn prefill_allowed(&self, _index: &RequestIndex) -> bool {
         true
     }
 
     fn rewrite(
         &self,
         body: &[u8],
+        index: &RequestIndex,
         target: &str,
         strategy: &Strategy,
         continuation: &Continuation<'_>,
     ) -> Result<Bytes, RewriteError> {
-        rewrite(body, target, strategy, continuation)
+        rewrite(body, index, target, strategy, continuation)
     }
 }
 
@@ -710,51 +711,32 @@ impl Relay for OpenAiRelay {
 
 // ---- requests ----------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-struct Request<'a> {
-    #[serde(borrow)]
-    model: Option<&'a RawValue>,
-    #[serde(borrow)]
-    messages: Option<LastOf<'a>>,
-    #[serde(borrow)]
-    max_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    max_completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    continue_final_message: Option<&'a RawValue>,
-    #[serde(borrow)]
-    add_generation_prompt: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-}
-
 fn rewrite(
     body: &[u8],
+    index: &RequestIndex,
     target: &str,
     strategy: &Strategy,
     cont: &Continuation<'_>,
 ) -> Result<Bytes, RewriteError> {
-    let req: Request<'_> = object(body).map_err(|e| {
-        RewriteError::new(format!(
-            "the request body is not a Chat Completions request: {e}"
-        ))
-    })?;
-    let model = req
+    if let Some(why) = &index.unusable {
+        return Err(RewriteError::new(format!(
+            "the request body is not a Chat Completions request: {why}"
+        )));
+    }
+    let model = index
         .model
+        .clone()
         .ok_or_else(|| RewriteError::new("the request has no `model`"))?;
-    let messages = req
-        .messages
-        .ok_or_else(|| RewriteError::new("the request has no `messages` array"))?;
-    let last = messages
-        .last
+    if !index.has_messages {
+        return Err(RewriteError::new("the request has no `messages` array"));
+    }
+    let last = index
+        .last_message
+        .clone()
         .ok_or_else(|| RewriteError::new("the request's `messages` array is empty"))?;
 
     let mut splice = Splice::new(body);
-    splice.replace(span(body, model), string_literal(target).into_bytes());
+    splice.replace(model, string_literal(target).into_bytes());
 
     let partial = cont.text;
     if partial.is_empty() || matches!(strategy, Strategy::Restart) {
@@ -767,12 +749,13 @@ fn rewrite(
         }
         _ => false,
     };
-    let last_msg: Message<'_> = serde_json::from_str(last.get())
-        .map_err(|_| RewriteError::new("the last message has no `role`"))?;
-    let last_span = span(body, last);
+    let role = index
+        .last_role
+        .as_deref()
+        .ok_or_else(|| RewriteError::new("the last message has no `role`"))?;
     let mut added = Vec::new();
-    if last_msg.role == "assistant" {
-        let mut merged: Value = serde_json::from_str(last.get())
+    if role == "assistant" {
+        let mut merged: Value = serde_json::from_slice(&body[last.clone()])
             .map_err(|_| RewriteError::new("the last message is not an object"))?;
         let content = merged
             .get_mut("content")
@@ -803,39 +786,40 @@ fn rewrite(
         write_str(&mut added, text);
         added.push(b'}');
     }
-    if last_msg.role == "assistant" {
-        splice.replace(last_span, added);
+    if role == "assistant" {
+        splice.replace(last, added);
     } else {
         let mut with = vec![b','];
         with.extend_from_slice(&added);
-        splice.insert(last_span.end, with);
+        splice.insert(last.end, with);
     }
     if matches!(strategy, Strategy::Prefill(Prefill::ContinueFinalMessage)) {
-        for (key, raw) in [
-            ("continue_final_message", req.continue_final_message),
-            ("add_generation_prompt", req.add_generation_prompt),
+        for (key, at, value) in [
+            (
+                "continue_final_message",
+                &index.continue_final_message,
+                &b"true"[..],
+            ),
+            (
+                "add_generation_prompt",
+                &index.add_generation_prompt,
+                &b"false"[..],
+            ),
         ] {
-            let value: &[u8] = if key == "continue_final_message" {
-                b"true"
-            } else {
-                b"false"
-            };
-            match raw {
-                Some(raw) => splice.replace(span(body, raw), value.to_vec()),
+            match at {
+                Some(at) => splice.replace(at.clone(), value.to_vec()),
                 None => splice.add_key(key, value),
             }
         }
     }
-    for raw in [req.max_completion_tokens, req.max_tokens]
+    for at in [&index.max_completion_tokens, &index.max_tokens]
         .into_iter()
         .flatten()
     {
-        let max: u64 = raw
-            .get()
-            .parse()
-            .map_err(|_| RewriteError::new("the token limit is not a number"))?;
+        let max = RequestIndex::limit(body, at)
+            .ok_or_else(|| RewriteError::new("the token limit is not a number"))?;
         let reduced = max.saturating_sub(u64::from(cont.kept_tokens)).max(1);
-        splice.replace(span(body, raw), reduced.to_string().into_bytes());
+        splice.replace(at.clone(), reduced.to_string().into_bytes());
     }
     Ok(splice.finish())
 }
@@ -843,6 +827,15 @@ fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rw(
+        body: &[u8],
+        target: &str,
+        strategy: &Strategy,
+        cont: &Continuation<'_>,
+    ) -> Result<Bytes, RewriteError> {
+        rewrite(body, &RequestIndex::read(body), target, strategy, cont)
+    }
 
     fn cont(text: &str, kept: u32) -> Continuation<'_> {
         Continuation {
@@ -855,7 +848,7 @@ mod tests {
 
     #[test]
     fn prefix_prefill_marks_the_assistant_message() {
-        let out = rewrite(
+        let out = rw(
             BODY,
             "b",
             &Strategy::Prefill(Prefill::Prefix),
@@ -873,7 +866,7 @@ mod tests {
 
     #[test]
     fn vllm_prefill_sets_continue_final_message() {
-        let out = rewrite(
+        let out = rw(
             BODY,
             "b",
             &Strategy::Prefill(Prefill::ContinueFinalMessage),
@@ -888,7 +881,7 @@ mod tests {
 
     #[test]
     fn instruction_follows_the_partial_answer_with_a_user_turn() {
-        let out = rewrite(
+        let out = rw(
             BODY,
             "b",
             &Strategy::Instruction("go on".into()),
