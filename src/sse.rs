@@ -262,6 +262,9 @@ impl<'a> Fields<'a> {
     /// The shapes nearly every event has, `[event: NAME\n]data: DATA\n\n`, read with one
     /// search per line; `None` for anything else.
     fn parse_common(raw: &'a [u8]) -> Option<Self> {
+        if memchr::memchr(b'\r', raw).is_some() {
+            return None;
+        }
         let mut rest = raw;
         let mut event = None;
         if let Some(after) = rest.strip_prefix(b"event: ") {
@@ -272,10 +275,7 @@ impl<'a> Fields<'a> {
         let after = rest.strip_prefix(b"data: ")?;
         let end = memchr::memchr(b'\n', after)?;
         let data = &after[..end];
-        if &after[end + 1..] != b"\n"
-            || event.is_some_and(|e| e.contains(&b'\r'))
-            || data.contains(&b'\r')
-        {
+        if &after[end + 1..] != b"\n" {
             return None;
         }
         Some(Fields {

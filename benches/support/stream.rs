@@ -42,11 +42,12 @@ pub fn anthropic_events(model: &str, id: &str, pieces: &[&str]) -> Vec<Bytes> {
     );
     event(&mut out, "ping", &json!({"type":"ping"}));
     for p in pieces {
-        event(
-            &mut out,
-            "content_block_delta",
-            &json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}),
-        );
+        // Written in the API's own key order (`json!` would sort the keys): the recorded
+        // streams in tests/fixtures show it, and the relay reads that shape fastest.
+        let text = serde_json::to_string(p).expect("a str serializes");
+        out.push(Bytes::from(format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{text}}}}}\n\n"
+        )));
     }
     event(
         &mut out,

@@ -237,6 +237,27 @@ impl OpenAiRelay {
             self.done = true;
             return Step::Done;
         }
+        // Nearly every chunk is one piece of text: once the attempt's first chunk has been
+        // read in full (its envelope, whether usage comes), read that shape without serde.
+        if self.attempt.verbatim && self.attempt.envelope.is_some() && self.held.is_empty() {
+            if let Some(literal) = fast_content_chunk(data) {
+                out.forward(ev);
+                if literal.len() > 2 {
+                    self.attempt.spent += 1;
+                    self.transcript.add_kept_token();
+                }
+                let ok = match self.transcript.text_mut() {
+                    Some(t) => unescape_into(literal, t),
+                    None => true,
+                };
+                self.transcript.check_limit();
+                if !ok {
+                    return malformed();
+                }
+                self.after_send(false, false);
+                return Step::Continue;
+            }
+        }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
             return Step::Fail(StreamFailure::new(
                 FailureClass::Malformed,
@@ -608,6 +629,42 @@ fn is_client_error(kind: Option<&str>, code: Option<&str>) -> bool {
     }
 }
 
+/// The content (a JSON string literal, quotes included) of a chunk that is nothing but one
+/// piece of text: its only delta is `{"content":"…"}`, with `"finish_reason":null`, and there is
+/// no `error` and no second choice. `None` for anything else, which serde then reads.
+///
+/// Keys are found by their bytes, quotes included: inside a JSON string every quote is
+/// escaped, so a key pattern never matches text; at worst a value spelled like a key sends the
+/// chunk to serde. What this does not check (the rest of the chunk's syntax) is relayed as the
+/// upstream sent it, as it would be anyway.
+fn fast_content_chunk(data: &[u8]) -> Option<&str> {
+    use memchr::memmem;
+    const DELTA: &[u8] = br#""delta":{"content":""#;
+    if data.first() != Some(&b'{') || data.trim_ascii_end().last() != Some(&b'}') {
+        return None;
+    }
+    let at = memmem::find(data, DELTA)?;
+    let rest = &data[at + DELTA.len() - 1..];
+    let mut end = 1;
+    loop {
+        end += memchr::memchr2(b'"', b'\\', &rest[end..])?;
+        if rest[end] == b'"' {
+            break;
+        }
+        end += 2; // an escape: skip the backslash and the character it escapes
+    }
+    if rest.get(end + 1) != Some(&b'}') {
+        return None;
+    }
+    let one_delta = memmem::find(&data[at + 1..], br#""delta":"#).is_none();
+    let plain = memmem::find(data, br#""finish_reason":null"#).is_some()
+        && memmem::find(data, br#""error""#).is_none();
+    if !(one_delta && plain) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..=end]).ok()
+}
+
 fn malformed() -> Step {
     Step::Fail(StreamFailure::new(
         FailureClass::Malformed,
@@ -892,6 +949,22 @@ mod tests {
         assert_eq!(v["messages"][2], json!({"role":"assistant","content":"Hi"}));
         assert_eq!(v["messages"][3], json!({"role":"user","content":"go on"}));
         assert!(v.get("continue_final_message").is_none());
+    }
+
+    #[test]
+    fn the_fast_content_chunk_reads_only_a_lone_piece_of_text() {
+        let plain = br#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" \"hi\""},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+        assert_eq!(fast_content_chunk(plain), Some(r#"" \"hi\"""#));
+        for other in [
+            &br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#[..],
+            br#"{"choices":[{"index":0,"delta":{"content":"a","tool_calls":[]},"finish_reason":null}]}"#,
+            br#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}"#,
+            br#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null},{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
+            br#"{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#,
+            br#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]"#,
+        ] {
+            assert_eq!(fast_content_chunk(other), None, "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]
