@@ -132,9 +132,24 @@ async fn one(
     events: usize,
     check: bool,
 ) -> Stream {
+    one_paced(client, addr, body, events, check, None).await
+}
+
+/// [`one`], the upstream waiting `pace` between events when given.
+async fn one_paced(
+    client: &BenchClient,
+    addr: SocketAddr,
+    body: &Bytes,
+    events: usize,
+    check: bool,
+    pace: Option<Duration>,
+) -> Stream {
     let deltas = events - ENVELOPE_EVENTS;
     let start = Instant::now();
-    let req = net::stream_request(addr, body.clone(), deltas, &[]);
+    let extra: Vec<(&'static str, String)> = pace
+        .map(|p| vec![(net::PACE_US, p.as_micros().to_string())])
+        .unwrap_or_default();
+    let req = net::stream_request(addr, body.clone(), deltas, &extra);
     let res = client.request(req).await.expect("a response");
     assert_eq!(res.status(), 200);
     let mut body = res.into_body();
@@ -177,9 +192,14 @@ fn summary(
     proxy: &ThreadCpu,
     rt: &tokio::runtime::Runtime,
     client: &BenchClient,
+    pace: Option<Duration>,
 ) -> String {
     let body = stream::request_body("primary", 2_000);
-    let rounds = if support::quick() { 10 } else { 200 };
+    let rounds = match (support::quick(), pace) {
+        (true, _) => 10,
+        (false, None) => 200,
+        (false, Some(_)) => 30,
+    };
     let mut s = [Samples::default(), Samples::default()];
     let modes = [Mode::Bare, Mode::Layer];
     rt.block_on(async {
@@ -190,10 +210,10 @@ fn summary(
                 let addr = addrs.of(modes[i]);
                 let cpu0 = proxy.ns();
                 let a0 = alloc::allocs(Role::Proxy);
-                let st = one(client, addr, &body, EVENTS, false).await;
+                let st = one_paced(client, addr, &body, EVENTS, false, pace).await;
                 let a1 = alloc::allocs(Role::Proxy);
                 let cpu1 = proxy.ns();
-                one(client, addr, &body, SHORT_EVENTS, false).await;
+                one_paced(client, addr, &body, SHORT_EVENTS, false, pace).await;
                 let a2 = alloc::allocs(Role::Proxy);
                 s[i].cpu_per_event_ns
                     .push((cpu1 - cpu0) as f64 / st.events as f64);
@@ -209,9 +229,17 @@ fn summary(
         (median(&x.allocs_long) - median(&x.allocs_short)) / (EVENTS - SHORT_EVENTS) as f64
     };
     let [b, l] = &s;
+    let how = match pace {
+        None => "the upstream only yields between events, so a slower reader gets several per read".to_owned(),
+        Some(p) => format!(
+            "paced: the upstream waits {} µs between events, so each proxy reads and writes each event on its own, as with a model streaming tokens",
+            p.as_micros()
+        ),
+    };
     let mut t = format!(
-        "## relay\n\n{rounds} rounds × (bare, layer), one {EVENTS}-event stream each (HTTP/1.1, loopback); median [p10–p90].\n\n\
-         | figure | bare proxy | with the layer | layer ÷ bare (median of paired ratios) |\n|---|---:|---:|---:|\n"
+        "## relay{}\n\n{rounds} rounds × (bare, layer), one {EVENTS}-event stream each (HTTP/1.1, loopback; {how}); median [p10–p90].\n\n\
+         | figure | bare proxy | with the layer | layer ÷ bare (median of paired ratios) |\n|---|---:|---:|---:|\n",
+        if pace.is_some() { ", paced" } else { "" }
     );
     t.push_str(&format!(
         "| proxy CPU per event (ns, thread schedstat) | {} | {} | {:.3} |\n",
@@ -499,7 +527,15 @@ fn main() {
         return;
     }
     let mut text = format!("Machine: {}\n\n", sys::machine());
-    text.push_str(&summary(&addrs, &proxy, &rt, &client));
+    text.push_str(&summary(&addrs, &proxy, &rt, &client, None));
+    text.push('\n');
+    text.push_str(&summary(
+        &addrs,
+        &proxy,
+        &rt,
+        &client,
+        Some(Duration::from_millis(1)),
+    ));
     text.push('\n');
     text.push_str(&layer_only());
     text.push('\n');

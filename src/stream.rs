@@ -38,7 +38,8 @@ use crate::replay::ReplayBody;
 use crate::sse::{Fields, Framer};
 use crate::BoxError;
 
-/// Sent while waiting for a fallback, so that clients and outer timeouts do not give up.
+/// Sent while waiting for a fallback (its headers, then its first event), so that clients and
+/// outer timeouts do not give up.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,13 +174,20 @@ where
                     }
                     let fed = match polled {
                         Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(data) => feed(
-                                this.framer,
-                                this.out,
-                                this.relay.as_mut(),
-                                this.last_progress,
-                                data,
-                            ),
+                            Ok(data) => {
+                                let fed = feed(
+                                    this.framer,
+                                    this.out,
+                                    this.relay.as_mut(),
+                                    this.last_progress,
+                                    data,
+                                );
+                                // The continuation is flowing: no more keep-alives needed.
+                                if !this.out.is_empty() {
+                                    *this.keep_alive_at = None;
+                                }
+                                fed
+                            }
                             // SSE has no trailers worth relaying.
                             Err(_) => Fed::More,
                         },
@@ -193,26 +201,33 @@ where
                         Poll::Ready(None) => {
                             end_of_body(this.framer, this.out, this.relay.as_mut())
                         }
-                        Poll::Pending => {
-                            if timer_fired(
-                                &mut this.timer,
-                                this.timer_waker,
-                                *this.last_progress,
-                                None,
-                                this.recovery,
-                                cx,
-                            )
-                            .is_some()
-                            {
+                        Poll::Pending => match timer_fired(
+                            &mut this.timer,
+                            this.timer_waker,
+                            *this.last_progress,
+                            *this.keep_alive_at,
+                            this.recovery,
+                            cx,
+                        ) {
+                            None => return Poll::Pending,
+                            // A fallback answered but has sent nothing yet: keep the client.
+                            Some(Timer::KeepAlive) => {
+                                this.out.push(Bytes::from_static(KEEP_ALIVE));
+                                *this.keep_alive_at = this
+                                    .recovery
+                                    .config
+                                    .keep_alive
+                                    .map(|every| Instant::now() + every);
+                                Fed::More
+                            }
+                            Some(Timer::Idle) => {
                                 let idle = this.recovery.config.idle_timeout.unwrap_or_default();
                                 Fed::Failed(StreamFailure::new(
                                     FailureClass::Stall,
                                     format!("no event for {}", human(idle)),
                                 ))
-                            } else {
-                                return Poll::Pending;
                             }
-                        }
+                        },
                     };
                     match fed {
                         Fed::More => {}
@@ -232,7 +247,7 @@ where
                     match call.poll(cx) {
                         Poll::Ready(result) => {
                             this.call.set(None);
-                            *this.keep_alive_at = None;
+                            // Keep-alives go on until the new stream's first bytes go out.
                             match accept(result, this.recovery) {
                                 Ok(body) => {
                                     this.upstream.set(Some(body));

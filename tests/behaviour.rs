@@ -4,6 +4,8 @@
 mod support;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -488,6 +490,48 @@ async fn a_client_that_goes_away_mid_stream_cancels_the_upstream_and_triggers_no
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_client_that_goes_away_before_the_headers_cancels_the_call_and_nothing_follows() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    struct Guard(Arc<AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (c, d) = (calls.clone(), dropped.clone());
+    let svc = tower::service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let guard = Guard(d.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+        }
+    });
+    let svc = MidStreamFallbackLayer::new(one_fallback(Prefill::Assistant)).layer(svc);
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    let pending = svc.oneshot(req);
+    // The client waits a while for the headers, then goes away.
+    assert!(tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the upstream call was cancelled"
+    );
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "nothing was called after the client left"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_client_that_goes_away_during_the_fallback_call_cancels_that_call() {
     struct Guard(Arc<AtomicUsize>);
     impl Drop for Guard {
@@ -614,4 +658,79 @@ async fn an_in_band_client_error_passes_through_without_a_fallback() {
 fn retry_planner_is_object_safe() {
     fn takes(_: Box<dyn RetryPlanner + Send>) {}
     takes(Box::new(FallbackChain::new()));
+}
+
+/// A body that sends nothing for a while, then its inner body: a fallback that answered its
+/// headers at once but is slow to its first token.
+struct SlowStart<B> {
+    wait: Pin<Box<tokio::time::Sleep>>,
+    waited: bool,
+    inner: B,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for SlowStart<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        if !self.waited {
+            std::task::ready!(self.wait.as_mut().poll(cx));
+            self.waited = true;
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alives_flow_until_a_fallback_that_answered_sends_its_first_event() {
+    let events = events_of(&anthropic_text_stream(&HELLO));
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        },
+    )
+    .then(Scripted::Stream {
+        bytes: Bytes::from(events[..3].concat()),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    });
+    let n = Arc::new(AtomicUsize::new(0));
+    let svc = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+        let (upstream, n) = (upstream.clone(), n.fetch_add(1, Ordering::SeqCst));
+        async move {
+            let res = upstream.answer(req).await;
+            let wait = if n > 0 { 12 } else { 0 };
+            Ok::<_, Infallible>(res.map(|inner| SlowStart {
+                wait: Box::pin(tokio::time::sleep(Duration::from_secs(wait))),
+                waited: false,
+                inner,
+            }))
+        }
+    });
+    let svc = MidStreamFallbackLayer::new(one_fallback(Prefill::Assistant))
+        .keep_alive(Duration::from_secs(5))
+        .layer(svc);
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    let bytes = svc
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(text.matches(": keep-alive\n\n").count(), 2, "{text}");
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        HELLO.concat()
+    );
 }

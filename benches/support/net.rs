@@ -47,6 +47,8 @@ pub const DELTAS: &str = "x-bench-deltas";
 pub const FAIL_AFTER: &str = "x-bench-fail-after";
 pub const FAULT: &str = "x-bench-fault";
 pub const HOLD_AFTER: &str = "x-bench-hold-after";
+/// Microseconds the upstream waits between events (a model's pace), instead of just yielding.
+pub const PACE_US: &str = "x-bench-pace-us";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -126,6 +128,7 @@ async fn answer(
         _ => Fault::Reset,
     };
     let hold_after = header(&req, HOLD_AFTER);
+    let pace = header(&req, PACE_US).map(|us| std::time::Duration::from_micros(us as u64));
     let body = req.into_body().collect().await.map(|c| c.to_bytes());
     let body = body.unwrap_or_default();
     let primary = body.starts_with(br#"{"model":"primary""#);
@@ -148,6 +151,8 @@ async fn answer(
         state,
         hold: None,
         yield_next: false,
+        pace,
+        wait: None,
         ended: false,
     };
     let mut res = Response::new(body);
@@ -166,6 +171,8 @@ pub struct UpstreamBody {
     state: Arc<UpstreamState>,
     hold: Option<Hold>,
     yield_next: bool,
+    pace: Option<std::time::Duration>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
     ended: bool,
 }
 
@@ -185,8 +192,17 @@ impl Body for UpstreamBody {
         }
         if this.yield_next {
             this.yield_next = false;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+            match this.pace {
+                Some(pace) => this.wait = Some(Box::pin(tokio::time::sleep(pace))),
+                None => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+        if let Some(wait) = &mut this.wait {
+            std::task::ready!(wait.as_mut().poll(cx));
+            this.wait = None;
         }
         if this.hold_after == Some(this.next) {
             let hold = this.hold.get_or_insert_with(|| {

@@ -640,7 +640,10 @@ fn is_client_error(kind: Option<&str>, code: Option<&str>) -> bool {
 fn fast_content_chunk(data: &[u8]) -> Option<&str> {
     use memchr::memmem;
     const DELTA: &[u8] = br#""delta":{"content":""#;
-    if data.first() != Some(&b'{') || data.trim_ascii_end().last() != Some(&b'}') {
+    if data.first() != Some(&b'{')
+        || data.trim_ascii_end().last() != Some(&b'}')
+        || std::str::from_utf8(data).is_err()
+    {
         return None;
     }
     let at = memmem::find(data, DELTA)?;

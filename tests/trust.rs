@@ -1,0 +1,300 @@
+//! Trust boundaries of the example gateway, over real loopback sockets: credentials stay with
+//! their upstream (also when a request falls back from one upstream to another), no client
+//! header can steer a request, no key ever reaches the logs, and a client that goes away at any
+//! phase stops the upstream work.
+//!
+//! Alone in its binary: it installs a global tracing subscriber to read the logs.
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/config.rs"]
+mod config;
+#[allow(dead_code)]
+#[path = "../examples/gateway/demo.rs"]
+mod demo;
+#[allow(dead_code)]
+#[path = "../examples/gateway/proxy.rs"]
+mod proxy;
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+const KEY_A: &str = "sk-upstream-a-0123456789abcdef";
+const KEY_B: &str = "sk-upstream-b-fedcba9876543210";
+const CLIENT_KEY: &str = "sk-client-own-secret-key";
+
+/// Everything logged by this test binary (a global subscriber: tasks run on other threads).
+fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        tracing_subscriber::fmt()
+            .with_writer(|| Writer)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .init();
+    });
+    LOGS.get_or_init(Mutex::default)
+}
+
+struct Writer;
+
+impl std::io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        logs().lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Two {
+    gateway: SocketAddr,
+    a: demo::Demo,
+    a_addr: SocketAddr,
+    b: demo::Demo,
+    b_addr: SocketAddr,
+}
+
+/// Two upstreams, each with its own key: model `on-a` (upstream a) falls back to `on-b`, then
+/// `on-b2` (both upstream b), so that a cancelled attempt that were not would show as a call.
+async fn two_upstreams() -> Two {
+    let _ = logs();
+    let (a, b) = (
+        demo::Demo::new(Duration::ZERO),
+        demo::Demo::new(Duration::ZERO),
+    );
+    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a_addr, b_addr) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    tokio::spawn(a.clone().serve(la));
+    tokio::spawn(b.clone().serve(lb));
+    let text = format!(
+        r#"listen = "127.0.0.1:0"
+[fallback]
+idle_timeout_ms = 300
+keep_alive_ms = 50
+
+[[upstreams]]
+name = "a"
+dialect = "anthropic"
+base_url = "http://{a_addr}"
+api_key_env = "KEY_A"
+
+[[upstreams]]
+name = "b"
+dialect = "anthropic"
+base_url = "http://{b_addr}"
+api_key_env = "KEY_B"
+
+[[models]]
+name = "on-a"
+upstream = "a"
+upstream_model = "{primary}"
+fallbacks = ["on-b", "on-b2"]
+
+[[models]]
+name = "on-b"
+upstream = "b"
+upstream_model = "{fallback}"
+prefill = "assistant"
+
+[[models]]
+name = "on-b2"
+upstream = "b"
+upstream_model = "{fallback}"
+prefill = "assistant"
+"#,
+        primary = demo::CLAUDE_PRIMARY,
+        fallback = demo::CLAUDE_PREFILL,
+    );
+    let env = |var: &str| match var {
+        "KEY_A" => Some(KEY_A.to_owned()),
+        "KEY_B" => Some(KEY_B.to_owned()),
+        _ => None,
+    };
+    let config = config::parse(&text, &env).expect("a valid config");
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    tokio::spawn(proxy::serve(listener, proxy::build(&config)));
+    Two {
+        gateway,
+        a,
+        a_addr,
+        b,
+        b_addr,
+    }
+}
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn messages_request(gateway: SocketAddr, fault: &str) -> http::request::Builder {
+    Request::post(format!("http://{gateway}/v1/messages"))
+        .header("content-type", "application/json")
+        .header("x-api-key", CLIENT_KEY)
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .header("cookie", format!("session={CLIENT_KEY}"))
+        .header("x-demo-fault", fault)
+}
+
+fn body() -> Full<Bytes> {
+    Full::new(Bytes::from(
+        json!({"model":"on-a","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"hi"}]}).to_string(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_upstream_gets_only_its_own_key_also_when_falling_back_across_upstreams() {
+    let two = two_upstreams().await;
+    let req = messages_request(two.gateway, "reset@8")
+        .body(body())
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let answer = support::check(support::Dialect::Anthropic, false, &bytes).unwrap();
+    assert!(answer.error.is_none() && !answer.text.is_empty());
+
+    let (a, b) = (two.a.calls(), two.b.calls());
+    assert_eq!(
+        (a.len(), b.len()),
+        (1, 1),
+        "the primary on a, the fallback on b"
+    );
+    assert_eq!(a[0].headers["x-api-key"], KEY_A);
+    assert_eq!(b[0].headers["x-api-key"], KEY_B);
+    for call in a.iter().chain(&b) {
+        let all: String = call
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        assert!(
+            !all.contains(CLIENT_KEY),
+            "the client's credentials reached an upstream:\n{all}"
+        );
+        assert!(
+            call.headers.get("cookie").is_none() && call.headers.get("authorization").is_none()
+        );
+    }
+    assert!(
+        !b[0]
+            .headers
+            .iter()
+            .any(|(_, v)| v.as_bytes() == KEY_A.as_bytes()),
+        "a's key went to b"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_header_changes_where_a_request_goes() {
+    let two = two_upstreams().await;
+    let b = two.b_addr.to_string();
+    let req = messages_request(two.gateway, "none")
+        .header("host", &b)
+        .header("x-forwarded-host", &b)
+        .header("forwarded", format!("host={b}"))
+        .header("x-upstream", &b)
+        .body(body())
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.into_body().collect().await.unwrap();
+    assert_eq!(
+        two.a.calls().len(),
+        1,
+        "served by the upstream the config names"
+    );
+    assert!(
+        two.b.calls().is_empty(),
+        "no header steered the request to b"
+    );
+    let _ = two.a_addr;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_ever_reaches_the_logs() {
+    let two = two_upstreams().await;
+    // A failure, a fallback across upstreams, a give-up, a client error: everything that logs.
+    for fault in [
+        "reset@8",
+        "reset@4, fallbacks=503",
+        "error@3",
+        "400",
+        "none",
+    ] {
+        let req = messages_request(two.gateway, fault).body(body()).unwrap();
+        let res = client().request(req).await.unwrap();
+        let _ = res.into_body().collect().await;
+    }
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("upstream attempt failed"),
+        "the logs were captured:\n{logs}"
+    );
+    for secret in [KEY_A, KEY_B, CLIENT_KEY] {
+        assert!(!logs.contains(secret), "a key is in the logs:\n{logs}");
+    }
+}
+
+/// A client that goes away at each phase: nothing more is asked of the upstreams after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_at_any_phase_stops_the_upstream_work() {
+    let two = two_upstreams().await;
+    // (fault, frames read before hanging up, calls expected in all)
+    let phases = [
+        // Right after the headers, before any event (the primary stalls): before headers is
+        // tested where a service can keep them back (behaviour.rs).
+        ("stall@0", 0, 1),
+        // Mid-stream, while the primary streams.
+        ("stall@6", 3, 1),
+        // During the fallback call and its keep-alives: the fallback stalls at once.
+        ("reset@6, fallbacks=stall@0", usize::MAX, 2),
+    ];
+    for (fault, frames, calls) in phases {
+        let before = two.a.calls().len() + two.b.calls().len();
+        let req = messages_request(two.gateway, fault).body(body()).unwrap();
+        let client = client();
+        let read = async {
+            let res = client.request(req).await.unwrap();
+            let mut body = res.into_body();
+            let mut n = 0;
+            while n < frames {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        // In the fallback phase, hang up on the first keep-alive.
+                        if frame
+                            .data_ref()
+                            .is_some_and(|d| d.starts_with(b": keep-alive"))
+                        {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+                n += 1;
+            }
+        };
+        read.await;
+        drop(client);
+        // Longer than every timer in play: idle timeouts would have started more attempts.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = two.a.calls().len() + two.b.calls().len();
+        assert_eq!(
+            after - before,
+            calls,
+            "{fault}: upstream calls after the client left"
+        );
+    }
+}
