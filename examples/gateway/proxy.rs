@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
@@ -93,7 +93,12 @@ pub fn build(config: &Config) -> Gateway {
         .enable_http1()
         .enable_http2()
         .build();
-    let client = Client::builder(TokioExecutor::new()).build(https);
+    // Without a pool timer, hyper-util closes idle connections only when it next checks one
+    // out: a quiet upstream would keep them (and their buffers) forever.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build(https);
     let router = Router::new(config, client);
     Gateway {
         service: tower::Layer::layer(&config.layer(), router),
