@@ -10,10 +10,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::error::BoxError;
 use crate::error::FallbackError;
 use crate::replay::ReplayBody;
 use crate::stream::Watch;
-use crate::BoxError;
 
 pin_project! {
     /// The body of every response from [`MidStreamFallback`](crate::MidStreamFallback).
@@ -48,7 +48,7 @@ where
     S: Service<Request<ReplayBody<ReqBody>>, Response = http::Response<ResBody>> + Clone + Send,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    P: crate::RetryPlanner + Send,
+    P: crate::plan::RetryPlanner + Send,
     ReqBody: Send,
     ResBody: Body<Data = Bytes> + Send,
     ResBody::Error: Into<BoxError>,

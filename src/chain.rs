@@ -4,9 +4,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::plan::{
-    Failure, FailureClass, Plan, Prefill, RetryPlanner, Strategy, DEFAULT_INSTRUCTION,
-};
+use crate::error::FailureClass;
+use crate::plan::{Failure, Plan, RetryPlanner};
+use crate::strategy::{Prefill, Strategy, DEFAULT_INSTRUCTION};
 
 /// What to do when text already reached the client and the next target does not accept
 /// prefill (or the request forbids it).

@@ -3,7 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::plan::{FailureClass, Strategy};
+use http::StatusCode;
+
+use crate::strategy::Strategy;
+
+/// The error type of bodies and services the layer does not name.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every attempt failed (or the planner gave up): the original failure and all that followed.
 ///
@@ -125,3 +130,65 @@ impl fmt::Display for FallbackError {
 }
 
 impl std::error::Error for FallbackError {}
+
+/// What kind of failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureClass {
+    /// The inner service failed before response headers (connect error, reset).
+    Connect,
+    /// A response status that calls for a retry (408, 429, 500, 502, 503, 504, 529), or any
+    /// non-success status from a fallback.
+    Status(StatusCode),
+    /// The body failed mid-stream (connection reset, incomplete message).
+    Transport,
+    /// No event arrived within the idle timeout.
+    Stall,
+    /// The upstream sent an error event in the stream (`overloaded_error`, `api_error`...).
+    InBand,
+    /// The body ended before the dialect's terminal event.
+    Truncated,
+    /// The upstream sent something that is not a usable event stream: an event over the size
+    /// limit, an event that does not parse, a success response that is not SSE.
+    Malformed,
+    /// A fallback answered a prefill request with HTTP 400: it does not accept prefill after
+    /// all. [`FallbackChain`](crate::FallbackChain) retries it once with the instruction.
+    PrefillRejected,
+}
+
+impl FailureClass {
+    /// A short name for logs and metrics: `connect`, `status`, `transport`, `stall`, `in_band`,
+    /// `truncated`, `malformed`, `prefill_rejected`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureClass::Connect => "connect",
+            FailureClass::Status(_) => "status",
+            FailureClass::Transport => "transport",
+            FailureClass::Stall => "stall",
+            FailureClass::InBand => "in_band",
+            FailureClass::Truncated => "truncated",
+            FailureClass::Malformed => "malformed",
+            FailureClass::PrefillRejected => "prefill_rejected",
+        }
+    }
+
+    /// The failure happened before any response body reached the client.
+    pub fn before_stream(self) -> bool {
+        matches!(self, FailureClass::Connect | FailureClass::Status(_))
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureClass::Status(status) => write!(f, "status {}", status.as_u16()),
+            FailureClass::Connect => f.write_str("upstream unreachable"),
+            FailureClass::Transport => f.write_str("stream broken"),
+            FailureClass::Stall => f.write_str("stream stalled"),
+            FailureClass::InBand => f.write_str("error event in stream"),
+            FailureClass::Truncated => f.write_str("stream ended early"),
+            FailureClass::Malformed => f.write_str("malformed stream"),
+            FailureClass::PrefillRejected => f.write_str("prefill rejected"),
+        }
+    }
+}

@@ -14,15 +14,16 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::FallbackBody;
+use crate::config::Config;
 use crate::dialect::{describe_error_body, Dialect, ErrorKind, StreamFailure};
+use crate::error::BoxError;
+use crate::error::FailureClass;
 use crate::error::FallbackError;
-use crate::layer::Config;
-use crate::plan::FailureClass;
+use crate::plan::RetryPlanner;
 use crate::recovery::{client_error, retryable, Recovery};
 use crate::replay::{self, Collected, ReplayBody};
 use crate::stream::{describe, is_event_stream, Watch};
 use crate::transcript::Transcript;
-use crate::{BoxError, RetryPlanner};
 
 /// The most of a failed response's body kept to hand back if every fallback fails too.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;

@@ -5,45 +5,9 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::dialect::{Dialect, Limits};
+use crate::config::Config;
+use crate::dialect::Dialect;
 use crate::service::MidStreamFallback;
-
-/// Options shared by every request through one layer.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) max_attempts: u32,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) keep_alive: Option<Duration>,
-    pub(crate) max_request_bytes: usize,
-    pub(crate) max_transcript_bytes: usize,
-    pub(crate) max_event_bytes: usize,
-    pub(crate) max_held_bytes: usize,
-    pub(crate) dialect: Option<Dialect>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_attempts: 3,
-            idle_timeout: Some(Duration::from_secs(60)),
-            keep_alive: Some(Duration::from_secs(5)),
-            max_request_bytes: 4 << 20,
-            max_transcript_bytes: 1 << 20,
-            max_event_bytes: 1 << 20,
-            max_held_bytes: 4 << 20,
-            dialect: None,
-        }
-    }
-}
-
-impl Config {
-    pub(crate) fn limits(&self) -> Limits {
-        Limits {
-            transcript: self.max_transcript_bytes,
-            held: self.max_held_bytes,
-        }
-    }
-}
 
 /// Applies [`MidStreamFallback`] to a service: streamed LLM responses that fail mid-way are
 /// continued on a fallback, and the client sees one valid stream.

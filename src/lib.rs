@@ -136,6 +136,7 @@
 
 mod body;
 mod chain;
+mod config;
 mod dialect;
 mod error;
 pub mod future;
@@ -147,22 +148,20 @@ mod recovery;
 mod replay;
 mod service;
 mod sse;
+mod strategy;
 mod stream;
 mod transcript;
 
 pub use body::FallbackBody;
 pub use chain::{FallbackChain, WhenNoPrefill};
 pub use dialect::Dialect;
-pub use error::{AttemptError, FallbackError};
+pub use error::{AttemptError, FailureClass, FallbackError};
 pub use layer::MidStreamFallbackLayer;
-pub use plan::{
-    Failure, FailureClass, Plan, Prefill, RetryPlanner, RewriteError, Strategy, DEFAULT_INSTRUCTION,
-};
+pub use plan::{Failure, Plan, RetryPlanner};
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
+pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};
 pub use transcript::Transcript;
-
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -18,8 +18,6 @@ pub(crate) struct Outbox {
     /// The frame the current run of verbatim events lies in.
     frame: Bytes,
     run: Option<Range<usize>>,
-    /// Bytes queued for the client and not yet taken.
-    queued: usize,
 }
 
 impl Outbox {
@@ -52,7 +50,6 @@ impl Outbox {
     pub(crate) fn push(&mut self, bytes: Bytes) {
         self.flush_run();
         if !bytes.is_empty() {
-            self.queued += bytes.len();
             self.queue.push_back(bytes);
         }
     }
@@ -62,9 +59,7 @@ impl Outbox {
         if self.queue.is_empty() {
             self.flush_run();
         }
-        let bytes = self.queue.pop_front()?;
-        self.queued -= bytes.len();
-        Some(bytes)
+        self.queue.pop_front()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -73,9 +68,7 @@ impl Outbox {
 
     fn flush_run(&mut self) {
         if let Some(run) = self.run.take() {
-            let bytes = self.frame.slice(run);
-            self.queued += bytes.len();
-            self.queue.push_back(bytes);
+            self.queue.push_back(self.frame.slice(run));
         }
     }
 }

@@ -11,12 +11,14 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 use tower_service::Service;
 
+use crate::config::Config;
 use crate::dialect::{Dialect, ErrorKind, StreamFailure};
+use crate::error::FailureClass;
 use crate::error::{AttemptError, FallbackError};
 use crate::json::RequestIndex;
-use crate::layer::Config;
-use crate::plan::{Failure, FailureClass, PlanKind, RetryPlanner, Strategy};
+use crate::plan::{Failure, PlanKind, RetryPlanner};
 use crate::replay::{self, ReplayBody};
+use crate::strategy::Strategy;
 use crate::transcript::Transcript;
 
 pub(crate) struct Recovery<S, P> {

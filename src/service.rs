@@ -9,11 +9,12 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::FallbackBody;
+use crate::config::Config;
 use crate::dialect::Dialect;
+use crate::error::BoxError;
 use crate::future::{too_large, ResponseFuture, Start};
-use crate::layer::{Config, MidStreamFallbackLayer};
+use crate::plan::RetryPlanner;
 use crate::replay::ReplayBody;
-use crate::{BoxError, RetryPlanner};
 
 /// Insert into a request's extensions to turn fallback off for it: the request and its
 /// response pass through untouched, before the stream (a retryable status is not retried) and
@@ -24,7 +25,7 @@ pub struct NoFallback;
 /// Middleware that keeps streamed LLM responses alive when the upstream fails mid-stream.
 ///
 /// See the [crate documentation](crate) for what it does and where it goes in a stack, and
-/// [`MidStreamFallbackLayer`] for its options.
+/// [`MidStreamFallbackLayer`](crate::MidStreamFallbackLayer) for its options.
 #[derive(Debug, Clone)]
 pub struct MidStreamFallback<S, P> {
     inner: S,
@@ -44,11 +45,6 @@ impl<S, P> MidStreamFallback<S, P> {
             planner,
             config,
         }
-    }
-
-    /// A layer that wraps services in this middleware.
-    pub fn layer(planner: P) -> MidStreamFallbackLayer<P> {
-        MidStreamFallbackLayer::new(planner)
     }
 
     /// The inner service.

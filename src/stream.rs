@@ -30,13 +30,14 @@ use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::dialect::{Relay, Step, StreamFailure};
+use crate::error::BoxError;
+use crate::error::FailureClass;
 use crate::error::FallbackError;
 use crate::outbox::Outbox;
-use crate::plan::{FailureClass, Strategy};
 use crate::recovery::Recovery;
 use crate::replay::ReplayBody;
 use crate::sse::{Fields, Framer};
-use crate::BoxError;
+use crate::strategy::Strategy;
 
 /// Sent while waiting for a fallback (its headers, then its first event), so that clients and
 /// outer timeouts do not give up.
@@ -80,7 +81,7 @@ impl<S, P, ReqBody, ResBody> Watch<S, P, ReqBody, ResBody>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    P: crate::RetryPlanner,
+    P: crate::plan::RetryPlanner,
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
@@ -120,7 +121,7 @@ impl<S, P, ReqBody, ResBody> Body for Watch<S, P, ReqBody, ResBody>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    P: crate::RetryPlanner,
+    P: crate::plan::RetryPlanner,
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
@@ -375,7 +376,7 @@ fn fail<S, P, ReqBody, ResBody>(
     failure: StreamFailure,
 ) where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
-    P: crate::RetryPlanner,
+    P: crate::plan::RetryPlanner,
 {
     this.relay.abandon();
     if this.relay.finish(this.out) {

@@ -28,10 +28,11 @@ use serde_json::{json, Value};
 use super::{
     sse_event, Continuation, ErrorKind, Limits, Relay, SeamText, Spec, Step, StreamFailure,
 };
+use crate::error::FailureClass;
 use crate::json::{string_literal, unescape_into, write_str, RequestIndex, Splice};
 use crate::outbox::Outbox;
-use crate::plan::{FailureClass, Prefill, RewriteError, Strategy};
 use crate::sse::{Event, Fields};
+use crate::strategy::{Prefill, RewriteError, Strategy};
 use crate::transcript::Transcript;
 
 #[derive(Debug)]

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::error::FailureClass;
 use crate::json::RequestIndex;
 use crate::outbox::Outbox;
-use crate::plan::{FailureClass, RewriteError, Strategy};
 use crate::sse::{Event, Fields};
+use crate::strategy::{RewriteError, Strategy};
 use crate::transcript::Transcript;
 
 mod anthropic;
