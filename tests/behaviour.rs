@@ -734,3 +734,35 @@ async fn keep_alives_flow_until_a_fallback_that_answered_sends_its_first_event()
         HELLO.concat()
     );
 }
+
+#[tokio::test]
+async fn after_a_seam_a_repeated_finish_reason_reaches_the_client_once() {
+    let primary = openai_text_stream(&HELLO);
+    // A fallback that, like some OpenAI-compatible servers, repeats its finish chunk.
+    let finish = r#"data: {"id":"f","object":"chat.completion.chunk","created":2,"model":"fallback","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    let fallback = format!(
+        "data: {{\"id\":\"f\",\"object\":\"chat.completion.chunk\",\"created\":2,\"model\":\"fallback\",\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"friend!\"}},\"finish_reason\":null}}]}}\n\n{finish}\n\n{finish}\n\ndata: [DONE]\n\n"
+    );
+    let upstream = Upstream::new(Dialect::OpenAi, Whole::default())
+        .then(Scripted::Stream {
+            bytes: Bytes::from(events_of(&primary)[..3].concat()),
+            cuts: vec![],
+            fault: Some(Fault::Reset),
+        })
+        .then(Scripted::Stream {
+            bytes: Bytes::from(fallback),
+            cuts: vec![],
+            fault: None,
+        });
+    let mut body = openai_request();
+    body.as_object_mut().unwrap().remove("stream_options");
+    let out = send(
+        MidStreamFallbackLayer::new(one_fallback(Prefill::Prefix)),
+        &upstream,
+        Dialect::OpenAi,
+        &body,
+    )
+    .await;
+    let got = check(Dialect::OpenAi, false, &out.bytes).unwrap();
+    assert_eq!(got.text, "Hello there, friend!");
+}

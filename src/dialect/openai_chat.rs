@@ -412,6 +412,16 @@ impl OpenAiRelay {
                 }
             }
         }
+        if self.finish_sent {
+            // Some servers repeat finish_reason; clients count on exactly one.
+            if let Some(finish) = obj
+                .get_mut("choices")
+                .and_then(|c| c.get_mut(0))
+                .and_then(|c| c.get_mut("finish_reason"))
+            {
+                *finish = Value::Null;
+            }
+        }
         if let Some(delta) = obj
             .get_mut("choices")
             .and_then(|c| c.get_mut(0))
