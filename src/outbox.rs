@@ -62,6 +62,13 @@ impl Outbox {
         self.queue.pop_front()
     }
 
+    /// The frame's events are all handled: queue the last run, and let go of the frame, so
+    /// that the upstream's connection can reuse its read buffer once the client has the bytes.
+    pub(crate) fn end_frame(&mut self) {
+        self.flush_run();
+        self.frame = Bytes::new();
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.run.is_none()
     }

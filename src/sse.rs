@@ -132,8 +132,12 @@ impl Framer {
                     let rest = self.frame.slice(self.start..);
                     self.head_len += rest.len();
                     self.head.push(rest);
-                    self.start = self.frame.len();
                 }
+                // Let go of the frame: while anyone holds it, hyper cannot reuse its read
+                // buffer and allocates a new one for the next read.
+                self.frame = Bytes::new();
+                self.start = 0;
+                self.scan = 0;
                 if self.head_len > self.max_event {
                     return Some(Err(Oversized {
                         limit: self.max_event,

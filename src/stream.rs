@@ -342,6 +342,7 @@ fn feed(
             Step::Fail(failure) => break Fed::Failed(failure),
         }
     };
+    out.end_frame();
     if progressed {
         *last_progress = Instant::now();
     }

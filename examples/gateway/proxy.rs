@@ -468,6 +468,10 @@ fn peek_model(body: &[u8]) -> Result<ModelField, String> {
         #[serde(borrow)]
         model: Option<&'a RawValue>,
     }
+    // A derived struct would also read an array, field by field: no request is one.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("the request body is not a JSON object".into());
+    }
     let peek: Peek<'_> = serde_json::from_slice(body)
         .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
     let raw = peek.model.ok_or("the request body has no `model`")?;
