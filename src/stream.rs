@@ -213,12 +213,7 @@ where
                             None => return Poll::Pending,
                             // A fallback answered but has sent nothing yet: keep the client.
                             Some(Timer::KeepAlive) => {
-                                this.out.push(Bytes::from_static(KEEP_ALIVE));
-                                *this.keep_alive_at = this
-                                    .recovery
-                                    .config
-                                    .keep_alive
-                                    .map(|every| Instant::now() + every);
+                                keep_alive(this.out, this.keep_alive_at, this.recovery);
                                 Fed::More
                             }
                             Some(Timer::Idle) => {
@@ -273,12 +268,7 @@ where
                             ) {
                                 None => return Poll::Pending,
                                 Some(Timer::KeepAlive) => {
-                                    this.out.push(Bytes::from_static(KEEP_ALIVE));
-                                    *this.keep_alive_at = this
-                                        .recovery
-                                        .config
-                                        .keep_alive
-                                        .map(|every| Instant::now() + every);
+                                    keep_alive(this.out, this.keep_alive_at, this.recovery)
                                 }
                                 Some(Timer::Idle) => {
                                     this.call.set(None);
@@ -306,6 +296,15 @@ where
     fn is_end_stream(&self) -> bool {
         self.phase == Phase::Ended && self.out.is_empty()
     }
+}
+
+/// Sends a keep-alive comment and schedules the next one.
+fn keep_alive<S, P>(out: &mut Outbox, at: &mut Option<Instant>, recovery: &Recovery<S, P>) {
+    out.push(Bytes::from_static(KEEP_ALIVE));
+    *at = recovery
+        .config
+        .keep_alive
+        .map(|every| Instant::now() + every);
 }
 
 /// Cuts `data` into events and hands each to the relay.

@@ -587,19 +587,7 @@ async fn a_client_that_goes_away_during_the_fallback_call_cancels_that_call() {
 
 #[tokio::test(start_paused = true)]
 async fn keep_alives_flow_while_the_fallback_takes_its_time() {
-    let events = events_of(&anthropic_text_stream(&HELLO));
-    let upstream = Upstream::new(
-        Dialect::Anthropic,
-        Whole {
-            text: HELLO.concat(),
-            ..Whole::default()
-        },
-    )
-    .then(Scripted::Stream {
-        bytes: Bytes::from(events[..3].concat()),
-        cuts: vec![],
-        fault: Some(Fault::Reset),
-    });
+    let upstream = broken_after(Dialect::Anthropic, &HELLO, 1);
     let n = Arc::new(AtomicUsize::new(0));
     let svc = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
         let (upstream, n) = (upstream.clone(), n.fetch_add(1, Ordering::SeqCst));
@@ -686,19 +674,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for SlowStart<B> {
 
 #[tokio::test(start_paused = true)]
 async fn keep_alives_flow_until_a_fallback_that_answered_sends_its_first_event() {
-    let events = events_of(&anthropic_text_stream(&HELLO));
-    let upstream = Upstream::new(
-        Dialect::Anthropic,
-        Whole {
-            text: HELLO.concat(),
-            ..Whole::default()
-        },
-    )
-    .then(Scripted::Stream {
-        bytes: Bytes::from(events[..3].concat()),
-        cuts: vec![],
-        fault: Some(Fault::Reset),
-    });
+    let upstream = broken_after(Dialect::Anthropic, &HELLO, 1);
     let n = Arc::new(AtomicUsize::new(0));
     let svc = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
         let (upstream, n) = (upstream.clone(), n.fetch_add(1, Ordering::SeqCst));
