@@ -602,24 +602,7 @@ async fn keep_alives_flow_while_the_fallback_takes_its_time() {
     let svc = MidStreamFallbackLayer::new(chain)
         .keep_alive(Duration::from_secs(5))
         .layer(svc);
-    let req = Request::post("/v1/messages")
-        .body(Full::new(Bytes::from(anthropic_request().to_string())))
-        .unwrap();
-    let bytes = svc
-        .oneshot(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8_lossy(&bytes);
-    assert_eq!(text.matches(": keep-alive\n\n").count(), 2, "{text}");
-    assert_eq!(
-        check(Dialect::Anthropic, false, &bytes).unwrap().text,
-        HELLO.concat()
-    );
+    expect_two_keep_alives_then_the_answer(svc).await;
 }
 
 #[tokio::test]
@@ -691,24 +674,7 @@ async fn keep_alives_flow_until_a_fallback_that_answered_sends_its_first_event()
     let svc = MidStreamFallbackLayer::new(one_fallback(Prefill::Assistant))
         .keep_alive(Duration::from_secs(5))
         .layer(svc);
-    let req = Request::post("/v1/messages")
-        .body(Full::new(Bytes::from(anthropic_request().to_string())))
-        .unwrap();
-    let bytes = svc
-        .oneshot(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8_lossy(&bytes);
-    assert_eq!(text.matches(": keep-alive\n\n").count(), 2, "{text}");
-    assert_eq!(
-        check(Dialect::Anthropic, false, &bytes).unwrap().text,
-        HELLO.concat()
-    );
+    expect_two_keep_alives_then_the_answer(svc).await;
 }
 
 #[tokio::test]
@@ -741,4 +707,33 @@ async fn after_a_seam_a_repeated_finish_reason_reaches_the_client_once() {
     .await;
     let got = check(Dialect::OpenAi, false, &out.bytes).unwrap();
     assert_eq!(got.text, "Hello there, friend!");
+}
+
+/// Sends the usual request through `svc` (keep-alive every 5 s, a 12 s wait in the fallback):
+/// the client gets two keep-alives, then the whole answer.
+async fn expect_two_keep_alives_then_the_answer<S, B>(svc: S)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    let bytes = svc
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(text.matches(": keep-alive\n\n").count(), 2, "{text}");
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        HELLO.concat()
+    );
 }

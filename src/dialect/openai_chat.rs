@@ -758,12 +758,11 @@ impl Relay for OpenAiRelay {
         self.held_role = false;
     }
 
-    fn splice(&mut self, strategy: &Strategy) {
+    // Every strategy continues the same way here: nothing is stripped from a prefill, so only
+    // an echo of the answer so far can need dropping at the seam.
+    fn splice(&mut self, _strategy: &Strategy) {
         let text = self.transcript.text();
-        let seam = (!text.is_empty()).then(|| {
-            let _ = strategy;
-            SeamText::new(text, "")
-        });
+        let seam = (!text.is_empty()).then(|| SeamText::new(text, ""));
         self.attempt = Attempt {
             verbatim: !self.transcript.started(),
             seam,
