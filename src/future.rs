@@ -149,13 +149,13 @@ where
                         match std::task::ready!(body.as_mut().poll_frame(cx)) {
                             Some(Ok(frame)) => {
                                 if let Ok(data) = frame.into_data() {
-                                    if collected.len() + data.len() > limit {
+                                    if !collected.push_within(data, limit) {
                                         break Err(None);
                                     }
-                                    collected.push(data);
                                 }
                             }
                             Some(Err(err)) => break Err(Some(err.into())),
+                            None if collected.over() => break Err(None),
                             None => break Ok(collected.take()),
                         }
                     };

@@ -70,7 +70,9 @@ impl<P> MidStreamFallbackLayer<P> {
     }
 
     /// The largest request body the layer collects for replay (default 4 MiB). A larger one is
-    /// answered 413 in the client's dialect, and the inner service is not called.
+    /// answered 413 in the client's dialect, and the inner service is not called. Up to four
+    /// times the limit, the rest of the upload is read and dropped first, so that the client
+    /// gets the answer rather than a connection reset mid-upload.
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.config().max_request_bytes = bytes;
         self

@@ -134,14 +134,41 @@ pub(crate) struct Collected {
     first: Option<Bytes>,
     rest: Option<BytesMut>,
     len: usize,
+    /// Over the limit: the rest is read and dropped, counted here.
+    discarded: Option<usize>,
+}
+
+/// How far past the limit a body is read (and dropped) so that its client can take the 413:
+/// a server that answers and closes with the upload unread makes the client's kernel see a
+/// reset, and the client a broken pipe instead of the answer.
+pub(crate) fn drain_limit(limit: usize) -> usize {
+    limit.saturating_mul(4)
 }
 
 impl Collected {
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Adds a frame; false once the body is over `limit` (what follows is dropped, not kept)
+    /// and over the drain limit too, when reading on is no longer worth it.
+    pub(crate) fn push_within(&mut self, data: Bytes, limit: usize) -> bool {
+        if let Some(d) = &mut self.discarded {
+            *d += data.len();
+            return *d <= drain_limit(limit);
+        }
+        if self.len + data.len() > limit {
+            self.discarded = Some(self.len + data.len());
+            self.first = None;
+            self.rest = None;
+            return self.len + data.len() <= drain_limit(limit);
+        }
+        self.push(data);
+        true
     }
 
-    pub(crate) fn push(&mut self, data: Bytes) {
+    /// Whether the body went over the limit.
+    pub(crate) fn over(&self) -> bool {
+        self.discarded.is_some()
+    }
+
+    fn push(&mut self, data: Bytes) {
         if data.is_empty() {
             return;
         }

@@ -105,7 +105,9 @@ where
         };
         let (parts, body) = req.into_parts();
         let limit = self.config.max_request_bytes;
-        if body.size_hint().lower() > limit as u64 {
+        // Far too large: answer without reading. Somewhat too large: read it and drop it
+        // first (see `drain_limit`), so that the client sees the 413.
+        if body.size_hint().lower() > crate::replay::drain_limit(limit) as u64 {
             return ResponseFuture::ready(too_large(dialect, limit));
         }
         ResponseFuture::collecting(
