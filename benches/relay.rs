@@ -27,7 +27,7 @@ use hyper_util::client::legacy::Client;
 use support::alloc::{self, Role};
 use support::net::{self, Proto};
 use support::stats::{median, paired_ratio, spread};
-use support::stream::{self, Checker, EventCounter, ENVELOPE_EVENTS};
+use support::stream::{self, Checker, EventCounter, Shape, ENVELOPE_EVENTS};
 use support::sys::{self, ThreadCpu};
 
 #[global_allocator]
@@ -144,12 +144,25 @@ async fn one_paced(
     check: bool,
     pace: Option<Duration>,
 ) -> Stream {
-    let deltas = events - ENVELOPE_EVENTS;
+    one_shaped(client, addr, body, Shape::Anthropic, events, check, pace).await
+}
+
+/// [`one_paced`], the stream in `shape`.
+async fn one_shaped(
+    client: &BenchClient,
+    addr: SocketAddr,
+    body: &Bytes,
+    shape: Shape,
+    events: usize,
+    check: bool,
+    pace: Option<Duration>,
+) -> Stream {
+    let deltas = events - shape.envelope_events();
     let start = Instant::now();
     let extra: Vec<(&'static str, String)> = pace
         .map(|p| vec![(net::PACE_US, p.as_micros().to_string())])
         .unwrap_or_default();
-    let req = net::stream_request(addr, body.clone(), deltas, &extra);
+    let req = net::shaped_request(addr, body.clone(), shape, deltas, &extra);
     let res = client.request(req).await.expect("a response");
     assert_eq!(res.status(), 200);
     let mut body = res.into_body();
@@ -355,7 +368,7 @@ const CALLGRIND_STREAMS: usize = 5;
 /// Runs in a child under callgrind: one thread, everything on one runtime; two streams to warm
 /// up (connections, pools), then the measured streams inside [`relay_measured`], the only
 /// function whose instructions callgrind collects.
-fn callgrind_child(mode: Mode) {
+fn callgrind_child(mode: Mode, shape: Shape) {
     let rt = sys::runtime();
     let client: BenchClient = net::client(Proto::H1);
     let addr = rt.block_on(async {
@@ -380,10 +393,10 @@ fn callgrind_child(mode: Mode) {
     let body = stream::request_body("primary", 2_000);
     rt.block_on(async {
         for _ in 0..2 {
-            one(&client, addr, &body, EVENTS, true).await;
+            one_shaped(&client, addr, &body, shape, EVENTS, true, None).await;
         }
     });
-    relay_measured(&rt, &client, addr, &body);
+    relay_measured(&rt, &client, addr, &body, shape);
 }
 
 #[inline(never)]
@@ -392,10 +405,11 @@ fn relay_measured(
     client: &BenchClient,
     addr: SocketAddr,
     body: &Bytes,
+    shape: Shape,
 ) {
     rt.block_on(async {
         for _ in 0..CALLGRIND_STREAMS {
-            one(client, addr, body, EVENTS, false).await;
+            one_shaped(client, addr, body, shape, EVENTS, false, None).await;
         }
     });
 }
@@ -418,54 +432,73 @@ fn callgrind() -> String {
     }
     let exe = std::env::current_exe().unwrap();
     let dir = support::out_dir();
-    let mut ir = Vec::new();
-    for mode in [Mode::Direct, Mode::Bare, Mode::Layer] {
-        let out = dir.join(format!("callgrind.relay.{}.out", mode.name()));
-        let status = Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg("--toggle-collect=*relay_measured*")
-            .arg(&exe)
-            .args(["--callgrind-child", mode.name()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("run valgrind");
-        assert!(status.success(), "callgrind run for {} failed", mode.name());
-        ir.push(callgrind_total(&out).expect("callgrind totals"));
-    }
     let events = (CALLGRIND_STREAMS * EVENTS) as f64;
-    let [direct, bare, layer] = [ir[0], ir[1], ir[2]];
     let mut t = format!(
-        "## relay under callgrind\n\nInstructions for {CALLGRIND_STREAMS} streams of {EVENTS} events, one thread (client, proxy and upstream on one runtime), after 2 warm-up streams. Proxy = mode − direct (client straight to the upstream).\n\n\
-         | mode | instructions | per event | proxy per event | proxy ÷ bare proxy |\n|---|---:|---:|---:|---:|\n"
+        "## relay under callgrind\n\nInstructions for {CALLGRIND_STREAMS} streams of {EVENTS} events, one thread (client, proxy and upstream on one runtime), after 2 warm-up streams. Proxy = mode − direct (client straight to the upstream). One row group per stream shape: the dialect, and the order its server writes keys in.\n\n\
+         | stream | mode | instructions | per event | proxy per event | proxy ÷ bare proxy | layer − bare per event |\n|---|---|---:|---:|---:|---:|---:|\n"
     );
-    t.push_str(&format!(
-        "| direct | {direct:.0} | {:.0} | – | – |\n",
-        direct / events
-    ));
-    t.push_str(&format!(
-        "| bare proxy | {bare:.0} | {:.0} | {:.0} | 1.000 |\n",
-        bare / events,
-        (bare - direct) / events
-    ));
-    t.push_str(&format!(
-        "| with the layer | {layer:.0} | {:.0} | {:.0} | {:.3} |\n",
-        layer / events,
-        (layer - direct) / events,
-        (layer - direct) / (bare - direct)
-    ));
-    t.push_str(&format!(
-        "\nThe layer's own cost: {:.0} instructions per event. Profiles: target/midstream-bench/callgrind.relay.*.out (`callgrind_annotate --inclusive=yes`).\n",
-        (layer - bare) / events
-    ));
+    for shape in Shape::ALL {
+        let mut ir = Vec::new();
+        for mode in [Mode::Direct, Mode::Bare, Mode::Layer] {
+            let out = dir.join(format!(
+                "callgrind.relay.{}.{}.out",
+                shape.name(),
+                mode.name()
+            ));
+            let status = Command::new("valgrind")
+                .arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg("--toggle-collect=*relay_measured*")
+                .arg(&exe)
+                .args(["--callgrind-child", mode.name(), shape.name()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("run valgrind");
+            assert!(
+                status.success(),
+                "callgrind run for {} {} failed",
+                shape.name(),
+                mode.name()
+            );
+            ir.push(callgrind_total(&out).expect("callgrind totals"));
+        }
+        let [direct, bare, layer] = [ir[0], ir[1], ir[2]];
+        let s = shape.name();
+        t.push_str(&format!(
+            "| {s} | direct | {direct:.0} | {:.0} | – | – | |\n",
+            direct / events
+        ));
+        t.push_str(&format!(
+            "| {s} | bare proxy | {bare:.0} | {:.0} | {:.0} | 1.000 | |\n",
+            bare / events,
+            (bare - direct) / events
+        ));
+        t.push_str(&format!(
+            "| {s} | with the layer | {layer:.0} | {:.0} | {:.0} | {:.3} | **{:+.0}** |\n",
+            layer / events,
+            (layer - direct) / events,
+            (layer - direct) / (bare - direct),
+            (layer - bare) / events
+        ));
+    }
+    t.push_str("\nThe last column is the layer's own cost per event. Profiles: target/midstream-bench/callgrind.relay.<stream>.<mode>.out (`callgrind_annotate --inclusive=yes`).\n");
     t
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--callgrind-child") {
-        callgrind_child(Mode::from_name(&args[i + 1]));
+        let shape = args
+            .get(i + 2)
+            .and_then(|s| Shape::from_name(s))
+            .unwrap_or(Shape::Anthropic);
+        callgrind_child(Mode::from_name(&args[i + 1]), shape);
+        return;
+    }
+    // `--callgrind-only`: just the instruction counts (minutes, not the whole bench).
+    if args.iter().any(|a| a == "--callgrind-only") {
+        support::report("relay-callgrind", &callgrind());
         return;
     }
     let quick = support::quick();

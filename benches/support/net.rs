@@ -49,6 +49,8 @@ pub const FAULT: &str = "x-bench-fault";
 pub const HOLD_AFTER: &str = "x-bench-hold-after";
 /// Microseconds the upstream waits between events (a model's pace), instead of just yielding.
 pub const PACE_US: &str = "x-bench-pace-us";
+/// The primary's wire format and key order (`stream::Shape::name`); Anthropic by default.
+pub const SHAPE: &str = "x-bench-shape";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -129,12 +131,17 @@ async fn answer(
     };
     let hold_after = header(&req, HOLD_AFTER);
     let pace = header(&req, PACE_US).map(|us| std::time::Duration::from_micros(us as u64));
+    let shape = req
+        .headers()
+        .get(SHAPE)
+        .and_then(|v| stream::Shape::from_name(v.to_str().ok()?))
+        .unwrap_or(stream::Shape::Anthropic);
     let body = req.into_body().collect().await.map(|c| c.to_bytes());
     let body = body.unwrap_or_default();
     let primary = body.starts_with(br#"{"model":"primary""#);
     let events = if primary {
         state.primary_calls.fetch_add(1, Ordering::Relaxed);
-        stream::primary_events(deltas)
+        stream::shaped_events(shape, deltas)
     } else {
         state.fallback_calls.fetch_add(1, Ordering::Relaxed);
         Arc::new(stream::fallback_events(deltas, &stream::prefill_of(&body)))
@@ -388,14 +395,26 @@ pub async fn listen() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
-/// The bench client's request for a stream of `deltas` deltas.
+/// The bench client's request for an Anthropic stream of `deltas` deltas.
 pub fn stream_request(
     addr: SocketAddr,
     body: Bytes,
     deltas: usize,
     extra: &[(&'static str, String)],
 ) -> Request<Full<Bytes>> {
-    let mut b = Request::post(format!("http://{addr}/v1/messages"))
+    shaped_request(addr, body, stream::Shape::Anthropic, deltas, extra)
+}
+
+/// The bench client's request for a stream of `deltas` deltas in `shape`.
+pub fn shaped_request(
+    addr: SocketAddr,
+    body: Bytes,
+    shape: stream::Shape,
+    deltas: usize,
+    extra: &[(&'static str, String)],
+) -> Request<Full<Bytes>> {
+    let mut b = Request::post(format!("http://{addr}{}", shape.path()))
+        .header(SHAPE, shape.name())
         .header("content-type", "application/json")
         .header("anthropic-version", "2023-06-01")
         .header(DELTAS, deltas.to_string());

@@ -1,4 +1,4 @@
-//! Synthetic Anthropic Messages streams and requests, and a client-side checker.
+//! Synthetic Anthropic Messages and OpenAI Chat streams and requests, and a client-side checker.
 //!
 //! The answer of an `n`-delta stream is `t00000 t00001 …`: every delta is 7 characters, as
 //! models stream a token or two, and every prefix of it tells how far a stream got.
@@ -12,6 +12,65 @@ use serde_json::{json, Value};
 /// Events besides the deltas: message_start, content_block_start, ping, content_block_stop,
 /// message_delta, message_stop.
 pub const ENVELOPE_EVENTS: usize = 6;
+
+/// The wire format and key order of a synthetic stream. The layer's fast paths depend on the
+/// order a server writes keys in, so the relay bench measures more than the APIs' own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// Anthropic Messages in the API's key order (`type` first).
+    Anthropic,
+    /// Anthropic Messages with sorted keys (`delta` first), as `serde_json::Value` writes them.
+    AnthropicSorted,
+    /// OpenAI Chat Completions in the API's key order (`id`, `object`, `created`, `model`,
+    /// `service_tier`, `system_fingerprint`, `choices`, `usage`, `obfuscation`), include_usage on.
+    Chat,
+    /// OpenAI Chat Completions with sorted keys (`choices` first), as Azure OpenAI sends them.
+    ChatSorted,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 4] = [
+        Shape::Anthropic,
+        Shape::AnthropicSorted,
+        Shape::Chat,
+        Shape::ChatSorted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Anthropic => "anthropic",
+            Shape::AnthropicSorted => "anthropic-sorted",
+            Shape::Chat => "chat",
+            Shape::ChatSorted => "chat-sorted",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Shape> {
+        Shape::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// What the layer is told the stream is: the request path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Shape::Anthropic | Shape::AnthropicSorted => "/v1/messages",
+            Shape::Chat | Shape::ChatSorted => "/v1/chat/completions",
+        }
+    }
+
+    pub fn is_chat(self) -> bool {
+        matches!(self, Shape::Chat | Shape::ChatSorted)
+    }
+
+    /// Events besides the deltas.
+    pub fn envelope_events(self) -> usize {
+        if self.is_chat() {
+            // role chunk, finish chunk, usage chunk, [DONE]
+            4
+        } else {
+            ENVELOPE_EVENTS
+        }
+    }
+}
 
 /// The `i`th piece of every answer.
 pub fn piece(i: usize) -> String {
@@ -63,19 +122,100 @@ pub fn anthropic_events(model: &str, id: &str, pieces: &[&str]) -> Vec<Bytes> {
     out
 }
 
-/// The primary's stream of `deltas` deltas, made once per length and shared.
+/// The events of an Anthropic stream with sorted keys (`serde_json::Value` order).
+fn anthropic_sorted_events(model: &str, id: &str, pieces: &[&str]) -> Vec<Bytes> {
+    anthropic_events(model, id, pieces)
+        .iter()
+        .map(|ev| {
+            let text = std::str::from_utf8(ev).unwrap();
+            let (head, data) = text.split_once("data: ").unwrap();
+            let v: Value = serde_json::from_str(data.trim_end()).unwrap();
+            Bytes::from(format!("{head}data: {v}\n\n"))
+        })
+        .collect()
+}
+
+/// The events of an OpenAI Chat stream with include_usage, keys in the API's order or sorted.
+fn chat_events(model: &str, id: &str, pieces: &[&str], sorted: bool) -> Vec<Bytes> {
+    let chunk = |delta: &str, finish: &str, choices: bool, usage: &str| -> Bytes {
+        let choices = if choices {
+            if sorted {
+                format!(
+                    r#"[{{"delta":{delta},"finish_reason":{finish},"index":0,"logprobs":null}}]"#
+                )
+            } else {
+                format!(
+                    r#"[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]"#
+                )
+            }
+        } else {
+            "[]".to_owned()
+        };
+        Bytes::from(if sorted {
+            format!(
+                "data: {{\"choices\":{choices},\"created\":1782955818,\"id\":\"{id}\",\"model\":\"{model}\",\"object\":\"chat.completion.chunk\",\"system_fingerprint\":\"fp_d0469e1700\",\"usage\":{usage}}}\n\n"
+            )
+        } else {
+            format!(
+                "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1782955818,\"model\":\"{model}\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_d0469e1700\",\"choices\":{choices},\"usage\":{usage},\"obfuscation\":\"auU6fTns\"}}\n\n"
+            )
+        })
+    };
+    let mut out = Vec::with_capacity(pieces.len() + 4);
+    out.push(chunk(
+        r#"{"role":"assistant","content":"","refusal":null}"#,
+        "null",
+        true,
+        "null",
+    ));
+    for p in pieces {
+        let text = serde_json::to_string(p).expect("a str serializes");
+        out.push(chunk(
+            &format!(r#"{{"content":{text}}}"#),
+            "null",
+            true,
+            "null",
+        ));
+    }
+    out.push(chunk("{}", r#""stop""#, true, "null"));
+    let n = pieces.len();
+    out.push(chunk(
+        "",
+        "",
+        false,
+        &format!(
+            r#"{{"prompt_tokens":25,"completion_tokens":{n},"total_tokens":{}}}"#,
+            n + 25
+        ),
+    ));
+    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    out
+}
+
+/// The primary's stream of `deltas` deltas (Anthropic, the API's key order), made once per
+/// length and shared.
 pub fn primary_events(deltas: usize) -> Arc<Vec<Bytes>> {
-    static CACHE: OnceLock<Mutex<HashMap<usize, Arc<Vec<Bytes>>>>> = OnceLock::new();
+    shaped_events(Shape::Anthropic, deltas)
+}
+
+/// The primary's stream of `deltas` deltas in `shape`, made once per length and shared.
+pub fn shaped_events(shape: Shape, deltas: usize) -> Arc<Vec<Bytes>> {
+    static CACHE: OnceLock<Mutex<HashMap<(Shape, usize), Arc<Vec<Bytes>>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     cache
         .lock()
         .unwrap()
-        .entry(deltas)
+        .entry((shape, deltas))
         .or_insert_with(|| {
             let pieces: Vec<String> = (0..deltas).map(piece).collect();
             let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
             // One buffer, sliced: the upstream's frames cost it no allocation.
-            let events = anthropic_events("primary", "msg_primary", &refs);
+            let events = match shape {
+                Shape::Anthropic => anthropic_events("primary", "msg_primary", &refs),
+                Shape::AnthropicSorted => anthropic_sorted_events("primary", "msg_primary", &refs),
+                Shape::Chat => chat_events("primary", "chatcmpl-primary", &refs, false),
+                Shape::ChatSorted => chat_events("primary", "chatcmpl-primary", &refs, true),
+            };
             let joined = Bytes::from(events.concat());
             let mut at = 0;
             Arc::new(
@@ -108,7 +248,7 @@ pub fn fallback_events(deltas: usize, partial: &str) -> Vec<Bytes> {
 }
 
 /// A Messages request for `model`, padded with earlier turns to about `size` bytes (a long
-/// conversation, as agents send).
+/// conversation, as agents send). The same body serves as a Chat Completions request.
 pub fn request_body(model: &str, size: usize) -> Bytes {
     let mut messages = Vec::new();
     let turn =
@@ -174,7 +314,7 @@ impl EventCounter {
     }
 }
 
-/// Reads an Anthropic stream as a client would, checking as it goes that the text is the
+/// Reads an Anthropic or OpenAI Chat stream as a client would, checking as it goes that the text is the
 /// expected answer, and keeping only an offset into it (memory stays flat at scale).
 #[derive(Debug)]
 pub struct Checker {
@@ -229,6 +369,26 @@ impl Checker {
                 this.error = Some(why);
             }
         };
+        if name.is_none() && data.is_some_and(|d| d.starts_with('{')) {
+            // An OpenAI Chat chunk.
+            let v: Value = serde_json::from_str(data.unwrap_or("")).expect("JSON chunk");
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                if self.whole[self.pos..].starts_with(t) {
+                    self.pos += t.len();
+                } else {
+                    let got = &self.whole[self.pos..(self.pos + 16).min(self.whole.len())];
+                    fail(self, format!("text {t:?} where {got:?}… was due"));
+                }
+            }
+            if v.get("error").is_some_and(|e| !e.is_null()) {
+                fail(self, format!("error chunk: {}", data.unwrap_or("")));
+            }
+            return;
+        }
+        if name.is_none() && data == Some("[DONE]") {
+            self.stopped = true;
+            return;
+        }
         match name {
             Some("content_block_delta") => {
                 let v: Value = serde_json::from_str(data.unwrap_or("")).expect("JSON delta");
@@ -261,7 +421,7 @@ impl Checker {
             ));
         }
         if !self.stopped {
-            return Err("no message_stop".into());
+            return Err("no message_stop / [DONE]".into());
         }
         Ok(())
     }
