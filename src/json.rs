@@ -10,11 +10,59 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+/// The length of the JSON string literal at the start of `s` (quotes included), if it is one
+/// that reads exactly: every escape valid, every surrogate escape paired, no raw control
+/// character. `None` for anything else, including a literal that does not end in `s`.
+pub(crate) fn literal_len(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    loop {
+        let rest = b.get(i..)?;
+        let at = i + memchr::memchr2(b'"', b'\\', rest)?;
+        if b[i..at].iter().any(|&c| c < 0x20) {
+            return None;
+        }
+        if b[at] == b'"' {
+            return Some(at + 1);
+        }
+        i = at + 1 + escape_len(&b[at + 1..])?;
+    }
+}
+
+/// The length of the escape after a backslash (`n`, `u00e9`, a `\uXXXX\uXXXX` surrogate
+/// pair), if it is valid.
+fn escape_len(b: &[u8]) -> Option<usize> {
+    match *b.first()? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(1),
+        b'u' => match hex4(b.get(1..5)?)? {
+            0xD800..=0xDBFF => {
+                if b.get(5..7)? != b"\\u" {
+                    return None;
+                }
+                let low = hex4(b.get(7..11)?)?;
+                (0xDC00..=0xDFFF).contains(&low).then_some(11)
+            }
+            0xDC00..=0xDFFF => None,
+            _ => Some(5),
+        },
+        _ => None,
+    }
+}
+
+fn hex4(b: &[u8]) -> Option<u32> {
+    b.iter()
+        .try_fold(0, |acc, &c| Some(acc * 16 + (c as char).to_digit(16)?))
+}
+
 /// Appends the text of a JSON string literal (quotes included) to `out`. Returns false, leaving
-/// `out` possibly extended, if the literal is not a valid JSON string.
+/// `out` possibly extended, if an escape in it is not valid; check the literal with
+/// [`literal_len`] first (it also refuses raw control characters).
 pub(crate) fn unescape_into(literal: &str, out: &mut String) -> bool {
     let Some(inner) = literal.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
         return false;
@@ -23,46 +71,32 @@ pub(crate) fn unescape_into(literal: &str, out: &mut String) -> bool {
     while let Some(at) = memchr::memchr(b'\\', rest.as_bytes()) {
         out.push_str(&rest[..at]);
         let esc = &rest[at + 1..];
-        let mut chars = esc.chars();
-        let c = match chars.next() {
-            Some('n') => '\n',
-            Some('t') => '\t',
-            Some('r') => '\r',
-            Some('"') => '"',
-            Some('\\') => '\\',
-            Some('/') => '/',
-            Some('b') => '\u{8}',
-            Some('f') => '\u{c}',
-            Some('u') => {
-                let Some((c, used)) = unicode_escape(&esc[1..]) else {
-                    return false;
+        let Some(len) = escape_len(esc.as_bytes()) else {
+            return false;
+        };
+        let c = match esc.as_bytes()[0] {
+            b'n' => '\n',
+            b't' => '\t',
+            b'r' => '\r',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'u' => {
+                let hi = hex4(&esc.as_bytes()[1..5]).unwrap_or(0xFFFD);
+                let code = if len == 11 {
+                    let lo = hex4(&esc.as_bytes()[7..11]).unwrap_or(0xDC00);
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else {
+                    hi
                 };
-                out.push(c);
-                rest = &esc[1 + used..];
-                continue;
+                char::from_u32(code).unwrap_or('\u{FFFD}')
             }
-            _ => return false,
+            other => other as char,
         };
         out.push(c);
-        rest = &esc[1..];
+        rest = &esc[len..];
     }
     out.push_str(rest);
     true
-}
-
-/// Decodes `XXXX` (and a following `\uXXXX` low surrogate); returns the char and bytes used.
-fn unicode_escape(s: &str) -> Option<(char, usize)> {
-    let hi = u32::from_str_radix(s.get(..4)?, 16).ok()?;
-    if (0xD800..0xDC00).contains(&hi) {
-        let lo_part = s.get(4..10)?.strip_prefix("\\u")?;
-        let lo = u32::from_str_radix(lo_part, 16).ok()?;
-        if !(0xDC00..0xE000).contains(&lo) {
-            return Some(('\u{FFFD}', 4));
-        }
-        let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-        return Some((char::from_u32(c)?, 10));
-    }
-    Some((char::from_u32(hi).unwrap_or('\u{FFFD}'), 4))
 }
 
 /// Writes `s` as a JSON string literal.
@@ -75,96 +109,158 @@ pub(crate) fn string_literal(s: &str) -> String {
     serde_json::to_string(s).expect("a str always serializes")
 }
 
-/// Reads the top level of a JSON object into `T`. Derived structs would also accept an array
-/// (fields by position), which no request body is.
-pub(crate) fn object<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err("not a JSON object".into());
-    }
-    serde_json::from_slice(body).map_err(|e| e.to_string())
+/// Where a dialect's requests keep what a rewrite reads and changes: top-level key names.
+#[derive(Debug)]
+pub(crate) struct RequestShape {
+    /// The model's name (`model`).
+    pub(crate) model: &'static str,
+    /// The conversation, an array of messages (`messages`).
+    pub(crate) messages: &'static str,
+    /// Token limits, each shrunk by what was already generated when an answer is continued.
+    pub(crate) limits: &'static [&'static str],
+    /// Other keys the dialect reads or sets (Anthropic's `thinking`, vLLM's flags).
+    pub(crate) extra: &'static [&'static str],
 }
 
 /// What rewriting a request needs, read from its body in one pass: on its first failure,
 /// then kept for every later attempt, so a large body is read once however many plans use it.
+/// The keys it looks for are the dialect's ([`RequestShape`]).
 #[derive(Debug, Default)]
 pub(crate) struct RequestIndex {
     /// Why the body cannot be rewritten at all.
     pub(crate) unusable: Option<String>,
     pub(crate) model: Option<Range<usize>>,
     pub(crate) model_name: Option<String>,
-    pub(crate) has_messages: bool,
-    pub(crate) last_message: Option<Range<usize>>,
+    /// The conversation, when the body has one.
+    pub(crate) messages: Option<Messages>,
+    /// The token limits and extra keys found: name, span of the value, the value's JSON (they
+    /// are small, and a dialect reads some without the body: Anthropic's `thinking`).
+    fields: Vec<(&'static str, Range<usize>, Box<str>)>,
+}
+
+/// The part of a request's conversation a continuation touches.
+#[derive(Debug, Default)]
+pub(crate) struct Messages {
+    pub(crate) last: Option<Range<usize>>,
     pub(crate) last_role: Option<String>,
-    pub(crate) max_tokens: Option<Range<usize>>,
-    pub(crate) max_completion_tokens: Option<Range<usize>>,
-    /// `thinking.type` and `thinking.budget_tokens` (Anthropic).
-    pub(crate) thinking: Option<(Option<String>, Option<u64>)>,
-    pub(crate) continue_final_message: Option<Range<usize>>,
-    pub(crate) add_generation_prompt: Option<Range<usize>>,
 }
 
 impl RequestIndex {
-    pub(crate) fn read(body: &[u8]) -> Self {
-        #[derive(serde::Deserialize)]
-        struct Top<'a> {
-            #[serde(borrow)]
-            model: Option<&'a RawValue>,
-            #[serde(borrow)]
-            messages: Option<LastOf<'a>>,
-            #[serde(borrow)]
-            max_tokens: Option<&'a RawValue>,
-            #[serde(borrow)]
-            max_completion_tokens: Option<&'a RawValue>,
-            thinking: Option<Thinking>,
-            #[serde(borrow)]
-            continue_final_message: Option<&'a RawValue>,
-            #[serde(borrow)]
-            add_generation_prompt: Option<&'a RawValue>,
+    pub(crate) fn read(body: &[u8], shape: &'static RequestShape) -> Self {
+        match top_level(body, shape) {
+            Ok(index) => index,
+            Err(e) => RequestIndex {
+                unusable: Some(e),
+                ..RequestIndex::default()
+            },
         }
-        #[derive(serde::Deserialize)]
-        struct Thinking {
-            #[serde(rename = "type")]
-            kind: Option<String>,
-            budget_tokens: Option<u64>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Role<'a> {
-            #[serde(borrow)]
-            role: Option<std::borrow::Cow<'a, str>>,
-        }
-        let top: Top<'_> = match object(body) {
-            Ok(top) => top,
-            Err(e) => {
-                return RequestIndex {
-                    unusable: Some(e),
-                    ..RequestIndex::default()
-                }
-            }
-        };
-        let at = |raw: Option<&RawValue>| raw.map(|r| span(body, r));
-        let last = top.messages.as_ref().and_then(|m| m.last);
-        RequestIndex {
-            unusable: None,
-            model: at(top.model),
-            model_name: top.model.and_then(|m| serde_json::from_str(m.get()).ok()),
-            has_messages: top.messages.is_some(),
-            last_message: at(last),
-            last_role: last
-                .and_then(|m| serde_json::from_str::<Role<'_>>(m.get()).ok())
-                .and_then(|r| r.role)
-                .map(|r| r.into_owned()),
-            max_tokens: at(top.max_tokens),
-            max_completion_tokens: at(top.max_completion_tokens),
-            thinking: top.thinking.map(|t| (t.kind, t.budget_tokens)),
-            continue_final_message: at(top.continue_final_message),
-            add_generation_prompt: at(top.add_generation_prompt),
-        }
+    }
+
+    /// The span of the value of `name` (one of the shape's limits or extra keys).
+    pub(crate) fn field(&self, name: &str) -> Option<Range<usize>> {
+        self.fields
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .map(|(_, r, _)| r.clone())
+    }
+
+    /// The JSON value of `name` (one of the shape's limits or extra keys), as it came.
+    pub(crate) fn value(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .map(|(.., v)| &**v)
     }
 
     /// Reads a token limit's value (a positive integer) from its span.
     pub(crate) fn limit(body: &[u8], span: &Range<usize>) -> Option<u64> {
-        std::str::from_utf8(&body[span.clone()]).ok()?.parse().ok()
+        std::str::from_utf8(body.get(span.clone())?)
+            .ok()?
+            .parse()
+            .ok()
     }
+}
+
+/// Reads the top level of a request body: the keys `shape` names, each once.
+fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, String> {
+    struct Top(&'static RequestShape);
+    impl<'de> serde::de::DeserializeSeed<'de> for Top {
+        type Value = (
+            Option<&'de RawValue>,
+            Option<LastOf<'de>>,
+            Vec<(&'static str, &'de RawValue)>,
+        );
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Top {
+        type Value = (
+            Option<&'de RawValue>,
+            Option<LastOf<'de>>,
+            Vec<(&'static str, &'de RawValue)>,
+        );
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let shape = self.0;
+            let (mut model, mut messages, mut fields) = (None, None, Vec::new());
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                let duplicate = || A::Error::custom(format!("duplicate key `{key}`"));
+                if key == shape.model {
+                    if model.replace(map.next_value::<&'de RawValue>()?).is_some() {
+                        return Err(duplicate());
+                    }
+                } else if key == shape.messages {
+                    if messages.replace(map.next_value::<LastOf<'de>>()?).is_some() {
+                        return Err(duplicate());
+                    }
+                } else if let Some(name) =
+                    shape.limits.iter().chain(shape.extra).find(|n| **n == key)
+                {
+                    if fields.iter().any(|(n, _)| n == name) {
+                        return Err(duplicate());
+                    }
+                    fields.push((*name, map.next_value::<&'de RawValue>()?));
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok((model, messages, fields))
+        }
+    }
+    use serde::de::{DeserializeSeed, Error as _};
+
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("not a JSON object".into());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let (model, messages, fields) = Top(shape).deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    #[derive(serde::Deserialize)]
+    struct Role<'a> {
+        #[serde(borrow)]
+        role: Option<std::borrow::Cow<'a, str>>,
+    }
+    let at = |raw: &RawValue| span(body, raw);
+    Ok(RequestIndex {
+        unusable: None,
+        model: model.map(at),
+        model_name: model.and_then(|m| serde_json::from_str(m.get()).ok()),
+        messages: messages.map(|m| Messages {
+            last: m.last.map(at),
+            last_role: m
+                .last
+                .and_then(|m| serde_json::from_str::<Role<'_>>(m.get()).ok())
+                .and_then(|r| r.role)
+                .map(|r| r.into_owned()),
+        }),
+        fields: fields
+            .into_iter()
+            .map(|(n, raw)| (n, at(raw), raw.get().into()))
+            .collect(),
+    })
 }
 
 /// Where `raw` lies within `src` (it must have been borrowed from it).
@@ -205,28 +301,93 @@ impl<'de: 'a, 'a> Deserialize<'de> for LastOf<'a> {
     }
 }
 
-/// The first element of a JSON array, ignoring the rest, without allocating.
-#[derive(Debug)]
-pub(crate) struct First<T>(pub(crate) Option<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = First<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
-                let first = seq.next_element::<T>()?;
-                if first.is_some() {
-                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                }
-                Ok(First(first))
-            }
+/// The raw JSON text of the members `keys` of the object `json` (each `None` when absent),
+/// read in one pass without allocating: the way the dialects read events, so that every
+/// piece they hand on is a slice of the event's data. `None` when `json` is not one valid
+/// object, or names one of `keys` twice (which a client might read either way).
+pub(crate) fn members<'a, const N: usize>(
+    json: &'a str,
+    keys: [&str; N],
+) -> Option<[Option<&'a str>; N]> {
+    struct Members<'k, const N: usize>([&'k str; N]);
+    impl<'de, const N: usize> serde::de::DeserializeSeed<'de> for Members<'_, N> {
+        type Value = [Option<&'de str>; N];
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
         }
-        d.deserialize_seq(V(PhantomData))
     }
+    impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
+        type Value = [Option<&'de str>; N];
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = [None; N];
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match self.0.iter().position(|k| *k == key) {
+                    Some(i) => {
+                        let value = map.next_value::<&'de RawValue>()?.get();
+                        if out[i].replace(value).is_some() {
+                            return Err(serde::de::Error::custom("a key twice"));
+                        }
+                    }
+                    None => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let out = Members(keys).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(out)
+}
+
+/// The raw JSON text of each element of the array `json`; `None` when it is not one valid
+/// array.
+pub(crate) fn elements(json: &str) -> Option<Vec<&str>> {
+    let items: Vec<&RawValue> = serde_json::from_str(json).ok()?;
+    Some(items.into_iter().map(RawValue::get).collect())
+}
+
+/// The raw JSON text of the first element of the array `json` (`Some(None)` for an empty
+/// array), the rest checked and skipped without allocating; `None` when it is not one valid
+/// array.
+pub(crate) fn first(json: &str) -> Option<Option<&str>> {
+    struct First;
+    impl<'de> Visitor<'de> for First {
+        type Value = Option<&'de str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<&'de RawValue>()?.map(RawValue::get);
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(first)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    let out = de.deserialize_seq(First).ok()?;
+    de.end().ok()?;
+    Some(out)
+}
+
+/// The text of the JSON string `raw`; `None` for any other value.
+pub(crate) fn text(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    serde_json::from_str(raw).ok()
+}
+
+/// `raw` unless it is `null`: a member present with null reads as absent.
+pub(crate) fn not_null(raw: Option<&str>) -> Option<&str> {
+    raw.filter(|r| *r != "null")
+}
+
+/// `v` as JSON bytes.
+pub(crate) fn to_vec(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(v).expect("a Value always serializes")
 }
 
 /// A new body made of `src` with some spans replaced and some bytes inserted.
@@ -307,6 +468,30 @@ mod tests {
         assert_eq!(out, "a\n\t\"\\/é😀z");
         assert!(!unescape_into(r#""bad \x""#, &mut String::new()));
         assert!(!unescape_into("no quotes", &mut String::new()));
+    }
+
+    #[test]
+    fn a_literal_reads_exactly_or_not_at_all() {
+        let ok = r#""a\n\"\\\/\u00e9\ud83d\ude00z" tail"#;
+        assert_eq!(literal_len(ok), Some(ok.len() - 5));
+        for bad in [
+            r#""bad \x""#,
+            r#""lone \ud800""#,
+            r#""lone \udc00""#,
+            r#""unpaired \ud800\u0041""#,
+            r#""short \u12""#,
+            "\"raw \u{1} control\"",
+            "\"tab\tinside\"",
+            r#""unterminated"#,
+            r#""ends in a backslash\"#,
+            r#""\"#,
+            r#""\u"#,
+            r#""\ud83d\u"#,
+            "",
+            "x",
+        ] {
+            assert_eq!(literal_len(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

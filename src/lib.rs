@@ -145,7 +145,9 @@ mod layer;
 mod outbox;
 mod plan;
 mod recovery;
+mod relay;
 mod replay;
+mod rewrite;
 mod service;
 mod sse;
 mod strategy;
@@ -202,11 +204,29 @@ pub mod internals {
         }
     }
 
-    /// The `event:` name and joined `data:` of a raw event.
-    pub fn fields(raw: &[u8]) -> (Option<&[u8]>, Option<Vec<u8>>) {
-        let f = crate::sse::Fields::parse(raw);
-        let mut scratch = Vec::new();
-        let data = f.data(raw, &mut scratch).map(<[u8]>::to_vec);
-        (f.event, data)
+    /// The `event:` name and joined `data:` of the next complete event, as the framer read
+    /// them while cutting it; `Some(Err(()))` if it exceeds the limit.
+    #[allow(clippy::result_unit_err, clippy::type_complexity)]
+    pub fn next_fields(
+        framer: &mut Framer,
+    ) -> Option<Result<(Option<&[u8]>, Option<Vec<u8>>), ()>> {
+        framer.0.next_event().map(|r| {
+            r.map(|ev| {
+                let f = ev.fields;
+                let name = f.event().map(|r| &ev.raw[r]);
+                let data = match f.data() {
+                    [] => None,
+                    lines => Some(
+                        lines
+                            .iter()
+                            .map(|r| &ev.raw[r.clone()])
+                            .collect::<Vec<_>>()
+                            .join(&b'\n'),
+                    ),
+                };
+                (name, data)
+            })
+            .map_err(|_| ())
+        })
     }
 }

@@ -69,6 +69,28 @@ impl Outbox {
         self.frame = Bytes::new();
     }
 
+    /// Where the next bytes will go, to [`insert`](Self::insert) bytes there later.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            queued: self.queue.len(),
+            run: self.run.is_some(),
+        }
+    }
+
+    /// Puts what `earlier` holds at `mark`, ahead of everything queued since.
+    pub(crate) fn insert(&mut self, mark: Mark, mut earlier: Outbox) {
+        earlier.flush_run();
+        if earlier.queue.is_empty() {
+            return;
+        }
+        // The run open at `mark` has been queued since, or is queued now: right after it.
+        self.flush_run();
+        let at = (mark.queued + usize::from(mark.run)).min(self.queue.len());
+        let tail = self.queue.split_off(at);
+        self.queue.extend(earlier.queue);
+        self.queue.extend(tail);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.run.is_none()
     }
@@ -78,6 +100,13 @@ impl Outbox {
             self.queue.push_back(self.frame.slice(run));
         }
     }
+}
+
+/// A position in an [`Outbox`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    queued: usize,
+    run: bool,
 }
 
 fn same_buffer(a: &Bytes, b: &Bytes) -> bool {

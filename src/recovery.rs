@@ -133,9 +133,10 @@ impl<S, P> Recovery<S, P> {
         if !self.can_retry() {
             return Err(self.give_up(format!("all {} attempts used", self.config.max_attempts)));
         }
+        let dialect = self.dialect;
         let index = self
             .index
-            .get_or_insert_with(|| RequestIndex::read(self.request.body()));
+            .get_or_insert_with(|| dialect.index(self.request.body()));
         let plan = {
             let failure = Failure {
                 class: self.history.last().expect("just pushed").class,

@@ -1,4 +1,4 @@
-//! Server-sent events, cut at event boundaries without copying.
+//! Server-sent events, cut at event boundaries without copying, their fields found on the way.
 //!
 //! The [`Framer`] turns upstream body frames into complete events. An event that lies within
 //! one frame is handed out as a range of that frame, so forwarding it costs a refcount, not a
@@ -6,6 +6,10 @@
 //! in (`head`), and is copied once into a reused scratch buffer only so that it can be read as
 //! one slice. Nothing that is not a complete event ever leaves the framer: a failure mid-event
 //! cannot hand the client half an event.
+//!
+//! The scan that finds an event's end visits every line end, so it also reads each line's
+//! field name there and records where the `event:`, `data:` and `id:` values lie ([`Fields`]):
+//! nothing scans the event a second time to read it.
 //!
 //! Line ends may be LF, CRLF or CR (the SSE spec allows all three); an event ends at an empty
 //! line. A CR that ends the empty line ends the event at once, even at the very end of a frame:
@@ -30,15 +34,107 @@ pub(crate) struct Framer {
     /// Earlier parts of an event that began in previous frames.
     head: Vec<Bytes>,
     head_len: usize,
-    /// Set when the last event handed out used `head`, which is cleared on the next call.
-    head_used: bool,
+    /// Set when the last event handed out used `head` or `fields`, which are cleared on the
+    /// next call.
+    used: bool,
     /// Contiguous copy of an event that spans frames.
     scratch: Vec<u8>,
     /// The current line is empty so far (we are right after a line end, or at an event start).
     at_line_start: bool,
     /// The previous byte was a CR: an LF right after it is the rest of a CRLF, not a new line.
     after_cr: bool,
+    /// Where the current line began, counted from the start of its event.
+    line: usize,
+    /// The first bytes of the current line, kept when the line runs past the end of a frame.
+    prefix: Prefix,
+    /// The fields of the event being cut, as far as it has been scanned.
+    fields: Fields,
     max_event: usize,
+}
+
+/// The first bytes of a line that spans frames: enough to read its field name.
+#[derive(Debug, Default, Clone, Copy)]
+struct Prefix {
+    bytes: [u8; PREFIX],
+    len: usize,
+}
+
+/// `event: ` is the longest field name (and its space) the framer reads.
+const PREFIX: usize = 8;
+
+/// Where an event's fields lie, as ranges of its raw bytes (a value without its name, colon
+/// and the one space after the colon).
+#[derive(Debug, Default)]
+pub(crate) struct Fields {
+    event: Option<Range<usize>>,
+    data: Vec<Range<usize>>,
+    id: Option<Range<usize>>,
+    /// The event has at least one field (it is not only comments and empty lines).
+    has_fields: bool,
+}
+
+impl Fields {
+    fn clear(&mut self) {
+        self.event = None;
+        self.data.clear();
+        self.id = None;
+        self.has_fields = false;
+    }
+
+    /// The `event:` field's value (the last one), if any.
+    pub(crate) fn event(&self) -> Option<Range<usize>> {
+        self.event.clone()
+    }
+
+    /// The value of each `data:` line, in order.
+    pub(crate) fn data(&self) -> &[Range<usize>] {
+        &self.data
+    }
+
+    /// The `id:` field's value (the last one), if any. Nothing reads it yet: it is here for
+    /// the clients that track it (the openai Python SDK does).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn id(&self) -> Option<Range<usize>> {
+        self.id.clone()
+    }
+
+    /// Whether the event has a field at all (else it is only comments and empty lines).
+    pub(crate) fn has_fields(&self) -> bool {
+        self.has_fields
+    }
+
+    /// Records the line `line` (without its line end), whose first bytes are `head`.
+    fn record(&mut self, head: &[u8], line: Range<usize>) {
+        let len = line.end - line.start;
+        if len == 0 || head.first() == Some(&b':') {
+            return;
+        }
+        self.has_fields = true;
+        // A name, then a colon (or the end of the line), then an optional space.
+        let value = |name: usize| {
+            if len == name {
+                return Some(line.end..line.end);
+            }
+            if head.get(name) != Some(&b':') {
+                return None;
+            }
+            let skip = usize::from(len > name + 1 && head.get(name + 1) == Some(&b' '));
+            Some(line.start + name + 1 + skip..line.end)
+        };
+        if head.starts_with(b"data") {
+            if let Some(v) = value(4) {
+                self.data.push(v);
+            }
+        } else if head.starts_with(b"event") {
+            if let Some(v) = value(5) {
+                self.event = Some(v);
+            }
+        } else if head.starts_with(b"id") {
+            if let Some(v) = value(2) {
+                self.id = Some(v);
+            }
+        }
+    }
 }
 
 /// A complete event, as bytes to forward and as one slice to read.
@@ -52,17 +148,8 @@ pub(crate) struct Event<'a> {
     pub(crate) head: &'a [Bytes],
     /// The part in the current frame.
     pub(crate) tail: Range<usize>,
-}
-
-impl Event<'_> {
-    /// The event as one `Bytes`: a slice of the frame when it lies within one, else a copy.
-    pub(crate) fn to_bytes(&self) -> Bytes {
-        if self.head.is_empty() {
-            self.frame.slice(self.tail.clone())
-        } else {
-            Bytes::copy_from_slice(self.raw)
-        }
-    }
+    /// Where its fields lie in `raw`.
+    pub(crate) fields: &'a Fields,
 }
 
 /// An event grew past the per-event limit before it was complete.
@@ -79,10 +166,13 @@ impl Framer {
             scan: 0,
             head: Vec::new(),
             head_len: 0,
-            head_used: false,
+            used: false,
             scratch: Vec::new(),
             at_line_start: true,
             after_cr: false,
+            line: 0,
+            prefix: Prefix::default(),
+            fields: Fields::default(),
             max_event,
         }
     }
@@ -94,9 +184,12 @@ impl Framer {
         self.scan = 0;
         self.head.clear();
         self.head_len = 0;
-        self.head_used = false;
+        self.used = false;
         self.at_line_start = true;
         self.after_cr = false;
+        self.line = 0;
+        self.prefix = Prefix::default();
+        self.fields.clear();
     }
 
     /// Start cutting a new frame. Call after `next` returned `None` for the previous one.
@@ -107,13 +200,20 @@ impl Framer {
         self.scan = 0;
     }
 
-    /// The next complete event of the current frame, if any.
-    pub(crate) fn next_event(&mut self) -> Option<Result<Event<'_>, Oversized>> {
-        if self.head_used {
+    /// The previous event has been handed out and read: start the next one afresh.
+    fn release(&mut self) {
+        if self.used {
             self.head.clear();
             self.head_len = 0;
-            self.head_used = false;
+            self.fields.clear();
+            self.line = 0;
+            self.used = false;
         }
+    }
+
+    /// The next complete event of the current frame, if any.
+    pub(crate) fn next_event(&mut self) -> Option<Result<Event<'_>, Oversized>> {
+        self.release();
         match self.find_boundary() {
             Some(end) => {
                 let start = self.start;
@@ -127,8 +227,17 @@ impl Framer {
                 Some(Ok(self.event(start..end)))
             }
             None => {
-                // Keep the unfinished tail as a slice of this frame (no copy).
+                // Keep the unfinished tail as a slice of this frame (no copy), and the first
+                // bytes of its unfinished line, to read the line's name once it ends.
                 if self.start < self.frame.len() {
+                    if !self.at_line_start {
+                        let begin = self.line_begin_in_frame();
+                        let part = &self.frame[begin..];
+                        let take = (PREFIX - self.prefix.len).min(part.len());
+                        self.prefix.bytes[self.prefix.len..self.prefix.len + take]
+                            .copy_from_slice(&part[..take]);
+                        self.prefix.len += take;
+                    }
                     let rest = self.frame.slice(self.start..);
                     self.head_len += rest.len();
                     self.head.push(rest);
@@ -152,11 +261,7 @@ impl Framer {
     /// empty line is missing, as some servers do after their final event) is completed and
     /// returned; anything else is a torn event and is dropped.
     pub(crate) fn finish(&mut self) -> Option<Event<'_>> {
-        if self.head_used {
-            self.head.clear();
-            self.head_len = 0;
-            self.head_used = false;
-        }
+        self.release();
         if self.head_len == 0 || !self.at_line_start {
             return None;
         }
@@ -172,15 +277,16 @@ impl Framer {
     }
 
     fn event(&mut self, tail: Range<usize>) -> Event<'_> {
+        self.used = true;
         if self.head_len == 0 {
             return Event {
                 raw: &self.frame[tail.clone()],
                 frame: &self.frame,
                 head: &[],
                 tail,
+                fields: &self.fields,
             };
         }
-        self.head_used = true;
         self.scratch.clear();
         for part in &self.head {
             self.scratch.extend_from_slice(part);
@@ -191,18 +297,48 @@ impl Framer {
             frame: &self.frame,
             head: &self.head,
             tail,
+            fields: &self.fields,
         }
+    }
+
+    /// `pos` of the current frame, counted from the start of the event being cut.
+    fn rel(&self, pos: usize) -> usize {
+        self.head_len + pos - self.start
+    }
+
+    /// Where the current line begins in the current frame (0 when it began in an earlier one).
+    fn line_begin_in_frame(&self) -> usize {
+        (self.line + self.start).saturating_sub(self.head_len)
+    }
+
+    /// Reads the line that ends at `at` of the current frame into the event's fields.
+    fn end_line(&mut self, at: usize) {
+        let end = self.rel(at);
+        let line = self.line..end;
+        if self.line >= self.head_len {
+            // The whole line is in this frame.
+            let begin = self.line + self.start - self.head_len;
+            let head = &self.frame[begin..at.min(begin + PREFIX)];
+            self.fields.record(head, line);
+        } else {
+            // It began in an earlier frame: its first bytes were kept, the rest are here.
+            let mut head = self.prefix;
+            let take = (PREFIX - head.len).min(at);
+            head.bytes[head.len..head.len + take].copy_from_slice(&self.frame[..take]);
+            head.len += take;
+            self.fields.record(&head.bytes[..head.len], line);
+        }
+        self.prefix.len = 0;
     }
 
     /// Scans for the end of the event that starts at `self.start`; returns the index just
     /// past its closing empty line.
     fn find_boundary(&mut self) -> Option<usize> {
-        let bytes = &self.frame[..];
-        let len = bytes.len();
+        let len = self.frame.len();
         let mut i = self.scan.max(self.start);
         if self.after_cr && i < len {
             self.after_cr = false;
-            if bytes[i] == b'\n' {
+            if self.frame[i] == b'\n' {
                 i += 1;
                 if i - 1 == self.start && self.head_len == 0 {
                     // The rest of a CRLF that ended the previous event: hand it out alone, so
@@ -210,10 +346,11 @@ impl Framer {
                     self.scan = i;
                     return Some(i);
                 }
+                self.line = self.rel(i);
             }
         }
         while i < len {
-            let Some(off) = memchr::memchr2(b'\n', b'\r', &bytes[i..]) else {
+            let Some(off) = memchr::memchr2(b'\n', b'\r', &self.frame[i..]) else {
                 self.at_line_start = false;
                 i = len;
                 break;
@@ -223,9 +360,9 @@ impl Framer {
             }
             let at = i + off;
             i = at + 1;
-            if bytes[at] == b'\r' {
+            if self.frame[at] == b'\r' {
                 if i < len {
-                    if bytes[i] == b'\n' {
+                    if self.frame[i] == b'\n' {
                         i += 1;
                     }
                 } else {
@@ -237,145 +374,12 @@ impl Framer {
                 self.scan = i;
                 return Some(i);
             }
+            self.end_line(at);
+            self.line = self.rel(i);
             self.at_line_start = true;
         }
         self.scan = i;
         None
-    }
-}
-
-/// The fields of one event that the dialects look at.
-#[derive(Debug, Default)]
-pub(crate) struct Fields<'a> {
-    /// The `event:` field, if any.
-    pub(crate) event: Option<&'a [u8]>,
-    /// The first `data:` line.
-    data: Option<&'a [u8]>,
-    /// More than one `data:` line: join them (with `\n`) through [`Fields::data`].
-    multi_data: bool,
-    /// The event has at least one field (it is not only comments and empty lines).
-    pub(crate) has_fields: bool,
-}
-
-impl<'a> Fields<'a> {
-    /// Reads the fields of a complete event.
-    pub(crate) fn parse(raw: &'a [u8]) -> Self {
-        Self::parse_common(raw).unwrap_or_else(|| Self::parse_any(raw))
-    }
-
-    /// The shapes nearly every event has, `[event: NAME\n]data: DATA\n\n`, read with one
-    /// search per line; `None` for anything else.
-    fn parse_common(raw: &'a [u8]) -> Option<Self> {
-        if memchr::memchr(b'\r', raw).is_some() {
-            return None;
-        }
-        let mut rest = raw;
-        let mut event = None;
-        if let Some(after) = rest.strip_prefix(b"event: ") {
-            let end = memchr::memchr(b'\n', after)?;
-            event = Some(&after[..end]);
-            rest = &after[end + 1..];
-        }
-        let after = rest.strip_prefix(b"data: ")?;
-        let end = memchr::memchr(b'\n', after)?;
-        let data = &after[..end];
-        if &after[end + 1..] != b"\n" {
-            return None;
-        }
-        Some(Fields {
-            event,
-            data: Some(data),
-            multi_data: false,
-            has_fields: true,
-        })
-    }
-
-    fn parse_any(raw: &'a [u8]) -> Self {
-        let mut fields = Fields::default();
-        for line in Lines(raw) {
-            if line.is_empty() || line[0] == b':' {
-                continue;
-            }
-            fields.has_fields = true;
-            let (name, value) = match memchr::memchr(b':', line) {
-                Some(colon) => {
-                    let value = &line[colon + 1..];
-                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-                }
-                None => (line, &b""[..]),
-            };
-            match name {
-                b"event" => fields.event = Some(value),
-                b"data" => {
-                    if fields.data.is_some() {
-                        fields.multi_data = true;
-                    } else {
-                        fields.data = Some(value);
-                    }
-                }
-                _ => {}
-            }
-        }
-        fields
-    }
-
-    /// The event's data: the single `data:` line as a slice, or several joined into `scratch`.
-    pub(crate) fn data<'s>(&self, raw: &'s [u8], scratch: &'s mut Vec<u8>) -> Option<&'s [u8]>
-    where
-        'a: 's,
-    {
-        let first = self.data?;
-        if !self.multi_data {
-            return Some(first);
-        }
-        scratch.clear();
-        let mut any = false;
-        for line in Lines(raw) {
-            if let Some(value) = line.strip_prefix(b"data") {
-                let value = match value.first() {
-                    Some(b':') => {
-                        let v = &value[1..];
-                        v.strip_prefix(b" ").unwrap_or(v)
-                    }
-                    None => value,
-                    Some(_) => continue,
-                };
-                if any {
-                    scratch.push(b'\n');
-                }
-                scratch.extend_from_slice(value);
-                any = true;
-            }
-        }
-        Some(&scratch[..])
-    }
-}
-
-/// The lines of an event, without their line ends (LF, CRLF or CR).
-struct Lines<'a>(&'a [u8]);
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let bytes = self.0;
-        match memchr::memchr2(b'\n', b'\r', bytes) {
-            Some(at) => {
-                let mut next = at + 1;
-                if bytes[at] == b'\r' && bytes.get(next) == Some(&b'\n') {
-                    next += 1;
-                }
-                self.0 = &bytes[next..];
-                Some(&bytes[..at])
-            }
-            None => {
-                self.0 = &[];
-                Some(bytes)
-            }
-        }
     }
 }
 
@@ -479,33 +483,128 @@ mod tests {
         assert!(framer.finish().is_none(), "a torn line is never completed");
     }
 
-    #[test]
-    fn fields_join_multi_line_data_and_skip_comments() {
-        let raw = b": hi\nevent: e\ndata: a\ndata:b\ndata\n\n";
-        let f = Fields::parse(raw);
-        assert_eq!(f.event, Some(&b"e"[..]));
-        let mut scratch = Vec::new();
-        assert_eq!(f.data(raw, &mut scratch), Some(&b"a\nb\n"[..]));
-        let c = Fields::parse(b": keep-alive\n\n");
-        assert!(!c.has_fields);
-        // The common shapes, read fast, agree with the general reading.
-        for raw in [
-            &b"event: ping\ndata: {}\n\n"[..],
-            b"data: [DONE]\n\n",
-            b"data: a\r\n\r\n",
-            b"event: x\ndata: a\ndata: b\n\n",
-            b"event: x\r\ndata: a\n\n",
-            b"data:a\n\n",
-        ] {
-            let (fast, any) = (Fields::parse(raw), Fields::parse_any(raw));
-            let (mut s1, mut s2) = (Vec::new(), Vec::new());
-            assert_eq!(fast.event, any.event, "{}", String::from_utf8_lossy(raw));
-            assert_eq!(
-                fast.data(raw, &mut s1),
-                any.data(raw, &mut s2),
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
+    /// An event's (name, data lines joined, id, whether it has a field).
+    type Read = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>, bool);
+
+    /// An event's fields as a spec-following parser reads them: written apart from the framer,
+    /// line by line.
+    fn reference(raw: &[u8]) -> Read {
+        let (mut event, mut data, mut id, mut any) = (None, None::<Vec<u8>>, None, false);
+        let mut rest = raw;
+        while !rest.is_empty() {
+            let at = rest
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .unwrap_or(rest.len());
+            let line = &rest[..at];
+            let mut next = (at + 1).min(rest.len());
+            if rest.get(at) == Some(&b'\r') && rest.get(at + 1) == Some(&b'\n') {
+                next += 1;
+            }
+            rest = &rest[next..];
+            if line.is_empty() || line[0] == b':' {
+                continue;
+            }
+            any = true;
+            let (name, value) = match line.iter().position(|&b| b == b':') {
+                Some(c) => (
+                    &line[..c],
+                    line[c + 1..].strip_prefix(b" ").unwrap_or(&line[c + 1..]),
+                ),
+                None => (line, &b""[..]),
+            };
+            match name {
+                b"event" => event = Some(value.to_vec()),
+                b"id" => id = Some(value.to_vec()),
+                b"data" => match &mut data {
+                    Some(d) => {
+                        d.push(b'\n');
+                        d.extend_from_slice(value);
+                    }
+                    None => data = Some(value.to_vec()),
+                },
+                _ => {}
+            }
         }
+        (event, data, id, any)
+    }
+
+    fn read(ev: &Event<'_>) -> Read {
+        let f = ev.fields;
+        let data = (!f.data().is_empty()).then(|| {
+            f.data()
+                .iter()
+                .map(|r| ev.raw[r.clone()].to_vec())
+                .collect::<Vec<_>>()
+                .join(&b'\n')
+        });
+        (
+            f.event().map(|r| ev.raw[r].to_vec()),
+            data,
+            f.id().map(|r| ev.raw[r].to_vec()),
+            f.has_fields(),
+        )
+    }
+
+    #[test]
+    fn fields_are_read_in_the_same_scan_however_the_event_is_cut() {
+        let stream: &[u8] = b": hi\nevent: e\ndata: a\ndata:b\ndata\nid: 7\n\nevent:x\r\ndata:  two spaces\r\n\r\n: only a comment\n\nretry: 5\n\ndata2: no\ndatum\neventful: no\nevent\n\ndata: [DONE]\r\rid\n\n";
+        // Every way of cutting the stream in two or three frames reads the same fields.
+        let whole = {
+            let mut framer = Framer::new(1024);
+            framer.push(Bytes::from_static(stream));
+            let mut out = Vec::new();
+            while let Some(ev) = framer.next_event() {
+                let ev = ev.unwrap();
+                assert_eq!(
+                    read(&ev),
+                    reference(ev.raw),
+                    "{:?}",
+                    String::from_utf8_lossy(ev.raw)
+                );
+                out.push((ev.raw.to_vec(), read(&ev)));
+            }
+            out
+        };
+        assert_eq!(whole.len(), 7);
+        assert_eq!(whole[0].1 .0.as_deref(), Some(&b"e"[..]));
+        assert_eq!(whole[0].1 .1.as_deref(), Some(&b"a\nb\n"[..]));
+        assert_eq!(whole[0].1 .2.as_deref(), Some(&b"7"[..]));
+        assert_eq!(whole[1].1 .1.as_deref(), Some(&b" two spaces"[..]));
+        assert!(!whole[2].1 .3, "a comment is not a field");
+        assert!(whole[3].1 .3, "retry is a field");
+        for a in 0..=stream.len() {
+            for b in [a, (a + 3).min(stream.len()), (a + 11).min(stream.len())] {
+                let mut framer = Framer::new(1024);
+                let mut got = Vec::new();
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    framer.push(Bytes::copy_from_slice(part));
+                    while let Some(ev) = framer.next_event() {
+                        let ev = ev.unwrap();
+                        assert_eq!(read(&ev), reference(ev.raw), "cut at {a}, {b}");
+                        got.push(ev.raw.to_vec());
+                    }
+                }
+                let joined: Vec<u8> = got.concat();
+                assert_eq!(joined, stream, "cut at {a}, {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_field_name_split_across_frames_is_read() {
+        let mut framer = Framer::new(1024);
+        let mut names = Vec::new();
+        for part in [&b"ev"[..], b"en", b"t: x\nda", b"ta: 1", b"\r", b"\n\r\n"] {
+            framer.push(Bytes::copy_from_slice(part));
+            while let Some(ev) = framer.next_event() {
+                let ev = ev.unwrap();
+                names.push(read(&ev));
+            }
+        }
+        assert_eq!(
+            names,
+            vec![(Some(b"x".to_vec()), Some(b"1".to_vec()), None, true)]
+        );
     }
 }

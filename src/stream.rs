@@ -29,19 +29,17 @@ use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
 use tower_service::Service;
 
-use crate::dialect::{Relay, Step, StreamFailure};
+use crate::dialect::StreamFailure;
 use crate::error::BoxError;
 use crate::error::FailureClass;
 use crate::error::FallbackError;
 use crate::outbox::Outbox;
 use crate::recovery::Recovery;
+use crate::relay::item::Carried;
+use crate::relay::{Relay, Step};
 use crate::replay::ReplayBody;
-use crate::sse::{Fields, Framer};
+use crate::sse::Framer;
 use crate::strategy::Strategy;
-
-/// Sent while waiting for a fallback (its headers, then its first event), so that clients and
-/// outer timeouts do not give up.
-const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -66,7 +64,7 @@ pin_project! {
         phase: Phase,
         framer: Framer,
         out: Outbox,
-        relay: Box<dyn Relay>,
+        relay: Relay,
         recovery: Recovery<S, P>,
         strategy: Option<Strategy>,
         last_progress: Instant,
@@ -87,7 +85,7 @@ where
 {
     pub(crate) fn new(body: ResBody, recovery: Recovery<S, P>) -> Self {
         let config = &recovery.config;
-        let relay = recovery.dialect().spec().relay(&config.limits());
+        let relay = Relay::new(recovery.dialect(), config.limits());
         Watch {
             upstream: Some(body),
             call: None,
@@ -179,7 +177,7 @@ where
                                 let fed = feed(
                                     this.framer,
                                     this.out,
-                                    this.relay.as_mut(),
+                                    this.relay,
                                     this.last_progress,
                                     data,
                                 );
@@ -199,9 +197,7 @@ where
                                 describe(&*err),
                             ))
                         }
-                        Poll::Ready(None) => {
-                            end_of_body(this.framer, this.out, this.relay.as_mut())
-                        }
+                        Poll::Ready(None) => end_of_body(this.framer, this.out, this.relay),
                         Poll::Pending => match timer_fired(
                             &mut this.timer,
                             this.timer_waker,
@@ -213,7 +209,7 @@ where
                             None => return Poll::Pending,
                             // A fallback answered but has sent nothing yet: keep the client.
                             Some(Timer::KeepAlive) => {
-                                keep_alive(this.out, this.keep_alive_at, this.recovery);
+                                keep_alive(this.out, this.keep_alive_at, this.relay, this.recovery);
                                 Fed::More
                             }
                             Some(Timer::Idle) => {
@@ -250,7 +246,7 @@ where
                                     this.framer.reset();
                                     let strategy =
                                         this.strategy.take().expect("a strategy for the call");
-                                    this.relay.splice(&strategy);
+                                    this.relay.splice(&strategy, this.recovery.dialect());
                                     *this.last_progress = Instant::now();
                                     *this.phase = Phase::Streaming;
                                 }
@@ -267,9 +263,12 @@ where
                                 cx,
                             ) {
                                 None => return Poll::Pending,
-                                Some(Timer::KeepAlive) => {
-                                    keep_alive(this.out, this.keep_alive_at, this.recovery)
-                                }
+                                Some(Timer::KeepAlive) => keep_alive(
+                                    this.out,
+                                    this.keep_alive_at,
+                                    this.relay,
+                                    this.recovery,
+                                ),
                                 Some(Timer::Idle) => {
                                     this.call.set(None);
                                     let idle =
@@ -298,9 +297,14 @@ where
     }
 }
 
-/// Sends a keep-alive comment and schedules the next one.
-fn keep_alive<S, P>(out: &mut Outbox, at: &mut Option<Instant>, recovery: &Recovery<S, P>) {
-    out.push(Bytes::from_static(KEEP_ALIVE));
+/// Sends a keep-alive and schedules the next one.
+fn keep_alive<S, P>(
+    out: &mut Outbox,
+    at: &mut Option<Instant>,
+    relay: &Relay,
+    recovery: &Recovery<S, P>,
+) {
+    out.push(relay.keep_alive());
     *at = recovery
         .config
         .keep_alive
@@ -311,7 +315,7 @@ fn keep_alive<S, P>(out: &mut Outbox, at: &mut Option<Instant>, recovery: &Recov
 fn feed(
     framer: &mut Framer,
     out: &mut Outbox,
-    relay: &mut dyn Relay,
+    relay: &mut Relay,
     last_progress: &mut Instant,
     data: Bytes,
 ) -> Fed {
@@ -328,15 +332,9 @@ fn feed(
             }
             Some(Ok(ev)) => ev,
         };
-        let fields = Fields::parse(ev.raw);
-        if !fields.has_fields {
-            // Comments and blank lines: keep-alives. They prove the connection, not progress.
-            out.forward(&ev);
-            continue;
-        }
-        progressed = true;
-        match relay.on_event(&ev, &fields, out) {
-            Step::Continue => {}
+        match relay.on_event(&ev, out) {
+            // Comments and keep-alives prove the connection, not progress.
+            Step::Continue(carried) => progressed |= carried > Carried::Nothing,
             Step::Done => break Fed::Done,
             Step::Fail(failure) => break Fed::Failed(failure),
         }
@@ -350,22 +348,17 @@ fn feed(
 
 /// The upstream body ended: complete a last event missing only its blank line, then ask the
 /// relay whether the stream was whole.
-fn end_of_body(framer: &mut Framer, out: &mut Outbox, relay: &mut dyn Relay) -> Fed {
+fn end_of_body(framer: &mut Framer, out: &mut Outbox, relay: &mut Relay) -> Fed {
     if let Some(ev) = framer.finish() {
-        let fields = Fields::parse(ev.raw);
-        if fields.has_fields {
-            match relay.on_event(&ev, &fields, out) {
-                Step::Continue => {}
-                Step::Done => return Fed::Done,
-                Step::Fail(failure) => return Fed::Failed(failure),
-            }
-        } else {
-            out.forward(&ev);
+        match relay.on_event(&ev, out) {
+            Step::Continue(_) => {}
+            Step::Done => return Fed::Done,
+            Step::Fail(failure) => return Fed::Failed(failure),
         }
     }
-    match relay.on_end(out) {
+    match relay.on_end() {
         Step::Fail(failure) => Fed::Failed(failure),
-        Step::Continue | Step::Done => Fed::Done,
+        Step::Continue(_) | Step::Done => Fed::Done,
     }
 }
 
@@ -379,7 +372,7 @@ fn fail<S, P, ReqBody, ResBody>(
     P: crate::plan::RetryPlanner,
 {
     this.relay.abandon();
-    if this.relay.finish(this.out) {
+    if this.relay.close(this.out) {
         tracing::info!(
             target: "tower_midstream",
             class = failure.class.name(),

@@ -355,3 +355,136 @@ fn hostile_request_bodies_get_a_clear_give_up() {
     }
     let _ = FailureClass::Malformed;
 }
+
+const TEXT_START: &str = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+
+/// A text delta in the API's own shape, `literal` written into its data as it is (quotes
+/// included), so that it can be anything an upstream might send.
+fn text_delta(literal: &str) -> String {
+    format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{literal}}}}}\n\n")
+}
+
+/// A primary that sends the start of `WHOLE` as text, then `bad`, then nothing more.
+fn start_then(bad: String) -> Endless {
+    let mut stream = START.to_owned() + TEXT_START + &text_delta("\"A short\"");
+    stream.push_str(&bad);
+    Endless {
+        next: Box::new(move |n| (n == 0).then(|| Bytes::from(stream.clone()))),
+        sent: Arc::default(),
+        tick: None,
+        every: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_text_delta_whose_data_ends_after_a_backslash_falls_back_instead_of_panicking() {
+    for bad in [
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"abc\\\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\\\\\\\n\n",
+    ] {
+        let (bytes, calls) =
+            through_layer(MidStreamFallbackLayer::new(chain()), start_then(bad.into())).await;
+        let answer = check(Dialect::Anthropic, false, &bytes)
+            .unwrap_or_else(|e| panic!("{bad:?}: {e}\n{}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(answer.text, WHOLE, "{bad:?}");
+        assert_eq!(calls.len(), 1, "{bad:?}: the fallback continued the answer");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_text_delta_the_layer_cannot_read_exactly_never_reaches_the_client() {
+    for literal in [
+        r#"" answer\x""#,
+        r#"" answer\ud800""#,
+        r#"" answer\udc00""#,
+        r#"" answer\ud800\u0041""#,
+        r#"" answer\u12""#,
+        "\" answer\u{1}\"",
+        "\" answer\t\"",
+    ] {
+        let (bytes, calls) = through_layer(
+            MidStreamFallbackLayer::new(chain()),
+            start_then(text_delta(literal)),
+        )
+        .await;
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(" answer\\"),
+            "{literal:?} reached the client:\n{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let answer = check(Dialect::Anthropic, false, &bytes)
+            .unwrap_or_else(|e| panic!("{literal:?}: {e}\n{}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(answer.text, WHOLE, "{literal:?}");
+        assert_eq!(calls.len(), 1, "{literal:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tool_blocks_without_deltas_count_against_the_hold_limit() {
+    // Each block holds 16 KiB of id and name and nothing else; 2,000 of them would be 32 MB.
+    let big = "x".repeat(8 * 1024);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let primary = Endless {
+        next: Box::new(move |n| {
+            let block = n.saturating_sub(1) / 2;
+            match n {
+                0 => Some(Bytes::from(START)),
+                n if n > 4_000 => None,
+                n if n % 2 == 1 => Some(Bytes::from(format!(
+                    "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{block},\"content_block\":{{\"type\":\"tool_use\",\"id\":\"toolu_{big}\",\"name\":\"{big}\",\"input\":{{}}}}}}\n\n"
+                ))),
+                _ => Some(Bytes::from(format!(
+                    "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":{block}}}\n\n"
+                ))),
+            }
+        }),
+        sent: sent.clone(),
+        tick: None,
+        every: None,
+    };
+    let layer = MidStreamFallbackLayer::new(chain()).max_held_bytes(256 * 1024);
+    let (bytes, calls) = through_layer(layer, primary).await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(calls.len(), 1, "the fallback answered");
+    let read = sent.load(Ordering::SeqCst);
+    assert!(
+        read <= 1 + 2 * (256 / 16 + 1),
+        "read {read} frames of 8 KiB blocks for a 256 KiB hold limit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_only_pings_counts_as_stalled() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let primary = Endless {
+        next: Box::new(|n| match n {
+            0 => Some(Bytes::from_static(START.as_bytes())),
+            // Pings for 100 s; the idle timeout is 10 s.
+            n if n > 200 => None,
+            _ => Some(Bytes::from_static(
+                b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
+            )),
+        }),
+        sent: sent.clone(),
+        tick: None,
+        every: Some(Duration::from_millis(500)),
+    };
+    let layer = MidStreamFallbackLayer::new(chain()).idle_timeout(Duration::from_secs(10));
+    let (bytes, calls) = through_layer(layer, primary).await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(calls.len(), 1);
+    let pings = String::from_utf8_lossy(&bytes)
+        .matches("event: ping")
+        .count();
+    assert!(
+        (15..=21).contains(&pings),
+        "{pings} pings relayed: a stream that only pings stalls after the idle timeout"
+    );
+}

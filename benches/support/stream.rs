@@ -198,9 +198,12 @@ pub fn primary_events(deltas: usize) -> Arc<Vec<Bytes>> {
     shaped_events(Shape::Anthropic, deltas)
 }
 
+/// Streams made so far, by shape and length.
+type Made = Mutex<HashMap<(Shape, usize), Arc<Vec<Bytes>>>>;
+
 /// The primary's stream of `deltas` deltas in `shape`, made once per length and shared.
 pub fn shaped_events(shape: Shape, deltas: usize) -> Arc<Vec<Bytes>> {
-    static CACHE: OnceLock<Mutex<HashMap<(Shape, usize), Arc<Vec<Bytes>>>>> = OnceLock::new();
+    static CACHE: OnceLock<Made> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     cache
         .lock()

@@ -1,776 +1,455 @@
 //! Anthropic Messages: `POST /v1/messages` with `"stream": true`.
 //!
 //! Stream shape: `message_start`, then content blocks (`content_block_start`, deltas,
-//! `content_block_stop`) with dense indices, then one `message_delta` (stop reason, cumulative
-//! usage) and `message_stop`; `ping` anywhere; `error` ends it.
+//! `content_block_stop`) with dense indices, one at a time, then one `message_delta` (stop
+//! reason, cumulative usage) and `message_stop`; `ping` anywhere; `error` ends it. Every event
+//! has an `event:` line naming its `type`; clients drop data without one.
 //!
-//! What the client gets, and why:
-//! * Text streams live. The stop of a text block is held until something else must follow it,
-//!   so that after a failure the continuation can go on in the same block.
-//! * Every other block (`tool_use`, `thinking`, server tools...) is held until it is complete:
-//!   clients turn a stopped `tool_use` into a call with whatever JSON arrived, and a thinking
-//!   block is useless without its signature. Thinking goes out at its stop; tool blocks wait
-//!   for the end of the message (or a following text block), because a failure between two
-//!   parallel calls would otherwise leave the client with a call the fallback repeats. Held
-//!   blocks are kept as their content and sent compacted (one delta), so memory follows the
-//!   generated content, not the raw SSE.
-//! * After a seam: one `message_start` (the first one the client saw), indices offset to stay
-//!   dense, the first continuation text routed into the open text block, the fallback's own
-//!   reasoning dropped once the client has content, usage summed over attempts.
-
-use std::borrow::Cow;
+//! Continuation: a trailing assistant message is a prefill, without trailing whitespace (the
+//! API rejects it), and not allowed with extended thinking.
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{
-    sse_event, Continuation, ErrorKind, Limits, Relay, SeamText, Spec, Step, StreamFailure,
+    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, Rewritten, Rules, Unreadable, Wire,
 };
-use crate::error::FailureClass;
-use crate::json::{string_literal, unescape_into, write_str, RequestIndex, Splice};
+use crate::json::{
+    literal_len, members, not_null, text, to_vec, write_str, RequestIndex, RequestShape,
+};
 use crate::outbox::Outbox;
-use crate::sse::{Event, Fields};
+use crate::relay::hold::{Held, HeldKind};
+use crate::relay::item::{BlockKind, InBand, Item, Source, Span, Start, Stop, Usage};
 use crate::strategy::{Prefill, RewriteError, Strategy};
-use crate::transcript::Transcript;
 
-#[derive(Debug)]
-pub(crate) struct AnthropicMessages;
+pub(crate) const WIRE: Wire = Wire {
+    name: "anthropic",
+    path: "/messages",
+    codec: &CODEC,
+    rules: &AnthropicMessages,
+    request_name: "Messages",
+    request: RequestShape {
+        model: "model",
+        messages: "messages",
+        limits: &["max_tokens"],
+        extra: &["thinking"],
+    },
+    stamps_every_event: false,
+    terminal: "message_stop",
+    trims_continuation: true,
+};
 
-impl Spec for AnthropicMessages {
-    fn name(&self) -> &'static str {
-        "anthropic"
-    }
+/// Reads each attempt's stream, writes the client's.
+const CODEC: Codec<MessagesDecoder, MessagesEncoder> = Codec::NEW;
 
-    fn handles(&self, path: &str) -> bool {
-        path.trim_end_matches('/').ends_with("/messages")
-    }
+// ---- reading ---------------------------------------------------------------------------
 
-    fn relay(&self, limits: &Limits) -> Box<dyn Relay> {
-        Box::new(AnthropicRelay::new(*limits))
-    }
-
-    fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes {
-        Bytes::from(error_json(kind, message))
-    }
-
-    fn prefill_allowed(&self, index: &RequestIndex) -> bool {
-        thinking_budget(index).is_none()
-    }
-
-    fn rewrite(
-        &self,
-        body: &[u8],
-        index: &RequestIndex,
-        target: &str,
-        strategy: &Strategy,
-        continuation: &Continuation<'_>,
-    ) -> Result<Bytes, RewriteError> {
-        rewrite(body, index, target, strategy, continuation)
-    }
-}
-
-fn error_type(kind: &ErrorKind) -> &str {
-    match kind {
-        ErrorKind::TooLarge => "request_too_large",
-        ErrorKind::BadRequest => "invalid_request_error",
-        ErrorKind::Overloaded => "overloaded_error",
-        ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::Timeout | ErrorKind::Upstream => "api_error",
-        ErrorKind::Named(name) => name,
-    }
-}
-
-fn error_json(kind: &ErrorKind, message: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "type": "error",
-        "error": { "type": error_type(kind), "message": message },
-    }))
-    .expect("json! values serialize")
-}
-
-/// In-band error types that a retry elsewhere cannot fix.
-fn is_client_error(error_type: &str) -> bool {
-    matches!(
-        error_type,
-        "invalid_request_error"
-            | "authentication_error"
-            | "permission_error"
-            | "not_found_error"
-            | "request_too_large"
-    )
-}
-
-// ---- events ----------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct BlockStart<'a> {
-    index: u32,
-    #[serde(borrow)]
-    content_block: TypeOnly<'a>,
-}
-
-#[derive(Deserialize)]
-struct TypeOnly<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct BlockDelta<'a> {
-    index: u32,
-    #[serde(borrow)]
-    delta: Delta<'a>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Option<&'a RawValue>,
-    #[serde(borrow)]
-    partial_json: Option<&'a RawValue>,
-    #[serde(borrow)]
-    thinking: Option<&'a RawValue>,
-    #[serde(borrow)]
-    signature: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct IndexOnly {
-    index: u32,
-}
-
-#[derive(Deserialize)]
-struct ErrorEvent<'a> {
-    #[serde(borrow)]
-    error: ErrorBody<'a>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
-}
-
-// ---- relay -------------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct AnthropicRelay {
-    transcript: Transcript,
-    limits: Limits,
-    data: Vec<u8>,
-    /// Reused while reading a delta's text.
-    text: String,
-
-    // What the client has.
-    message_started: bool,
-    next_index: u32,
-    /// A text block the client has open.
-    open_text: Option<u32>,
-    /// The upstream stopped `open_text`; its stop is held.
-    stop_held: bool,
-    message_delta_sent: bool,
-    done: bool,
-    /// After a client error: the rest goes out as it comes.
-    passthrough: bool,
-
-    /// Complete tool blocks waiting for the end of the message or a text block.
-    ready: Vec<Held>,
-    held_bytes: usize,
-
-    attempt: Attempt,
-}
-
+/// Reads one attempt's events. Blocks come one at a time with dense indices, which are the
+/// block numbers the core works with.
 #[derive(Debug, Default)]
-struct Attempt {
-    /// The client saw nothing before this attempt: its events go out as they come.
-    verbatim: bool,
-    block: Option<Block>,
-    /// The first text block of this attempt was routed into the client's open one.
-    routed: bool,
-    seam: Option<SeamText>,
-    /// Non-empty deltas this attempt produced (a lower bound of its output tokens).
-    spent: u32,
-    /// Output tokens of earlier attempts, added to this attempt's reported usage.
-    usage_base: u32,
+struct MessagesDecoder {
+    /// The index the next block must have.
+    next_block: u32,
+    /// The block open now.
+    open: Option<u32>,
 }
 
-#[derive(Debug)]
-enum Block {
-    Text { upstream: u32, client: u32 },
-    Held(Held),
-    Dropped { upstream: u32 },
-}
-
-/// A non-text block kept until complete: its start event as it came, and its content.
-#[derive(Debug)]
-struct Held {
-    upstream: u32,
-    kind: String,
-    start: Bytes,
-    json: String,
-    thinking: String,
-    signature: Option<String>,
-    /// Deltas of other types, as they came.
-    other: Vec<Bytes>,
-}
-
-impl Held {
-    fn is_thinking(&self) -> bool {
-        self.kind == "thinking" || self.kind == "redacted_thinking"
-    }
-
-    fn size(&self) -> usize {
-        self.start.len()
-            + self.json.len()
-            + self.thinking.len()
-            + self.signature.as_ref().map_or(0, |s| s.len())
-            + self.other.iter().map(|b| b.len()).sum::<usize>()
-    }
-}
-
-impl AnthropicRelay {
-    fn new(limits: Limits) -> Self {
-        AnthropicRelay {
-            transcript: Transcript::new(limits.transcript),
-            limits,
-            data: Vec::new(),
-            text: String::new(),
-            message_started: false,
-            next_index: 0,
-            open_text: None,
-            stop_held: false,
-            message_delta_sent: false,
-            done: false,
-            passthrough: false,
-            ready: Vec::new(),
-            held_bytes: 0,
-            attempt: Attempt {
-                verbatim: true,
-                ..Attempt::default()
-            },
-        }
-    }
-
-    /// Before the client gets another block or the message end: close its open text block
-    /// (unless `keep_open`) and release the tool blocks that were waiting.
-    fn prelude(&mut self, keep_open: bool, out: &mut Outbox) {
-        if !keep_open {
-            self.close_text(out);
-        }
-        if !self.ready.is_empty() {
-            self.close_text(out);
-            for held in std::mem::take(&mut self.ready) {
-                self.emit_held(held, out);
-            }
-            self.held_bytes = 0;
-        }
-    }
-
-    fn close_text(&mut self, out: &mut Outbox) {
-        if let Some(index) = self.open_text.take() {
-            self.flush_seam(index, out);
-            out.push(stop_event(index));
-            self.stop_held = false;
-        }
-    }
-
-    /// Send what the seam filter still holds into the client's block `index`.
-    fn flush_seam(&mut self, index: u32, out: &mut Outbox) {
-        if let Some(seam) = &mut self.attempt.seam {
-            let mut rest = String::new();
-            seam.flush(&mut rest);
-            if !rest.is_empty() {
-                out.push(text_delta_event(index, &rest));
-                self.append_text(&rest);
-            }
-        }
-    }
-
-    fn append_text(&mut self, text: &str) {
-        if let Some(t) = self.transcript.text_mut() {
-            t.push_str(text);
-        }
-        self.transcript.check_limit();
-    }
-
-    fn emit_held(&mut self, held: Held, out: &mut Outbox) {
-        let index = self.next_index;
-        self.next_index += 1;
-        if held.upstream == index {
-            out.push(held.start.clone());
-        } else {
-            out.push(reindex(&held.start, "content_block_start", index));
-        }
-        if !held.json.is_empty() {
-            out.push(delta_event(
-                index,
-                "input_json_delta",
-                "partial_json",
-                &held.json,
-            ));
-        }
-        if !held.thinking.is_empty() {
-            out.push(delta_event(
-                index,
-                "thinking_delta",
-                "thinking",
-                &held.thinking,
-            ));
-        }
-        if let Some(sig) = &held.signature {
-            out.push(delta_event(index, "signature_delta", "signature", sig));
-        }
-        for other in &held.other {
-            out.push(reindex(other, "content_block_delta", index));
-        }
-        out.push(stop_event(index));
-        if held.is_thinking() {
-            self.transcript.mark_thinking();
-        } else {
-            self.transcript.add_tool_call();
-        }
-    }
-
-    fn on_block_start(&mut self, ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
-        let Ok(start) = serde_json::from_slice::<BlockStart<'_>>(data) else {
-            return malformed("content_block_start");
+impl Decode for MessagesDecoder {
+    fn decode(&mut self, name: Option<&str>, data: &str, items: &mut Vec<Item>) -> Decoded {
+        let Some(name) = name else {
+            // Clients drop data without an event line; upstreams that speak this dialect never
+            // send one, so the stream is broken (a torn event glued to the next).
+            return Err(Unreadable::new("data without an event: line"));
         };
-        let kind = start.content_block.kind;
-        if kind == "text" {
-            if !self.attempt.routed && !self.attempt.verbatim && self.ready.is_empty() {
-                if let Some(client) = self.open_text {
-                    // The continuation goes on in the block the client has open.
-                    self.attempt.routed = true;
-                    self.stop_held = false;
-                    self.prelude(true, out);
-                    self.attempt.block = Some(Block::Text {
-                        upstream: start.index,
-                        client,
-                    });
-                    return Step::Continue;
+        let item = match name {
+            "content_block_delta" => self.delta(data)?,
+            "content_block_start" => self.block_start(data)?,
+            "content_block_stop" => {
+                let [index] = read(name, data, ["index"])?;
+                let block = self.is_open(index)?;
+                self.open = None;
+                Item::BlockStop { block }
+            }
+            _ => {
+                // The rest are few per stream: check each is what its event line says (a torn
+                // event glued to the next would not be).
+                let [kind] = read(name, data, ["type"])?;
+                if kind.and_then(text).as_deref() != Some(name) {
+                    return Err(unreadable_event(name));
                 }
+                other_event(name, data)?
             }
-            self.attempt.routed = true;
-            self.prelude(false, out);
-            let client = self.next_index;
-            self.next_index += 1;
-            if client == start.index {
-                out.forward(ev);
-            } else {
-                out.push(reindex_bytes(ev.raw, "content_block_start", client));
-            }
-            self.open_text = Some(client);
-            self.attempt.block = Some(Block::Text {
-                upstream: start.index,
-                client,
-            });
-            return Step::Continue;
+        };
+        items.push(item);
+        Ok(())
+    }
+}
+
+impl MessagesDecoder {
+    /// The block `index` names, which must be the open one.
+    fn is_open(&self, index: Option<&str>) -> Result<u32, Unreadable> {
+        match index.and_then(|i| i.parse().ok()) {
+            Some(block) if self.open == Some(block) => Ok(block),
+            _ => Err(Unreadable::new("an event for a block that is not open")),
         }
-        let thinking = kind == "thinking" || kind == "redacted_thinking";
-        if thinking && !self.attempt.verbatim && !self.transcript.is_empty() {
-            // The client already has content; this attempt's own reasoning about how to
-            // continue is not part of the answer.
-            self.attempt.block = Some(Block::Dropped {
-                upstream: start.index,
-            });
-            return Step::Continue;
-        }
-        self.attempt.block = Some(Block::Held(Held {
-            upstream: start.index,
-            kind: kind.into_owned(),
-            start: ev.to_bytes(),
-            json: String::new(),
-            thinking: String::new(),
-            signature: None,
-            other: Vec::new(),
-        }));
-        Step::Continue
     }
 
-    fn on_block_delta(&mut self, ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
+    fn delta(&mut self, data: &str) -> Result<Item, Unreadable> {
         // Nearly every event of a stream is a text delta in its canonical shape: read it
-        // without serde (which costs most of what the relay adds per event).
+        // without serde, which costs most of what the relay adds per event.
         if let Some((index, literal)) = fast_text_delta(data) {
-            if let Some(Block::Text { upstream, client }) = &self.attempt.block {
-                if *upstream == index {
-                    let client = *client;
-                    return self.on_text_delta(index, client, literal, ev, out);
-                }
-            }
+            let block = self.is_open(Some(index))?;
+            return Ok(Item::Text {
+                block,
+                literal: Span::of(data, literal),
+            });
         }
-        let Ok(delta) = serde_json::from_slice::<BlockDelta<'_>>(data) else {
-            return malformed("content_block_delta");
+        let [index, delta] = read("content_block_delta", data, ["index", "delta"])?;
+        let block = self.is_open(index)?;
+        let delta = delta.ok_or_else(|| unreadable_event("content_block_delta"))?;
+        let [kind, text_, partial_json, thinking, signature] = read(
+            "content_block_delta",
+            delta,
+            ["type", "text", "partial_json", "thinking", "signature"],
+        )?;
+        let literal = |raw: Option<&str>| match raw {
+            Some(raw) if literal_len(raw) == Some(raw.len()) => Ok(Span::of(data, raw)),
+            _ => Err(unreadable_event("content_block_delta")),
         };
-        if let Some(Block::Text { upstream, client }) = &self.attempt.block {
-            if *upstream == delta.index {
-                let client = *client;
-                return match delta.delta.text {
-                    Some(literal) => {
-                        self.on_text_delta(delta.index, client, literal.get(), ev, out)
-                    }
-                    None => {
-                        // citations_delta and the like: pass on.
-                        if client == delta.index {
-                            out.forward(ev);
-                        } else {
-                            out.push(reindex_bytes(ev.raw, "content_block_delta", client));
-                        }
-                        Step::Continue
-                    }
-                };
-            }
-        }
-        let generated = delta
-            .delta
-            .partial_json
-            .or(delta.delta.thinking)
-            .or(delta.delta.text);
-        if generated.is_some_and(|t| t.get().len() > 2) {
-            self.attempt.spent += 1;
-        }
-        match &mut self.attempt.block {
-            Some(Block::Held(held)) if held.upstream == delta.index => {
-                let ok = match delta.delta.kind.as_ref() {
-                    "input_json_delta" => delta
-                        .delta
-                        .partial_json
-                        .is_some_and(|j| unescape_into(j.get(), &mut held.json)),
-                    "thinking_delta" => delta
-                        .delta
-                        .thinking
-                        .is_some_and(|t| unescape_into(t.get(), &mut held.thinking)),
-                    "signature_delta" => delta.delta.signature.is_some_and(|s| {
-                        let mut sig = String::new();
-                        let ok = unescape_into(s.get(), &mut sig);
-                        held.signature = Some(sig);
-                        ok
-                    }),
-                    _ => {
-                        held.other.push(ev.to_bytes());
-                        true
-                    }
-                };
-                if !ok {
-                    return malformed("content_block_delta");
-                }
-                self.check_held()
-            }
-            Some(Block::Dropped { upstream }) if *upstream == delta.index => Step::Continue,
-            _ => malformed("content_block_delta for a block that is not open"),
-        }
+        Ok(match kind.and_then(text).as_deref() {
+            Some("text_delta") => Item::Text {
+                block,
+                literal: literal(text_)?,
+            },
+            Some("input_json_delta") => Item::ToolArgs {
+                block,
+                literal: literal(partial_json)?,
+            },
+            Some("thinking_delta") => Item::Reasoning {
+                block,
+                literal: literal(thinking)?,
+            },
+            Some("signature_delta") => Item::Signature {
+                block,
+                literal: literal(signature)?,
+            },
+            _ => Item::OtherDelta { block },
+        })
     }
 
-    /// Text for the client's block `client`, from upstream block `index`; `literal` is the
-    /// JSON string as it came, quotes included.
-    fn on_text_delta(
-        &mut self,
-        index: u32,
-        client: u32,
-        literal: &str,
-        ev: &Event<'_>,
-        out: &mut Outbox,
-    ) -> Step {
-        if literal.len() > 2 {
-            self.attempt.spent += 1;
-            self.transcript.add_kept_token();
-        }
-        let seam_active = self.attempt.seam.as_ref().is_some_and(|s| s.active());
-        if !seam_active && client == index {
-            out.forward(ev);
-            let ok = match self.transcript.text_mut() {
-                Some(t) => unescape_into(literal, t),
-                None => true,
-            };
-            self.transcript.check_limit();
-            return if ok {
-                Step::Continue
-            } else {
-                malformed("text_delta")
-            };
-        }
-        self.text.clear();
-        if !unescape_into(literal, &mut self.text) {
-            return malformed("text_delta");
-        }
-        let mut send = String::new();
-        match &mut self.attempt.seam {
-            Some(seam) => seam.filter(&self.text, &mut send),
-            None => send.push_str(&self.text),
-        }
-        if !send.is_empty() {
-            out.push(text_delta_event(client, &send));
-            self.append_text(&send);
-        }
-        Step::Continue
-    }
-
-    fn check_held(&self) -> Step {
-        let current = match &self.attempt.block {
-            Some(Block::Held(h)) => h.size(),
-            _ => 0,
-        };
-        if self.held_bytes + current > self.limits.held {
-            return Step::Fail(StreamFailure::new(
-                FailureClass::Malformed,
-                format!(
-                    "a tool call or reasoning block exceeds the hold limit of {} bytes",
-                    self.limits.held
-                ),
+    fn block_start(&mut self, data: &str) -> Result<Item, Unreadable> {
+        let [index, block] = read("content_block_start", data, ["index", "content_block"])?;
+        let index = index.and_then(|i| i.parse().ok());
+        if self.open.is_some() || index != Some(self.next_block) {
+            return Err(Unreadable::new(
+                "content_block_start out of order (indices are dense, one block at a time)",
             ));
         }
-        Step::Continue
-    }
-
-    fn on_block_stop(&mut self, data: &[u8], out: &mut Outbox) -> Step {
-        let Ok(stop) = serde_json::from_slice::<IndexOnly>(data) else {
-            return malformed("content_block_stop");
+        let block = block.ok_or_else(|| unreadable_event("content_block_start"))?;
+        let [kind, id, name] = read("content_block_start", block, ["type", "id", "name"])?;
+        let string = |raw: Option<&str>| match raw {
+            Some(raw) if literal_len(raw) == Some(raw.len()) => Ok(Span::of(data, raw)),
+            Some(_) => Err(Unreadable::new(
+                "a tool_use block whose id or name is not text",
+            )),
+            None => Ok(Span::default()),
         };
-        match self.attempt.block.take() {
-            Some(Block::Text { upstream, .. }) if upstream == stop.index => {
-                // Held until something else follows, so a continuation can still join it.
-                self.stop_held = true;
-                Step::Continue
-            }
-            Some(Block::Held(held)) if held.upstream == stop.index => {
-                if held.is_thinking() {
-                    self.prelude(false, out);
-                    self.emit_held(held, out);
-                } else {
-                    self.held_bytes += held.size();
-                    self.ready.push(held);
-                }
-                Step::Continue
-            }
-            Some(Block::Dropped { upstream }) if upstream == stop.index => Step::Continue,
-            _ => malformed("content_block_stop for a block that is not open"),
-        }
-    }
-
-    fn on_message_delta(&mut self, ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
-        self.prelude(false, out);
-        if self.attempt.usage_base == 0 {
-            out.forward(ev);
-        } else {
-            let Ok(mut v) = serde_json::from_slice::<Value>(data) else {
-                return malformed("message_delta");
-            };
-            if let Some(n) = v.pointer_mut("/usage/output_tokens") {
-                let sum = n.as_u64().unwrap_or(0) + u64::from(self.attempt.usage_base);
-                *n = Value::from(sum);
-            }
-            out.push(sse_event(Some("message_delta"), &to_vec(&v)));
-        }
-        self.message_delta_sent = true;
-        Step::Continue
-    }
-
-    fn on_error(&mut self, ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
-        let parsed = serde_json::from_slice::<ErrorEvent<'_>>(data).ok();
-        let kind = parsed
-            .as_ref()
-            .and_then(|e| e.error.kind.as_deref())
-            .unwrap_or("error")
-            .to_owned();
-        let message = parsed
-            .as_ref()
-            .and_then(|e| e.error.message.as_deref())
-            .unwrap_or("")
-            .to_owned();
-        if is_client_error(&kind) {
-            // A retry elsewhere would fail alike: the client gets the upstream's own words.
-            self.prelude(false, out);
-            out.forward(ev);
-            self.passthrough = true;
-            return Step::Continue;
-        }
-        Step::Fail(StreamFailure {
-            class: FailureClass::InBand,
-            detail: if message.is_empty() {
-                kind.clone()
-            } else {
-                format!("{kind}: {message}")
+        let kind = match kind.and_then(text).as_deref() {
+            Some("text") => BlockKind::Text,
+            Some("tool_use") => BlockKind::ToolCall {
+                id: string(id)?,
+                name: string(name)?,
             },
-            error_type: Some(kind.into()),
+            Some("thinking") => BlockKind::Reasoning,
+            Some("redacted_thinking") => BlockKind::RedactedReasoning,
+            _ => BlockKind::Other,
+        };
+        let number = self.next_block;
+        self.next_block += 1;
+        self.open = Some(number);
+        Ok(Item::BlockStart {
+            block: number,
+            kind,
+            native: Span::of(data, block),
         })
     }
 }
 
-impl Relay for AnthropicRelay {
-    fn on_event(&mut self, ev: &Event<'_>, fields: &Fields<'_>, out: &mut Outbox) -> Step {
-        if self.passthrough || self.done {
-            out.forward(ev);
-            return Step::Continue;
+/// An event other than a block's, its `type` already checked.
+fn other_event(name: &str, data: &str) -> Result<Item, Unreadable> {
+    let span = |raw: Option<&str>| raw.map_or(Span::default(), |r| Span::of(data, r));
+    Ok(match name {
+        "ping" => Item::KeepAlive,
+        "message_start" => {
+            let [id, model] = read_in(name, data, "message", ["id", "model"])?;
+            Item::Start(Start {
+                id: span(id),
+                model: span(model),
+                created: Span::default(),
+            })
         }
-        let mut data = std::mem::take(&mut self.data);
-        let step = match fields.data(ev.raw, &mut data) {
-            None => {
-                out.forward(ev);
-                Step::Continue
+        "message_delta" => {
+            let [delta, usage] = read(name, data, ["delta", "usage"])?;
+            let [reason] = match not_null(delta) {
+                Some(delta) => read(name, delta, ["stop_reason"])?,
+                None => [None],
+            };
+            let usage = match not_null(usage) {
+                Some(usage) => {
+                    let [tokens] = read(name, usage, ["output_tokens"])?;
+                    Some(Usage {
+                        output_tokens: tokens.and_then(|t| t.parse().ok()),
+                    })
+                }
+                None => None,
+            };
+            Item::Finish(Stop {
+                reason: span(not_null(reason)),
+                usage,
+            })
+        }
+        "message_stop" => Item::Terminal,
+        "error" => {
+            let [kind, message] = read_in(name, data, "error", ["type", "message"])?;
+            Item::Error(InBand {
+                client: kind.and_then(text).is_some_and(|k| is_client_error(&k)),
+                kind: span(kind),
+                code: Span::default(),
+                message: span(message),
+            })
+        }
+        _ => Item::Other,
+    })
+}
+
+/// The members `keys` of the object `json`, part of a `name` event.
+fn read<'a, const N: usize>(
+    name: &str,
+    json: &'a str,
+    keys: [&str; N],
+) -> Result<[Option<&'a str>; N], Unreadable> {
+    members(json, keys).ok_or_else(|| unreadable_event(name))
+}
+
+/// The members `keys` of the object at `outer` in the object `json`, part of a `name` event.
+fn read_in<'a, const N: usize>(
+    name: &str,
+    json: &'a str,
+    outer: &str,
+    keys: [&str; N],
+) -> Result<[Option<&'a str>; N], Unreadable> {
+    let [inner] = read(name, json, [outer])?;
+    read(name, inner.ok_or_else(|| unreadable_event(name))?, keys)
+}
+
+fn unreadable_event(name: &str) -> Unreadable {
+    Unreadable::new(format!("an unreadable {name} event"))
+}
+
+/// The index and text (a JSON string literal, quotes included, that reads exactly) of a delta
+/// in exactly the shape the API sends text in, `{"type":"content_block_delta","index":N,
+/// "delta":{"type":"text_delta","text":"…"}}`, spaces allowed before the closing braces;
+/// `None` for anything else, which serde then reads. Everything around the literal is fixed
+/// text, so an event this accepts is valid JSON: it can go out as it came.
+fn fast_text_delta(data: &str) -> Option<(&str, &str)> {
+    let rest = data.strip_prefix(r#"{"type":"content_block_delta","index":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    // JSON numbers have no leading zeros.
+    if digits == 0 || digits > 9 || (digits > 1 && rest.starts_with('0')) {
+        return None;
+    }
+    let (index, rest) = rest.split_at(digits);
+    let rest = rest.strip_prefix(r#","delta":{"type":"text_delta","text":"#)?;
+    let len = literal_len(rest)?;
+    let tail = json_ws(rest.get(len..)?).strip_prefix('}')?;
+    let tail = json_ws(tail).strip_prefix('}')?;
+    if !json_ws(tail).is_empty() {
+        return None;
+    }
+    Some((index, rest.get(..len)?))
+}
+
+/// `s` without leading JSON whitespace (within one data line: spaces and tabs).
+fn json_ws(s: &str) -> &str {
+    s.trim_start_matches([' ', '\t'])
+}
+
+// ---- writing ---------------------------------------------------------------------------
+
+/// Writes the client's stream where events cannot go out as they came.
+#[derive(Debug, Default)]
+struct MessagesEncoder {
+    /// The message's id and model (JSON values), for a start written from another wire's.
+    id: String,
+    model: String,
+}
+
+impl Encode for MessagesEncoder {
+    fn begin(&mut self, start: &Start, src: &Source<'_>) {
+        self.id = src.get(start.id).to_owned();
+        self.model = src.get(start.model).to_owned();
+    }
+
+    fn start(&mut self, out: &mut Outbox) {
+        let or_empty = |v: &str| {
+            if v.is_empty() {
+                "\"\"".to_owned()
+            } else {
+                v.to_owned()
             }
-            Some(payload) => match fields.event {
-                Some(name) => self.dispatch(name, ev, payload, out),
-                // Clients drop data without an event line; upstreams that speak this dialect
-                // never send one, so the stream is broken (a torn event glued to the next).
-                None => malformed("nameless"),
-            },
         };
-        self.data = data;
-        step
+        out.push(sse_event(
+            Some("message_start"),
+            format!(
+                r#"{{"type":"message_start","message":{{"id":{},"type":"message","role":"assistant","model":{},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":0,"output_tokens":0}}}}}}"#,
+                or_empty(&self.id),
+                or_empty(&self.model)
+            )
+            .as_bytes(),
+        ));
     }
 
-    fn on_end(&mut self, _out: &mut Outbox) -> Step {
-        if self.done || self.passthrough {
-            Step::Done
+    fn block_start(
+        &mut self,
+        index: u32,
+        _kind: BlockKind,
+        native: Span,
+        src: &Source<'_>,
+        out: &mut Outbox,
+    ) {
+        let block = if src.wire.is(&WIRE) && !native.is_empty() {
+            src.get(native)
         } else {
-            Step::Fail(StreamFailure::new(
-                FailureClass::Truncated,
-                "the stream ended before message_stop",
-            ))
+            r#"{"type":"text","text":""}"#
+        };
+        out.push(block_start_event(index, block));
+    }
+
+    fn text(&mut self, index: u32, text: &str, out: &mut Outbox) {
+        out.push(delta_event(index, "text_delta", "text", text));
+    }
+
+    fn other_delta(&mut self, index: u32, src: &Source<'_>, out: &mut Outbox) {
+        if src.wire.is(&WIRE) {
+            out.push(reindex(src.data, index));
         }
     }
 
-    fn transcript(&self) -> &Transcript {
-        &self.transcript
+    fn block_stop(&mut self, index: u32, out: &mut Outbox) {
+        out.push(stop_event(index));
     }
 
-    fn finish(&mut self, out: &mut Outbox) -> bool {
-        if self.passthrough || !self.message_delta_sent || self.done {
-            return self.done || self.passthrough;
+    fn held(&mut self, index: u32, held: &Held, out: &mut Outbox) {
+        let ours = held.wire.is(&WIRE) && !held.native.is_empty();
+        let start = if ours {
+            held.native.clone()
+        } else {
+            match held.kind {
+                HeldKind::ToolCall => {
+                    let mut block = br#"{"type":"tool_use","id":"#.to_vec();
+                    write_str(&mut block, &held.id);
+                    block.extend_from_slice(br#","name":"#);
+                    write_str(&mut block, &held.name);
+                    block.extend_from_slice(br#","input":{}}"#);
+                    String::from_utf8(block).expect("JSON text is UTF-8")
+                }
+                HeldKind::Reasoning => r#"{"type":"thinking","thinking":"","signature":""}"#.into(),
+                // Only its own wire can write these again.
+                HeldKind::RedactedReasoning | HeldKind::Other => return,
+            }
+        };
+        out.push(block_start_event(index, &start));
+        if !held.arguments.is_empty() {
+            out.push(delta_event(
+                index,
+                "input_json_delta",
+                "partial_json",
+                &held.arguments,
+            ));
         }
+        if !held.reasoning.is_empty() {
+            out.push(delta_event(
+                index,
+                "thinking_delta",
+                "thinking",
+                &held.reasoning,
+            ));
+        }
+        if let Some(signature) = &held.signature {
+            out.push(delta_event(
+                index,
+                "signature_delta",
+                "signature",
+                signature,
+            ));
+        }
+        if ours {
+            for other in held.others() {
+                out.push(reindex(other, index));
+            }
+        }
+        out.push(stop_event(index));
+    }
+
+    fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, out: &mut Outbox) {
+        if src.wire.is(&WIRE) {
+            // The upstream's own message_delta, its usage covering every attempt.
+            if let Ok(mut v) = serde_json::from_str::<Value>(src.data) {
+                if let Some(n) = v.pointer_mut("/usage/output_tokens") {
+                    *n = Value::from(n.as_u64().unwrap_or(0) + u64::from(base));
+                }
+                out.push(sse_event(Some("message_delta"), &to_vec(&v)));
+                return;
+            }
+        }
+        let reason = src.get(stop.reason);
+        let reason = if reason.starts_with('"') {
+            reason
+        } else {
+            r#""end_turn""#
+        };
+        let tokens = stop.usage.and_then(|u| u.output_tokens).unwrap_or(0) + u64::from(base);
+        out.push(sse_event(
+            Some("message_delta"),
+            format!(
+                r#"{{"type":"message_delta","delta":{{"stop_reason":{reason},"stop_sequence":null}},"usage":{{"output_tokens":{tokens}}}}}"#
+            )
+            .as_bytes(),
+        ));
+    }
+
+    // Anthropic reports usage only with the stop reason (`message_delta`).
+    fn usage(&mut self, _: Usage, _: u32, _: &Source<'_>, _: &mut Outbox) {}
+
+    fn usage_estimate(&mut self, _: u32, _: &mut Outbox) {}
+
+    fn terminal(&mut self, out: &mut Outbox) {
         out.push(sse_event(
             Some("message_stop"),
             br#"{"type":"message_stop"}"#,
         ));
-        self.done = true;
-        true
     }
 
-    fn abandon(&mut self) {
-        let spent = self.attempt.spent;
-        self.transcript.add_spent(spent);
-        self.attempt.block = None;
-        self.ready.clear();
-        self.held_bytes = 0;
+    fn restamp(&mut self, src: &Source<'_>, out: &mut Outbox) {
+        // Events carry no envelope here: as they came.
+        out.push(sse_event(src.name, src.data.as_bytes()));
     }
 
-    fn splice(&mut self, strategy: &Strategy) {
-        let text = self.transcript.text();
-        let trimmed = text.trim_end();
-        let seam = if text.is_empty() {
-            None
-        } else {
-            let ws = match strategy {
-                Strategy::Restart => "",
-                _ => &text[trimmed.len()..],
-            };
-            Some(SeamText::new(trimmed, ws))
-        };
-        self.attempt = Attempt {
-            verbatim: !self.message_started,
-            block: None,
-            routed: false,
-            seam,
-            spent: 0,
-            usage_base: self.transcript.spent_tokens(),
-        };
-    }
-
-    fn give_up(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox) {
+    fn error(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox) {
         out.push(sse_event(Some("error"), &error_json(kind, message)));
-        self.done = true;
+    }
+
+    fn keep_alive(&self) -> Bytes {
+        Bytes::from_static(b": keep-alive\n\n")
     }
 }
 
-impl AnthropicRelay {
-    fn dispatch(&mut self, name: &[u8], ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
-        match name {
-            b"content_block_delta" => return self.on_block_delta(ev, data, out),
-            b"content_block_start" => return self.on_block_start(ev, data, out),
-            b"content_block_stop" => return self.on_block_stop(data, out),
-            _ => {}
-        }
-        // The rest are few per stream: check each is what its event line says (a torn event
-        // glued to the next would not be) before passing it on.
-        let typed = serde_json::from_slice::<TypeOnly<'_>>(data);
-        if !typed.is_ok_and(|t| t.kind.as_bytes() == name) {
-            return malformed(&String::from_utf8_lossy(name));
-        }
-        match name {
-            b"ping" => {
-                out.forward(ev);
-                Step::Continue
-            }
-            b"message_start" => {
-                if self.attempt.verbatim && !self.message_started {
-                    out.forward(ev);
-                    self.message_started = true;
-                    self.transcript.mark_started();
-                }
-                Step::Continue
-            }
-            b"message_delta" => self.on_message_delta(ev, data, out),
-            b"message_stop" => {
-                self.prelude(false, out);
-                out.forward(ev);
-                self.done = true;
-                Step::Done
-            }
-            b"error" => self.on_error(ev, data, out),
-            _ => {
-                out.forward(ev);
-                Step::Continue
-            }
-        }
-    }
-}
-
-/// The index and text (a JSON string literal, quotes included) of a delta in exactly the
-/// shape the API sends text in, `{"type":"content_block_delta","index":N,"delta":
-/// {"type":"text_delta","text":"…"}}`, whitespace allowed before the closing braces; `None`
-/// for anything else, which serde then reads.
-fn fast_text_delta(data: &[u8]) -> Option<(u32, &str)> {
-    let rest = data.strip_prefix(br#"{"type":"content_block_delta","index":"#)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 9 {
-        return None;
-    }
-    let index = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    let rest = rest[digits..].strip_prefix(br#","delta":{"type":"text_delta","text":"#)?;
-    if rest.first() != Some(&b'"') {
-        return None;
-    }
-    let mut end = 1;
-    loop {
-        end += memchr::memchr2(b'"', b'\\', &rest[end..])?;
-        if rest[end] == b'"' {
-            break;
-        }
-        end += 2; // an escape: skip the backslash and the character it escapes
-    }
-    let tail = rest.get(end + 1..)?.trim_ascii_start().strip_prefix(b"}")?;
-    let tail = tail.trim_ascii_start().strip_prefix(b"}")?;
-    if !tail.trim_ascii().is_empty() {
-        return None;
-    }
-    let literal = std::str::from_utf8(&rest[..=end]).ok()?;
-    Some((index, literal))
-}
-
-fn malformed(what: &str) -> Step {
-    Step::Fail(StreamFailure::new(
-        FailureClass::Malformed,
-        format!("unreadable {what} event"),
-    ))
-}
-
-fn to_vec(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).expect("a Value always serializes")
+fn block_start_event(index: u32, block: &str) -> Bytes {
+    sse_event(
+        Some("content_block_start"),
+        format!(r#"{{"type":"content_block_start","index":{index},"content_block":{block}}}"#)
+            .as_bytes(),
+    )
 }
 
 fn stop_event(index: u32) -> Bytes {
@@ -778,10 +457,6 @@ fn stop_event(index: u32) -> Bytes {
         Some("content_block_stop"),
         format!(r#"{{"type":"content_block_stop","index":{index}}}"#).as_bytes(),
     )
-}
-
-fn text_delta_event(index: u32, text: &str) -> Bytes {
-    delta_event(index, "text_delta", "text", text)
 }
 
 fn delta_event(index: u32, kind: &str, field: &str, value: &str) -> Bytes {
@@ -797,190 +472,141 @@ fn delta_event(index: u32, kind: &str, field: &str, value: &str) -> Bytes {
     sse_event(Some("content_block_delta"), &json)
 }
 
-/// The event in `raw` (as it came) with its data's `index` set to `index`.
-fn reindex(raw: &Bytes, name: &str, index: u32) -> Bytes {
-    reindex_bytes(raw, name, index)
-}
-
-fn reindex_bytes(raw: &[u8], name: &str, index: u32) -> Bytes {
-    let fields = Fields::parse(raw);
-    let mut scratch = Vec::new();
-    let data = fields.data(raw, &mut scratch).unwrap_or(b"{}");
-    let mut v: Value = serde_json::from_slice(data).unwrap_or_else(|_| json!({}));
+/// A delta event's data (as it came) with its `index` set to `index`.
+fn reindex(data: &str, index: u32) -> Bytes {
+    let mut v: Value = serde_json::from_str(data).unwrap_or_else(|_| json!({}));
     if let Some(obj) = v.as_object_mut() {
         obj.insert("index".into(), Value::from(index));
     }
-    sse_event(Some(name), &to_vec(&v))
+    sse_event(Some("content_block_delta"), &to_vec(&v))
 }
 
-// ---- requests ----------------------------------------------------------------------------
+// ---- requests and errors ------------------------------------------------------------
 
-/// `Some(budget)` when extended thinking is on (the API refuses prefill then, and requires
-/// `max_tokens` above the budget).
+#[derive(Debug)]
+struct AnthropicMessages;
+
+impl Rules for AnthropicMessages {
+    fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes {
+        Bytes::from(error_json(kind, message))
+    }
+
+    fn prefill_allowed(&self, index: &RequestIndex) -> bool {
+        thinking_budget(index).is_none()
+    }
+
+    fn check_continuation(&self, strategy: &Strategy, index: &RequestIndex) -> Rewritten<()> {
+        match strategy {
+            Strategy::Prefill(Prefill::Assistant) if thinking_budget(index).is_some() => Err(
+                RewriteError::new("assistant prefill is not allowed with extended thinking"),
+            ),
+            Strategy::Prefill(Prefill::Assistant)
+            | Strategy::Restart
+            | Strategy::Instruction(_) => Ok(()),
+            Strategy::Prefill(other) => Err(RewriteError::new(format!(
+                "prefill `{}` is not part of Anthropic Messages (use `assistant`)",
+                other.name()
+            ))),
+        }
+    }
+
+    fn continue_content(&self, content: &mut Value, partial: &str) -> Rewritten<()> {
+        match content {
+            Value::String(s) => {
+                s.push_str(partial);
+                let trimmed = s.trim_end().len();
+                s.truncate(trimmed);
+            }
+            Value::Array(blocks) => blocks.push(json!({"type": "text", "text": partial})),
+            _ => {
+                return Err(RewriteError::new(
+                    "the last message's `content` is not text or blocks",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn min_token_limit(&self, index: &RequestIndex) -> u64 {
+        // The API requires `max_tokens` above the thinking budget.
+        thinking_budget(index).map_or(1, |budget| budget + 1)
+    }
+}
+
+/// `Some(budget)` when extended thinking is on (the API refuses prefill then).
 fn thinking_budget(index: &RequestIndex) -> Option<u64> {
-    match &index.thinking {
-        Some((Some(kind), budget)) if kind != "disabled" => Some(budget.unwrap_or(0)),
+    let [kind, budget] = members(index.value("thinking")?, ["type", "budget_tokens"])?;
+    match kind.and_then(text) {
+        Some(kind) if kind != "disabled" => Some(budget.and_then(|b| b.parse().ok()).unwrap_or(0)),
         _ => None,
     }
 }
 
-fn rewrite(
-    body: &[u8],
-    index: &RequestIndex,
-    target: &str,
-    strategy: &Strategy,
-    cont: &Continuation<'_>,
-) -> Result<Bytes, RewriteError> {
-    if let Some(why) = &index.unusable {
-        return Err(RewriteError::new(format!(
-            "the request body is not a Messages request: {why}"
-        )));
+fn error_type(kind: &ErrorKind) -> &str {
+    match kind {
+        ErrorKind::TooLarge => "request_too_large",
+        ErrorKind::BadRequest => "invalid_request_error",
+        ErrorKind::Overloaded => "overloaded_error",
+        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::Timeout | ErrorKind::Upstream => "api_error",
+        ErrorKind::Named(name) => name,
     }
-    let model = index
-        .model
-        .clone()
-        .ok_or_else(|| RewriteError::new("the request has no `model`"))?;
-    if !index.has_messages {
-        return Err(RewriteError::new("the request has no `messages` array"));
-    }
-    let last = index
-        .last_message
-        .clone()
-        .ok_or_else(|| RewriteError::new("the request's `messages` array is empty"))?;
-    let thinking = thinking_budget(index);
-
-    let mut splice = Splice::new(body);
-    splice.replace(model, string_literal(target).into_bytes());
-
-    let partial = cont.text.trim_end();
-    let continues = !partial.is_empty() && !matches!(strategy, Strategy::Restart);
-    if continues {
-        match strategy {
-            Strategy::Prefill(Prefill::Assistant) if thinking.is_some() => {
-                return Err(RewriteError::new(
-                    "assistant prefill is not allowed with extended thinking",
-                ));
-            }
-            Strategy::Prefill(Prefill::Assistant)
-            | Strategy::Restart
-            | Strategy::Instruction(_) => {}
-            Strategy::Prefill(other) => {
-                return Err(RewriteError::new(format!(
-                    "prefill `{}` is not part of Anthropic Messages (use `assistant`)",
-                    other.name()
-                )));
-            }
-        }
-        let role = index
-            .last_role
-            .as_deref()
-            .ok_or_else(|| RewriteError::new("the last message has no `role`"))?;
-        let mut added = Vec::new();
-        if role == "assistant" {
-            // The client prefilled the answer itself: the partial answer continues it.
-            let mut merged: Value = serde_json::from_slice(&body[last.clone()])
-                .map_err(|_| RewriteError::new("the last message is not an object"))?;
-            append_to_content(&mut merged, partial)?;
-            added.extend_from_slice(&to_vec(&merged));
-        } else {
-            added.extend_from_slice(br#"{"role":"assistant","content":"#);
-            write_str(&mut added, partial);
-            added.push(b'}');
-        }
-        if let Strategy::Instruction(text) = strategy {
-            added.extend_from_slice(br#",{"role":"user","content":"#);
-            write_str(&mut added, text);
-            added.push(b'}');
-        }
-        if role == "assistant" {
-            splice.replace(last, added);
-        } else {
-            let mut with = Vec::with_capacity(added.len() + 1);
-            with.push(b',');
-            with.extend_from_slice(&added);
-            splice.insert(last.end, with);
-        }
-        if let Some(at) = &index.max_tokens {
-            let max = RequestIndex::limit(body, at)
-                .ok_or_else(|| RewriteError::new("`max_tokens` is not a number"))?;
-            let mut reduced = max.saturating_sub(u64::from(cont.kept_tokens)).max(1);
-            if let Some(budget) = thinking {
-                reduced = reduced.max(budget + 1);
-            }
-            splice.replace(at.clone(), reduced.to_string().into_bytes());
-        }
-    }
-    Ok(splice.finish())
 }
 
-/// Adds `text` at the end of an assistant message's content (a string or a list of blocks).
-fn append_to_content(message: &mut Value, text: &str) -> Result<(), RewriteError> {
-    let content = message
-        .get_mut("content")
-        .ok_or_else(|| RewriteError::new("the last message has no `content`"))?;
-    match content {
-        Value::String(s) => {
-            s.push_str(text);
-            let trimmed = s.trim_end().len();
-            s.truncate(trimmed);
-        }
-        Value::Array(blocks) => blocks.push(json!({"type": "text", "text": text})),
-        _ => {
-            return Err(RewriteError::new(
-                "the last message's `content` is not text",
-            ))
-        }
-    }
-    Ok(())
+fn error_json(kind: &ErrorKind, message: &str) -> Vec<u8> {
+    to_vec(&json!({
+        "type": "error",
+        "error": { "type": error_type(kind), "message": message },
+    }))
+}
+
+/// In-band error types that a retry elsewhere cannot fix.
+fn is_client_error(error_type: &str) -> bool {
+    matches!(
+        error_type,
+        "invalid_request_error"
+            | "authentication_error"
+            | "permission_error"
+            | "not_found_error"
+            | "request_too_large"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rewrite::Continuation;
 
-    fn rw(
-        body: &[u8],
-        target: &str,
-        strategy: &Strategy,
-        cont: &Continuation<'_>,
-    ) -> Result<Bytes, RewriteError> {
-        rewrite(body, &RequestIndex::read(body), target, strategy, cont)
-    }
-
-    fn cont(text: &str, kept: u32) -> Continuation<'_> {
-        Continuation {
-            text,
-            kept_tokens: kept,
-        }
+    fn rw(body: &[u8], strategy: &Strategy, text: &str, kept: u32) -> Result<Value, RewriteError> {
+        crate::rewrite::rewritten(&WIRE, body, "b", strategy, text, kept)
     }
 
     #[test]
     fn the_fast_text_delta_reads_exactly_the_canonical_shape() {
-        let data = br#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a \"b\" \\"}  }"#;
-        assert_eq!(fast_text_delta(data), Some((12, r#""a \"b\" \\""#)));
+        let data = r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a \"b\" \\"}  }"#;
+        assert_eq!(fast_text_delta(data), Some(("12", r#""a \"b\" \\""#)));
         for other in [
-            &br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}, "more":1}"#[..],
-            br#"{"index":0,"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}"#,
-            br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"#,
-            br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\"}}"#,
-            br#"{"type":"content_block_delta","index":,"delta":{"type":"text_delta","text":"x"}}"#,
-            b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\xff\"}}",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}, "more":1}"#,
+            r#"{"index":0,"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\"}}"#,
+            r#"{"type":"content_block_delta","index":,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":01,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\ud800"}}"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\u{1}\"}}",
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}\u{c}}",
         ] {
-            assert_eq!(fast_text_delta(other), None, "{}", String::from_utf8_lossy(other));
+            assert_eq!(fast_text_delta(other), None, "{other}");
         }
     }
 
     #[test]
     fn prefill_appends_the_partial_answer_without_trailing_whitespace() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let out = rw(
-            body,
-            "b",
-            &Strategy::Prefill(Prefill::Assistant),
-            &cont("Hello wor \n", 7),
-        )
-        .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let how = Strategy::Prefill(Prefill::Assistant);
+        let v = rw(body, &how, "Hello wor \n", 7).unwrap();
         assert_eq!(v["model"], "b");
         assert_eq!(v["max_tokens"], 93);
         assert_eq!(
@@ -994,14 +620,7 @@ mod tests {
     #[test]
     fn instruction_adds_a_user_turn_after_the_partial_answer() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-        let out = rw(
-            body,
-            "b",
-            &Strategy::Instruction("go on".into()),
-            &cont("Hello", 1),
-        )
-        .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v = rw(body, &Strategy::Instruction("go on".into()), "Hello", 1).unwrap();
         let msgs = v["messages"].as_array().unwrap();
         assert_eq!(msgs.len(), 3);
         assert_eq!(msgs[1], json!({"role":"assistant","content":"Hello"}));
@@ -1011,7 +630,14 @@ mod tests {
     #[test]
     fn restart_only_swaps_the_model() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-        let out = rw(body, "b", &Strategy::Restart, &cont("Hello", 1)).unwrap();
+        let index = RequestIndex::read(body, &WIRE.request);
+        let cont = Continuation {
+            text: "Hello",
+            kept_tokens: 1,
+        };
+        let out = WIRE
+            .rewrite(body, &index, "b", &Strategy::Restart, &cont)
+            .unwrap();
         assert_eq!(
             &out[..],
             &br#"{"model":"b","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#[..]
@@ -1021,14 +647,7 @@ mod tests {
     #[test]
     fn a_client_prefill_is_continued_not_duplicated() {
         let body = br#"{"model":"a","max_tokens":10,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"{"}]}"#;
-        let out = rw(
-            body,
-            "b",
-            &Strategy::Prefill(Prefill::Assistant),
-            &cont("\"a\": 1 ", 1),
-        )
-        .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v = rw(body, &Strategy::Prefill(Prefill::Assistant), "\"a\": 1 ", 1).unwrap();
         assert_eq!(v["messages"][1]["content"], "{\"a\": 1");
         assert_eq!(v["messages"].as_array().unwrap().len(), 2);
     }
@@ -1043,19 +662,18 @@ mod tests {
             br#"{"model":"a","messages":[]}"#,
             br#"{"messages":[{"role":"user"}]}"#,
         ] {
-            let err = rw(body, "b", &s, &cont("x", 1)).unwrap_err();
+            let err = rw(body, &s, "x", 1).unwrap_err();
             assert!(!err.to_string().is_empty());
         }
         let thinking = br#"{"model":"a","max_tokens":10,"thinking":{"type":"enabled","budget_tokens":5},"messages":[{"role":"user","content":"hi"}]}"#;
-        assert!(rw(thinking, "b", &s, &cont("x", 1)).is_err());
-        assert!(!AnthropicMessages.prefill_allowed(&RequestIndex::read(thinking)));
+        assert!(rw(thinking, &s, "x", 1).is_err());
+        assert!(!WIRE.prefill_allowed(&RequestIndex::read(thinking, &WIRE.request)));
     }
 
     #[test]
     fn max_tokens_never_drops_below_the_thinking_budget() {
         let body = br#"{"model":"a","max_tokens":2000,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"hi"}]}"#;
-        let out = rw(body, "b", &Strategy::instruction(), &cont("x", 1990)).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v = rw(body, &Strategy::instruction(), "x", 1990).unwrap();
         assert_eq!(v["max_tokens"], 1025);
     }
 }

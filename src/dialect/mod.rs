@@ -1,22 +1,29 @@
-//! Wire formats. Everything about one format lives in its own file: which requests it serves,
-//! how to read its events, what the client has been given, how to splice a fallback's stream
-//! on, how to rewrite a request for each strategy, and how to tell the client about an error.
+//! Wire formats. A dialect file holds its wire format and nothing else: which requests it
+//! serves, how to read its events ([`Decode`]), how to write them back when an event cannot go
+//! out as it came ([`Encode`]), how its request carries a continuation and how it tells the
+//! client about an error ([`Rules`]), and the facts the core needs ([`Wire`]). What every
+//! dialect shares (modes, hold budgets, seam bookkeeping, the outline of a rewrite) lives once,
+//! in `crate::relay` and `crate::rewrite`.
 //!
-//! Adding a format (say the OpenAI Responses API) is one new file implementing [`Spec`] and
-//! [`Relay`], and one line in [`REGISTRY`].
+//! Adding a format (say the OpenAI Responses API) is one new file with a `const WIRE: Wire`
+//! (its facts, its codec and its rules), its `mod` line and one line in [`REGISTRY`].
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
 
 use crate::error::FailureClass;
-use crate::json::RequestIndex;
+use crate::json::{RequestIndex, RequestShape};
 use crate::outbox::Outbox;
-use crate::sse::{Event, Fields};
+use crate::relay::hold::Held;
+use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
 use crate::strategy::{RewriteError, Strategy};
-use crate::transcript::Transcript;
+
+pub(crate) use crate::rewrite::Continuation;
 
 mod anthropic;
 mod openai_chat;
@@ -29,22 +36,23 @@ mod openai_chat;
 /// [`MidStreamFallbackLayer::dialect`](crate::MidStreamFallbackLayer::dialect), or for one
 /// request by inserting a `Dialect` into its extensions.
 #[derive(Clone, Copy)]
-pub struct Dialect(&'static dyn Spec);
+pub struct Dialect(&'static Wire);
 
 impl Dialect {
     /// Anthropic Messages (`POST /v1/messages`).
-    pub const ANTHROPIC_MESSAGES: Dialect = Dialect(&anthropic::AnthropicMessages);
+    pub const ANTHROPIC_MESSAGES: Dialect = Dialect(&anthropic::WIRE);
     /// OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
-    pub const OPENAI_CHAT: Dialect = Dialect(&openai_chat::OpenAiChat);
+    pub const OPENAI_CHAT: Dialect = Dialect(&openai_chat::WIRE);
 
     /// `anthropic` or `openai-chat`.
     pub fn name(&self) -> &'static str {
-        self.0.name()
+        self.0.name
     }
 
     /// The dialect whose endpoint `path` is, if any.
     pub fn from_path(path: &str) -> Option<Dialect> {
-        REGISTRY.iter().copied().find(|d| d.0.handles(path))
+        let path = path.trim_end_matches('/');
+        REGISTRY.iter().copied().find(|d| path.ends_with(d.0.path))
     }
 
     /// The dialect called `name` (`anthropic`, `openai-chat`).
@@ -52,8 +60,18 @@ impl Dialect {
         REGISTRY.iter().copied().find(|d| d.name() == name)
     }
 
-    pub(crate) fn spec(&self) -> &'static dyn Spec {
+    pub(crate) fn spec(&self) -> &'static Wire {
         self.0
+    }
+
+    /// Whether this is `wire`'s dialect.
+    pub(crate) fn is(&self, wire: &Wire) -> bool {
+        self.0.name == wire.name
+    }
+
+    /// What rewriting a request of this dialect needs, read from its body in one pass.
+    pub(crate) fn index(&self, body: &[u8]) -> RequestIndex {
+        RequestIndex::read(body, &self.0.request)
     }
 }
 
@@ -74,67 +92,184 @@ impl PartialEq for Dialect {
 
 impl Eq for Dialect {}
 
-/// What a wire format knows about requests and errors.
-pub(crate) trait Spec: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
+/// A wire format: the facts the core needs, and where its behaviour lives.
+pub(crate) struct Wire {
+    /// Its name in configuration files (`anthropic`).
+    pub(crate) name: &'static str,
+    /// Its generation endpoint's path ends with this.
+    pub(crate) path: &'static str,
+    /// What its requests are called in error messages (`Messages`).
+    pub(crate) request_name: &'static str,
+    /// Where its requests keep what a rewrite reads and changes.
+    pub(crate) request: RequestShape,
+    /// Every event repeats the stream's envelope (Chat's `id`, `created`, `model` in each
+    /// chunk): once the client has another attempt's envelope, no event goes out as it came.
+    pub(crate) stamps_every_event: bool,
+    /// The event a whole stream ends with, to name a truncation (`message_stop`).
+    pub(crate) terminal: &'static str,
+    /// A partial answer a request carries loses its trailing whitespace (the Anthropic API
+    /// rejects a prefill ending in whitespace); the seam then expects the model to send it
+    /// again.
+    pub(crate) trims_continuation: bool,
+    /// Its decoder and encoder (a [`Codec`]).
+    pub(crate) codec: &'static dyn Codecs,
+    pub(crate) rules: &'static dyn Rules,
+}
 
-    /// Whether `path` is this format's generation endpoint.
-    fn handles(&self, path: &str) -> bool;
+/// Makes the decoders and encoders of a wire.
+pub(crate) trait Codecs: Send + Sync + 'static {
+    /// A reader for one attempt's stream.
+    fn decoder(&self) -> Box<dyn Decode>;
+    /// A writer for one client's stream.
+    fn encoder(&self) -> Box<dyn Encode>;
+}
 
-    /// A watcher for one response stream.
-    fn relay(&self, limits: &Limits) -> Box<dyn Relay>;
+/// The [`Codecs`] of a wire whose decoder is `D` and encoder `E`.
+pub(crate) struct Codec<D, E>(PhantomData<fn() -> (D, E)>);
 
+impl<D, E> Codec<D, E> {
+    pub(crate) const NEW: Self = Codec(PhantomData);
+}
+
+impl<D, E> Codecs for Codec<D, E>
+where
+    D: Decode + Default + 'static,
+    E: Encode + Default + 'static,
+{
+    fn decoder(&self) -> Box<dyn Decode> {
+        Box::<D>::default()
+    }
+
+    fn encoder(&self) -> Box<dyn Encode> {
+        Box::<E>::default()
+    }
+}
+
+impl Wire {
+    /// An error response body in this format.
+    pub(crate) fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes {
+        self.rules.error_body(kind, message)
+    }
+
+    /// Whether the request may end with an assistant prefill at all.
+    pub(crate) fn prefill_allowed(&self, index: &RequestIndex) -> bool {
+        self.rules.prefill_allowed(index)
+    }
+}
+
+/// A rewrite step's result.
+pub(crate) type Rewritten<T> = Result<T, RewriteError>;
+
+/// How a wire format's requests carry a continuation, and how it writes an error body.
+pub(crate) trait Rules: Send + Sync + 'static {
     /// An error response body in this format.
     fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes;
 
     /// Whether the request may end with an assistant prefill at all.
-    fn prefill_allowed(&self, index: &RequestIndex) -> bool;
+    fn prefill_allowed(&self, _index: &RequestIndex) -> bool {
+        true
+    }
 
-    /// The body for the next attempt.
-    fn rewrite(
-        &self,
-        body: &[u8],
-        index: &RequestIndex,
-        target: &str,
-        strategy: &Strategy,
-        continuation: &Continuation<'_>,
-    ) -> Result<Bytes, RewriteError>;
+    /// Whether `strategy` can continue an answer in this format, for this request.
+    fn check_continuation(&self, strategy: &Strategy, index: &RequestIndex) -> Rewritten<()>;
+
+    /// Adds `partial` to the `content` of the client's own trailing assistant message.
+    fn continue_content(&self, content: &mut serde_json::Value, partial: &str) -> Rewritten<()>;
+
+    /// The key an assistant message carrying a prefill sets to `true` (`prefix`), if any.
+    fn prefill_flag(&self, _strategy: &Strategy) -> Option<&'static str> {
+        None
+    }
+
+    /// Top-level keys a continuation sets (vLLM's `continue_final_message`).
+    fn continuation_flags(&self, _strategy: &Strategy) -> &'static [(&'static str, &'static [u8])] {
+        &[]
+    }
+
+    /// The smallest token limit this request may be given (above a thinking budget).
+    fn min_token_limit(&self, _index: &RequestIndex) -> u64 {
+        1
+    }
 }
 
-/// Watches one response stream across attempts: reads each event, decides what the client
-/// gets (as it came, held back, rewritten, dropped), records the transcript, and joins the
-/// streams of later attempts on.
-pub(crate) trait Relay: Send {
-    /// One complete event of the current attempt.
-    fn on_event(&mut self, ev: &Event<'_>, fields: &Fields<'_>, out: &mut Outbox) -> Step;
-
-    /// The current attempt's body ended.
-    fn on_end(&mut self, out: &mut Outbox) -> Step;
-
-    /// What the client has been given.
-    fn transcript(&self) -> &Transcript;
-
-    /// If the client has the whole answer and only closing events are missing, write them and
-    /// return true.
-    fn finish(&mut self, out: &mut Outbox) -> bool;
-
-    /// The current attempt failed: drop what it held back and count what it spent.
-    fn abandon(&mut self);
-
-    /// The events that follow come from a new attempt made with `strategy`.
-    fn splice(&mut self, strategy: &Strategy);
-
-    /// End the stream with an error event in this format.
-    fn give_up(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox);
+/// Reads one attempt's stream: each event into the dialect-neutral items the core decides on.
+pub(crate) trait Decode: Send {
+    /// One complete event: its `event:` name and its data (the `data:` lines joined), both
+    /// UTF-8. Pushes what it says onto `items`, in order; an event it cannot read exactly is
+    /// `Err`, and nothing of it reaches the client. Pushing nothing means the event carries
+    /// nothing the core needs.
+    fn decode(&mut self, name: Option<&str>, data: &str, items: &mut Vec<Item>) -> Decoded;
 }
 
-/// What a relay says after an event.
+/// What reading an event came to.
+pub(crate) type Decoded = Result<(), Unreadable>;
+
+/// An event a decoder cannot read exactly: what it is.
 #[derive(Debug)]
-pub(crate) enum Step {
-    Continue,
-    /// The terminal event went out: the stream is complete.
-    Done,
-    Fail(StreamFailure),
+pub(crate) struct Unreadable(pub(crate) Cow<'static, str>);
+
+impl Unreadable {
+    pub(crate) fn new(what: impl Into<Cow<'static, str>>) -> Self {
+        Unreadable(what.into())
+    }
+}
+
+/// Writes a client's stream, for events that cannot go out as they came. Every method gets
+/// what it writes in neutral terms; `src` (the upstream event, and the wire it came in) lets
+/// an encoder of the same wire keep what it does not model.
+pub(crate) trait Encode: Send {
+    /// `start` is the envelope of the client's stream: keep what later events need.
+    fn begin(&mut self, start: &Start, src: &Source<'_>);
+
+    /// The start did not go out as it came (its event was held): write it now, before the
+    /// first event the encoder writes.
+    fn start(&mut self, out: &mut Outbox);
+
+    /// A live block (text) begins at the client's `index`.
+    fn block_start(
+        &mut self,
+        index: u32,
+        kind: BlockKind,
+        native: Span,
+        src: &Source<'_>,
+        out: &mut Outbox,
+    );
+
+    /// Text for the client's block `index`.
+    fn text(&mut self, index: u32, text: &str, out: &mut Outbox);
+
+    /// A delta the core does not read (the event in `src`), for the client's block `index`.
+    fn other_delta(&mut self, index: u32, src: &Source<'_>, out: &mut Outbox);
+
+    /// The client's block `index` is complete.
+    fn block_stop(&mut self, index: u32, out: &mut Outbox);
+
+    /// A whole held block at the client's `index`, compacted: start, content, stop.
+    fn held(&mut self, index: u32, held: &Held, out: &mut Outbox);
+
+    /// The answer's stop reason, with usage when the wire reports it there; `base` output
+    /// tokens of earlier attempts are added to the reported usage.
+    fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, out: &mut Outbox);
+
+    /// A usage report, `base` output tokens of earlier attempts added.
+    fn usage(&mut self, usage: Usage, base: u32, src: &Source<'_>, out: &mut Outbox);
+
+    /// A usage report the layer makes up when the upstream's was lost: a lower bound.
+    fn usage_estimate(&mut self, output_tokens: u32, out: &mut Outbox);
+
+    /// The stream's last event.
+    fn terminal(&mut self, out: &mut Outbox);
+
+    /// An event of the client's own wire that the core does not read, fitted to the client's
+    /// stream (its envelope).
+    fn restamp(&mut self, src: &Source<'_>, out: &mut Outbox);
+
+    /// The error event that ends a stream the layer gives up on.
+    fn error(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox);
+
+    /// What to send while waiting for a fallback, so that the client and the timeouts around
+    /// it do not give up.
+    fn keep_alive(&self) -> Bytes;
 }
 
 /// A failure seen inside a stream.
@@ -185,13 +320,6 @@ pub(crate) struct Limits {
     pub(crate) held: usize,
 }
 
-/// The part of the answer a rewritten request continues from.
-#[derive(Debug)]
-pub(crate) struct Continuation<'a> {
-    pub(crate) text: &'a str,
-    pub(crate) kept_tokens: u32,
-}
-
 /// The kind of an error told to the client, mapped to each format's error types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
@@ -226,100 +354,6 @@ impl ErrorKind {
     }
 }
 
-/// Drops, at the seam, text the client already has: an echo of the whole partial answer, and
-/// whitespace that the request had to strip and the model sent again.
-#[derive(Debug)]
-pub(crate) struct SeamText {
-    echo: String,
-    ws: String,
-    pending: String,
-    phase: SeamPhase,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SeamPhase {
-    Echo,
-    Whitespace,
-    Through,
-}
-
-impl SeamText {
-    /// `echo`: what a model that repeats the answer so far would send first; `ws`: whitespace
-    /// the client has that the request left out.
-    pub(crate) fn new(echo: &str, ws: &str) -> Self {
-        SeamText {
-            echo: echo.to_owned(),
-            ws: ws.to_owned(),
-            pending: String::new(),
-            phase: if !echo.is_empty() {
-                SeamPhase::Echo
-            } else if !ws.is_empty() {
-                SeamPhase::Whitespace
-            } else {
-                SeamPhase::Through
-            },
-        }
-    }
-
-    /// Whether the filter still changes text.
-    pub(crate) fn active(&self) -> bool {
-        self.phase != SeamPhase::Through
-    }
-
-    /// Appends to `out` what of `piece` the client should get now.
-    pub(crate) fn filter(&mut self, piece: &str, out: &mut String) {
-        match self.phase {
-            SeamPhase::Through => out.push_str(piece),
-            SeamPhase::Echo => {
-                self.pending.push_str(piece);
-                if self.echo.starts_with(self.pending.as_str()) {
-                    if self.pending.len() == self.echo.len() {
-                        self.pending.clear();
-                        self.phase = self.after_echo();
-                    }
-                    return;
-                }
-                let pending = std::mem::take(&mut self.pending);
-                self.phase = self.after_echo();
-                let rest = pending.strip_prefix(self.echo.as_str()).unwrap_or(&pending);
-                self.filter(rest, out);
-            }
-            SeamPhase::Whitespace => {
-                let mut keep = piece;
-                while let (Some(a), Some(b)) = (self.ws.chars().next(), keep.chars().next()) {
-                    if a != b {
-                        break;
-                    }
-                    self.ws.drain(..a.len_utf8());
-                    keep = &keep[b.len_utf8()..];
-                }
-                if !keep.is_empty() || self.ws.is_empty() {
-                    self.phase = SeamPhase::Through;
-                }
-                out.push_str(keep);
-            }
-        }
-    }
-
-    /// The continuation ended: anything held while it looked like an echo goes out after all.
-    pub(crate) fn flush(&mut self, out: &mut String) {
-        if self.phase == SeamPhase::Echo {
-            let pending = std::mem::take(&mut self.pending);
-            self.phase = self.after_echo();
-            self.filter(&pending, out);
-        }
-        self.phase = SeamPhase::Through;
-    }
-
-    fn after_echo(&self) -> SeamPhase {
-        if self.ws.is_empty() {
-            SeamPhase::Through
-        } else {
-            SeamPhase::Whitespace
-        }
-    }
-}
-
 /// `event: NAME\ndata: JSON\n\n` (or a data-only event without a name).
 pub(crate) fn sse_event(name: Option<&str>, json: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(json.len() + 32);
@@ -332,44 +366,4 @@ pub(crate) fn sse_event(name: Option<&str>, json: &[u8]) -> Bytes {
     out.extend_from_slice(json);
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(seam: &mut SeamText, pieces: &[&str]) -> String {
-        let mut out = String::new();
-        for p in pieces {
-            seam.filter(p, &mut out);
-        }
-        seam.flush(&mut out);
-        out
-    }
-
-    #[test]
-    fn an_echo_of_the_partial_answer_is_dropped() {
-        let mut s = SeamText::new("Hello wor", "");
-        assert_eq!(run(&mut s, &["Hel", "lo w", "orld", " again"]), "ld again");
-    }
-
-    #[test]
-    fn text_that_only_starts_like_the_echo_is_kept() {
-        let mut s = SeamText::new("Hello", "");
-        assert_eq!(run(&mut s, &["Hel", "p me"]), "Help me");
-    }
-
-    #[test]
-    fn stripped_whitespace_sent_again_is_dropped_once() {
-        let mut s = SeamText::new("", " \n");
-        assert_eq!(run(&mut s, &[" ", "\nnext \n"]), "next \n");
-        let mut s = SeamText::new("", "\n\n");
-        assert_eq!(run(&mut s, &["\nX"]), "X");
-    }
-
-    #[test]
-    fn a_short_continuation_that_matched_the_echo_is_released_at_the_end() {
-        let mut s = SeamText::new("Hello world", "");
-        assert_eq!(run(&mut s, &["Hello"]), "Hello");
-    }
 }

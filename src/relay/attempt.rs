@@ -1,0 +1,121 @@
+//! One attempt's bookkeeping: its decoder, how its blocks map onto the client's, what it spent.
+
+use std::collections::VecDeque;
+
+use crate::dialect::{Decode, Dialect};
+
+use super::hold::Held;
+use super::seam::SeamText;
+
+/// The attempt whose stream is being relayed.
+pub(super) struct Attempt {
+    pub(super) decoder: Box<dyn Decode>,
+    /// The wire it speaks.
+    pub(super) wire: Dialect,
+    /// The client saw nothing of the response before this attempt.
+    pub(super) verbatim: bool,
+    /// Its events may go out as they came: the client reads the same wire, and either saw
+    /// nothing before this attempt or the wire does not repeat its envelope in every event.
+    pub(super) as_came: bool,
+    /// Its blocks that are open, by block number, ascending; a closed one in the middle stays
+    /// as `None` until the ones before it close, so every lookup is a binary search at worst
+    /// and closing blocks in order costs O(1) each.
+    open: VecDeque<(u32, Option<Open>)>,
+    /// Its first text block has been placed (routed into the client's open one, or not).
+    pub(super) routed: bool,
+    pub(super) seam: Option<SeamText>,
+    /// Non-empty deltas it produced: a lower bound of its output tokens.
+    pub(super) spent: u32,
+    /// Output tokens of earlier attempts, added to the usage it reports.
+    pub(super) usage_base: u32,
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempt")
+            .field("wire", &self.wire)
+            .field("verbatim", &self.verbatim)
+            .field("as_came", &self.as_came)
+            .field("open", &self.open)
+            .field("spent", &self.spent)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of an open block of the attempt.
+#[derive(Debug)]
+pub(super) enum Open {
+    /// Text, going to the client's block `client`.
+    Text { client: u32 },
+    /// Held until complete.
+    Held(Held),
+    /// Not for the client (a fallback's own reasoning once the client has content).
+    Dropped,
+}
+
+/// A block number that does not fit: one that is not open, or a start out of order.
+#[derive(Debug)]
+pub(super) struct NotOpen;
+
+impl Attempt {
+    pub(super) fn new(
+        wire: Dialect,
+        verbatim: bool,
+        as_came: bool,
+        seam: Option<SeamText>,
+        usage_base: u32,
+    ) -> Attempt {
+        Attempt {
+            decoder: wire.spec().codec.decoder(),
+            wire,
+            verbatim,
+            as_came,
+            open: VecDeque::new(),
+            routed: false,
+            seam,
+            spent: 0,
+            usage_base,
+        }
+    }
+
+    /// Block `block` opens. Blocks are numbered in the order they start, so a start that is
+    /// not above every open block is out of order.
+    pub(super) fn open(&mut self, block: u32, open: Open) -> Result<(), NotOpen> {
+        if self.open.back().is_some_and(|(b, _)| *b >= block) {
+            return Err(NotOpen);
+        }
+        self.open.push_back((block, Some(open)));
+        Ok(())
+    }
+
+    fn position(&self, block: u32) -> Option<usize> {
+        // The block being streamed is nearly always the last one opened.
+        match self.open.back() {
+            Some((b, _)) if *b == block => Some(self.open.len() - 1),
+            _ => self.open.binary_search_by_key(&block, |(b, _)| *b).ok(),
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, block: u32) -> Option<&mut Open> {
+        let at = self.position(block)?;
+        self.open[at].1.as_mut()
+    }
+
+    /// Block `block` is complete.
+    pub(super) fn close(&mut self, block: u32) -> Option<Open> {
+        let at = self.position(block)?;
+        let open = self.open[at].1.take();
+        while self.open.front().is_some_and(|(_, o)| o.is_none()) {
+            self.open.pop_front();
+        }
+        while self.open.back().is_some_and(|(_, o)| o.is_none()) {
+            self.open.pop_back();
+        }
+        open
+    }
+
+    /// The attempt failed: everything it held goes.
+    pub(super) fn drop_open(&mut self) {
+        self.open.clear();
+    }
+}

@@ -1,0 +1,184 @@
+//! What a decoder reads from an upstream event, in no wire format's terms: the items the core
+//! decides on and an encoder writes back.
+//!
+//! Items point into the event's data by [`Span`] rather than borrowing it, so that the core can
+//! keep one `Vec<Item>` for a whole stream and reuse it for every event without allocating.
+
+use crate::dialect::Dialect;
+
+/// Where a piece of an event lies in its data (an empty span: the piece is absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// The span of `part`, which must be a slice of `data` (as serde's borrowed values are).
+    pub(crate) fn of(data: &str, part: &str) -> Span {
+        let start = (part.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
+        debug_assert!(start + part.len() <= data.len(), "a span outside its data");
+        Span {
+            start,
+            end: start + part.len(),
+        }
+    }
+
+    /// The piece of `data` the span covers ("" for a span that is not within it).
+    pub(crate) fn get(self, data: &str) -> &str {
+        data.get(self.start..self.end).unwrap_or("")
+    }
+
+    /// Whether the piece is absent.
+    pub(crate) fn is_empty(self) -> bool {
+        self.start >= self.end
+    }
+}
+
+/// One thing an upstream event says. Blocks are numbered by the decoder, per attempt, densely
+/// from 0 in the order they start. String pieces (`literal`) are JSON string literals, quotes
+/// included, exactly as they came; a decoder emits only literals that read exactly
+/// ([`json::literal_len`](crate::json::literal_len)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Item {
+    /// The message begins (Anthropic `message_start`, a Chat stream's first chunk).
+    Start(Start),
+    /// A content block begins. `native` is the block as this wire writes it (Anthropic's
+    /// `content_block`), for an encoder of the same wire.
+    BlockStart {
+        block: u32,
+        kind: BlockKind,
+        native: Span,
+    },
+    /// Answer text.
+    Text { block: u32, literal: Span },
+    /// A piece of a tool call's arguments (JSON text, as a string literal).
+    ToolArgs { block: u32, literal: Span },
+    /// A tool call's id or name, sent after its first delta (Chat allows it).
+    ToolName { block: u32, id: Span, name: Span },
+    /// A piece of reasoning.
+    Reasoning { block: u32, literal: Span },
+    /// A reasoning block's signature.
+    Signature { block: u32, literal: Span },
+    /// A delta of a kind the core does not read (Anthropic `citations_delta`...): the whole
+    /// event is its content.
+    OtherDelta { block: u32 },
+    /// A block is complete.
+    BlockStop { block: u32 },
+    /// The answer is complete.
+    Finish(Stop),
+    /// A usage report of its own (Chat's last chunk).
+    Usage(Usage),
+    /// The stream will report usage before its end (Chat `include_usage`): a closing the
+    /// layer writes itself must then report it too.
+    UsageComing,
+    /// The stream's last event (`message_stop`, `[DONE]`).
+    Terminal,
+    /// An in-band error.
+    Error(InBand),
+    /// A keep-alive (`ping`): proves the connection, not progress.
+    KeepAlive,
+    /// Nothing the core needs; it goes on as it came where it can.
+    Other,
+}
+
+/// The envelope of a message: JSON values as they came (empty: absent).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Start {
+    pub(crate) id: Span,
+    pub(crate) model: Span,
+    /// Chat's `created` timestamp.
+    pub(crate) created: Span,
+}
+
+/// What a block holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockKind {
+    Text,
+    /// A tool call; its id and name are string literals (empty spans when they come later).
+    ToolCall {
+        id: Span,
+        name: Span,
+    },
+    Reasoning,
+    /// Reasoning the provider encrypted: its whole content is in the block's start.
+    RedactedReasoning,
+    /// A block of a kind only its own wire knows (Anthropic server tools...).
+    Other,
+}
+
+impl BlockKind {
+    pub(crate) fn is_reasoning(self) -> bool {
+        matches!(self, BlockKind::Reasoning | BlockKind::RedactedReasoning)
+    }
+}
+
+/// Why an answer stopped (a JSON value as it came), and the usage when the wire reports it
+/// with the stop (Anthropic `message_delta`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stop {
+    pub(crate) reason: Span,
+    pub(crate) usage: Option<Usage>,
+}
+
+/// Tokens an attempt reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    /// Output (completion) tokens, cumulative for the attempt.
+    pub(crate) output_tokens: Option<u64>,
+}
+
+/// An in-band error: its type, code and message as JSON values (empty: absent).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InBand {
+    /// A retry elsewhere would fail alike (invalid request, authentication...): the client
+    /// gets it as it came.
+    pub(crate) client: bool,
+    pub(crate) kind: Span,
+    pub(crate) code: Span,
+    pub(crate) message: Span,
+}
+
+impl Item {
+    /// What the event carrying this item proves about the upstream.
+    pub(crate) fn carries(&self) -> Carried {
+        match self {
+            Item::KeepAlive => Carried::Nothing,
+            Item::Text { .. }
+            | Item::ToolArgs { .. }
+            | Item::Reasoning { .. }
+            | Item::Signature { .. }
+            | Item::OtherDelta { .. }
+            | Item::ToolName { .. } => Carried::Content,
+            Item::BlockStart { kind, .. } if *kind != BlockKind::Text => Carried::Content,
+            _ => Carried::Event,
+        }
+    }
+}
+
+/// What an event showed of the upstream, least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Carried {
+    /// A comment or a keep-alive: the connection is alive, the model maybe not.
+    Nothing,
+    /// An event of the stream's envelope (start, stop reason, usage...).
+    Event,
+    /// Part of the answer: text, a tool call, reasoning.
+    Content,
+}
+
+/// An event's data as an encoder may read it: the items' spans point into `data`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub(crate) data: &'a str,
+    /// Its `event:` name, if it has one.
+    pub(crate) name: Option<&'a str>,
+    /// The wire the event came in.
+    pub(crate) wire: Dialect,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn get(&self, span: Span) -> &'a str {
+        span.get(self.data)
+    }
+}

@@ -1,0 +1,163 @@
+//! The outline of a rewrite, shared by every dialect: read the body once (the dialect's
+//! [`RequestIndex`]), swap the model, append the partial answer (and the instruction) the way
+//! the dialect carries a continuation ([`Rules`](crate::dialect::Rules)), and shrink the token
+//! limits by what was generated. A request is spliced at the spans the index found, never
+//! rebuilt as a tree.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::dialect::Wire;
+use crate::json::{string_literal, to_vec, write_str, RequestIndex, Splice};
+use crate::strategy::{RewriteError, Strategy};
+
+/// The part of the answer a rewritten request continues from.
+#[derive(Debug)]
+pub(crate) struct Continuation<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) kept_tokens: u32,
+}
+
+impl Wire {
+    /// The body for the next attempt, in this format: `body` with its model set to `target`
+    /// and the answer so far carried as `strategy` says.
+    pub(crate) fn rewrite(
+        &self,
+        body: &[u8],
+        index: &RequestIndex,
+        target: &str,
+        strategy: &Strategy,
+        cont: &Continuation<'_>,
+    ) -> Result<Bytes, RewriteError> {
+        let shape = &self.request;
+        if let Some(why) = &index.unusable {
+            return Err(RewriteError::new(format!(
+                "the request body is not a {} request: {why}",
+                self.request_name
+            )));
+        }
+        let model = index
+            .model
+            .clone()
+            .ok_or_else(|| RewriteError::new(format!("the request has no `{}`", shape.model)))?;
+        let messages = index.messages.as_ref().ok_or_else(|| {
+            RewriteError::new(format!("the request has no `{}` array", shape.messages))
+        })?;
+        let last = messages.last.clone().ok_or_else(|| {
+            RewriteError::new(format!("the request's `{}` array is empty", shape.messages))
+        })?;
+
+        let mut splice = Splice::new(body);
+        splice.replace(model, string_literal(target).into_bytes());
+
+        let partial = if self.trims_continuation {
+            cont.text.trim_end()
+        } else {
+            cont.text
+        };
+        if partial.is_empty() || matches!(strategy, Strategy::Restart) {
+            return Ok(splice.finish());
+        }
+        self.rules.check_continuation(strategy, index)?;
+        let role = messages
+            .last_role
+            .as_deref()
+            .ok_or_else(|| RewriteError::new("the last message has no `role`"))?;
+        let flag = self.rules.prefill_flag(strategy);
+        // The client may have prefilled the answer itself: then the partial answer continues
+        // its own assistant message instead of following it.
+        let own_prefill = role == "assistant";
+        let mut added = if own_prefill {
+            let message = body
+                .get(last.clone())
+                .ok_or_else(|| RewriteError::new("the last message is out of the body"))?;
+            self.extend_assistant(message, partial, flag)?
+        } else {
+            assistant_turn(partial, flag)
+        };
+        if let Strategy::Instruction(text) = strategy {
+            added.extend_from_slice(br#",{"role":"user","content":"#);
+            write_str(&mut added, text);
+            added.push(b'}');
+        }
+        if own_prefill {
+            splice.replace(last, added);
+        } else {
+            let mut with = Vec::with_capacity(added.len() + 1);
+            with.push(b',');
+            with.extend_from_slice(&added);
+            splice.insert(last.end, with);
+        }
+        for (key, value) in self.rules.continuation_flags(strategy) {
+            match index.field(key) {
+                Some(at) => splice.replace(at, value.to_vec()),
+                None => splice.add_key(key, value),
+            }
+        }
+        let floor = self.rules.min_token_limit(index);
+        for name in shape.limits {
+            if let Some(at) = index.field(name) {
+                let max = RequestIndex::limit(body, &at)
+                    .ok_or_else(|| RewriteError::new(format!("`{name}` is not a number")))?;
+                let reduced = max
+                    .saturating_sub(u64::from(cont.kept_tokens))
+                    .max(1)
+                    .max(floor);
+                splice.replace(at, reduced.to_string().into_bytes());
+            }
+        }
+        Ok(splice.finish())
+    }
+
+    /// The client's own trailing assistant message, continued by `partial`.
+    fn extend_assistant(
+        &self,
+        message: &[u8],
+        partial: &str,
+        flag: Option<&str>,
+    ) -> Result<Vec<u8>, RewriteError> {
+        let mut message: Value = serde_json::from_slice(message)
+            .map_err(|_| RewriteError::new("the last message is not an object"))?;
+        let content = message
+            .get_mut("content")
+            .ok_or_else(|| RewriteError::new("the last message has no `content`"))?;
+        self.rules.continue_content(content, partial)?;
+        if let Some(flag) = flag {
+            message[flag] = Value::Bool(true);
+        }
+        Ok(to_vec(&message))
+    }
+}
+
+/// The partial answer as a new trailing assistant message, marked with `flag` if given.
+fn assistant_turn(partial: &str, flag: Option<&str>) -> Vec<u8> {
+    let mut out = br#"{"role":"assistant","content":"#.to_vec();
+    write_str(&mut out, partial);
+    if let Some(flag) = flag {
+        out.push(b',');
+        write_str(&mut out, flag);
+        out.extend_from_slice(b":true");
+    }
+    out.push(b'}');
+    out
+}
+
+/// Rewrites `body` as a request of `wire` for `target`, continuing `text` (`kept` tokens):
+/// what the dialects' tests check.
+#[cfg(test)]
+pub(crate) fn rewritten(
+    wire: &'static Wire,
+    body: &[u8],
+    target: &str,
+    strategy: &Strategy,
+    text: &str,
+    kept: u32,
+) -> Result<Value, RewriteError> {
+    let index = RequestIndex::read(body, &wire.request);
+    let cont = Continuation {
+        text,
+        kept_tokens: kept,
+    };
+    let out = wire.rewrite(body, &index, target, strategy, &cont)?;
+    Ok(serde_json::from_slice(&out).expect("a rewritten body is JSON"))
+}
