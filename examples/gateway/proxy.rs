@@ -637,7 +637,7 @@ fn error(
     response
 }
 
-/// An error and its causes on one line: hyper-util's own message alone says only
+/// An error and its causes on one line, for the log: hyper-util's own message alone says only
 /// "client error (Connect)".
 fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
@@ -650,5 +650,7 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    out
+    // It may carry the upstream's words (a TLS certificate's names...): one log line, no
+    // control characters.
+    out.escape_debug().to_string()
 }
