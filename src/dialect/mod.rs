@@ -22,6 +22,7 @@ use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
 use crate::strategy::{RewriteError, Strategy};
+use crate::untrusted::escaped;
 
 pub(crate) use crate::rewrite::Continuation;
 
@@ -308,7 +309,11 @@ pub(crate) fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String
         .ok()
         .and_then(|o| o.error)
     {
-        Some(inner) => (inner.kind, inner.message),
+        // Upstream words, bound for logs and the client: control characters escaped here.
+        Some(inner) => (
+            inner.kind.as_deref().map(escaped),
+            inner.message.as_deref().map(escaped),
+        ),
         None => (None, None),
     }
 }

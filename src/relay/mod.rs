@@ -47,6 +47,7 @@ use crate::outbox::Outbox;
 use crate::sse::Event;
 use crate::strategy::Strategy;
 use crate::transcript::Transcript;
+use crate::untrusted::escaped;
 
 use attempt::{Attempt, NotOpen, Open};
 use hold::{Budget, Held, HeldKind, OverBudget};
@@ -233,11 +234,12 @@ impl Relay {
         self.outcomes.clear();
         let mut carried = Carried::Nothing;
         let mut rendering = false;
-        let mut with_start = false;
+        let (mut with_start, mut with_error) = (false, false);
         for i in 0..self.items.len() {
             let item = self.items[i];
             carried = carried.max(item.carries());
             with_start |= matches!(item, Item::Start(_));
+            with_error |= matches!(item, Item::Error(_));
             let mark = out.mark();
             let outcome = match self.apply(item, &src, out) {
                 Ok(outcome) => outcome,
@@ -248,7 +250,7 @@ impl Relay {
                 // The event cannot go out as it came after all: what of it could, is written
                 // now, ahead of whatever this item had to send first.
                 rendering = true;
-                let mut earlier = Outbox::default();
+                let mut earlier = out.aside();
                 for j in 0..i {
                     self.render(self.items[j], self.outcomes[j], &src, &mut earlier);
                 }
@@ -259,7 +261,12 @@ impl Relay {
             }
         }
         if !rendering {
-            out.forward(ev);
+            if with_error {
+                // Its message may quote the key the upstream was sent.
+                out.forward_error(ev);
+            } else {
+                out.forward(ev);
+            }
             if with_start {
                 self.started();
             }
@@ -653,15 +660,16 @@ impl Relay {
             }
             Item::Terminal => self.encoder.terminal(out),
             Item::Error(error) if !self.same_wire() => {
-                let kind = value_text(src, error.kind).unwrap_or_else(|| "error".into());
-                let message = value_text(src, error.message).unwrap_or_default();
+                let kind =
+                    value_text(src, error.kind).map_or_else(|| "error".into(), |k| escaped(&k));
+                let message =
+                    value_text(src, error.message).map_or_else(String::new, |m| escaped(&m));
                 self.encoder
                     .error(&ErrorKind::Named(kind.into()), &message, out);
             }
             // Of the client's own wire, whole: as it came, on its own.
-            Item::Error(_) | Item::KeepAlive => {
-                out.push(sse_event(src.name, src.data.as_bytes()));
-            }
+            Item::Error(_) => out.push_error(sse_event(src.name, src.data.as_bytes())),
+            Item::KeepAlive => out.push(sse_event(src.name, src.data.as_bytes())),
             Item::Other => self.encoder.restamp(src, out),
         }
     }
@@ -763,9 +771,11 @@ fn value_text(src: &Source<'_>, span: Span) -> Option<String> {
 }
 
 fn in_band_failure(error: &InBand, src: &Source<'_>) -> StreamFailure {
-    let kind = value_text(src, error.kind);
-    let name = kind.clone().or_else(|| value_text(src, error.code));
-    let message = value_text(src, error.message).filter(|m| !m.is_empty());
+    // Upstream words, bound for logs and the client: control characters escaped here.
+    let text = |span| value_text(src, span).map(|t| escaped(&t));
+    let kind = text(error.kind);
+    let name = kind.clone().or_else(|| text(error.code));
+    let message = text(error.message).filter(|m| !m.is_empty());
     let detail = match (name, message) {
         (Some(name), Some(message)) => format!("{name}: {message}"),
         (Some(name), None) => name,
