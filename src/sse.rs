@@ -83,6 +83,8 @@ pub(crate) struct Fields {
     id: Option<Range<usize>>,
     /// The event has at least one field (it is not only comments and empty lines).
     has_fields: bool,
+    /// Its lines that are not empty, comments included.
+    lines: usize,
 }
 
 impl Fields {
@@ -91,6 +93,7 @@ impl Fields {
         self.data.clear();
         self.id = None;
         self.has_fields = false;
+        self.lines = 0;
     }
 
     /// The `event:` field's value (the last one), if any.
@@ -115,13 +118,39 @@ impl Fields {
         self.has_fields
     }
 
+    /// The event is its `data:` lines and at most one `event:` line, nothing else: whoever
+    /// reads those has read every byte of it.
+    pub(crate) fn plain(&self) -> bool {
+        self.lines == self.data.len() + usize::from(self.event.is_some())
+    }
+
     /// Records the line `line` (without its line end), whose first bytes are `head`.
     fn record(&mut self, head: &[u8], line: Range<usize>) {
         let len = line.end - line.start;
-        if len == 0 || head.first() == Some(&b':') {
+        if len == 0 {
+            return;
+        }
+        self.lines += 1;
+        let Some(&first) = head.first() else {
+            return;
+        };
+        if first == b':' {
             return;
         }
         self.has_fields = true;
+        // The two lines nearly every event is made of, in the spelling nearly every server
+        // uses; the rest below.
+        match head {
+            [b'd', b'a', b't', b'a', b':', b' ', ..] => {
+                self.data.push(line.start + 6..line.end);
+                return;
+            }
+            [b'e', b'v', b'e', b'n', b't', b':', b' ', ..] => {
+                self.event = Some(line.start + 7..line.end);
+                return;
+            }
+            _ => {}
+        }
         // A name, then a colon (or the end of the line), then an optional space.
         let value = |name: usize| {
             if len == name {
@@ -133,18 +162,23 @@ impl Fields {
             let skip = usize::from(len > name + 1 && head.get(name + 1) == Some(&b' '));
             Some(line.start + name + 1 + skip..line.end)
         };
-        if head.starts_with(b"data") {
-            if let Some(v) = value(4) {
-                self.data.push(v);
+        match first {
+            b'd' if head.starts_with(b"data") => {
+                if let Some(v) = value(4) {
+                    self.data.push(v);
+                }
             }
-        } else if head.starts_with(b"event") {
-            if let Some(v) = value(5) {
-                self.event = Some(v);
+            b'e' if head.starts_with(b"event") => {
+                if let Some(v) = value(5) {
+                    self.event = Some(v);
+                }
             }
-        } else if head.starts_with(b"id") {
-            if let Some(v) = value(2) {
-                self.id = Some(v);
+            b'i' if head.starts_with(b"id") => {
+                if let Some(v) = value(2) {
+                    self.id = Some(v);
+                }
             }
+            _ => {}
         }
     }
 }
@@ -380,7 +414,13 @@ impl Framer {
             }
         }
         while i < len {
-            let Some(off) = memchr::memchr2(b'\n', b'\r', &self.frame[i..]) else {
+            // After a field, the next line is most often the empty one that ends the event:
+            // look at its first byte before searching.
+            let off = if self.at_line_start && matches!(self.frame[i], b'\n' | b'\r') {
+                0
+            } else if let Some(off) = memchr::memchr2(b'\n', b'\r', &self.frame[i..]) {
+                off
+            } else {
                 self.at_line_start = false;
                 i = len;
                 break;

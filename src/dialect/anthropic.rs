@@ -9,17 +9,19 @@
 //! API rejects it), and not allowed with extended thinking.
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{
-    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, Rewritten, Rules, Unreadable, Wire,
+    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules, Unreadable,
+    Wire,
 };
 use crate::json::{
-    literal_len, members, not_null, text, to_vec, write_str, RequestIndex, RequestShape,
+    members, not_null, scan_literal, text, to_vec, write_str, RequestIndex, RequestShape,
 };
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{BlockKind, InBand, Item, Source, Span, Start, Stop, Usage};
+use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
 use crate::strategy::{Prefill, RewriteError, Strategy};
 
 pub(crate) const WIRE: Wire = Wire {
@@ -55,6 +57,14 @@ struct MessagesDecoder {
 }
 
 impl Decode for MessagesDecoder {
+    fn fast_text<'a>(&mut self, name: Option<&[u8]>, data: &'a [u8]) -> Option<FastText<'a>> {
+        if name != Some(b"content_block_delta") {
+            return None;
+        }
+        let text = fast_text_delta(data)?;
+        (self.open == Some(text.block)).then_some(text)
+    }
+
     fn decode(&mut self, name: Option<&str>, data: &str, items: &mut Vec<Item>) -> Decoded {
         let Some(name) = name else {
             // Clients drop data without an event line; upstreams that speak this dialect never
@@ -66,7 +76,7 @@ impl Decode for MessagesDecoder {
             "content_block_start" => self.block_start(data)?,
             "content_block_stop" => {
                 let [index] = read(name, data, ["index"])?;
-                let block = self.is_open(index)?;
+                let block = self.is_open(index.and_then(|i| i.parse().ok()))?;
                 self.open = None;
                 Item::BlockStop { block }
             }
@@ -87,49 +97,51 @@ impl Decode for MessagesDecoder {
 
 impl MessagesDecoder {
     /// The block `index` names, which must be the open one.
-    fn is_open(&self, index: Option<&str>) -> Result<u32, Unreadable> {
-        match index.and_then(|i| i.parse().ok()) {
+    fn is_open(&self, index: Option<u32>) -> Result<u32, Unreadable> {
+        match index {
             Some(block) if self.open == Some(block) => Ok(block),
             _ => Err(Unreadable::new("an event for a block that is not open")),
         }
     }
 
     fn delta(&mut self, data: &str) -> Result<Item, Unreadable> {
-        // Nearly every event of a stream is a text delta in its canonical shape: read it
-        // without serde, which costs most of what the relay adds per event.
-        if let Some((index, literal)) = fast_text_delta(data) {
-            let block = self.is_open(Some(index))?;
-            return Ok(Item::Text {
-                block,
-                literal: Span::of(data, literal),
-            });
+        // The canonical shape, read without serde (which costs most of what the relay adds
+        // per event).
+        if let Some(text) = fast_text_delta(data.as_bytes()) {
+            let block = self.is_open(Some(text.block))?;
+            let literal = Literal::of(data, text.literal)
+                .ok_or_else(|| unreadable_event("content_block_delta"))?;
+            return Ok(Item::Text { block, literal });
         }
-        let [index, delta] = read("content_block_delta", data, ["index", "delta"])?;
-        let block = self.is_open(index)?;
-        let delta = delta.ok_or_else(|| unreadable_event("content_block_delta"))?;
-        let [kind, text_, partial_json, thinking, signature] = read(
-            "content_block_delta",
-            delta,
-            ["type", "text", "partial_json", "thinking", "signature"],
-        )?;
-        let literal = |raw: Option<&str>| match raw {
-            Some(raw) if literal_len(raw) == Some(raw.len()) => Ok(Span::of(data, raw)),
-            _ => Err(unreadable_event("content_block_delta")),
+        // Any other shape (another key order, spacing): read in one pass.
+        let delta: BlockDelta<'_> =
+            serde_json::from_str(data).map_err(|_| unreadable_event("content_block_delta"))?;
+        let block = self.is_open(Some(delta.index))?;
+        let Delta {
+            kind,
+            text: text_,
+            partial_json,
+            thinking,
+            signature,
+        } = delta.delta;
+        let literal = |raw: Option<&RawValue>| {
+            raw.and_then(|raw| Literal::of(data, raw.get()))
+                .ok_or_else(|| unreadable_event("content_block_delta"))
         };
-        Ok(match kind.and_then(text).as_deref() {
-            Some("text_delta") => Item::Text {
+        Ok(match kind.as_ref() {
+            "text_delta" => Item::Text {
                 block,
                 literal: literal(text_)?,
             },
-            Some("input_json_delta") => Item::ToolArgs {
+            "input_json_delta" => Item::ToolArgs {
                 block,
                 literal: literal(partial_json)?,
             },
-            Some("thinking_delta") => Item::Reasoning {
+            "thinking_delta" => Item::Reasoning {
                 block,
                 literal: literal(thinking)?,
             },
-            Some("signature_delta") => Item::Signature {
+            "signature_delta" => Item::Signature {
                 block,
                 literal: literal(signature)?,
             },
@@ -148,11 +160,9 @@ impl MessagesDecoder {
         let block = block.ok_or_else(|| unreadable_event("content_block_start"))?;
         let [kind, id, name] = read("content_block_start", block, ["type", "id", "name"])?;
         let string = |raw: Option<&str>| match raw {
-            Some(raw) if literal_len(raw) == Some(raw.len()) => Ok(Span::of(data, raw)),
-            Some(_) => Err(Unreadable::new(
-                "a tool_use block whose id or name is not text",
-            )),
-            None => Ok(Span::default()),
+            Some(raw) => Literal::of(data, raw)
+                .ok_or_else(|| Unreadable::new("a tool_use block whose id or name is not text")),
+            None => Ok(Literal::default()),
         };
         let kind = match kind.and_then(text).as_deref() {
             Some("text") => BlockKind::Text,
@@ -173,6 +183,29 @@ impl MessagesDecoder {
             native: Span::of(data, block),
         })
     }
+}
+
+/// A delta, the event nearly every stream is made of: read with one typed pass when the fast
+/// path cannot (the text's raw literal, borrowed, is checked by [`Literal::of`]).
+#[derive(serde::Deserialize)]
+struct BlockDelta<'a> {
+    index: u32,
+    #[serde(borrow)]
+    delta: Delta<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    partial_json: Option<&'a RawValue>,
+    #[serde(borrow)]
+    thinking: Option<&'a RawValue>,
+    #[serde(borrow)]
+    signature: Option<&'a RawValue>,
 }
 
 /// An event other than a block's, its `type` already checked.
@@ -250,28 +283,36 @@ fn unreadable_event(name: &str) -> Unreadable {
 /// in exactly the shape the API sends text in, `{"type":"content_block_delta","index":N,
 /// "delta":{"type":"text_delta","text":"…"}}`, spaces allowed before the closing braces;
 /// `None` for anything else, which serde then reads. Everything around the literal is fixed
-/// text, so an event this accepts is valid JSON: it can go out as it came.
-fn fast_text_delta(data: &str) -> Option<(&str, &str)> {
-    let rest = data.strip_prefix(r#"{"type":"content_block_delta","index":"#)?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    // JSON numbers have no leading zeros.
-    if digits == 0 || digits > 9 || (digits > 1 && rest.starts_with('0')) {
+/// text, so data this accepts is valid JSON (and UTF-8): it can go out as it came.
+fn fast_text_delta(data: &[u8]) -> Option<FastText<'_>> {
+    let rest = data.strip_prefix(br#"{"type":"content_block_delta","index":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    // JSON numbers have no leading zeros; nine digits fit a u32.
+    if digits == 0 || digits > 9 || (digits > 1 && rest[0] == b'0') {
         return None;
     }
-    let (index, rest) = rest.split_at(digits);
-    let rest = rest.strip_prefix(r#","delta":{"type":"text_delta","text":"#)?;
-    let len = literal_len(rest)?;
-    let tail = json_ws(rest.get(len..)?).strip_prefix('}')?;
-    let tail = json_ws(tail).strip_prefix('}')?;
+    let block = rest[..digits]
+        .iter()
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    let rest = rest[digits..].strip_prefix(br#","delta":{"type":"text_delta","text":"#)?;
+    let scanned = scan_literal(rest)?;
+    let (literal, tail) = rest.split_at(scanned.len);
+    let tail = json_ws(tail).strip_prefix(b"}")?;
+    let tail = json_ws(tail).strip_prefix(b"}")?;
     if !json_ws(tail).is_empty() {
         return None;
     }
-    Some((index, rest.get(..len)?))
+    Some(FastText {
+        block,
+        literal: std::str::from_utf8(literal).ok()?,
+        plain: scanned.plain,
+    })
 }
 
 /// `s` without leading JSON whitespace (within one data line: spaces and tabs).
-fn json_ws(s: &str) -> &str {
-    s.trim_start_matches([' ', '\t'])
+fn json_ws(s: &[u8]) -> &[u8] {
+    let skip = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[skip..]
 }
 
 // ---- writing ---------------------------------------------------------------------------
@@ -584,7 +625,11 @@ mod tests {
     #[test]
     fn the_fast_text_delta_reads_exactly_the_canonical_shape() {
         let data = r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"a \"b\" \\"}  }"#;
-        assert_eq!(fast_text_delta(data), Some(("12", r#""a \"b\" \\""#)));
+        let text = fast_text_delta(data.as_bytes()).unwrap();
+        assert_eq!(
+            (text.block, text.literal, text.plain),
+            (12, r#""a \"b\" \\""#, false)
+        );
         for other in [
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}, "more":1}"#,
             r#"{"index":0,"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}"#,
@@ -598,7 +643,7 @@ mod tests {
             "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\u{1}\"}}",
             "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}\u{c}}",
         ] {
-            assert_eq!(fast_text_delta(other), None, "{other}");
+            assert!(fast_text_delta(other.as_bytes()).is_none(), "{other}");
         }
     }
 

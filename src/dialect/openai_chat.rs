@@ -22,15 +22,16 @@ use memchr::memmem::Finder;
 use serde_json::{json, Value};
 
 use super::{
-    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, Rewritten, Rules, Unreadable, Wire,
+    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules, Unreadable,
+    Wire,
 };
 use crate::json::{
-    elements, first, literal_len, members, not_null, text, to_vec, write_str, RequestIndex,
+    elements, first, members, not_null, scan_literal, text, to_vec, write_str, RequestIndex,
     RequestShape,
 };
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{BlockKind, InBand, Item, Source, Span, Start, Stop, Usage};
+use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
 use crate::strategy::{Prefill, RewriteError, Strategy};
 
 pub(crate) const WIRE: Wire = Wire {
@@ -70,6 +71,20 @@ struct ChunkDecoder {
 }
 
 impl Decode for ChunkDecoder {
+    fn fast_text<'a>(&mut self, _: Option<&[u8]>, data: &'a [u8]) -> Option<FastText<'a>> {
+        let (true, Some(block), true) = (self.started, self.text, self.tools.is_empty()) else {
+            return None;
+        };
+        // What the fast path does not read of a chunk goes out as it came: it must be text.
+        let data = std::str::from_utf8(data).ok()?;
+        let (literal, plain) = fast_content_chunk(data)?;
+        Some(FastText {
+            block,
+            literal,
+            plain,
+        })
+    }
+
     fn decode(&mut self, _: Option<&str>, data: &str, items: &mut Vec<Item>) -> Decoded {
         if data.trim_ascii() == "[DONE]" {
             self.close_tools(items);
@@ -82,11 +97,9 @@ impl Decode for ChunkDecoder {
         // Nearly every chunk is one piece of text: once the attempt's first chunk has been
         // read in full, read that shape without serde.
         if let (true, Some(block), true) = (self.started, self.text, self.tools.is_empty()) {
-            if let Some(literal) = fast_content_chunk(data) {
-                items.push(Item::Text {
-                    block,
-                    literal: Span::of(data, literal),
-                });
+            if let Some(literal) = fast_content_chunk(data).and_then(|(l, _)| Literal::of(data, l))
+            {
+                items.push(Item::Text { block, literal });
                 return Ok(());
             }
         }
@@ -197,11 +210,10 @@ impl ChunkDecoder {
         block
     }
 
-    fn content(&mut self, data: &str, literal: &str, items: &mut Vec<Item>) -> Decoded {
-        if literal_len(literal) != Some(literal.len()) {
-            return Err(Unreadable::new("a chunk whose content is not text"));
-        }
-        if literal.len() == 2 {
+    fn content(&mut self, data: &str, raw: &str, items: &mut Vec<Item>) -> Decoded {
+        let literal = Literal::of(data, raw)
+            .ok_or_else(|| Unreadable::new("a chunk whose content is not text"))?;
+        if literal.is_empty() {
             // Empty: opens the text of a message, but is nothing after tool calls.
             if self.tools.is_empty() {
                 self.text_block(items);
@@ -216,10 +228,7 @@ impl ChunkDecoder {
             }
         }
         let block = self.text_block(items);
-        items.push(Item::Text {
-            block,
-            literal: Span::of(data, literal),
-        });
+        items.push(Item::Text { block, literal });
         Ok(())
     }
 
@@ -235,11 +244,10 @@ impl ChunkDecoder {
             None => [None, None],
         };
         let string = |raw: Option<&str>| match not_null(raw) {
-            None => Ok(Span::default()),
-            Some(r) if literal_len(r) == Some(r.len()) => Ok(Span::of(data, r)),
-            Some(_) => Err(Unreadable::new(
-                "a tool call whose id, name or arguments are not text",
-            )),
+            None => Ok(Literal::default()),
+            Some(r) => Literal::of(data, r).ok_or_else(|| {
+                Unreadable::new("a tool call whose id, name or arguments are not text")
+            }),
         };
         let (id, name, arguments, kind) = (
             string(id)?,
@@ -249,7 +257,7 @@ impl ChunkDecoder {
         );
         let block = match self.tools.get(&index) {
             Some(&block) => {
-                if id.get(data).len() > 2 || name.get(data).len() > 2 {
+                if !id.is_empty() || !name.is_empty() {
                     items.push(Item::ToolName { block, id, name });
                 }
                 block
@@ -261,12 +269,12 @@ impl ChunkDecoder {
                 items.push(Item::BlockStart {
                     block,
                     kind: BlockKind::ToolCall { id, name },
-                    native: kind,
+                    native: kind.span(),
                 });
                 block
             }
         };
-        if arguments.get(data).len() > 2 {
+        if !arguments.is_empty() {
             items.push(Item::ToolArgs {
                 block,
                 literal: arguments,
@@ -293,7 +301,7 @@ impl ChunkDecoder {
 /// escaped, so a key pattern never matches text; at worst a value spelled like a key sends the
 /// chunk to serde. What this does not check (the rest of the chunk's syntax) is relayed as the
 /// upstream sent it, as it would be anyway.
-fn fast_content_chunk(data: &str) -> Option<&str> {
+fn fast_content_chunk(data: &str) -> Option<(&str, bool)> {
     struct Finders {
         delta_content: Finder<'static>,
         delta: Finder<'static>,
@@ -315,7 +323,8 @@ fn fast_content_chunk(data: &str) -> Option<&str> {
     let at = f.delta_content.find(bytes)?;
     let from = at + f.delta_content.needle().len() - 1;
     let rest = data.get(from..)?;
-    let len = literal_len(rest)?;
+    let scanned = scan_literal(rest.as_bytes())?;
+    let len = scanned.len;
     if rest.as_bytes().get(len) != Some(&b'}') {
         return None;
     }
@@ -324,7 +333,7 @@ fn fast_content_chunk(data: &str) -> Option<&str> {
     if !(one_delta && plain) {
         return None;
     }
-    rest.get(..len)
+    Some((rest.get(..len)?, scanned.plain))
 }
 
 // ---- writing ---------------------------------------------------------------------------
@@ -653,7 +662,7 @@ mod tests {
     #[test]
     fn the_fast_content_chunk_reads_only_a_lone_piece_of_text() {
         let plain = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" \"hi\""},"logprobs":null,"finish_reason":null}],"usage":null}"#;
-        assert_eq!(fast_content_chunk(plain), Some(r#"" \"hi\"""#));
+        assert_eq!(fast_content_chunk(plain), Some((r#"" \"hi\"""#, false)));
         for other in [
             r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":"a","tool_calls":[]},"finish_reason":null}]}"#,

@@ -5,6 +5,7 @@
 //! keep one `Vec<Item>` for a whole stream and reuse it for every event without allocating.
 
 use crate::dialect::Dialect;
+use crate::json::{scan_literal, unescape_into};
 
 /// Where a piece of an event lies in its data (an empty span: the piece is absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,10 +36,62 @@ impl Span {
     }
 }
 
+/// A JSON string literal in an event's data, quotes included, exactly as it came. Made only
+/// from text that reads exactly ([`scan_literal`]): a decoder cannot hand the core a piece it
+/// could not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Literal {
+    span: Span,
+    /// No escapes: its text is what lies between its quotes.
+    plain: bool,
+}
+
+impl Literal {
+    /// `raw`, a slice of `data`, if it is exactly one string literal that reads exactly.
+    pub(crate) fn of(data: &str, raw: &str) -> Option<Literal> {
+        let scanned = scan_literal(raw.as_bytes())?;
+        (scanned.len == raw.len()).then(|| Literal {
+            span: Span::of(data, raw),
+            plain: scanned.plain,
+        })
+    }
+
+    /// Where it lies.
+    pub(crate) fn span(self) -> Span {
+        self.span
+    }
+
+    /// The literal as it came, quotes included ("" when absent).
+    pub(crate) fn raw(self, data: &str) -> &str {
+        self.span.get(data)
+    }
+
+    /// Whether it is absent or `""`.
+    pub(crate) fn is_empty(self) -> bool {
+        self.span.end.saturating_sub(self.span.start) <= 2
+    }
+
+    /// Appends its text to `out`.
+    pub(crate) fn read_into(self, data: &str, out: &mut String) {
+        read_literal(self.raw(data), self.plain, out);
+    }
+}
+
+/// Appends the text of `literal` (which reads exactly, `plain` if it has no escape) to `out`.
+pub(crate) fn read_literal(literal: &str, plain: bool, out: &mut String) {
+    if plain {
+        out.push_str(
+            literal
+                .get(1..literal.len().saturating_sub(1))
+                .unwrap_or(""),
+        );
+    } else {
+        unescape_into(literal, out);
+    }
+}
+
 /// One thing an upstream event says. Blocks are numbered by the decoder, per attempt, densely
-/// from 0 in the order they start. String pieces (`literal`) are JSON string literals, quotes
-/// included, exactly as they came; a decoder emits only literals that read exactly
-/// ([`json::literal_len`](crate::json::literal_len)).
+/// from 0 in the order they start. String pieces are [`Literal`]s.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Item {
     /// The message begins (Anthropic `message_start`, a Chat stream's first chunk).
@@ -51,15 +104,19 @@ pub(crate) enum Item {
         native: Span,
     },
     /// Answer text.
-    Text { block: u32, literal: Span },
+    Text { block: u32, literal: Literal },
     /// A piece of a tool call's arguments (JSON text, as a string literal).
-    ToolArgs { block: u32, literal: Span },
+    ToolArgs { block: u32, literal: Literal },
     /// A tool call's id or name, sent after its first delta (Chat allows it).
-    ToolName { block: u32, id: Span, name: Span },
+    ToolName {
+        block: u32,
+        id: Literal,
+        name: Literal,
+    },
     /// A piece of reasoning.
-    Reasoning { block: u32, literal: Span },
+    Reasoning { block: u32, literal: Literal },
     /// A reasoning block's signature.
-    Signature { block: u32, literal: Span },
+    Signature { block: u32, literal: Literal },
     /// A delta of a kind the core does not read (Anthropic `citations_delta`...): the whole
     /// event is its content.
     OtherDelta { block: u32 },
@@ -95,10 +152,10 @@ pub(crate) struct Start {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BlockKind {
     Text,
-    /// A tool call; its id and name are string literals (empty spans when they come later).
+    /// A tool call; its id and name (absent when they come later).
     ToolCall {
-        id: Span,
-        name: Span,
+        id: Literal,
+        name: Literal,
     },
     Reasoning,
     /// Reasoning the provider encrypted: its whole content is in the block's start.

@@ -51,7 +51,7 @@ use crate::untrusted::escaped;
 
 use attempt::{Attempt, NotOpen, Open};
 use hold::{Budget, Held, HeldKind, OverBudget};
-use item::{BlockKind, Carried, InBand, Item, Source, Span, Stop};
+use item::{read_literal, BlockKind, Carried, InBand, Item, Literal, Source, Span, Stop};
 use seam::SeamText;
 
 /// What the relay says after an event.
@@ -167,6 +167,9 @@ impl Relay {
 
     /// One complete event of the current attempt.
     pub(crate) fn on_event(&mut self, ev: &Event<'_>, out: &mut Outbox) -> Step {
+        if self.mode == Mode::Streaming && self.fast(ev, out) {
+            return Step::Continue(Carried::Content);
+        }
         if self.mode != Mode::Streaming {
             // After a client error or the terminal event, the rest goes out as it comes.
             if self.same_wire() {
@@ -216,6 +219,35 @@ impl Relay {
         let step = self.read(ev, name, data, out);
         self.joined = joined;
         step
+    }
+
+    /// The happy path, for the event nearly every stream is made of: a piece of text that can
+    /// go out as it came. The decoder reads it from bytes and proves it valid on the way; the
+    /// event must have nothing else (one `data:` line, maybe an `event:` line), so that every
+    /// byte forwarded was read. Anything else, or any doubt, takes the general path.
+    fn fast(&mut self, ev: &Event<'_>, out: &mut Outbox) -> bool {
+        let fields = ev.fields;
+        if !self.attempt.as_came || !fields.plain() {
+            return false;
+        }
+        let [data] = fields.data() else {
+            return false;
+        };
+        let name = fields.event().and_then(|r| ev.raw.get(r));
+        let Some(data) = ev.raw.get(data.clone()) else {
+            return false;
+        };
+        let Some(text) = self.attempt.decoder.fast_text(name, data) else {
+            return false;
+        };
+        if !self.as_came_into(text.block) {
+            return false;
+        }
+        self.keep(text.literal.len() > 2, |t| {
+            read_literal(text.literal, text.plain, t)
+        });
+        out.forward(ev);
+        true
     }
 
     fn read(&mut self, ev: &Event<'_>, name: Option<&str>, data: &str, out: &mut Outbox) -> Step {
@@ -316,10 +348,10 @@ impl Relay {
             Item::ToolName { block, id, name } => {
                 if let Some(Open::Held(held)) = self.attempt.get_mut(block) {
                     let before = held.size();
-                    for (span, to) in [(id, &mut held.id), (name, &mut held.name)] {
-                        if span.get(src.data).len() > 2 {
+                    for (literal, to) in [(id, &mut held.id), (name, &mut held.name)] {
+                        if !literal.is_empty() {
                             to.clear();
-                            unescape_into(span.get(src.data), to);
+                            literal.read_into(src.data, to);
                         }
                     }
                     let grew = held.size().saturating_sub(before);
@@ -418,8 +450,8 @@ impl Relay {
         }
         let mut held = Held::new(HeldKind::of(kind), src.wire, src.get(native));
         if let BlockKind::ToolCall { id, name } = kind {
-            unescape_into(src.get(id), &mut held.id);
-            unescape_into(src.get(name), &mut held.name);
+            id.read_into(src.data, &mut held.id);
+            name.read_into(src.data, &mut held.name);
         }
         self.budget.take(held.size()).map_err(over_budget)?;
         self.attempt
@@ -432,34 +464,29 @@ impl Relay {
     fn text(
         &mut self,
         block: u32,
-        literal: Span,
+        literal: Literal,
         src: &Source<'_>,
     ) -> Result<Outcome, StreamFailure> {
-        let lit = src.get(literal);
         let client = match self.attempt.get_mut(block) {
             Some(Open::Text { client }) => *client,
             // Text inside a held block: kept as it came, with the block.
             Some(Open::Held(_)) => return self.other_delta(block, src),
             Some(Open::Dropped) => {
-                self.count_spent(lit);
+                self.count_spent(literal);
                 return Ok(Outcome::Quiet);
             }
             None => return Err(unreadable_failure("text for a block that is not open")),
         };
-        if lit.len() > 2 {
+        if self.as_came_into(block) {
+            self.keep(!literal.is_empty(), |t| literal.read_into(src.data, t));
+            return Ok(Outcome::AsCame(client));
+        }
+        if !literal.is_empty() {
             self.attempt.spent += 1;
             self.transcript.add_kept_token();
         }
-        let seam_active = self.attempt.seam.as_ref().is_some_and(SeamText::active);
-        if !seam_active && client == block && self.attempt.as_came {
-            if let Some(t) = self.transcript.text_mut() {
-                unescape_into(lit, t);
-            }
-            self.transcript.check_limit();
-            return Ok(Outcome::AsCame(client));
-        }
         self.text.clear();
-        unescape_into(lit, &mut self.text);
+        literal.read_into(src.data, &mut self.text);
         self.send.clear();
         match &mut self.attempt.seam {
             Some(seam) => seam.filter(&self.text, &mut self.send),
@@ -480,26 +507,24 @@ impl Relay {
         &mut self,
         item: Item,
         block: u32,
-        literal: Span,
+        literal: Literal,
         src: &Source<'_>,
     ) -> Result<Outcome, StreamFailure> {
-        let lit = src.get(literal);
         if !matches!(item, Item::Signature { .. }) {
-            self.count_spent(lit);
+            self.count_spent(literal);
         }
         match self.attempt.get_mut(block) {
             Some(Open::Held(held)) => {
                 let before = held.size();
                 match item {
-                    Item::ToolArgs { .. } => unescape_into(lit, &mut held.arguments),
-                    Item::Reasoning { .. } => unescape_into(lit, &mut held.reasoning),
+                    Item::ToolArgs { .. } => literal.read_into(src.data, &mut held.arguments),
+                    Item::Reasoning { .. } => literal.read_into(src.data, &mut held.reasoning),
                     _ => {
                         let mut signature = String::new();
-                        let ok = unescape_into(lit, &mut signature);
+                        literal.read_into(src.data, &mut signature);
                         held.signature = Some(signature);
-                        ok
                     }
-                };
+                }
                 let grew = held.size().saturating_sub(before);
                 self.budget.take(grew).map_err(over_budget)?;
                 Ok(Outcome::Quiet)
@@ -511,10 +536,30 @@ impl Relay {
         }
     }
 
-    fn count_spent(&mut self, literal: &str) {
-        if literal.len() > 2 {
+    fn count_spent(&mut self, literal: Literal) {
+        if !literal.is_empty() {
             self.attempt.spent += 1;
         }
+    }
+
+    /// Whether text for the attempt's block `block` can go out as it came: the client reads
+    /// the same wire, its block has the same index, and the seam has nothing to drop.
+    fn as_came_into(&mut self, block: u32) -> bool {
+        self.attempt.as_came
+            && !self.attempt.seam.as_ref().is_some_and(SeamText::active)
+            && matches!(self.attempt.get_mut(block), Some(Open::Text { client }) if *client == block)
+    }
+
+    /// Text that goes out as it came: into the transcript, counted as generated and kept.
+    fn keep(&mut self, generated: bool, read: impl FnOnce(&mut String)) {
+        if generated {
+            self.attempt.spent += 1;
+            self.transcript.add_kept_token();
+        }
+        if let Some(t) = self.transcript.text_mut() {
+            read(t);
+        }
+        self.transcript.check_limit();
     }
 
     /// A delta the core does not read, for the attempt's block `block`.
@@ -637,7 +682,7 @@ impl Relay {
                 self.ensure_started(out);
                 if as_came {
                     self.text.clear();
-                    unescape_into(src.get(literal), &mut self.text);
+                    literal.read_into(src.data, &mut self.text);
                     self.encoder.text(client, &self.text, out);
                 } else {
                     self.encoder.text(client, &self.send, out);
