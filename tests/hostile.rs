@@ -62,8 +62,17 @@ async fn through_layer(
     layer: MidStreamFallbackLayer<FallbackChain>,
     primary: Endless,
 ) -> (Bytes, Vec<upstream::Call>) {
+    through_layer_as(Dialect::Anthropic, layer, primary).await
+}
+
+/// [`through_layer`] for a request of `dialect`.
+async fn through_layer_as(
+    dialect: Dialect,
+    layer: MidStreamFallbackLayer<FallbackChain>,
+    primary: Endless,
+) -> (Bytes, Vec<upstream::Call>) {
     let model = Upstream::new(
-        Dialect::Anthropic,
+        dialect,
         Whole {
             text: WHOLE.into(),
             ..Whole::default()
@@ -88,12 +97,15 @@ async fn through_layer(
         }
     });
     let svc = layer.layer(svc);
+    let body = match dialect {
+        Dialect::Anthropic => anthropic_request(),
+        Dialect::OpenAi => Bytes::from(
+            json!({"model":"primary","stream":true,"messages":[{"role":"user","content":"hi"}]})
+                .to_string(),
+        ),
+    };
     let res = svc
-        .oneshot(
-            Request::post("/v1/messages")
-                .body(Full::new(anthropic_request()))
-                .unwrap(),
-        )
+        .oneshot(Request::post(path(dialect)).body(Full::new(body)).unwrap())
         .await
         .unwrap();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -641,6 +653,40 @@ async fn tool_blocks_without_deltas_count_against_the_hold_limit() {
     assert!(
         read <= 1 + 2 * (256 / 16 + 1),
         "read {read} frames of 8 KiB blocks for a 256 KiB hold limit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn chat_tool_calls_with_large_ids_and_no_arguments_count_against_the_hold_limit() {
+    // Each chunk opens a new tool call with 16 KiB of id and name and no arguments.
+    let big = "x".repeat(8 * 1024);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let primary = Endless {
+        next: Box::new(move |n| {
+            let chunk = |delta: Value| {
+                let c = json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"primary","choices":[{"index":0,"delta":delta,"finish_reason":null}]});
+                Bytes::from(format!("data: {c}\n\n"))
+            };
+            match n {
+                0 => Some(chunk(json!({"role":"assistant","content":null}))),
+                n if n > 2_000 => None,
+                n => Some(chunk(
+                    json!({"tool_calls":[{"index":n,"id":format!("call_{big}"),"type":"function","function":{"name":big,"arguments":""}}]}),
+                )),
+            }
+        }),
+        sent: sent.clone(),
+        tick: None,
+        every: None,
+    };
+    let layer = MidStreamFallbackLayer::new(chain()).max_held_bytes(256 * 1024);
+    let (bytes, calls) = through_layer_as(Dialect::OpenAi, layer, primary).await;
+    assert_eq!(check(Dialect::OpenAi, false, &bytes).unwrap().text, WHOLE);
+    assert_eq!(calls.len(), 1, "the fallback answered");
+    let read = sent.load(Ordering::SeqCst);
+    assert!(
+        read <= 1 + 256 / 16 + 1,
+        "read {read} chunks of 16 KiB tool calls for a 256 KiB hold limit"
     );
 }
 

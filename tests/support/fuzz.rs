@@ -10,8 +10,8 @@ use tower_midstream::MidStreamFallbackLayer;
 use super::probe::rewrites;
 use super::upstream::{Dialect, Fault, Scripted, Upstream, FAULTS};
 use super::{
-    chain, check, expected, fixture, path, request_body, run, runtime, same_answer, whole_of,
-    FIXTURES,
+    chain, check, events_of, expected, fixture, path, request_body, run, runtime, same_answer,
+    whole_of, FIXTURES,
 };
 
 /// Reads cut points from the front of `data`: one byte `n`, then `n` little-endian u16.
@@ -87,17 +87,22 @@ pub fn framer(data: &[u8]) {
     assert_eq!(out, &input[..complete_prefix(input)]);
 }
 
-/// Relaying, two ways. A first byte below 200 picks a structured case: a recorded stream with
-/// some line ends, cut anywhere, failing at any byte with any fault, and a fallback that
+/// Relaying, three ways. A first byte below 150 picks a structured case: a recorded stream
+/// with some line ends, cut anywhere, failing at any byte with any fault, and a fallback that
 /// accepts prefill or not; the client's stream must obey the seam rules and hold the whole
-/// answer. From 200 up, the rest is an arbitrary primary stream: the layer must not panic and
-/// must end the response.
+/// answer. From 150 to 199, a recorded stream in which one event's data is cut anywhere and
+/// the rest of the input put in its place (a valid shape with a mutated tail: what a broken
+/// or hostile upstream sends): see [`relay_mutated`]. From 200 up, the rest is an arbitrary
+/// primary stream: the layer must not panic and must end the response.
 pub fn relay(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     if mode >= 200 {
         return relay_garbage(mode, rest);
+    }
+    if mode >= 150 {
+        return relay_mutated(mode, rest);
     }
     let pick = |i: usize| rest.get(i).copied().unwrap_or(0) as usize;
     let f = &FIXTURES[mode as usize % FIXTURES.len()];
@@ -182,6 +187,69 @@ fn relay_garbage(mode: u8, primary: &[u8]) {
             .into_owned()
             .into_bytes(),
     );
+}
+
+/// One event of a recorded stream (picked by two bytes) has its data cut (at a position picked
+/// by two more) and the rest of the input put in its place, then the stream goes on as
+/// recorded. The layer must not panic, must end the response, and must never hand the client
+/// what it cannot read: every byte UTF-8, and (Anthropic, whose every event the layer reads
+/// exactly) every event's data valid JSON.
+pub fn relay_mutated(mode: u8, rest: &[u8]) {
+    let pick = |i: usize| rest.get(i).copied().unwrap_or(0) as usize;
+    let f = &FIXTURES[mode as usize % FIXTURES.len()];
+    let recorded = fixture(f.name);
+    let events = events_of(&recorded);
+    let k = (pick(0) | pick(1) << 8) % events.len();
+    let event = &events[k][..];
+    let data = event
+        .windows(6)
+        .position(|w| w == b"data: ")
+        .map_or(0, |at| at + 6);
+    let end = data
+        + event[data..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(event.len() - data);
+    let cut = data + (pick(2) | pick(3) << 8) % (end - data + 1);
+    let mut primary = events[..k].concat();
+    primary.extend_from_slice(&event[..cut]);
+    primary.extend_from_slice(rest.get(4..).unwrap_or(&[]));
+    primary.extend_from_slice(b"\n\n");
+    primary.extend_from_slice(&events[k + 1..].concat());
+    let whole = whole_of(f.dialect, &recorded);
+    let upstream = Upstream::new(f.dialect, whole)
+        .lenient()
+        .then(Scripted::Stream {
+            bytes: Bytes::from(primary),
+            cuts: vec![],
+            fault: None,
+        });
+    let layer =
+        MidStreamFallbackLayer::new(chain(f.dialect, true)).idle_timeout(Duration::from_secs(5));
+    let out = runtime().block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(3600),
+            run(
+                layer,
+                &upstream,
+                path(f.dialect),
+                Bytes::from(request_body(f).to_string()),
+            ),
+        )
+        .await
+        .expect("the response ends")
+    });
+    let text = std::str::from_utf8(&out.bytes).expect("nothing but UTF-8 reaches the client");
+    if f.dialect == Dialect::Anthropic {
+        for ev in check::parse_sse(text.as_bytes()) {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&ev.data).is_ok(),
+                "{} event {k} cut at {cut}: the client got data it cannot read: {:?}",
+                f.name,
+                ev.data
+            );
+        }
+    }
 }
 
 /// Rewriting: the first byte picks the dialect, the rest is the request body. No strategy
