@@ -1,5 +1,6 @@
 //! The response future of [`MidStreamFallback`](crate::MidStreamFallback).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,16 +21,16 @@ use crate::error::BoxError;
 use crate::error::FailureClass;
 use crate::error::FallbackError;
 use crate::plan::RetryPlanner;
-use crate::recovery::{client_error, retryable, Recovery};
-use crate::replay::{self, Collected, ReplayBody};
+use crate::recovery::{client_error, retryable, unwatched_failure, Recovery};
+use crate::replay::{Collected, ReplayBody};
 use crate::stream::{describe, is_event_stream, Watch};
 use crate::transcript::Transcript;
 
 /// The most of a failed response's body kept to hand back if every fallback fails too.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
-type BoxResponseFuture<ResBody, E> =
-    Pin<Box<dyn Future<Output = Result<Response<FallbackBody<ResBody>>, E>> + Send>>;
+type BoxResponseFuture<ResBody> =
+    Pin<Box<dyn Future<Output = Result<Response<FallbackBody<ResBody>>, Infallible>> + Send>>;
 
 pin_project! {
     /// Response future of [`MidStreamFallback`](crate::MidStreamFallback).
@@ -49,7 +50,7 @@ pin_project! {
         S: Service<Request<ReplayBody<ReqBody>>>,
     {
         // Not watched: the inner service's response, as it comes.
-        Passthrough { #[pin] fut: S::Future },
+        Passthrough { #[pin] fut: S::Future, dialect: Option<Dialect> },
         // Collecting the request body for replay.
         Collecting {
             #[pin]
@@ -60,7 +61,7 @@ pin_project! {
         // The first attempt, on the service that was made ready.
         Calling { #[pin] fut: S::Future, recovery: Option<Recovery<S, P>> },
         // The first attempt failed before the stream: further attempts.
-        Recovering { fut: BoxResponseFuture<ResBody, S::Error> },
+        Recovering { fut: BoxResponseFuture<ResBody> },
         // A response the layer made itself.
         Ready { response: Option<Response<FallbackBody<ResBody>>> },
     }
@@ -73,6 +74,7 @@ pub(crate) struct Start<S, P> {
     pub(crate) parts: Parts,
     pub(crate) dialect: Dialect,
     pub(crate) config: Arc<Config>,
+    pub(crate) span: tracing::Span,
 }
 
 impl<S, P, ReqBody, ResBody> ResponseFuture<S, P, ReqBody, ResBody>
@@ -80,9 +82,9 @@ where
     S: Service<Request<ReplayBody<ReqBody>>>,
     ReqBody: Body,
 {
-    pub(crate) fn passthrough(fut: S::Future) -> Self {
+    pub(crate) fn passthrough(fut: S::Future, dialect: Option<Dialect>) -> Self {
         ResponseFuture {
-            state: State::Passthrough { fut },
+            state: State::Passthrough { fut, dialect },
         }
     }
 
@@ -125,15 +127,20 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    type Output = Result<Response<FallbackBody<ResBody>>, S::Error>;
+    type Output = Result<Response<FallbackBody<ResBody>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Passthrough { fut } => {
-                    let response = std::task::ready!(fut.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(FallbackBody::plain)));
+                StateProj::Passthrough { fut, dialect } => {
+                    return Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
+                        Ok(response) => response.map(FallbackBody::plain),
+                        Err(err) => {
+                            let err: BoxError = err.into();
+                            unwatched_failed(*dialect, describe(&*err))
+                        }
+                    }));
                 }
                 StateProj::Collecting {
                     mut body,
@@ -160,11 +167,12 @@ where
                         }
                     };
                     let Start {
-                        mut service,
+                        service,
                         planner,
                         parts,
                         dialect,
                         config,
+                        span,
                     } = start.take().expect("polled after completion");
                     let body = match read {
                         Ok(bytes) => bytes,
@@ -180,22 +188,29 @@ where
                         }
                     };
                     let original = Request::from_parts(parts, body);
-                    let first = replay::rebuild(&original, original.body().clone());
-                    let fut = service.call(replay::to_inner(first));
-                    let recovery = Recovery::new(service, planner, original, dialect, config);
+                    let mut recovery =
+                        Recovery::new(service, planner, original, dialect, config, span);
+                    let fut = recovery.call_first();
                     state.set(State::Calling {
                         fut,
                         recovery: Some(recovery),
                     });
                 }
                 StateProj::Calling { fut, recovery } => {
-                    let result = std::task::ready!(fut.poll(cx));
-                    let recovery = recovery.take().expect("polled after completion");
+                    let result = {
+                        let span = recovery.as_ref().map(Recovery::attempt_span);
+                        let _entered = span.map(tracing::Span::enter);
+                        std::task::ready!(fut.poll(cx))
+                    };
+                    let mut recovery = recovery.take().expect("polled after completion");
                     match result {
                         Ok(response) if response.status().is_success() => {
                             return Poll::Ready(Ok(watch(response, recovery)));
                         }
-                        Ok(response) if !retryable(response.status()) || !recovery.can_retry() => {
+                        Ok(mut response)
+                            if !retryable(response.status()) || !recovery.can_retry() =>
+                        {
+                            recovery.pass_on(&mut response);
                             return Poll::Ready(Ok(response.map(FallbackBody::plain)));
                         }
                         first => {
@@ -216,8 +231,8 @@ where
 
 /// Wraps a successful response: an event stream is watched, anything else passes through.
 fn watch<S, P, ReqBody, ResBody>(
-    response: Response<ResBody>,
-    recovery: Recovery<S, P>,
+    mut response: Response<ResBody>,
+    mut recovery: Recovery<S, P>,
 ) -> Response<FallbackBody<ResBody>>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -229,8 +244,10 @@ where
     ResBody::Error: Into<BoxError>,
 {
     if !is_event_stream(response.headers()) {
+        recovery.pass_on(&mut response);
         return response.map(FallbackBody::plain);
     }
+    recovery.respond(&mut response);
     let (mut parts, body) = response.into_parts();
     // The relayed stream may differ in length from the upstream's.
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -244,7 +261,7 @@ where
 async fn before_stream<S, P, ReqBody, ResBody>(
     mut recovery: Recovery<S, P>,
     first: Result<Response<ResBody>, S::Error>,
-) -> Result<Response<FallbackBody<ResBody>>, S::Error>
+) -> Result<Response<FallbackBody<ResBody>>, Infallible>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -322,6 +339,31 @@ fn gave_up<B>(dialect: Dialect, err: FallbackError) -> Response<FallbackBody<B>>
     let mut response = error_response(dialect, StatusCode::BAD_GATEWAY, &kind, &message);
     response.extensions_mut().insert(err);
     response
+}
+
+/// 502 for a request the layer does not watch whose inner service failed, in the dialect its
+/// path names (plain text otherwise), with the error in its extensions.
+pub(crate) fn unwatched_failed<B>(
+    dialect: Option<Dialect>,
+    detail: String,
+) -> Response<FallbackBody<B>> {
+    let err = unwatched_failure(detail);
+    match dialect {
+        Some(dialect) => gave_up(dialect, err),
+        None => {
+            let mut response = Response::new(FallbackBody::full(Bytes::from(format!(
+                "upstream unavailable: {}\n",
+                err.client_message()
+            ))));
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response.extensions_mut().insert(err);
+            response
+        }
+    }
 }
 
 pub(crate) fn too_large<B>(dialect: Dialect, limit: usize) -> Response<FallbackBody<B>> {

@@ -134,30 +134,43 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod attempt;
 mod body;
 mod chain;
 mod config;
 mod dialect;
 mod error;
+mod failure;
 pub mod future;
 mod json;
 mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod observe;
 mod outbox;
 mod plan;
+mod provenance;
 mod recovery;
 mod replay;
 mod service;
 mod sse;
 mod strategy;
 mod stream;
+mod trace;
 mod transcript;
 
+pub use attempt::Attempt;
 pub use body::FallbackBody;
 pub use chain::{FallbackChain, WhenNoPrefill};
 pub use dialect::Dialect;
 pub use error::{AttemptError, FailureClass, FallbackError};
+pub use failure::{Failure, FailureBuilder};
 pub use layer::MidStreamFallbackLayer;
-pub use plan::{Failure, Plan, RetryPlanner};
+#[cfg(feature = "metrics")]
+pub use metrics::MetricsObserver;
+pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
+pub use plan::{Plan, RetryPlanner};
+pub use provenance::Provenance;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
 pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};

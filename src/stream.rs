@@ -28,6 +28,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
 use tower_service::Service;
+use tracing::instrument::Instrumented;
 
 use crate::dialect::{Relay, Step, StreamFailure};
 use crate::error::BoxError;
@@ -60,7 +61,7 @@ pin_project! {
         #[pin]
         upstream: Option<ResBody>,
         #[pin]
-        call: Option<Oneshot<S, Request<ReplayBody<ReqBody>>>>,
+        call: Option<Instrumented<Oneshot<S, Request<ReplayBody<ReqBody>>>>>,
         #[pin]
         timer: Option<Sleep>,
         phase: Phase,
@@ -108,6 +109,10 @@ where
     pub(crate) fn fallback_error(&self) -> Option<&FallbackError> {
         self.error.as_ref()
     }
+
+    pub(crate) fn provenance(&self) -> &crate::provenance::Provenance {
+        self.recovery.provenance()
+    }
 }
 
 /// What feeding events to the relay came to.
@@ -133,6 +138,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        // Whatever the attempt's body and call do while polled belongs to its span.
+        let span = this.recovery.attempt_span().clone();
+        let _entered = span.enter();
         loop {
             if let Some(bytes) = this.out.pop() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
@@ -186,6 +194,7 @@ where
                                 // The continuation is flowing: no more keep-alives needed.
                                 if !this.out.is_empty() {
                                     *this.keep_alive_at = None;
+                                    this.recovery.chunk_sent();
                                 }
                                 fed
                             }
@@ -227,7 +236,11 @@ where
                     };
                     match fed {
                         Fed::More => {}
-                        Fed::Done => *this.phase = Phase::Draining,
+                        Fed::Done => {
+                            this.recovery.set_usage(this.relay.usage());
+                            this.recovery.completed(this.relay.transcript());
+                            *this.phase = Phase::Draining;
+                        }
                         Fed::Failed(failure) => {
                             this.upstream.set(None);
                             fail(&mut this, failure);
@@ -378,14 +391,11 @@ fn fail<S, P, ReqBody, ResBody>(
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     P: crate::plan::RetryPlanner,
 {
+    this.recovery.set_usage(this.relay.usage());
     this.relay.abandon();
     if this.relay.finish(this.out) {
-        tracing::info!(
-            target: "tower_midstream",
-            class = failure.class.name(),
-            detail = %failure.detail,
-            "the answer was complete; closed the stream locally"
-        );
+        this.recovery
+            .closed_locally(&failure, this.relay.transcript());
         *this.phase = Phase::Ended;
         return;
     }

@@ -116,21 +116,14 @@ impl Gateway {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let dialect = client_dialect(&req);
         if opted_out(req.headers()) {
             req.extensions_mut().insert(NoFallback);
         }
+        // The layer answers every failure itself, in the client's dialect: a 502 once the
+        // fallbacks failed too, or at once for a request without fallback.
         let response = match self.service.clone().oneshot(req).await {
             Ok(response) => response.map(Either::Left),
-            // Only a request without fallback gets here: the layer answers connection
-            // failures itself once it has tried the fallbacks.
-            Err(err) => error(
-                dialect,
-                StatusCode::BAD_GATEWAY,
-                ErrorKind::Upstream,
-                &describe(&*err),
-            )
-            .map(Either::Right),
+            Err(never) => match never {},
         };
         tracing::info!(
             target: "gateway",
@@ -504,7 +497,6 @@ enum ErrorKind {
     TooLarge,
     NotFound,
     ModelNotFound,
-    Upstream,
 }
 
 /// An error response in the format the client's SDK parses.
@@ -519,7 +511,6 @@ fn error(
             ErrorKind::InvalidRequest => "invalid_request_error",
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
-            ErrorKind::Upstream => "api_error",
         };
         serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
     } else {
@@ -527,7 +518,6 @@ fn error(
             ErrorKind::InvalidRequest | ErrorKind::TooLarge => ("invalid_request_error", None),
             ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
             ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
-            ErrorKind::Upstream => ("server_error", None),
         };
         serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     };
