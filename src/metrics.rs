@@ -14,7 +14,7 @@ use crate::observe::{AttemptReport, Observer, RequestReport};
 /// | `midstream_requests_total` | counter | `dialect`, `outcome` | requests: `completed`, `passed_on`, `gave_up`, `client_gone` |
 /// | `midstream_attempts_per_request` | histogram | `dialect`, `outcome` | attempts each request took, the first included |
 /// | `midstream_time_to_first_chunk_seconds` | histogram | `target`, `strategy` | per attempt whose bytes reached the client: from its call to its first bytes at the client |
-/// | `midstream_fallback_gap_seconds` | histogram | `target`, `strategy` | per fallback whose bytes reached the client: from the failure before it to its first bytes at the client |
+/// | `midstream_fallback_gap_seconds` | histogram | `target`, `strategy` | per fallback whose bytes reached the client: the pause the client saw, from the failure that interrupted it to the fallback's first bytes |
 /// | `midstream_usage_tokens_total` | counter | `target`, `type` (`input`, `output`) | tokens, as the upstreams reported them |
 ///
 /// `strategy` is `original` (the first attempt), `restart`, `prefill` or `instruction`. The
@@ -71,7 +71,7 @@ impl Observer for MetricsObserver {
             "midstream_attempts_total",
             "target" => target.clone(),
             "strategy" => strategy,
-            "class" => report.outcome().name(),
+            "class" => report.outcome().class_name(),
         )
         .increment(1);
         if let Some(t) = report.time_to_first_chunk() {

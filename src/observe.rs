@@ -132,14 +132,22 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    /// A short name for logs and metrics: `completed`, `passed_on`, the failure class
-    /// ([`FailureClass::name`]), `client_gone`.
+    /// `completed`, `passed_on`, `failed` or `client_gone`.
     pub fn name(self) -> &'static str {
         match self {
             AttemptOutcome::Completed => "completed",
             AttemptOutcome::PassedOn => "passed_on",
-            AttemptOutcome::Failed(class) => class.name(),
+            AttemptOutcome::Failed(_) => "failed",
             AttemptOutcome::ClientGone => "client_gone",
+        }
+    }
+
+    /// One label for how it ended, for metrics: the failure class ([`FailureClass::name`])
+    /// when it failed, else [`name`](Self::name).
+    pub fn class_name(self) -> &'static str {
+        match self {
+            AttemptOutcome::Failed(class) => class.name(),
+            other => other.name(),
         }
     }
 }
@@ -185,8 +193,9 @@ impl AttemptReport {
         self.time_to_first_chunk
     }
 
-    /// For a fallback whose bytes reached the client: from the previous attempt's failure to
-    /// this attempt's first bytes at the client, the pause the client saw.
+    /// For a fallback whose bytes reached the client: the pause the client saw, from the first
+    /// failure since it last got bytes of the answer (later attempts may have failed too) to
+    /// this attempt's first bytes.
     pub fn fallback_gap(&self) -> Option<Duration> {
         self.fallback_gap
     }

@@ -46,8 +46,9 @@ pub(crate) struct Recovery<S, P> {
     span: Span,
     started: Instant,
     first_chunk_at: Option<Instant>,
-    /// When the last attempt failed: the start of the pause a fallback ends.
-    failed_at: Option<Instant>,
+    /// Since when the client has been waiting for a fallback: the first failure since it last
+    /// got bytes of the answer (later attempts may fail too before one serves).
+    waiting_since: Option<Instant>,
     provenance: Provenance,
     /// Set once the request's fate is known; a request dropped before that lost its client.
     outcome: Option<RequestOutcome>,
@@ -60,6 +61,8 @@ struct InFlight {
     span: Span,
     started: Instant,
     first_chunk_at: Option<Instant>,
+    /// For a fallback that served: how long the client waited for it.
+    fallback_gap: Option<std::time::Duration>,
     usage: Usage,
     ended: bool,
 }
@@ -71,6 +74,7 @@ impl InFlight {
             attempt,
             started: Instant::now(),
             first_chunk_at: None,
+            fallback_gap: None,
             usage: Usage::default(),
             ended: false,
         }
@@ -122,7 +126,7 @@ impl<S, P> Recovery<S, P> {
             span,
             started: Instant::now(),
             first_chunk_at: None,
-            failed_at: None,
+            waiting_since: None,
             provenance: Provenance::default(),
             outcome: None,
             error: None,
@@ -180,8 +184,9 @@ impl<S, P> Recovery<S, P> {
         self.current.first_chunk_at = Some(now);
         self.first_chunk_at.get_or_insert(now);
         self.provenance.push(&self.current.attempt);
-        if !self.current.attempt.is_first() {
-            let gap = self.failed_at.map(|at| seconds(now - at));
+        if let Some(since) = self.waiting_since.take() {
+            self.current.fallback_gap = Some(now - since);
+            let gap = seconds(now - since);
             tracing::info!(
                 target: TARGET,
                 parent: &self.current.span,
@@ -271,7 +276,7 @@ impl<S, P> Recovery<S, P> {
             "upstream attempt failed"
         );
         self.end_attempt(AttemptOutcome::Failed(class), Some(transcript));
-        self.failed_at = Some(Instant::now());
+        self.waiting_since.get_or_insert_with(Instant::now);
         let attempt = &self.current.attempt;
         self.history.push(AttemptError {
             attempt: attempt.number(),
@@ -381,10 +386,7 @@ impl<S, P> Recovery<S, P> {
             outcome,
             duration: now - current.started,
             time_to_first_chunk: current.first_chunk_at.map(|at| at - current.started),
-            fallback_gap: match (current.first_chunk_at, self.failed_at) {
-                (Some(first), Some(failed)) if !current.attempt.is_first() => Some(first - failed),
-                _ => None,
-            },
+            fallback_gap: current.fallback_gap,
             usage: current.usage.clone(),
             sent_text_bytes: transcript.map_or(0, |t| t.text().len()),
             sent_tokens: transcript.map_or(0, Transcript::kept_tokens),

@@ -391,7 +391,10 @@ fn fail<S, P, ReqBody, ResBody>(
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     P: crate::plan::RetryPlanner,
 {
-    this.recovery.set_usage(this.relay.usage());
+    // While calling a fallback, the relay still holds the previous attempt's figures.
+    if *this.phase == Phase::Streaming {
+        this.recovery.set_usage(this.relay.usage());
+    }
     this.relay.abandon();
     if this.relay.finish(this.out) {
         this.recovery
@@ -433,7 +436,7 @@ where
                 let class = recovery.status_class(status);
                 return Err(StreamFailure::new(
                     class,
-                    format!("the fallback answered {status}"),
+                    format!("the fallback answered HTTP {}", status.as_u16()),
                 ));
             }
             if !is_event_stream(response.headers()) {
