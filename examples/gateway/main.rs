@@ -10,6 +10,7 @@
 //! the upstream the config names, with that upstream's own key. When a stream fails half-way,
 //! `tower_midstream::MidStreamFallbackLayer` continues it on the model's fallbacks and the
 //! client reads one stream. `x-midstream-fallback: off` turns that off for one request.
+//! `GET /metrics` shows the layer's counters and histograms in Prometheus' text format.
 //!
 //! Without `--config`, it starts a demo upstream on loopback (see `demo.rs` for the models and
 //! the `x-demo-*` headers that script failures), the gateway in front of it, and prints
@@ -143,7 +144,8 @@ async fn run(args: Args) -> Result<(), String> {
         let listener = bind(config.listen, "gateway").await?;
         println!("gateway=http://{}", listener.local_addr().unwrap());
         tracing::info!(target: "gateway", models = config.models.len(), upstreams = config.upstreams.len(), "gateway ready");
-        return serve_until_ctrl_c(proxy::serve(listener, proxy::build(&config))).await;
+        let gateway = proxy::build(&config).with_metrics(metrics()?);
+        return serve_until_ctrl_c(proxy::serve(listener, gateway)).await;
     }
 
     let demo_listener = bind(args.demo_listen, "demo upstream").await?;
@@ -162,7 +164,25 @@ async fn run(args: Args) -> Result<(), String> {
     let addr = listener.local_addr().unwrap();
     println!("gateway=http://{addr}");
     println!("{}", try_it(addr));
-    serve_until_ctrl_c(proxy::serve(listener, proxy::build(&config))).await
+    let gateway = proxy::build(&config).with_metrics(metrics()?);
+    serve_until_ctrl_c(proxy::serve(listener, gateway)).await
+}
+
+/// The process's `metrics` recorder: Prometheus' text format, rendered on `GET /metrics`.
+fn metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Seconds, from a fast first token to a slow fallback; attempts per request, one by one.
+    let seconds = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("midstream_attempts_per_request".into()),
+                &[1.0, 2.0, 3.0, 4.0, 5.0],
+            )
+        })
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| format!("metrics: {e}"))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -196,7 +216,8 @@ Try (the log on stderr says which failure it saw and which strategy it used):
 
 Script other failures with a header, e.g. -H 'x-demo-fault: stall@20' or
 -H 'x-demo-fault: error@20' or -H 'x-demo-fault: 529'; turn fallback off with
--H 'x-midstream-fallback: off'. See examples/gateway/demo.rs or README.md.
+-H 'x-midstream-fallback: off'. What the gateway counted: curl http://{addr}/metrics
+See examples/gateway/demo.rs or README.md.
 "#,
         claude = demo::CLAUDE_PRIMARY,
         gpt = demo::GPT_PRIMARY,

@@ -25,12 +25,14 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use tower_midstream::{
-    Dialect, FallbackBody, FallbackChain, MidStreamFallback, NoFallback, ReplayBody,
+    Dialect, FallbackBody, FallbackChain, MetricsObserver, MidStreamFallback, NoFallback,
+    Provenance, ReplayBody,
 };
 
 use crate::config::{Config, Upstream};
@@ -82,6 +84,8 @@ const NOT_FORWARDED: &[&str] = &[
 #[derive(Clone)]
 pub struct Gateway {
     service: MidStreamFallback<Router, FallbackChain>,
+    /// Renders `GET /metrics`, when the process has a Prometheus recorder.
+    metrics: Option<PrometheusHandle>,
 }
 
 /// Builds the gateway for `config`, with a client that speaks HTTP/1.1 and HTTP/2 over TLS
@@ -100,12 +104,22 @@ pub fn build(config: &Config) -> Gateway {
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build(https);
     let router = Router::new(config, client);
+    // Only the models of the config become label values, whatever clients send.
+    let observer = MetricsObserver::new().targets(config.models.iter().map(|m| m.name.as_str()));
     Gateway {
-        service: tower::Layer::layer(&config.layer(), router),
+        service: tower::Layer::layer(&config.layer().observer(observer), router),
+        metrics: None,
     }
 }
 
 impl Gateway {
+    /// Serves `GET /metrics` from `handle` (the layer's figures feed the `metrics` facade:
+    /// whatever recorder the process installed, this one renders them for Prometheus).
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
     /// Answers one client request; never fails: errors become responses in the client's
     /// dialect.
     pub async fn handle<B>(&self, mut req: Request<B>) -> Response<GatewayBody>
@@ -116,15 +130,26 @@ impl Gateway {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        if let (Some(metrics), "/metrics", &Method::GET) = (&self.metrics, path.as_str(), &method) {
+            let mut response = Response::new(Either::Right(Full::new(metrics.render().into())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return response;
+        }
         if opted_out(req.headers()) {
             req.extensions_mut().insert(NoFallback);
         }
         // The layer answers every failure itself, in the client's dialect: a 502 once the
         // fallbacks failed too, or at once for a request without fallback.
-        let response = match self.service.clone().oneshot(req).await {
+        let mut response = match self.service.clone().oneshot(req).await {
             Ok(response) => response.map(Either::Left),
             Err(never) => match never {},
         };
+        if let Some(value) = served_by(response.extensions().get::<Provenance>()) {
+            response.headers_mut().insert(SERVED_BY, value);
+        }
         tracing::info!(
             target: "gateway",
             %method,
@@ -135,6 +160,22 @@ impl Gateway {
         );
         response
     }
+}
+
+/// Names the model whose response the client is getting (a fallback's, when the primary failed
+/// before its stream), e.g. `demo-claude-no-prefill; attempt=2; strategy=restart`. Set when the
+/// headers go out; a fallback that takes over mid-stream is in the log and the metrics.
+const SERVED_BY: HeaderName = HeaderName::from_static("x-midstream-served-by");
+
+fn served_by(provenance: Option<&Provenance>) -> Option<HeaderValue> {
+    let attempt = provenance?.current()?;
+    let value = format!(
+        "{}; attempt={}; strategy={}",
+        attempt.target()?,
+        attempt.number(),
+        attempt.strategy_label()
+    );
+    HeaderValue::from_str(&value).ok()
 }
 
 /// `x-midstream-fallback: off` turns fallback off for one request.
