@@ -107,8 +107,7 @@ impl<P> MidStreamFallbackLayer<P> {
     }
 
     /// Tell `observer` about every attempt and every request, typed (see [`Observer`]; with
-    /// the `metrics` feature, [`MetricsObserver`](crate::MetricsObserver) feeds the `metrics`
-    /// facade). One observer per layer; wrap several in one of your own to fan out.
+    /// the `metrics` feature, `MetricsObserver` feeds the `metrics` facade). One observer per layer; wrap several in one of your own to fan out.
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.config().observer = Observers::new(Arc::new(observer));
         self

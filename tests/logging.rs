@@ -163,3 +163,88 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+/// The README shows this tree: a request that fell back twice, as the spans recorded it. Run
+/// this test to see it; it fails when the README's copy is not what the code records.
+#[tokio::test(start_paused = true)]
+async fn the_span_tree_of_a_request_that_fell_back_twice_is_the_one_the_readme_shows() {
+    use tower::{Layer, ServiceExt};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let tree = support::span_tree::SpanTree::default();
+    let subscriber = tracing_subscriber::registry().with(tree.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // claude-sonnet-4-6 breaks after two deltas; claude-opus-4-6 (no prefill: the instruction)
+    // is overloaded; claude-sonnet-4-5 continues the answer from a prefill. Each call takes
+    // 100 ms.
+    let primary = String::from_utf8(events_of(&anthropic_text_stream(&HELLO))[..4].concat())
+        .unwrap()
+        .replace(r#""model":"primary""#, r#""model":"claude-sonnet-4-6""#);
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        },
+    )
+    .then(Scripted::Stream {
+        bytes: primary.into(),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    })
+    .then(Scripted::Status {
+        status: 529,
+        content_type: "application/json",
+        body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    });
+    let chain = FallbackChain::new()
+        .model("claude-opus-4-6", Prefill::None)
+        .model("claude-sonnet-4-5", Prefill::Assistant)
+        .fallbacks(
+            "claude-sonnet-4-6",
+            ["claude-opus-4-6", "claude-sonnet-4-5"],
+        );
+    let inner = support::upstream::service(upstream);
+    let slow = tower::service_fn(move |req| {
+        let inner = inner.clone();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            inner.oneshot(req).await
+        }
+    });
+    let mut body = anthropic_request();
+    body["model"] = "claude-sonnet-4-6".into();
+    let req = http::Request::post("/v1/messages")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    let response = MidStreamFallbackLayer::new(chain)
+        .layer(slow)
+        .oneshot(req)
+        .await
+        .unwrap();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        HELLO.concat()
+    );
+    let rendered = tree.render();
+    println!("{rendered}");
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let shown = readme
+        .split("<!-- span tree: tests/logging.rs -->\n```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has the span tree block");
+    assert_eq!(
+        shown, rendered,
+        "README.md's span tree differs from what the code records (above)"
+    );
+}
