@@ -77,6 +77,11 @@ impl Observers {
             o.request_ended(report);
         }
     }
+
+    /// No observer: reports need not be made (unless a span wants their fields).
+    pub(crate) fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 impl fmt::Debug for Observers {

@@ -78,7 +78,8 @@ pub(crate) enum PlanKind {
 }
 
 impl Plan {
-    /// Send `request` next. `target` names it in logs and in [`FallbackError`](crate::FallbackError);
+    /// Send `request` next. `target` names it: in the [`Attempt`](crate::Attempt) the inner
+    /// service gets, in spans, metrics and [`FallbackError`](crate::FallbackError);
     /// `strategy` tells the layer how the new stream continues the answer, so it can splice
     /// it on (it must be how `request` was built).
     pub fn retry(target: impl Into<Arc<str>>, strategy: Strategy, request: Request<Bytes>) -> Self {

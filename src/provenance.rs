@@ -6,8 +6,11 @@ use crate::attempt::Attempt;
 
 /// The attempts whose response reached the client, in order: their target and strategy.
 ///
-/// The layer puts one in the extensions of every response to a request it watches, and
-/// [`FallbackBody::provenance`](crate::FallbackBody::provenance) returns the same. It is a
+/// The layer puts one in the extensions of every response of an attempt to a request it
+/// watches (a stream, or a response passed on as it came), and
+/// [`FallbackBody::provenance`](crate::FallbackBody::provenance) returns the same; a response
+/// the layer makes itself (a 413, or after every attempt failed before its stream) carries the
+/// [`FallbackError`](crate::FallbackError) instead. It is a
 /// shared handle that grows while the body streams: when the response headers go out it names
 /// the attempt whose headers they are (a fallback, if the first attempt failed before its
 /// stream); a fallback that continues the stream later is added when its first bytes reach the

@@ -379,6 +379,9 @@ impl<S, P> Recovery<S, P> {
             return;
         }
         current.ended = true;
+        if self.config.observer.is_none() && current.span.is_disabled() {
+            return;
+        }
         let now = Instant::now();
         let report = AttemptReport {
             attempt: current.attempt.clone(),
@@ -401,6 +404,9 @@ impl<S, P> Drop for Recovery<S, P> {
     /// with this, after its last fields.
     fn drop(&mut self) {
         self.end_attempt(AttemptOutcome::ClientGone, None);
+        if self.config.observer.is_none() && self.span.is_disabled() {
+            return;
+        }
         let outcome = self.outcome.unwrap_or(RequestOutcome::ClientGone);
         let report = RequestReport {
             dialect: self.dialect,

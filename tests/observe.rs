@@ -333,3 +333,9 @@ async fn a_client_error_passed_on_is_reported_as_such() {
     let requests = recorded.requests.lock().unwrap().clone();
     assert_eq!(requests[0].outcome(), RequestOutcome::PassedOn);
 }
+
+/// `Observer` is object safe: the layer keeps it as `Arc<dyn Observer>`.
+#[allow(dead_code)]
+fn observer_is_object_safe(observer: &dyn Observer) -> &dyn Observer {
+    observer
+}
