@@ -129,8 +129,8 @@
 //! # What it tells you
 //!
 //! * **Spans**: one `midstream.request` span per request (inside the current span, a
-//!   `TraceLayer`'s for instance), and one `midstream.attempt` span per attempt inside it,
-//!   entered while the attempt is called and its body read, with the OpenTelemetry GenAI names
+//!   `TraceLayer`'s for instance), and one `midstream.attempt` span per attempt inside it, in
+//!   which the inner service is called (its own spans nest there), with the OpenTelemetry GenAI names
 //!   where one fits (`gen_ai.request.model`, `gen_ai.response.model`,
 //!   `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
 //!   `gen_ai.response.time_to_first_chunk`, `error.type`) and `midstream.*` otherwise (strategy,

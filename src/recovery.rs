@@ -15,7 +15,7 @@ use tower_service::Service;
 use tracing::instrument::{Instrument, Instrumented};
 use tracing::Span;
 
-use crate::attempt::Attempt;
+use crate::attempt::{Attempt, ModelInBody};
 use crate::config::Config;
 use crate::dialect::{Dialect, ErrorKind, StreamFailure};
 use crate::error::FailureClass;
@@ -35,8 +35,13 @@ pub(crate) struct Recovery<S, P> {
     planner: P,
     /// The request as the client sent it.
     request: Request<Bytes>,
-    /// What rewriting it needs, and the model it names; read once, when it was collected.
-    index: RequestIndex,
+    /// What rewriting it needs, read on its first failure.
+    index: Option<RequestIndex>,
+    /// The model it names: read on its first failure, or before if someone asks (the inner
+    /// service, through the first attempt's target; a span; the observer).
+    model: Arc<ModelInBody>,
+    /// The model is in the request's span (and the first attempt's, if still open).
+    model_recorded: bool,
     dialect: Dialect,
     pub(crate) config: Arc<Config>,
     history: Vec<AttemptError>,
@@ -106,19 +111,15 @@ impl<S, P> Recovery<S, P> {
         config: Arc<Config>,
         span: Span,
     ) -> Self {
-        // Read up front, not on the first failure: the first attempt's target (for the inner
-        // service, the spans and the observer) is the model the body names.
-        let index = RequestIndex::read(request.body());
-        let model: Option<Arc<str>> = index.model_name.as_deref().map(Arc::from);
-        if let Some(model) = &model {
-            span.record("gen_ai.request.model", &**model);
-        }
-        let current = InFlight::new(Attempt::first(model), &span);
+        let model = ModelInBody::new(request.body().clone());
+        let current = InFlight::new(Attempt::first_in(&model), &span);
         Recovery {
             service,
             planner,
             request,
-            index,
+            index: None,
+            model,
+            model_recorded: false,
             dialect,
             config,
             history: Vec::new(),
@@ -152,9 +153,33 @@ impl<S, P> Recovery<S, P> {
         &self.provenance
     }
 
-    /// The span of the attempt in flight, to enter while polling it.
+    /// The span of the attempt in flight, to enter while calling the inner service.
     pub(crate) fn attempt_span(&self) -> &Span {
         &self.current.span
+    }
+
+    /// Reads what rewriting the request needs (once), the model along with it.
+    fn read_index(&mut self) {
+        if self.index.is_none() {
+            let index = RequestIndex::read(self.request.body());
+            self.model.set(index.model_name.as_deref());
+            self.index = Some(index);
+        }
+    }
+
+    /// Puts the requested model into the request's span, and the first attempt's while it is
+    /// open, once; the body is read for it only if a span listens.
+    fn record_model(&mut self) {
+        if self.model_recorded || self.span.is_disabled() {
+            return;
+        }
+        self.model_recorded = true;
+        if let Some(model) = self.model.get() {
+            self.span.record("gen_ai.request.model", &**model);
+            if self.current.attempt.is_first() {
+                self.current.span.record("gen_ai.request.model", &**model);
+            }
+        }
     }
 
     /// How a non-success status from the attempt in flight counts.
@@ -264,6 +289,8 @@ impl<S, P> Recovery<S, P> {
         P: RetryPlanner,
     {
         let class = failure.class;
+        self.read_index();
+        self.record_model();
         tracing::warn!(
             target: TARGET,
             parent: &self.current.span,
@@ -290,6 +317,7 @@ impl<S, P> Recovery<S, P> {
             return Err(self.give_up(format!("all {} attempts used", self.config.max_attempts)));
         }
         let plan = {
+            let index = self.index.as_ref().expect("read above");
             let last = self.history.last().expect("just pushed");
             let failure = Failure {
                 class: last.class,
@@ -298,7 +326,7 @@ impl<S, P> Recovery<S, P> {
                 target: last.target.as_deref(),
                 dialect: self.dialect,
                 request: &self.request,
-                index: &self.index,
+                index,
                 transcript,
                 history: &self.history,
             };
@@ -382,6 +410,10 @@ impl<S, P> Recovery<S, P> {
         if self.config.observer.is_none() && current.span.is_disabled() {
             return;
         }
+        if current.attempt.is_first() {
+            self.record_model();
+        }
+        let current = &mut self.current;
         let now = Instant::now();
         let report = AttemptReport {
             attempt: current.attempt.clone(),
@@ -407,10 +439,11 @@ impl<S, P> Drop for Recovery<S, P> {
         if self.config.observer.is_none() && self.span.is_disabled() {
             return;
         }
+        self.record_model();
         let outcome = self.outcome.unwrap_or(RequestOutcome::ClientGone);
         let report = RequestReport {
             dialect: self.dialect,
-            model: self.index.model_name.as_deref().map(Arc::from),
+            model: self.model.get().cloned(),
             outcome,
             attempts: self.current.attempt.number(),
             served_by: self.provenance.served_by(),

@@ -20,7 +20,8 @@ use crate::stream::describe;
 
 /// Insert into a request's extensions to turn fallback off for it: the request and its
 /// response pass through untouched, before the stream (a retryable status is not retried) and
-/// during it (a failure reaches the client as it happened).
+/// during it (a failure reaches the client as it happened). An error of the inner service,
+/// when there is no response to pass on, becomes a 502: the layer never fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NoFallback;
 

@@ -138,9 +138,6 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        // Whatever the attempt's body and call do while polled belongs to its span.
-        let span = this.recovery.attempt_span().clone();
-        let _entered = span.enter();
         loop {
             if let Some(bytes) = this.out.pop() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));

@@ -44,7 +44,8 @@ pub(crate) fn attempt_span(request: &Span, attempt: &Attempt) -> Span {
         parent: request,
         "midstream.attempt",
         midstream.attempt = attempt.number(),
-        gen_ai.request.model = attempt.target(),
+        // The first attempt's is recorded once read (see `Recovery::record_model`).
+        gen_ai.request.model = attempt.known_target(),
         midstream.strategy = attempt.strategy_label(),
         midstream.prefill = prefill,
         midstream.hedge = attempt.is_hedge(),

@@ -339,3 +339,47 @@ async fn a_client_error_passed_on_is_reported_as_such() {
 fn observer_is_object_safe(observer: &dyn Observer) -> &dyn Observer {
     observer
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_first_attempts_model_is_read_from_the_body_only_when_asked_for() {
+    // No observer, no subscriber: nobody has asked for the model when the inner service is
+    // called, so the body has not been read for it.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        },
+    );
+    let debug_at_call = Arc::new(Mutex::new(String::new()));
+    let debug = debug_at_call.clone();
+    let inner = slow_service(upstream, seen.clone());
+    let svc =
+        MidStreamFallbackLayer::new(chain(Dialect::Anthropic, true)).layer(tower::service_fn(
+            move |req: Request<tower_midstream::ReplayBody<Full<Bytes>>>| {
+                *debug.lock().unwrap() =
+                    format!("{:?}", req.extensions().get::<Attempt>().unwrap());
+                inner.clone().oneshot(req)
+            },
+        ));
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    svc.oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        debug_at_call.lock().unwrap().contains("<in body>"),
+        "{}",
+        debug_at_call.lock().unwrap()
+    );
+    // Asked for, it is read.
+    let attempt = seen.lock().unwrap()[0].clone().unwrap();
+    assert_eq!(attempt.target(), Some("primary"));
+    assert!(format!("{attempt:?}").contains("\"primary\""));
+}

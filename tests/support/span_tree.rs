@@ -14,6 +14,8 @@ use tracing_subscriber::Layer;
 #[derive(Debug, Default)]
 struct Node {
     name: String,
+    /// The span's fields in the order it declares them, whenever each was recorded.
+    declared: Vec<&'static str>,
     fields: Vec<(String, String)>,
     children: Vec<Child>,
 }
@@ -58,7 +60,9 @@ fn render(nodes: &[Node], ix: usize, prefix: &str, out: &mut String) {
     } else {
         "│ "
     };
-    for (name, value) in &node.fields {
+    let mut fields: Vec<&(String, String)> = node.fields.iter().collect();
+    fields.sort_by_key(|(name, _)| node.declared.iter().position(|d| d == name));
+    for (name, value) in fields {
         writeln!(out, "{prefix}{more}  {name}={value}").unwrap();
     }
     for (i, child) in node.children.iter().enumerate() {
@@ -146,6 +150,7 @@ where
         let ix = nodes.len();
         nodes.push(Node {
             name: attrs.metadata().name().to_owned(),
+            declared: attrs.metadata().fields().iter().map(|f| f.name()).collect(),
             fields: fields.0,
             children: Vec::new(),
         });
