@@ -15,8 +15,9 @@ use crate::strategy::Strategy;
 /// client's body names; on later ones, the target the planner chose (with
 /// [`FallbackChain`](crate::FallbackChain), the fallback model, which the layer has also
 /// written into the body's `model`). The first attempt's is read from the body when first
-/// asked for (by the inner service, a span or an observer), so that a request nobody asks
-/// about costs no read of its body.
+/// asked for (by the inner service, the layer's spans when a subscriber listens to them, the
+/// observer), or on the first failure, once; a request nobody asks about costs no read of its
+/// body.
 ///
 /// In an axum handler behind the layer, take it with `Extension<Attempt>`:
 ///

@@ -113,7 +113,7 @@ impl<S, P> Recovery<S, P> {
     ) -> Self {
         let model = ModelInBody::new(request.body().clone());
         let current = InFlight::new(Attempt::first_in(&model), &span);
-        Recovery {
+        let mut recovery = Recovery {
             service,
             planner,
             request,
@@ -131,7 +131,14 @@ impl<S, P> Recovery<S, P> {
             provenance: Provenance::default(),
             outcome: None,
             error: None,
+        };
+        // A span that listens wants the model from the start, so that every line logged
+        // inside the first attempt names it: read the body now rather than at a failure.
+        if !recovery.current.span.is_disabled() {
+            recovery.read_index();
+            recovery.record_model();
         }
+        recovery
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
