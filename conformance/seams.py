@@ -1,4 +1,4 @@
-"""An independent check of a raw SSE stream against the seam rules of ../shared/DESIGN.md.
+"""An independent check of a raw SSE stream against the seam rules listed in README.md here.
 
 Written apart from the SDKs' own parsers and from the crate: a plain SSE parser (LF, CRLF and
 CR line ends; comments; multi-line data), then one function per dialect that raises

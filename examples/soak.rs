@@ -26,6 +26,9 @@ mod demo;
 #[allow(dead_code)]
 #[path = "gateway/proxy.rs"]
 mod proxy;
+#[allow(dead_code)]
+#[path = "gateway/server.rs"]
+mod server;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -248,7 +251,12 @@ async fn main() -> ExitCode {
     let text = demo::gateway_config(demo_addr, gateway_addr)
         .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 500");
     let config = config::parse(&text, &|_| None).expect("the demo config is valid");
-    tokio::spawn(proxy::serve(listener, proxy::build(&config)));
+    tokio::spawn(server::serve(
+        listener,
+        proxy::build(&config),
+        config.server.clone(),
+        std::future::pending(),
+    ));
     let base = format!("http://{gateway_addr}");
 
     let client: HttpClient = Client::builder(TokioExecutor::new())

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::dialect::{Dialect, Limits};
 use crate::observe::Observers;
+use crate::untrusted::Redactor;
 
 /// Options shared by every request through one layer.
 #[derive(Debug, Clone)]
@@ -17,6 +18,7 @@ pub(crate) struct Config {
     pub(crate) max_held_bytes: usize,
     pub(crate) dialect: Option<Dialect>,
     pub(crate) observer: Observers,
+    pub(crate) redactor: Redactor,
 }
 
 impl Default for Config {
@@ -31,6 +33,7 @@ impl Default for Config {
             max_held_bytes: 4 << 20,
             dialect: None,
             observer: Observers::default(),
+            redactor: Redactor::new(),
         }
     }
 }

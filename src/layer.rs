@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::dialect::Dialect;
 use crate::observe::{Observer, Observers};
 use crate::service::MidStreamFallback;
+use crate::untrusted::Redactor;
 
 /// Applies [`MidStreamFallback`] to a service: streamed LLM responses that fail mid-way are
 /// continued on a fallback, and the client sees one valid stream.
@@ -97,6 +98,17 @@ impl<P> MidStreamFallbackLayer<P> {
     /// (default 4 MiB).
     pub fn max_held_bytes(mut self, bytes: usize) -> Self {
         self.config().max_held_bytes = bytes;
+        self
+    }
+
+    /// Takes secrets out of everything upstream-supplied that the layer logs or writes to a
+    /// client: failure details and error types in logs, in [`FallbackError`](crate::FallbackError)
+    /// and in the error events it writes, and in-band error events it passes on. By default
+    /// (`Redactor::new()`), tokens that look like API keys (`sk-...`) or bearer credentials;
+    /// give it the keys your upstreams are sent, so that an upstream quoting one is redacted
+    /// whatever its shape. Control characters in that text are always escaped.
+    pub fn redact(mut self, redactor: Redactor) -> Self {
+        self.config().redactor = redactor;
         self
     }
 

@@ -44,8 +44,16 @@
 //! Chat Completions), unless fixed otherwise with [`MidStreamFallbackLayer::dialect`] or a
 //! [`Dialect`] in the request's extensions. Its body is collected once (up to
 //! [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes)) and replayed by refcount
-//! for every attempt. A response that is not `text/event-stream`, or a client error, passes
-//! through untouched; so does every other request, and a request carrying [`NoFallback`].
+//! for every attempt. A successful response that is not `text/event-stream` passes through
+//! untouched; so does every other request, and a request carrying [`NoFallback`]. So does an
+//! event stream with a `Content-Encoding` other than `identity`: compressed bytes are not
+//! readable SSE, and the layer never writes its own events into them. To have such responses
+//! watched, put a decompression layer (tower-http's `DecompressionLayer`) *inside* this one;
+//! a gateway can simply ask its upstreams for `accept-encoding: identity`.
+//!
+//! An error response is passed on as it came, except that its body is read first (up to 64
+//! KiB, for no longer than the idle timeout) so that secrets can be taken out of it (see
+//! [`MidStreamFallbackLayer::redact`]).
 //!
 //! # Failures
 //!
@@ -155,6 +163,12 @@
 //! | [`max_event_bytes`](MidStreamFallbackLayer::max_event_bytes) | 1 MiB | a malformed stream |
 //! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued |
 //! | [`max_held_bytes`](MidStreamFallbackLayer::max_held_bytes) | 4 MiB of held tool-call / reasoning content | a malformed stream |
+//! | a failed response's body, read to describe it, redact it and hand it back | 64 KiB, within the idle timeout | what was read is described; a torn body is replaced by an error in the client's dialect |
+//!
+//! Text from upstreams (error messages and types, transport errors) is cut to 2 KiB and its
+//! control characters escaped before it reaches a log or an error event, so that it cannot
+//! forge a log line or drive a terminal; secrets are taken out of it as
+//! [`redact`](MidStreamFallbackLayer::redact) says.
 //!
 //! What a stream retains grows with its generated text (the transcript and held blocks are
 //! kept as text, not as SSE), not with the raw bytes relayed.
@@ -193,6 +207,7 @@ mod strategy;
 mod stream;
 mod trace;
 mod transcript;
+mod untrusted;
 
 pub use attempt::Attempt;
 pub use body::FallbackBody;
@@ -210,6 +225,7 @@ pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
 pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};
 pub use transcript::Transcript;
+pub use untrusted::Redactor;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

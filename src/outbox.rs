@@ -11,6 +11,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::sse::Event;
+use crate::untrusted::Redactor;
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
@@ -18,9 +19,27 @@ pub(crate) struct Outbox {
     /// The frame the current run of verbatim events lies in.
     frame: Bytes,
     run: Option<Range<usize>>,
+    /// Takes secrets out of upstream error events passed on.
+    redactor: Redactor,
 }
 
 impl Outbox {
+    pub(crate) fn new(redactor: Redactor) -> Self {
+        Outbox {
+            redactor,
+            ..Outbox::default()
+        }
+    }
+
+    /// Forward an upstream's error event, secrets redacted: its message may quote the key the
+    /// upstream was sent.
+    pub(crate) fn forward_error(&mut self, ev: &Event<'_>) {
+        match self.redactor.redact_bytes(ev.raw) {
+            std::borrow::Cow::Borrowed(_) => self.forward(ev),
+            std::borrow::Cow::Owned(redacted) => self.push(Bytes::from(redacted)),
+        }
+    }
+
     /// Forward an event exactly as it came.
     pub(crate) fn forward(&mut self, ev: &Event<'_>) {
         if !ev.head.is_empty() {

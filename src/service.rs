@@ -129,7 +129,8 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let dialect = self.dialect_of(&req);
         if let Some(err) = self.not_ready.take() {
-            return ResponseFuture::ready(unwatched_failed(dialect, describe(&*err)));
+            let response = unwatched_failed(dialect, describe(&*err), &self.config.redactor);
+            return ResponseFuture::ready(response);
         }
         // Use the service that was made ready; leave a clone for the next call.
         let clone = self.inner.clone();
@@ -138,7 +139,7 @@ where
             Some(d) if req.extensions().get::<NoFallback>().is_none() => d,
             _ => {
                 let fut = service.call(req.map(ReplayBody::streaming));
-                return ResponseFuture::passthrough(fut, dialect);
+                return ResponseFuture::passthrough(fut, dialect, self.config.clone());
             }
         };
         let (parts, body) = req.into_parts();

@@ -7,6 +7,11 @@
 //! one slice. Nothing that is not a complete event ever leaves the framer: a failure mid-event
 //! cannot hand the client half an event.
 //!
+//! An event dribbled in many small frames would cost one slice handle per frame (32 bytes
+//! each, and every frame's buffer kept alive): past [`MAX_HEAD_PIECES`] slices, they are copied
+//! into one owned buffer (`carry`), so what an event holds stays within a small multiple of its
+//! size however it was cut.
+//!
 //! Line ends may be LF, CRLF or CR (the SSE spec allows all three); an event ends at an empty
 //! line. A CR that ends the empty line ends the event at once, even at the very end of a frame:
 //! waiting to see whether an LF follows would hold a complete event back (and lose it to a
@@ -16,7 +21,11 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+/// Slices of earlier frames kept for an unfinished event before they are copied into one
+/// buffer: enough that an event spread over a few frames is forwarded without a copy.
+const MAX_HEAD_PIECES: usize = 8;
 
 /// Cuts a stream of frames into complete SSE events.
 #[derive(Debug)]
@@ -27,8 +36,11 @@ pub(crate) struct Framer {
     start: usize,
     /// How far `frame` has been scanned.
     scan: usize,
-    /// Earlier parts of an event that began in previous frames.
+    /// Earlier parts of an event that began in previous frames, after `carry`.
     head: Vec<Bytes>,
+    /// The oldest parts of that event, copied together once `head` held too many slices.
+    carry: BytesMut,
+    /// Bytes of the unfinished event in `carry` and `head`.
     head_len: usize,
     /// Set when the last event handed out used `head`, which is cleared on the next call.
     head_used: bool,
@@ -78,6 +90,7 @@ impl Framer {
             start: 0,
             scan: 0,
             head: Vec::new(),
+            carry: BytesMut::new(),
             head_len: 0,
             head_used: false,
             scratch: Vec::new(),
@@ -93,6 +106,7 @@ impl Framer {
         self.start = 0;
         self.scan = 0;
         self.head.clear();
+        self.carry.clear();
         self.head_len = 0;
         self.head_used = false;
         self.at_line_start = true;
@@ -132,6 +146,9 @@ impl Framer {
                     let rest = self.frame.slice(self.start..);
                     self.head_len += rest.len();
                     self.head.push(rest);
+                    if self.head.len() > MAX_HEAD_PIECES {
+                        self.coalesce();
+                    }
                 }
                 // Let go of the frame: while anyone holds it, hyper cannot reuse its read
                 // buffer and allocates a new one for the next read.
@@ -171,7 +188,20 @@ impl Framer {
         Some(self.event(0..0))
     }
 
+    /// Copies the slices of `head` into `carry`, letting go of the frames they kept alive.
+    /// `carry` grows by doubling: each byte is copied a bounded number of times on average.
+    fn coalesce(&mut self) {
+        for part in self.head.drain(..) {
+            self.carry.extend_from_slice(&part);
+        }
+    }
+
     fn event(&mut self, tail: Range<usize>) -> Event<'_> {
+        if !self.carry.is_empty() {
+            // The event is complete: `carry` leaves as its first part, its buffer with it.
+            let carried = std::mem::take(&mut self.carry).freeze();
+            self.head.insert(0, carried);
+        }
         if self.head_len == 0 {
             return Event {
                 raw: &self.frame[tail.clone()],
@@ -460,6 +490,54 @@ mod tests {
         let (evs, over) = cut(&[b"data: 0123456789", b"0123456789"], 16);
         assert!(evs.is_empty());
         assert!(over);
+    }
+
+    #[test]
+    fn an_event_dribbled_one_byte_per_frame_is_held_in_a_few_pieces() {
+        let event = format!("event: e\ndata: {}\n\n", "x".repeat(100_000));
+        let mut framer = Framer::new(1 << 20);
+        let (mut most_pieces, mut most_bytes) = (0, 0);
+        let mut got = Vec::new();
+        for byte in event.bytes() {
+            framer.push(Bytes::copy_from_slice(&[byte]));
+            while let Some(ev) = framer.next_event() {
+                got.push(ev.unwrap().raw.to_vec());
+            }
+            most_pieces = most_pieces.max(framer.head.len());
+            // The slice handles and the owned copy: what the carry costs beyond the frames.
+            let held =
+                framer.head.capacity() * std::mem::size_of::<Bytes>() + framer.carry.capacity();
+            most_bytes = most_bytes.max(held);
+        }
+        assert_eq!(got, vec![event.as_bytes().to_vec()]);
+        assert!(
+            most_pieces <= MAX_HEAD_PIECES + 1,
+            "{most_pieces} pieces held"
+        );
+        assert!(
+            most_bytes <= 3 * event.len(),
+            "{most_bytes} bytes held for an event of {}",
+            event.len()
+        );
+    }
+
+    #[test]
+    fn an_event_in_a_few_frames_is_forwarded_as_slices_of_them() {
+        let frames: Vec<Bytes> = [&b"data: a"[..], b"bc", b"de", b"\n\n"]
+            .iter()
+            .map(|f| Bytes::copy_from_slice(f))
+            .collect();
+        let mut framer = Framer::new(1024);
+        for frame in &frames[..3] {
+            framer.push(frame.clone());
+            assert!(framer.next_event().is_none());
+        }
+        framer.push(frames[3].clone());
+        let ev = framer.next_event().unwrap().unwrap();
+        assert_eq!(ev.raw, b"data: abcde\n\n");
+        let pointers: Vec<*const u8> = ev.head.iter().map(|h| h.as_ptr()).collect();
+        let sent: Vec<*const u8> = frames[..3].iter().map(|f| f.as_ptr()).collect();
+        assert_eq!(pointers, sent, "no copy below the coalescing threshold");
     }
 
     #[test]

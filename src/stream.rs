@@ -16,6 +16,7 @@
 //! Dropping the body drops the upstream body and any call in flight: a client that goes away
 //! cancels everything, and nothing is called after that.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -39,6 +40,7 @@ use crate::recovery::Recovery;
 use crate::replay::ReplayBody;
 use crate::sse::{Fields, Framer};
 use crate::strategy::Strategy;
+use crate::untrusted::{escaped, Redactor};
 
 /// Sent while waiting for a fallback (its headers, then its first event), so that clients and
 /// outer timeouts do not give up.
@@ -95,7 +97,7 @@ where
             timer: None,
             phase: Phase::Streaming,
             framer: Framer::new(config.max_event_bytes),
-            out: Outbox::default(),
+            out: Outbox::new(config.redactor.clone()),
             relay,
             strategy: None,
             last_progress: Instant::now(),
@@ -392,6 +394,7 @@ fn fail<S, P, ReqBody, ResBody>(
     if *this.phase == Phase::Streaming {
         this.recovery.set_usage(this.relay.usage());
     }
+    let failure = redact_failure(failure, &this.recovery.config.redactor);
     this.relay.abandon();
     if this.relay.finish(this.out) {
         this.recovery
@@ -442,6 +445,15 @@ where
                     "the fallback did not answer with an event stream",
                 ));
             }
+            if let Some(coding) = content_coding(response.headers()) {
+                return Err(StreamFailure::new(
+                    FailureClass::Malformed,
+                    format!(
+                        "the fallback's event stream is encoded (content-encoding: {}): not readable here",
+                        escaped(coding)
+                    ),
+                ));
+            }
             Ok(response.into_body())
         }
         Err(err) => {
@@ -460,6 +472,14 @@ pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
         })
+}
+
+/// The response's content coding, unless it is plain (`identity` or none): encoded bytes are
+/// not readable SSE.
+pub(crate) fn content_coding(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::CONTENT_ENCODING)?;
+    let text = value.to_str().unwrap_or("(not text)").trim();
+    (!text.is_empty() && !text.eq_ignore_ascii_case("identity")).then_some(text)
 }
 
 enum Timer {
@@ -520,7 +540,22 @@ fn timer_fired<S, P>(
     }
 }
 
-/// An error and its causes in one line.
+/// A failure with the secrets taken out of what the upstream said, before it is logged, kept
+/// in the history or told to the client.
+pub(crate) fn redact_failure(mut failure: StreamFailure, redactor: &Redactor) -> StreamFailure {
+    if let Cow::Owned(detail) = redactor.redact(&failure.detail) {
+        failure.detail = detail;
+    }
+    if let Some(t) = &failure.error_type {
+        if let Cow::Owned(t) = redactor.redact(t) {
+            failure.error_type = Some(t.into());
+        }
+    }
+    failure
+}
+
+/// An error and its causes in one line, control characters escaped: its text may come from
+/// the upstream.
 pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -532,10 +567,10 @@ pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    text
+    escaped(&text)
 }
 
-fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     if d.as_millis() % 1000 == 0 {
         format!("{} s", d.as_secs())
     } else {

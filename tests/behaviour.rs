@@ -737,3 +737,97 @@ where
         HELLO.concat()
     );
 }
+
+type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A service answering each model in turn: `encoded` models with a gzip-encoded event stream,
+/// the others as `model` would; the models called go into `called`, in order.
+fn encoded_for(
+    encoded: &'static [&'static str],
+    model: Upstream,
+    called: &Arc<Mutex<Vec<String>>>,
+) -> impl tower::Service<
+    Request<ReplayBody<Full<Bytes>>>,
+    Response = Response<Boxed>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    let record = called.clone();
+    tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+        let (model, record) = (model.clone(), record.clone());
+        async move {
+            let v: Value = serde_json::from_slice(req.body().bytes().unwrap()).unwrap();
+            let name = v["model"].as_str().unwrap().to_owned();
+            record.lock().unwrap().push(name.clone());
+            if encoded.contains(&name.as_str()) {
+                let mut r = Response::new(
+                    Full::new(Bytes::from_static(GZIP_BYTES))
+                        .map_err(|never: Infallible| match never {})
+                        .boxed_unsync(),
+                );
+                r.headers_mut()
+                    .insert("content-type", "text/event-stream".parse().unwrap());
+                r.headers_mut()
+                    .insert("content-encoding", "gzip".parse().unwrap());
+                return Ok::<_, Infallible>(r);
+            }
+            let res = model.answer(req).await;
+            Ok(res.map(|b| b.map_err(std::io::Error::other).boxed_unsync()))
+        }
+    })
+}
+
+/// The first bytes of a gzip stream: unreadable as SSE, and without an end.
+const GZIP_BYTES: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xab\x56\x4a\x49\x2c\x49\x54";
+
+#[tokio::test]
+async fn an_encoded_event_stream_passes_through_unwatched_with_nothing_written_into_it() {
+    let model = Upstream::new(Dialect::Anthropic, Whole::default());
+    let called = Arc::default();
+    let svc = encoded_for(&["primary"], model, &called);
+    let chain = FallbackChain::new().fallbacks("primary", ["fallback"]);
+    let svc = MidStreamFallbackLayer::new(chain).layer(svc);
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert!(!res.body().is_watched());
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        &bytes[..],
+        GZIP_BYTES,
+        "the bytes as they came, nothing added"
+    );
+    assert_eq!(*called.lock().unwrap(), ["primary"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_answering_an_encoded_stream_mid_answer_is_a_failure_and_the_next_one_continues()
+{
+    let model = broken_after(Dialect::Anthropic, &HELLO, 2);
+    let called = Arc::default();
+    let svc = encoded_for(&["fallback"], model, &called);
+    let chain = FallbackChain::new()
+        .model("fallback", Prefill::Assistant)
+        .model("fallback-2", Prefill::Assistant)
+        .fallbacks("primary", ["fallback", "fallback-2"]);
+    let svc = MidStreamFallbackLayer::new(chain).layer(svc);
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        !bytes.windows(2).any(|w| w == &GZIP_BYTES[..2]),
+        "no gzip byte reached the plain stream"
+    );
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        HELLO.concat()
+    );
+    assert_eq!(
+        *called.lock().unwrap(),
+        ["primary", "fallback", "fallback-2"]
+    );
+}

@@ -13,6 +13,9 @@ mod demo;
 #[allow(dead_code)]
 #[path = "../examples/gateway/proxy.rs"]
 mod proxy;
+#[allow(dead_code)]
+#[path = "../examples/gateway/server.rs"]
+mod server;
 mod support;
 
 use std::net::SocketAddr;
@@ -110,7 +113,12 @@ async fn start_with(
     let config = config::parse(&config(upstream_addr), env).expect("a valid config");
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let gateway = listener.local_addr().unwrap();
-    tokio::spawn(proxy::serve(listener, proxy::build(&config)));
+    tokio::spawn(server::serve(
+        listener,
+        proxy::build(&config),
+        config.server.clone(),
+        std::future::pending(),
+    ));
     Running { gateway, demo }
 }
 
@@ -614,6 +622,22 @@ fn config_errors_name_the_key() {
             vec!["upstreams[0]", "api_key_env", "NOT_SET_ANYWHERE"],
         ),
         (format!("listen = \"localhost\"\n{GOOD}"), vec!["listen"]),
+        (
+            format!("[server]\nmax_connections = 0\n{GOOD}"),
+            vec!["server.max_connections"],
+        ),
+        (
+            format!("[server]\nmax_concurrent_streams = 0\n{GOOD}"),
+            vec!["server.max_concurrent_streams"],
+        ),
+        (
+            format!("[server]\nmax_header_bytes = 100\n{GOOD}"),
+            vec!["server.max_header_bytes", "8192"],
+        ),
+        (
+            format!("[server]\nheader_timeout_ms = 100\n{GOOD}"),
+            vec!["header_timeout_ms"],
+        ),
     ];
     for (text, needles) in cases {
         let err = config_error(&text);
@@ -621,6 +645,51 @@ fn config_errors_name_the_key() {
             assert!(err.contains(needle), "{needle:?} not in: {err}");
         }
     }
+}
+
+#[test]
+fn server_limits_have_defaults_and_every_one_can_be_set() {
+    let defaults = config::parse(GOOD, &|_| None).unwrap().server;
+    assert_eq!(defaults.max_connections, 512);
+    assert_eq!(defaults.header_read_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(defaults.request_body_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(
+        defaults.request_body_deadline,
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(defaults.keep_alive_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(defaults.max_concurrent_streams, 32);
+    assert_eq!(defaults.max_header_bytes, 65536);
+    assert_eq!(defaults.shutdown_grace, Duration::from_secs(30));
+    let text = format!(
+        "[server]\nmax_connections = 7\nheader_read_timeout_ms = 1\nrequest_body_timeout_ms = 2\n\
+         request_body_deadline_ms = 0\nkeep_alive_timeout_ms = 4\nmax_concurrent_streams = 5\n\
+         max_header_bytes = 9000\nshutdown_grace_ms = 6\n{GOOD}"
+    );
+    let set = config::parse(&text, &|_| None).unwrap().server;
+    assert_eq!(set.max_connections, 7);
+    assert_eq!(set.header_read_timeout, Some(Duration::from_millis(1)));
+    assert_eq!(set.request_body_timeout, Some(Duration::from_millis(2)));
+    assert_eq!(set.request_body_deadline, None, "0: never");
+    assert_eq!(set.keep_alive_timeout, Some(Duration::from_millis(4)));
+    assert_eq!(set.max_concurrent_streams, 5);
+    assert_eq!(set.max_header_bytes, 9000);
+    assert_eq!(set.shutdown_grace, Duration::from_millis(6));
+}
+
+#[test]
+fn a_base_url_ending_in_v1_is_warned_about_by_key() {
+    assert!(config::parse(GOOD, &|_| None).unwrap().warnings.is_empty());
+    let text = GOOD.replace("https://api.openai.com", "https://api.openai.com/v1/");
+    let config = config::parse(&text, &|_| None).unwrap();
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert!(
+        warning.contains("upstreams[1]")
+            && warning.contains("base_url")
+            && warning.contains("/v1/v1/"),
+        "{warning}"
+    );
 }
 
 #[test]
@@ -759,9 +828,11 @@ async fn metrics_count_each_attempt_by_model_class_and_strategy_on_the_metrics_p
     let config = config::parse(&demo_config(upstream_addr), &|_| None).unwrap();
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let gateway = listener.local_addr().unwrap();
-    tokio::spawn(proxy::serve(
+    tokio::spawn(server::serve(
         listener,
         proxy::build(&config).with_metrics(handle),
+        config.server.clone(),
+        std::future::pending(),
     ));
     let gw = Running { gateway, demo };
 
@@ -806,4 +877,76 @@ async fn metrics_count_each_attempt_by_model_class_and_strategy_on_the_metrics_p
     }
     assert!(page.contains("midstream_fallback_gap_seconds"), "{page}");
     assert!(!page.contains("made-up-model"), "{page}");
+}
+
+/// The binary as a service: SIGTERM lets an open stream finish, then it exits cleanly; its
+/// log has no colour codes when stderr is not a terminal (here, a pipe).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_open_stream_finish_and_the_log_has_no_colour_codes_in_a_pipe() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(gateway_binary())
+        .args(["--demo-pace-ms", "20"])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let gateway = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "it printed its address"
+        );
+        if let Some(addr) = line.trim().strip_prefix("gateway=http://") {
+            break addr.to_owned();
+        }
+    };
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = Wire::Anthropic.request(CLAUDE_PRIMARY, true).to_string();
+    let req = Request::post(format!("http://{gateway}/v1/messages"))
+        .header("content-type", "application/json")
+        .header("x-demo-fault", "none")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let mut body = res.into_body();
+    let mut bytes = body
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+        .to_vec();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    while let Some(frame) = body.frame().await {
+        bytes.extend_from_slice(&frame.expect("the stream goes on").into_data().unwrap());
+    }
+    let answer = Wire::Anthropic.check(&bytes).unwrap();
+    assert!(
+        answer.error.is_none() && answer.text.len() > 50,
+        "{answer:?}"
+    );
+    drop(client);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "a clean exit: {:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("shutting down") && stderr.contains("shut down"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr}"
+    );
 }

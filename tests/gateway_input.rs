@@ -10,6 +10,9 @@ mod demo;
 #[allow(dead_code)]
 #[path = "../examples/gateway/proxy.rs"]
 mod proxy;
+#[allow(dead_code)]
+#[path = "../examples/gateway/server.rs"]
+mod server;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,7 +34,12 @@ async fn gateway() -> (SocketAddr, demo::Demo) {
     let config = config::parse(&text, &|_| None).expect("a valid config");
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy::serve(listener, proxy::build(&config)));
+    tokio::spawn(server::serve(
+        listener,
+        proxy::build(&config),
+        config.server.clone(),
+        std::future::pending(),
+    ));
     (addr, demo)
 }
 

@@ -355,3 +355,190 @@ fn hostile_request_bodies_get_a_clear_give_up() {
     }
     let _ = FailureClass::Malformed;
 }
+
+/// Sends `first`, then nothing, ever: an upstream that holds its response open.
+struct Hanging {
+    first: Option<Bytes>,
+}
+
+impl Body for Hanging {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.first.take() {
+            Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// How each model answers in the tests of bounded waits.
+#[derive(Clone)]
+enum Answer {
+    /// This status, with a body that sends these bytes and never ends.
+    HangingError(u16, &'static str),
+    /// No response headers, ever.
+    NoHeaders,
+    /// The whole answer.
+    Whole,
+}
+
+/// The layer over a service that answers each model as `answers` says; the client's bytes,
+/// status, the calls by model, and the error in the response's extensions.
+async fn bounded_waits(
+    answers: &[(&'static str, Answer)],
+    layer: MidStreamFallbackLayer<FallbackChain>,
+) -> (
+    u16,
+    Bytes,
+    Vec<String>,
+    Option<tower_midstream::FallbackError>,
+) {
+    let model = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: WHOLE.into(),
+            ..Whole::default()
+        },
+    );
+    let answers: Arc<Vec<(&'static str, Answer)>> = Arc::new(answers.to_vec());
+    let called = Arc::new(Mutex::new(Vec::new()));
+    let record = called.clone();
+    let svc = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+        let (model, answers, record) = (model.clone(), answers.clone(), record.clone());
+        async move {
+            let body = req.body().bytes().cloned().unwrap_or_default();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let name = v["model"].as_str().unwrap().to_owned();
+            record.lock().unwrap().push(name.clone());
+            let answer = answers
+                .iter()
+                .find(|(m, _)| *m == name)
+                .map(|(_, a)| a.clone())
+                .unwrap_or(Answer::Whole);
+            match answer {
+                Answer::HangingError(status, sent) => {
+                    let mut r = Response::new(
+                        Hanging {
+                            first: Some(Bytes::from_static(sent.as_bytes())),
+                        }
+                        .boxed_unsync(),
+                    );
+                    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    r.headers_mut()
+                        .insert("content-type", "application/json".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+                Answer::NoHeaders => std::future::pending().await,
+                Answer::Whole => Ok(model.answer(req).await.map(|b| b.boxed_unsync())),
+            }
+        }
+    });
+    let svc = layer.layer(svc);
+    let req = Request::post("/v1/messages")
+        .body(Full::new(anthropic_request()))
+        .unwrap();
+    // Far beyond every timer in play: on paused time, a wait with no deadline ends here.
+    let outcome = tokio::time::timeout(Duration::from_secs(24 * 3600), async {
+        let res = svc.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let error = res
+            .extensions()
+            .get::<tower_midstream::FallbackError>()
+            .cloned();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, bytes, error)
+    })
+    .await
+    .expect("the client is answered: every wait has a deadline");
+    let called = called.lock().unwrap().clone();
+    (outcome.0, outcome.1, called, outcome.2)
+}
+
+const OVERLOADED_TORN: &str =
+    r#"{"type":"error","error":{"type":"overloaded_error","message":"Overl"#;
+const OVERLOADED_WHOLE: &str =
+    r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_response_whose_body_never_ends_is_read_no_longer_than_the_idle_timeout() {
+    let layer = MidStreamFallbackLayer::new(chain()).idle_timeout(Duration::from_secs(10));
+    let (status, bytes, called, _) = bounded_waits(
+        &[("primary", Answer::HangingError(503, OVERLOADED_TORN))],
+        layer,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(called, ["primary", "fallback"], "the fallback was tried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_a_never_ending_error_body_sent_is_kept_for_the_error_report() {
+    let layer = MidStreamFallbackLayer::new(chain()).idle_timeout(Duration::from_secs(10));
+    // Torn: the client gets a 502 in its dialect naming the 503 and the body that stalled.
+    let (status, bytes, called, error) = bounded_waits(
+        &[
+            ("primary", Answer::HangingError(503, OVERLOADED_TORN)),
+            ("fallback", Answer::HangingError(529, OVERLOADED_TORN)),
+        ],
+        layer.clone(),
+    )
+    .await;
+    assert_eq!((status, called.len()), (502, 2));
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("HTTP 503")
+            && message.contains("did not complete within 10 s")
+            && message.contains(&format!("after {} bytes", OVERLOADED_TORN.len())),
+        "{message}"
+    );
+    assert_eq!(error.unwrap().attempts().len(), 2);
+    // Whole but never ended: that error goes back to the client as the upstream sent it.
+    let (status, bytes, _, error) = bounded_waits(
+        &[
+            ("primary", Answer::HangingError(503, OVERLOADED_WHOLE)),
+            ("fallback", Answer::HangingError(529, OVERLOADED_TORN)),
+        ],
+        layer,
+    )
+    .await;
+    assert_eq!((status, &bytes[..]), (503, OVERLOADED_WHOLE.as_bytes()));
+    let original = error.unwrap().original().detail().to_owned();
+    assert!(
+        original.starts_with("overloaded_error: Overloaded (HTTP 503)"),
+        "{original}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_that_never_sends_headers_before_the_stream_is_given_up_on_after_the_idle_timeout(
+) {
+    let chain = FallbackChain::new()
+        .model("fallback", Prefill::Assistant)
+        .model("fallback-2", Prefill::Assistant)
+        .fallbacks("primary", ["fallback", "fallback-2"]);
+    let layer = MidStreamFallbackLayer::new(chain).idle_timeout(Duration::from_secs(10));
+    let (status, bytes, called, _) = bounded_waits(
+        &[
+            ("primary", Answer::HangingError(529, OVERLOADED_WHOLE)),
+            ("fallback", Answer::NoHeaders),
+        ],
+        layer,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(called, ["primary", "fallback", "fallback-2"]);
+}

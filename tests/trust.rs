@@ -14,6 +14,9 @@ mod demo;
 #[allow(dead_code)]
 #[path = "../examples/gateway/proxy.rs"]
 mod proxy;
+#[allow(dead_code)]
+#[path = "../examples/gateway/server.rs"]
+mod server;
 mod support;
 
 use std::net::SocketAddr;
@@ -126,7 +129,12 @@ prefill = "assistant"
     let config = config::parse(&text, &env).expect("a valid config");
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let gateway = listener.local_addr().unwrap();
-    tokio::spawn(proxy::serve(listener, proxy::build(&config)));
+    tokio::spawn(server::serve(
+        listener,
+        proxy::build(&config),
+        config.server.clone(),
+        std::future::pending(),
+    ));
     Two {
         gateway,
         a,
@@ -297,4 +305,282 @@ async fn a_client_that_hangs_up_at_any_phase_stops_the_upstream_work() {
             "{fault}: upstream calls after the client left"
         );
     }
+}
+
+/// What a counting upstream received.
+#[derive(Clone, Debug)]
+struct Seen {
+    uri: String,
+    headers: http::HeaderMap,
+}
+
+/// An upstream on loopback that records every request and answers it with `status` and
+/// `body`, with the response headers that name the operator's account at the provider.
+async fn counting_upstream(
+    status: u16,
+    content_type: &'static str,
+    body: impl Fn(&http::HeaderMap) -> String + Send + Sync + 'static,
+) -> (SocketAddr, std::sync::Arc<Mutex<Vec<Seen>>>) {
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let body = std::sync::Arc::new(body);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (record, body) = (record.clone(), body.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (record, body) = (record.clone(), body.clone());
+                        async move {
+                            let text = body(req.headers());
+                            record.lock().unwrap().push(Seen {
+                                uri: req.uri().to_string(),
+                                headers: req.headers().clone(),
+                            });
+                            let _ = req.into_body().collect().await;
+                            let res = http::Response::builder()
+                                .status(status)
+                                .header("content-type", content_type)
+                                .header("set-cookie", "__cf_bm=operator-session; path=/")
+                                .header("anthropic-organization-id", "org-operator-0001")
+                                .header("openai-organization", "org-operator-0001")
+                                .header("openai-project", "proj_operator_0001")
+                                .header("request-id", "req_0001")
+                                .body(Full::new(Bytes::from(text)))
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(res)
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A gateway with one Anthropic upstream at `upstream` (key `KEY_A`), serving model `m`.
+async fn gateway_to(upstream: SocketAddr, fallback: &str) -> SocketAddr {
+    let _ = logs();
+    let text = format!(
+        r#"listen = "127.0.0.1:0"
+[fallback]
+{fallback}
+
+[[upstreams]]
+name = "internal-anthropic-eu"
+dialect = "anthropic"
+base_url = "http://{upstream}"
+api_key_env = "KEY_A"
+
+[[models]]
+name = "m"
+upstream = "internal-anthropic-eu"
+fallbacks = ["m2"]
+
+[[models]]
+name = "m2"
+upstream = "internal-anthropic-eu"
+"#
+    );
+    let env = |var: &str| (var == "KEY_A").then(|| KEY_A.to_owned());
+    let config = config::parse(&text, &env).expect("a valid config");
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        proxy::build(&config),
+        config.server.clone(),
+        std::future::pending(),
+    ));
+    gateway
+}
+
+fn m_body(model: &str) -> Full<Bytes> {
+    Full::new(Bytes::from(
+        json!({"model": model,"max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"hi"}]}).to_string(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_operator_owns_stays_inside_and_what_the_client_claims_stays_outside() {
+    let stream = support::anthropic_text_stream(&["Hello", " world"]);
+    let (upstream, seen) = counting_upstream(200, "text/event-stream", move |_| {
+        String::from_utf8_lossy(&stream).into_owned()
+    })
+    .await;
+    let gateway = gateway_to(upstream, "").await;
+    let req = Request::post(format!(
+        "http://{gateway}/v1/messages?beta=true&key={CLIENT_KEY}"
+    ))
+    .header("content-type", "application/json")
+    .header("x_api_key", CLIENT_KEY)
+    .header("x-forwarded-for", "10.9.8.7")
+    .header("x-forwarded-host", "evil.example")
+    .header("x-real-ip", "10.9.8.7")
+    .header("forwarded", "for=10.9.8.7;host=evil.example")
+    .header("x-original-url", "/admin")
+    .header("expect", "100-continue")
+    .header("accept-encoding", "gzip, br")
+    .header("anthropic-beta", "tools-2024-04-04")
+    .body(m_body("m"))
+    .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    for name in [
+        "set-cookie",
+        "anthropic-organization-id",
+        "openai-organization",
+        "openai-project",
+    ] {
+        assert!(
+            res.headers().get(name).is_none(),
+            "{name} reached the client"
+        );
+    }
+    assert_eq!(
+        res.headers()["request-id"],
+        "req_0001",
+        "other headers pass"
+    );
+    let _ = res.into_body().collect().await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let call = &seen[0];
+    assert_eq!(call.uri, "/v1/messages", "no query string upstream");
+    for name in [
+        "x_api_key",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-real-ip",
+        "forwarded",
+        "x-original-url",
+        "expect",
+    ] {
+        assert!(
+            call.headers.get(name).is_none(),
+            "{name} reached the upstream"
+        );
+    }
+    assert_eq!(call.headers["x-api-key"], KEY_A, "the upstream's own key");
+    assert_eq!(call.headers["accept-encoding"], "identity");
+    assert_eq!(call.headers["anthropic-beta"], "tools-2024-04-04");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_is_not_told_which_models_exist() {
+    let (upstream, seen) = counting_upstream(200, "text/event-stream", |_| String::new()).await;
+    let gateway = gateway_to(upstream, "").await;
+    let req = Request::post(format!("http://{gateway}/v1/messages"))
+        .header("content-type", "application/json")
+        .body(m_body("gpt-9"))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 404);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("gpt-9") && !text.contains("\"m\"") && !text.contains("m2"),
+        "{text}"
+    );
+    assert!(!text.contains("`m`") && !text.contains(": m"), "{text}");
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_502_names_neither_the_internal_upstream_nor_its_socket_error() {
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gateway = gateway_to(closed, "max_attempts = 2").await;
+    for opt_out in [false, true] {
+        let mut req = Request::post(format!("http://{gateway}/v1/messages"))
+            .header("content-type", "application/json");
+        if opt_out {
+            req = req.header("x-midstream-fallback", "off");
+        }
+        let res = client()
+            .request(req.body(m_body("m")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 502);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("could not be reached"), "{text}");
+        for internal in [
+            "internal-anthropic-eu",
+            "127.0.0.1",
+            &closed.port().to_string(),
+            "refused",
+            "tcp",
+        ] {
+            assert!(
+                !text.contains(internal),
+                "the client learned `{internal}`: {text}"
+            );
+        }
+    }
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("internal-anthropic-eu") && l.contains("onnection refused")),
+        "the log keeps both:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_quotes_its_key_never_gets_it_to_the_client_or_the_log() {
+    // A misconfigured proxy quoting the key it was sent, whole.
+    let (upstream, _) = counting_upstream(401, "application/json", |headers| {
+        let key = headers["x-api-key"].to_str().unwrap();
+        json!({"type":"error","error":{"type":"authentication_error","message":format!("invalid x-api-key: {key}")}}).to_string()
+    })
+    .await;
+    let gateway = gateway_to(upstream, "").await;
+    for opt_out in [false, true] {
+        let mut req = Request::post(format!("http://{gateway}/v1/messages"))
+            .header("content-type", "application/json");
+        if opt_out {
+            req = req.header("x-midstream-fallback", "off");
+        }
+        let res = client()
+            .request(req.body(m_body("m")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("invalid x-api-key: [redacted]"), "{text}");
+        assert!(!text.contains(KEY_A), "the key reached the client: {text}");
+    }
+    // Retryable, with a fallback that fails alike: logged, then handed back.
+    let (upstream, seen) = counting_upstream(503, "application/json", |headers| {
+        let key = headers["x-api-key"].to_str().unwrap();
+        json!({"type":"error","error":{"type":"overloaded_error","message":format!("overloaded for {key}")}}).to_string()
+    })
+    .await;
+    let gateway = gateway_to(upstream, "").await;
+    let res = client()
+        .request(
+            Request::post(format!("http://{gateway}/v1/messages"))
+                .header("content-type", "application/json")
+                .body(m_body("m"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&body).contains(KEY_A));
+    assert_eq!(seen.lock().unwrap().len(), 2, "the fallback was tried");
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(logs.contains("overloaded for [redacted]"), "{logs}");
+    assert!(!logs.contains(KEY_A), "the key reached the log:\n{logs}");
 }

@@ -11,15 +11,57 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 use serde::Deserialize;
-use tower_midstream::{Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, WhenNoPrefill};
+use tower_midstream::{
+    Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, WhenNoPrefill,
+};
 
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub server: Server,
     pub fallback: Fallback,
     pub upstreams: Vec<Upstream>,
     pub models: Vec<Model>,
+    /// Settings that work but are likely mistakes, each naming its key; logged at startup.
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`: what one client may hold, and for how long.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTP/1.1: the request line and headers must arrive within this (hyper also counts the
+    /// wait for the next request on a kept-alive connection).
+    pub header_read_timeout: Option<Duration>,
+    /// The longest wait for the next piece of a request body (tower-http's timeout).
+    pub request_body_timeout: Option<Duration>,
+    /// The whole request body must arrive within this.
+    pub request_body_deadline: Option<Duration>,
+    /// A connection with no request in flight for this long is closed.
+    pub keep_alive_timeout: Option<Duration>,
+    /// HTTP/2: streams (requests) at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Request headers, in bytes (HTTP/1.1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// After SIGTERM, how long open streams may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            max_connections: 512,
+            header_read_timeout: Some(Duration::from_secs(10)),
+            request_body_timeout: Some(Duration::from_secs(10)),
+            request_body_deadline: Some(Duration::from_secs(60)),
+            keep_alive_timeout: Some(Duration::from_secs(60)),
+            max_concurrent_streams: 32,
+            max_header_bytes: 64 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[fallback]`: how the layer recovers.
@@ -42,6 +84,8 @@ pub struct Upstream {
     pub base_url: Uri,
     /// The credential header this upstream gets (`x-api-key` or `authorization`), if any.
     pub credential: Option<(HeaderName, HeaderValue)>,
+    /// The key itself, to redact wherever an upstream quotes it.
+    pub api_key: Option<String>,
     /// Extra headers sent with every request (`anthropic-version`, `HTTP-Referer`...).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// How long to wait for the response headers of one attempt.
@@ -88,13 +132,22 @@ impl Config {
         chain
     }
 
-    /// The layer, with `[fallback]`'s options.
+    /// The layer, with `[fallback]`'s options, redacting every upstream's key.
     pub fn layer(&self) -> MidStreamFallbackLayer<FallbackChain> {
         MidStreamFallbackLayer::new(self.chain())
             .max_attempts(self.fallback.max_attempts)
             .idle_timeout(self.fallback.idle_timeout)
             .keep_alive(self.fallback.keep_alive)
             .max_request_bytes(self.fallback.max_request_bytes)
+            .redact(self.redactor())
+    }
+
+    /// Takes every upstream's key (and anything key-like) out of what upstreams say.
+    pub fn redactor(&self) -> Redactor {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.api_key.as_deref())
+            .fold(Redactor::new(), Redactor::secret)
     }
 }
 
@@ -118,6 +171,8 @@ impl std::error::Error for ConfigError {}
 struct File {
     listen: Option<String>,
     #[serde(default)]
+    server: ServerFile,
+    #[serde(default)]
     fallback: FallbackFile,
     #[serde(default)]
     upstreams: Vec<UpstreamFile>,
@@ -134,6 +189,19 @@ struct FallbackFile {
     when_no_prefill: Option<String>,
     instruction: Option<String>,
     max_request_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    request_body_timeout_ms: Option<u64>,
+    request_body_deadline_ms: Option<u64>,
+    keep_alive_timeout_ms: Option<u64>,
+    max_concurrent_streams: Option<u32>,
+    max_header_bytes: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +249,9 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             format!("`{listen}` is not an address and port such as \"127.0.0.1:8080\""),
         )
     })?;
+
+    let mut warnings = Vec::new();
+    let server = server(file.server).map_err(|(key, msg)| err(format!("server.{key}"), msg))?;
 
     let f = file.fallback;
     let max_attempts = f.max_attempts.unwrap_or(3);
@@ -232,8 +303,17 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             )
         })?;
         let base_url = base_url(&u.base_url).map_err(|m| err(key("base_url"), m))?;
-        let credential = match &u.api_key_env {
-            None => None,
+        if base_url.path().trim_end_matches('/').ends_with("/v1") {
+            warnings.push(format!(
+                "{}: `{}` ends in /v1, and the gateway appends the client's whole path \
+                 (/v1/messages, /v1/chat/completions): requests will go to .../v1/v1/...; \
+                 leave /v1 out",
+                key("base_url"),
+                u.base_url
+            ));
+        }
+        let (credential, api_key) = match &u.api_key_env {
+            None => (None, None),
             Some(var) => {
                 let value = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
                     err(
@@ -241,12 +321,13 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
                         format!("the environment variable `{var}` is not set"),
                     )
                 })?;
-                Some(credential(dialect, &value).ok_or_else(|| {
+                let credential = credential(dialect, &value).ok_or_else(|| {
                     err(
                         key("api_key_env"),
                         format!("the value of `{var}` is not usable in an HTTP header"),
                     )
-                })?)
+                })?;
+                (Some(credential), Some(value))
             }
         };
         let mut headers = Vec::new();
@@ -267,6 +348,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             dialect,
             base_url,
             credential,
+            api_key,
             headers,
             headers_timeout,
         });
@@ -352,9 +434,50 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 
     Ok(Config {
         listen,
+        server,
         fallback,
         upstreams,
         models,
+        warnings,
+    })
+}
+
+/// `[server]`, checked; an error names the key within the section.
+fn server(f: ServerFile) -> Result<Server, (&'static str, String)> {
+    let default = Server::default();
+    let millis = |ms: Option<u64>, default: Option<Duration>| match ms {
+        None => default,
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+    };
+    let max_connections = f.max_connections.unwrap_or(default.max_connections);
+    if max_connections == 0 {
+        return Err(("max_connections", "must be at least 1".into()));
+    }
+    let max_concurrent_streams = f
+        .max_concurrent_streams
+        .unwrap_or(default.max_concurrent_streams);
+    if max_concurrent_streams == 0 {
+        return Err(("max_concurrent_streams", "must be at least 1".into()));
+    }
+    let max_header_bytes = f.max_header_bytes.unwrap_or(default.max_header_bytes);
+    if !(8192..=u32::MAX as usize).contains(&max_header_bytes) {
+        return Err((
+            "max_header_bytes",
+            "must be at least 8192 (hyper's smallest read buffer)".into(),
+        ));
+    }
+    Ok(Server {
+        max_connections,
+        header_read_timeout: millis(f.header_read_timeout_ms, default.header_read_timeout),
+        request_body_timeout: millis(f.request_body_timeout_ms, default.request_body_timeout),
+        request_body_deadline: millis(f.request_body_deadline_ms, default.request_body_deadline),
+        keep_alive_timeout: millis(f.keep_alive_timeout_ms, default.keep_alive_timeout),
+        max_concurrent_streams,
+        max_header_bytes,
+        shutdown_grace: f
+            .shutdown_grace_ms
+            .map_or(default.shutdown_grace, Duration::from_millis),
     })
 }
 

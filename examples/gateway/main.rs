@@ -33,13 +33,19 @@
 //! * `--demo-pace-ms N`: the demo's delay between events (default 40; 0 for tests).
 //! * `--print-demo-config`: print the demo's gateway config (a worked example) and exit.
 //!
-//! The modules: `config` (the file), `proxy` (the layer and the router to the upstreams),
-//! `demo` (the demo upstream).
+//! SIGTERM (or Ctrl-C) stops it gracefully: it accepts no more connections, lets the open
+//! streams finish for up to `server.shutdown_grace_ms`, then exits. `GET /healthz` answers
+//! `ok` while it serves.
+//!
+//! The modules: `config` (the file), `server` (connections, their limits, shutdown), `proxy`
+//! (the layer and the router to the upstreams), `demo` (the demo upstream).
 
 mod config;
 mod demo;
 mod proxy;
+mod server;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -105,6 +111,8 @@ fn parse_args() -> Result<Args, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a file or a log collector they are noise.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -141,11 +149,13 @@ async fn run(args: Args) -> Result<(), String> {
         if let Some(listen) = args.listen {
             config.listen = listen;
         }
+        for warning in &config.warnings {
+            tracing::warn!(target: "gateway", "{warning}");
+        }
         let listener = bind(config.listen, "gateway").await?;
         println!("gateway=http://{}", listener.local_addr().unwrap());
         tracing::info!(target: "gateway", models = config.models.len(), upstreams = config.upstreams.len(), "gateway ready");
-        let gateway = proxy::build(&config).with_metrics(metrics()?);
-        return serve_until_ctrl_c(proxy::serve(listener, gateway)).await;
+        return serve(listener, &config).await;
     }
 
     let demo_listener = bind(args.demo_listen, "demo upstream").await?;
@@ -153,7 +163,11 @@ async fn run(args: Args) -> Result<(), String> {
     let demo = demo::Demo::new(args.demo_pace);
     println!("demo_upstream=http://{demo_addr}");
     if args.demo_only {
-        return serve_until_ctrl_c(demo.serve(demo_listener)).await;
+        tokio::select! {
+            () = demo.serve(demo_listener) => {}
+            () = stop_signal() => {}
+        }
+        return Ok(());
     }
     tokio::spawn(demo.serve(demo_listener));
 
@@ -164,8 +178,7 @@ async fn run(args: Args) -> Result<(), String> {
     let addr = listener.local_addr().unwrap();
     println!("gateway=http://{addr}");
     println!("{}", try_it(addr));
-    let gateway = proxy::build(&config).with_metrics(metrics()?);
-    serve_until_ctrl_c(proxy::serve(listener, gateway)).await
+    serve(listener, &config).await
 }
 
 /// The process's `metrics` recorder: Prometheus' text format, rendered on `GET /metrics`.
@@ -191,10 +204,65 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("{what}: cannot listen on {addr}: {e}"))
 }
 
-async fn serve_until_ctrl_c(serving: impl std::future::Future<Output = ()>) -> Result<(), String> {
-    tokio::select! {
-        () = serving => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+/// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+async fn serve(listener: TcpListener, config: &config::Config) -> Result<(), String> {
+    warn_if_few_descriptors(config.server.max_connections);
+    server::serve(
+        listener,
+        proxy::build(config).with_metrics(metrics()?),
+        config.server.clone(),
+        stop_signal(),
+    )
+    .await;
+    Ok(())
+}
+
+/// SIGTERM (what service managers and container runtimes send) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Each streaming client holds two descriptors (its connection and the upstream's): warn when
+/// the process may run out before `max_connections` is reached (Linux; elsewhere silent).
+fn warn_if_few_descriptors(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(soft) = soft {
+        let needed = max_connections * 2 + 64;
+        if soft < needed {
+            tracing::warn!(
+                target: "gateway",
+                open_files_limit = soft,
+                max_connections,
+                "the open-files limit (ulimit -n) is below 2 x server.max_connections + 64 = \
+                 {needed}: raise it, or lower max_connections, or new connections will fail \
+                 before the limit is reached"
+            );
+        }
     }
 }
 

@@ -2,13 +2,22 @@
 //! serving the body's `model`.
 //!
 //! ```text
-//! client ── hyper server ── Gateway::handle ── MidStreamFallback ── Router ── hyper-util client
-//!            (x-midstream-fallback, errors        (one request,        (once per attempt: pick
-//!             in the client's dialect)             one stream)          upstream, credentials)
+//! client ── server.rs ── Gateway::handle ── MidStreamFallback ── Router ── hyper-util client
+//!                        (/healthz, x-midstream-  (one request,     (once per attempt: pick
+//!                         fallback, errors in      one stream;      upstream, credentials,
+//!                         the client's dialect)    keys redacted)   headers; error bodies
+//!                                                                   bounded and redacted)
 //! ```
+//!
+//! The trust boundary, both ways: the client's credentials and its claims about itself
+//! (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`...) and its query string never reach an
+//! upstream; response headers about the operator's account (`set-cookie`,
+//! `anthropic-organization-id`, `openai-organization`...) never reach a client, and neither do
+//! the upstream's key (redacted from error bodies), the names of the configured models, or
+//! which upstream failed and how (that goes to the log).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,15 +33,14 @@ use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use tower_midstream::{
     Dialect, FallbackBody, FallbackChain, MetricsObserver, MidStreamFallback, NoFallback,
-    Provenance, ReplayBody,
+    Provenance, Redactor, ReplayBody,
 };
 
 use crate::config::{Config, Upstream};
@@ -72,13 +80,44 @@ const CREDENTIALS: &[&str] = &[
 ];
 
 /// Other request headers not forwarded: set anew for the upstream, or meant for the gateway.
-/// `accept-encoding` goes because the layer reads the stream as plain SSE.
+/// `accept-encoding` is replaced by `identity`: the layer reads the stream as plain SSE.
+/// `expect` is answered by the gateway's own server.
 const NOT_FORWARDED: &[&str] = &[
     "host",
     "content-length",
     "accept-encoding",
+    "expect",
     "x-midstream-fallback",
 ];
+
+/// What a client says about where it is or what it asked for: its word, not the gateway's,
+/// so it is not passed on (any `x-forwarded-*` too).
+const CLIENT_CLAIMS: &[&str] = &[
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+];
+
+/// Response headers about the operator's account with the upstream, or the upstream's own
+/// origin: they stay inside.
+const OPERATOR_HEADERS: &[&str] = &[
+    "set-cookie",
+    "set-cookie2",
+    "anthropic-organization-id",
+    "openai-organization",
+    "openai-project",
+    "x-organization-id",
+    "alt-svc",
+];
+
+/// The most of an upstream's error body passed on; it is read whole to redact keys from it.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole gateway, cheap to clone: one per connection.
 #[derive(Clone)]
@@ -91,18 +130,12 @@ pub struct Gateway {
 /// Builds the gateway for `config`, with a client that speaks HTTP/1.1 and HTTP/2 over TLS
 /// (webpki roots) or plain TCP.
 pub fn build(config: &Config) -> Gateway {
-    let https = HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build();
     // Without a pool timer, hyper-util closes idle connections only when it next checks one
     // out: a quiet upstream would keep them (and their buffers) forever.
     let client = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build(https);
+        .build(connector());
     let router = Router::new(config, client);
     // Only the models of the config become label values, whatever clients send.
     let observer = MetricsObserver::new().targets(config.models.iter().map(|m| m.name.as_str()));
@@ -110,6 +143,20 @@ pub fn build(config: &Config) -> Gateway {
         service: tower::Layer::layer(&config.layer().observer(observer), router),
         metrics: None,
     }
+}
+
+/// How the gateway connects to upstreams: TLS (webpki roots) or plain TCP, with
+/// `TCP_NODELAY`, so that each request and its events leave without waiting on Nagle.
+pub fn connector() -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http)
 }
 
 impl Gateway {
@@ -127,22 +174,18 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if let Some(response) = local_route(&req, self.metrics.as_ref()) {
+            return response.map(Either::Right);
+        }
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        if let (Some(metrics), "/metrics", &Method::GET) = (&self.metrics, path.as_str(), &method) {
-            let mut response = Response::new(Either::Right(Full::new(metrics.render().into())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return response;
-        }
         if opted_out(req.headers()) {
             req.extensions_mut().insert(NoFallback);
         }
         // The layer answers every failure itself, in the client's dialect: a 502 once the
-        // fallbacks failed too, or at once for a request without fallback.
+        // fallbacks failed too, or at once for a request without fallback. The router's error
+        // says only what kind of failure it was (its log line names the upstream).
         let mut response = match self.service.clone().oneshot(req).await {
             Ok(response) => response.map(Either::Left),
             Err(never) => match never {},
@@ -186,32 +229,30 @@ fn opted_out(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
-/// Serves `gateway` on `listener` (HTTP/1.1 and HTTP/2 cleartext) until the task is dropped.
-pub async fn serve(listener: TcpListener, gateway: Gateway) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                // Out of file descriptors and the like: keep serving the connections we have.
-                tracing::warn!(target: "gateway", %err, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(req).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(err) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(target: "gateway", %err, "connection ended with an error");
-            }
-        });
+/// Requests the gateway answers itself, before the layer: `/healthz`, and `/metrics` when the
+/// process has a Prometheus recorder.
+fn local_route<B>(
+    req: &Request<B>,
+    metrics: Option<&PrometheusHandle>,
+) -> Option<Response<Full<Bytes>>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(metrics?.render().into()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Some(response)
+        }
+        (&Method::GET | &Method::HEAD, "/healthz") => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            Some(response)
+        }
+        _ => None,
     }
 }
 
@@ -229,6 +270,8 @@ pub struct Router {
     routes: Arc<HashMap<String, Route>>,
     client: HttpClient,
     max_request_bytes: usize,
+    /// Takes the upstreams' keys out of the error bodies passed on.
+    redactor: Redactor,
 }
 
 impl Router {
@@ -250,6 +293,7 @@ impl Router {
             routes: Arc::new(routes),
             client,
             max_request_bytes: config.fallback.max_request_bytes,
+            redactor: config.redactor(),
         }
     }
 }
@@ -328,16 +372,11 @@ impl Router {
             }
         };
         let Some(route) = self.routes.get(&model.name) else {
-            let mut known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
-            known.sort_unstable();
+            // Not the list of models: which ones the operator serves is theirs to tell.
             return local(
                 StatusCode::NOT_FOUND,
                 ErrorKind::ModelNotFound,
-                &format!(
-                    "model `{}` is not served by this gateway (models: {})",
-                    model.name,
-                    known.join(", ")
-                ),
+                &format!("model `{}` is not served by this gateway", model.name),
             );
         };
         let upstream = &route.upstream;
@@ -359,26 +398,41 @@ impl Router {
         } else {
             model.rename(&body, &route.upstream_model)
         };
-        let uri = upstream_uri(&upstream.base_url, &parts.uri)?;
+        let uri = upstream_uri(&upstream.base_url, parts.uri.path())?;
         let mut out = Request::new(Full::new(body));
         *out.method_mut() = Method::POST;
         *out.uri_mut() = uri;
         *out.headers_mut() = forwarded_headers(&parts.headers, upstream);
 
         let started = Instant::now();
+        // The log names the upstream and its error; the client (through the layer's 502)
+        // learns only the kind of failure.
         let response =
             match tokio::time::timeout(upstream.headers_timeout, self.client.request(out)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(err)) => {
-                    return Err(format!("upstream `{}`: {}", upstream.name, describe(&err)).into())
+                    tracing::warn!(
+                        target: "gateway",
+                        model = %model.name,
+                        upstream = %upstream.name,
+                        error = %describe(&err),
+                        "upstream unreachable"
+                    );
+                    return Err("the upstream could not be reached".into());
                 }
                 Err(_) => {
+                    tracing::warn!(
+                        target: "gateway",
+                        model = %model.name,
+                        upstream = %upstream.name,
+                        headers_timeout_ms = upstream.headers_timeout.as_millis() as u64,
+                        "upstream sent no response headers in time"
+                    );
                     return Err(format!(
-                        "upstream `{}` sent no response headers within {} ms",
-                        upstream.name,
+                        "the upstream sent no response headers within {} ms",
                         upstream.headers_timeout.as_millis()
                     )
-                    .into())
+                    .into());
                 }
             };
         tracing::info!(
@@ -392,7 +446,47 @@ impl Router {
         );
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        for name in OPERATOR_HEADERS {
+            parts.headers.remove(*name);
+        }
+        if parts.status.is_success() {
+            return Ok(Response::from_parts(parts, Either::Left(body)));
+        }
+        // An error body may quote the key the upstream was sent: read it (bounded, within the
+        // headers timeout) and redact it before anyone logs or passes it on.
+        let read = Limited::new(body, ERROR_BODY_LIMIT).collect();
+        let unreadable = |why: String| {
+            tracing::warn!(
+                target: "gateway",
+                upstream = %upstream.name,
+                status = parts.status.as_u16(),
+                "the upstream's error body {why}: replaced"
+            );
+            let message = format!(
+                "the upstream answered HTTP {} with an error body that {why}",
+                parts.status.as_u16()
+            );
+            Ok(error(dialect, parts.status, ErrorKind::Upstream, &message).map(Either::Right))
+        };
+        let bytes = match tokio::time::timeout(upstream.headers_timeout, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(err)) if err.is::<LengthLimitError>() => {
+                return unreadable(format!("exceeds {ERROR_BODY_LIMIT} bytes"))
+            }
+            Ok(Err(_)) => return unreadable("broke off".to_owned()),
+            Err(_) => {
+                return unreadable(format!(
+                    "did not complete within {} ms",
+                    upstream.headers_timeout.as_millis()
+                ))
+            }
+        };
+        let bytes = match self.redactor.redact_bytes(&bytes) {
+            Cow::Borrowed(_) => bytes,
+            Cow::Owned(redacted) => Bytes::from(redacted),
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Ok(Response::from_parts(parts, Either::Right(Full::new(bytes))))
     }
 }
 
@@ -414,14 +508,10 @@ fn endpoint_of(dialect: Dialect) -> &'static str {
     }
 }
 
-/// `base_url` (with its path prefix) followed by the client's path and query.
-fn upstream_uri(base: &Uri, client: &Uri) -> Result<Uri, BoxError> {
-    let path_and_query = client.path_and_query().map_or("/", |p| p.as_str());
-    let uri = format!(
-        "{}{}",
-        base.to_string().trim_end_matches('/'),
-        path_and_query
-    );
+/// `base_url` (with its path prefix) followed by the endpoint's path. The client's query
+/// string is not passed on: no endpoint served takes one, and it is the client's word.
+fn upstream_uri(base: &Uri, path: &str) -> Result<Uri, BoxError> {
+    let uri = format!("{}{}", base.to_string().trim_end_matches('/'), path);
     Ok(uri.parse()?)
 }
 
@@ -437,16 +527,26 @@ fn forwarded_headers(client: &HeaderMap, upstream: &Upstream) -> HeaderMap {
         .map(|v| v.trim().to_ascii_lowercase())
         .collect();
     for (name, value) in client {
-        let n = name.as_str();
+        // `x_api_key` is `x-api-key` to many servers and proxies: one spelling for the checks.
+        let n = name.as_str().replace('_', "-");
+        let n = n.as_str();
         if HOP_BY_HOP.contains(&n)
             || CREDENTIALS.contains(&n)
             || NOT_FORWARDED.contains(&n)
-            || listed_in_connection.iter().any(|c| c == n)
+            || CLIENT_CLAIMS.contains(&n)
+            || n.starts_with("x-forwarded-")
+            || listed_in_connection
+                .iter()
+                .any(|c| c.replace('_', "-") == n)
         {
             continue;
         }
         headers.append(name.clone(), value.clone());
     }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     for (name, value) in &upstream.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -538,6 +638,7 @@ enum ErrorKind {
     TooLarge,
     NotFound,
     ModelNotFound,
+    Upstream,
 }
 
 /// An error response in the format the client's SDK parses.
@@ -552,6 +653,7 @@ fn error(
             ErrorKind::InvalidRequest => "invalid_request_error",
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
+            ErrorKind::Upstream => "api_error",
         };
         serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
     } else {
@@ -559,6 +661,7 @@ fn error(
             ErrorKind::InvalidRequest | ErrorKind::TooLarge => ("invalid_request_error", None),
             ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
             ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
+            ErrorKind::Upstream => ("server_error", None),
         };
         serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     };
@@ -571,7 +674,7 @@ fn error(
     response
 }
 
-/// An error and its causes on one line: hyper-util's own message alone says only
+/// An error and its causes on one line, for the log: hyper-util's own message alone says only
 /// "client error (Connect)".
 fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
@@ -584,5 +687,7 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         }
         source = cause.source();
     }
-    out
+    // It may carry the upstream's words (a TLS certificate's names...): one log line, no
+    // control characters.
+    out.escape_debug().to_string()
 }

@@ -35,6 +35,7 @@ use crate::outbox::Outbox;
 use crate::sse::{Event, Fields};
 use crate::strategy::{Prefill, RewriteError, Strategy};
 use crate::transcript::Transcript;
+use crate::untrusted::escaped;
 
 #[derive(Debug)]
 pub(crate) struct AnthropicMessages;
@@ -605,20 +606,23 @@ impl AnthropicRelay {
 
     fn on_error(&mut self, ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
         let parsed = serde_json::from_slice::<ErrorEvent<'_>>(data).ok();
-        let kind = parsed
-            .as_ref()
-            .and_then(|e| e.error.kind.as_deref())
-            .unwrap_or("error")
-            .to_owned();
-        let message = parsed
-            .as_ref()
-            .and_then(|e| e.error.message.as_deref())
-            .unwrap_or("")
-            .to_owned();
+        // Upstream words, bound for logs and the client: control characters escaped here.
+        let kind = escaped(
+            parsed
+                .as_ref()
+                .and_then(|e| e.error.kind.as_deref())
+                .unwrap_or("error"),
+        );
+        let message = escaped(
+            parsed
+                .as_ref()
+                .and_then(|e| e.error.message.as_deref())
+                .unwrap_or(""),
+        );
         if is_client_error(&kind) {
             // A retry elsewhere would fail alike: the client gets the upstream's own words.
             self.prelude(false, out);
-            out.forward(ev);
+            out.forward_error(ev);
             self.passthrough = true;
             return Step::Continue;
         }

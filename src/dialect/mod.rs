@@ -18,6 +18,7 @@ use crate::outbox::Outbox;
 use crate::sse::{Event, Fields};
 use crate::strategy::{RewriteError, Strategy};
 use crate::transcript::Transcript;
+use crate::untrusted::escaped;
 
 mod anthropic;
 mod openai_chat;
@@ -177,7 +178,11 @@ pub(crate) fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String
         .ok()
         .and_then(|o| o.error)
     {
-        Some(inner) => (inner.kind, inner.message),
+        // Upstream words, bound for logs and the client: control characters escaped here.
+        Some(inner) => (
+            inner.kind.as_deref().map(escaped),
+            inner.message.as_deref().map(escaped),
+        ),
         None => (None, None),
     }
 }

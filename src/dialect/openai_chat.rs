@@ -33,6 +33,7 @@ use crate::outbox::Outbox;
 use crate::sse::{Event, Fields};
 use crate::strategy::{Prefill, RewriteError, Strategy};
 use crate::transcript::Transcript;
+use crate::untrusted::escaped;
 
 #[derive(Debug)]
 pub(crate) struct OpenAiChat;
@@ -598,22 +599,20 @@ impl OpenAiRelay {
 
     fn on_error(&mut self, ev: &Event<'_>, raw: &RawValue, out: &mut Outbox) -> Step {
         let err = serde_json::from_str::<InBandError<'_>>(raw.get()).ok();
-        let message = err
-            .as_ref()
-            .and_then(|e| e.message.as_deref())
-            .unwrap_or("error in stream")
-            .to_owned();
-        let kind = err
-            .as_ref()
-            .and_then(|e| e.kind.as_deref())
-            .map(str::to_owned);
+        // Upstream words, bound for logs and the client: control characters escaped here.
+        let message = escaped(
+            err.as_ref()
+                .and_then(|e| e.message.as_deref())
+                .unwrap_or("error in stream"),
+        );
+        let kind = err.as_ref().and_then(|e| e.kind.as_deref()).map(escaped);
         let code = err
             .as_ref()
             .and_then(|e| e.code)
-            .map(|c| c.get().trim_matches('"').to_owned());
+            .map(|c| escaped(c.get().trim_matches('"')));
         if is_client_error(kind.as_deref(), code.as_deref()) {
             self.flush_held(out);
-            out.forward(ev);
+            out.forward_error(ev);
             self.passthrough = true;
             return Step::Continue;
         }

@@ -1,5 +1,5 @@
 //! An independent reading of what a client receives: a plain SSE parser (not the crate's), the
-//! seam rules of ../shared/DESIGN.md for each dialect, and the answer a client SDK would
+//! seam rules of conformance/README.md for each dialect, and the answer a client SDK would
 //! accumulate.
 
 use serde_json::Value;

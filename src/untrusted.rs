@@ -1,0 +1,270 @@
+//! Text an upstream wrote, made safe to log and to show a client.
+//!
+//! Error messages, error types and transport error text come from the upstream (or from
+//! whoever sits between it and the gateway). Two things must not pass through them:
+//!
+//! * control characters: a newline forges a log line, an ANSI escape reaches the operator's
+//!   terminal. [`escape`] writes them as `\n`, `\u{1b}`..., where the text enters the layer;
+//! * secrets: an upstream may quote the key it was sent (OpenAI's 401 quotes it masked; a
+//!   misconfigured proxy may quote it whole). A [`Redactor`] replaces the keys it was given,
+//!   and anything that looks like an API key or a bearer token, before the text is logged or
+//!   written to a client.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+/// The most of one upstream-supplied string kept, in bytes: enough for any real error
+/// message, and a log line stays a line.
+pub(crate) const MAX_TEXT: usize = 2048;
+
+/// What replaces a secret.
+const REDACTED: &str = "[redacted]";
+
+/// Characters after `sk-` (or `Bearer `) that make a token: keys are long runs of these.
+const MIN_TOKEN: usize = 12;
+
+/// `text` with every control character escaped (C0, DEL, C1, and the bidirectional overrides
+/// that reorder what a terminal shows), cut to [`MAX_TEXT`] bytes.
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_TEXT && !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().min(MAX_TEXT) + 16);
+    for c in text.chars() {
+        if out.len() >= MAX_TEXT {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`escape`], into an owned string.
+pub(crate) fn escaped(text: &str) -> String {
+    escape(text).into_owned()
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Takes secrets out of upstream-supplied text before the layer logs it or writes it to a
+/// client: each secret it was given (the keys the gateway sends upstreams), and any token
+/// that looks like an API key (`sk-...`) or a bearer credential (`Bearer ...`).
+///
+/// Give it to the layer with
+/// [`MidStreamFallbackLayer::redact`](crate::MidStreamFallbackLayer::redact); use it on
+/// upstream error bodies your own code passes on too (the example gateway does).
+///
+/// ```
+/// use tower_midstream::Redactor;
+///
+/// let redactor = Redactor::new().secret("my-upstream-key-123");
+/// assert_eq!(
+///     redactor.redact("invalid key my-upstream-key-123"),
+///     "invalid key [redacted]"
+/// );
+/// assert_eq!(
+///     redactor.redact("Incorrect API key provided: sk-proj-****************abcd."),
+///     "Incorrect API key provided: [redacted]."
+/// );
+/// ```
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<Vec<Box<[u8]>>>,
+}
+
+impl Redactor {
+    /// A redactor for key-like tokens only; add the secrets you know with [`Redactor::secret`].
+    pub fn new() -> Self {
+        Redactor::default()
+    }
+
+    /// Also redact `secret` wherever it appears (an empty one is ignored).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        let secret = secret.as_ref();
+        if !secret.is_empty() {
+            Arc::make_mut(&mut self.secrets).push(secret.into());
+        }
+        self
+    }
+
+    /// `text` with every secret and key-like token replaced by `[redacted]`.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.redact_bytes(text.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(text),
+            // Only whole secrets (valid UTF-8 themselves) and ASCII tokens were replaced, by
+            // ASCII: the result is UTF-8. The lossy conversion never replaces anything.
+            Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
+    /// [`Redactor::redact`] on bytes (an error body, an event).
+    pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut out: Cow<'a, [u8]> = Cow::Borrowed(bytes);
+        for secret in self.secrets.iter() {
+            if memchr::memmem::find(&out, secret).is_some() {
+                out = Cow::Owned(replace_all(&out, secret));
+            }
+        }
+        if let Some(tokens) = key_like_tokens(&out) {
+            out = Cow::Owned(tokens);
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Redactor {
+    // Never the secrets themselves.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
+}
+
+fn replace_all(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut rest = haystack;
+    while let Some(at) = memchr::memmem::find(rest, needle) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(REDACTED.as_bytes());
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Characters of a key or token: base64url, the `*` OpenAI masks keys with, and the `.`, `+`,
+/// `/`, `=` of JWTs and base64.
+fn token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*' | b'.' | b'+' | b'/' | b'=')
+}
+
+/// The length of the token at the start of `bytes`, a full stop that ends a sentence left out.
+fn token_len(bytes: &[u8]) -> usize {
+    let mut len = bytes.iter().take_while(|&&b| token_char(b)).count();
+    while len > 0 && bytes[len - 1] == b'.' {
+        len -= 1;
+    }
+    len
+}
+
+/// `bytes` with `sk-...` keys and `Bearer ...` tokens replaced; `None` if there are none.
+fn key_like_tokens(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let at_word = i == 0 || !token_char(bytes[i - 1]);
+        let rest = &bytes[i..];
+        let skip = if !at_word {
+            None
+        } else if rest.starts_with(b"sk-") {
+            let len = token_len(rest);
+            (len >= 3 + MIN_TOKEN).then_some((0, len))
+        } else if rest.len() > 7 && rest[..7].eq_ignore_ascii_case(b"bearer ") {
+            let spaces = rest[6..].iter().take_while(|&&b| b == b' ').count();
+            let len = token_len(&rest[6 + spaces..]);
+            (len >= MIN_TOKEN).then_some((6 + spaces, len))
+        } else {
+            None
+        };
+        match skip {
+            Some((keep, len)) => {
+                let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+                out.extend_from_slice(&bytes[copied..i + keep]);
+                out.extend_from_slice(REDACTED.as_bytes());
+                i += keep + len;
+                copied = i;
+            }
+            None => i += 1,
+        }
+    }
+    let mut out = out?;
+    out.extend_from_slice(&bytes[copied..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_text_is_kept() {
+        assert_eq!(escape("plain text: ok"), "plain text: ok");
+        assert_eq!(
+            escape("bad\nWARN forged line\r\u{1b}[31mred\u{7}\u{202e}"),
+            "bad\\nWARN forged line\\r\\u{1b}[31mred\\u{7}\\u{202e}"
+        );
+        assert_eq!(escape("tab\there é ✓"), "tab\\there é ✓");
+    }
+
+    #[test]
+    fn long_text_is_cut() {
+        let long = "é".repeat(MAX_TEXT);
+        let cut = escape(&long);
+        assert!(
+            cut.len() <= MAX_TEXT + 8 && cut.ends_with("..."),
+            "{}",
+            cut.len()
+        );
+    }
+
+    #[test]
+    fn given_secrets_are_redacted_wherever_they_appear() {
+        let r = Redactor::new().secret("k3y-value").secret("");
+        assert_eq!(
+            r.redact("a k3y-value, again k3y-valuek3y-value!"),
+            "a [redacted], again [redacted][redacted]!"
+        );
+        assert_eq!(r.redact("nothing here"), "nothing here");
+        assert!(matches!(r.redact("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn key_like_tokens_are_redacted_without_a_list() {
+        let r = Redactor::new();
+        for (text, want) in [
+            (
+                "Incorrect API key provided: sk-proj-abc*************************wxyz. You can find",
+                "Incorrect API key provided: [redacted]. You can find",
+            ),
+            (
+                r#"{"error":{"message":"key sk-ant-api03-AAAAAAAAAAAAAAAA-BBBB is invalid"}}"#,
+                r#"{"error":{"message":"key [redacted] is invalid"}}"#,
+            ),
+            (
+                "forwarded Authorization: Bearer eyJhbGciOi.eyJzdWIiOiIx.c2lnbmF0dXJl",
+                "forwarded Authorization: Bearer [redacted]",
+            ),
+            ("header bearer  0123456789abcdefXYZ end", "header bearer  [redacted] end"),
+        ] {
+            assert_eq!(r.redact(text), want);
+        }
+        // Words that merely contain the prefixes, and short ones, stay.
+        for text in [
+            "a task-list of risk-assessments",
+            "sk-learn",
+            "Bearer token",
+            "ask-me-anything-you-like-please",
+        ] {
+            assert_eq!(r.redact(text), text);
+        }
+    }
+
+    #[test]
+    fn the_debug_form_never_shows_a_secret() {
+        let r = Redactor::new().secret("super-secret-value");
+        assert!(!format!("{r:?}").contains("super-secret"));
+    }
+}
