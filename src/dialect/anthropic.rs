@@ -214,11 +214,17 @@ fn other_event(name: &str, data: &str) -> Result<Item, Unreadable> {
     Ok(match name {
         "ping" => Item::KeepAlive,
         "message_start" => {
-            let [id, model] = read_in(name, data, "message", ["id", "model"])?;
+            let [id, model, usage] = read_in(name, data, "message", ["id", "model", "usage"])?;
+            // Its output count is a placeholder; message_delta has the real one.
+            let input_tokens = match not_null(usage) {
+                Some(usage) => read(name, usage, ["input_tokens"])?[0].and_then(|t| t.parse().ok()),
+                None => None,
+            };
             Item::Start(Start {
                 id: span(id),
                 model: span(model),
                 created: Span::default(),
+                input_tokens,
             })
         }
         "message_delta" => {
@@ -229,9 +235,10 @@ fn other_event(name: &str, data: &str) -> Result<Item, Unreadable> {
             };
             let usage = match not_null(usage) {
                 Some(usage) => {
-                    let [tokens] = read(name, usage, ["output_tokens"])?;
+                    let [output, input] = read(name, usage, ["output_tokens", "input_tokens"])?;
                     Some(Usage {
-                        output_tokens: tokens.and_then(|t| t.parse().ok()),
+                        output_tokens: output.and_then(|t| t.parse().ok()),
+                        input_tokens: input.and_then(|t| t.parse().ok()),
                     })
                 }
                 None => None,

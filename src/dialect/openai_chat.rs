@@ -124,10 +124,11 @@ impl Decode for ChunkDecoder {
         let Some(choice) = choice else {
             // No choice: the usage chunk, or a chunk of metadata.
             if let Some(usage) = not_null(usage) {
-                let [tokens] = members(usage, ["completion_tokens"])
+                let [output, input] = members(usage, ["completion_tokens", "prompt_tokens"])
                     .ok_or_else(|| Unreadable::new("an unreadable usage chunk"))?;
                 items.push(Item::Usage(Usage {
-                    output_tokens: tokens.and_then(|t| t.parse().ok()),
+                    output_tokens: output.and_then(|t| t.parse().ok()),
+                    input_tokens: input.and_then(|t| t.parse().ok()),
                 }));
             }
             return Ok(());
@@ -138,6 +139,7 @@ impl Decode for ChunkDecoder {
                 id: span(id),
                 model: span(model),
                 created: span(created),
+                input_tokens: None,
             }));
         }
         let [delta, finish] = members(choice, ["delta", "finish_reason"])

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 use crate::dialect::{Decode, Dialect};
+use crate::observe::Usage as Reported;
 
 use super::hold::Held;
 use super::seam::SeamText;
@@ -28,6 +29,8 @@ pub(super) struct Attempt {
     pub(super) spent: u32,
     /// Output tokens of earlier attempts, added to the usage it reports.
     pub(super) usage_base: u32,
+    /// What its upstream reported about its tokens and model.
+    pub(super) reported: Reported,
 }
 
 impl std::fmt::Debug for Attempt {
@@ -75,6 +78,7 @@ impl Attempt {
             seam,
             spent: 0,
             usage_base,
+            reported: Reported::default(),
         }
     }
 

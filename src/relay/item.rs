@@ -146,6 +146,8 @@ pub(crate) struct Start {
     pub(crate) model: Span,
     /// Chat's `created` timestamp.
     pub(crate) created: Span,
+    /// Prompt tokens, when the start reports them (Anthropic `message_start`).
+    pub(crate) input_tokens: Option<u64>,
 }
 
 /// What a block holds.
@@ -183,6 +185,8 @@ pub(crate) struct Stop {
 pub(crate) struct Usage {
     /// Output (completion) tokens, cumulative for the attempt.
     pub(crate) output_tokens: Option<u64>,
+    /// Prompt tokens.
+    pub(crate) input_tokens: Option<u64>,
 }
 
 /// An in-band error: its type, code and message as JSON values (empty: absent).

@@ -156,6 +156,18 @@ impl Relay {
         &self.transcript
     }
 
+    /// What the current attempt's upstream reported about its tokens and model.
+    pub(crate) fn usage(&self) -> crate::observe::Usage {
+        self.attempt.reported.clone()
+    }
+
+    /// A usage report of the current attempt's, as far as it goes.
+    fn report(&mut self, usage: item::Usage) {
+        let reported = &mut self.attempt.reported;
+        reported.output_tokens = usage.output_tokens.or(reported.output_tokens);
+        reported.input_tokens = usage.input_tokens.or(reported.input_tokens);
+    }
+
     /// What to send while waiting for a fallback.
     pub(crate) fn keep_alive(&self) -> Bytes {
         self.encoder.keep_alive()
@@ -328,6 +340,9 @@ impl Relay {
         };
         Ok(match item {
             Item::Start(start) => {
+                let reported = &mut self.attempt.reported;
+                reported.response_model = value_text(src, start.model).map(Into::into);
+                reported.input_tokens = start.input_tokens;
                 if self.client.started {
                     // The client has its start: one per stream, the first.
                     return Ok(Outcome::Quiet);
@@ -362,6 +377,9 @@ impl Relay {
             Item::OtherDelta { block } => self.other_delta(block, src)?,
             Item::BlockStop { block } => self.block_stop(block, out)?,
             Item::Finish(Stop { usage, .. }) => {
+                if let Some(usage) = usage {
+                    self.report(usage);
+                }
                 self.prelude(out);
                 if self.client.finish_sent && !self.attempt.verbatim {
                     // Some servers repeat their stop; clients count on exactly one, so after a
@@ -376,7 +394,8 @@ impl Relay {
                     0,
                 )
             }
-            Item::Usage(_) => {
+            Item::Usage(usage) => {
+                self.report(usage);
                 self.prelude(out);
                 self.client.usage_sent = true;
                 pass(as_came && self.attempt.usage_base == 0, 0)
