@@ -184,8 +184,10 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod attempt;
+mod before_stream;
 mod body;
 mod chain;
+mod clock;
 mod config;
 mod dialect;
 mod error;
@@ -202,6 +204,7 @@ mod provenance;
 mod recovery;
 mod relay;
 mod replay;
+mod respond;
 mod rewrite;
 mod service;
 mod sse;

@@ -13,10 +13,11 @@ use crate::body::FallbackBody;
 use crate::config::Config;
 use crate::dialect::Dialect;
 use crate::error::BoxError;
-use crate::future::{too_large, unwatched_failed, ResponseFuture, Start};
+use crate::future::{ResponseFuture, Start};
 use crate::plan::RetryPlanner;
 use crate::replay::ReplayBody;
-use crate::stream::describe;
+use crate::respond::{too_large, unwatched_failed};
+use crate::untrusted::describe;
 
 /// Insert into a request's extensions to turn fallback off for it: the request and its
 /// response pass through untouched, before the stream (a retryable status is not retried) and

@@ -4,103 +4,116 @@
 //! Streaming ──event──▶ relay ──▶ client
 //!     │ failure (error frame, stall, in-band error, early end, malformed)
 //!     ▼
-//! (answer complete? close it locally) ── else planner ── give up: error event, end
+//! (answer complete? close it locally) ── else planner ── give up: error event, Ended
 //!     │ plan
 //!     ▼
-//! Calling (keep-alive comments while waiting) ── 2xx event stream ──▶ Streaming (spliced)
+//! Calling (keep-alives while waiting) ── 2xx event stream ──▶ Streaming (spliced)
 //!     │ anything else: another failure
-//! Draining: after the terminal event, read the upstream to its end so its connection can be
-//! reused, then end.
+//!
+//! Streaming ── terminal event ──▶ Draining: the upstream is read to its end so that its
+//! connection can be reused ──▶ Ended
 //! ```
 //!
-//! Dropping the body drops the upstream body and any call in flight: a client that goes away
-//! cancels everything, and nothing is called after that.
+//! Each state owns what it works on ([`State`]) and is handled by its own function; the
+//! timing lives in a [`Clock`]. Dropping the body drops the upstream body and any call in
+//! flight: a client that goes away cancels everything, and nothing is called after that.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, Request, Response};
+use http::{Request, Response};
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
 use tower_service::Service;
 use tracing::instrument::Instrumented;
 
+use crate::clock::{human, Clock, Due};
 use crate::dialect::StreamFailure;
-use crate::error::BoxError;
-use crate::error::FailureClass;
-use crate::error::FallbackError;
+use crate::error::{BoxError, FailureClass, FallbackError};
 use crate::outbox::Outbox;
+use crate::plan::RetryPlanner;
 use crate::recovery::Recovery;
 use crate::relay::item::Carried;
 use crate::relay::{Relay, Step};
 use crate::replay::ReplayBody;
+use crate::respond::{content_coding, is_event_stream};
 use crate::sse::Framer;
 use crate::strategy::Strategy;
-use crate::untrusted::{escaped, Redactor};
+use crate::untrusted::{describe, escaped};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Streaming,
-    Calling,
-    Draining,
-    Ended,
-}
+/// The call of a fallback, inside its attempt's span.
+type Call<S, ReqBody> = Instrumented<Oneshot<S, Request<ReplayBody<ReqBody>>>>;
 
 pin_project! {
-    #[project = WatchProj]
+    /// The body of a watched event stream.
     pub(crate) struct Watch<S, P, ReqBody, ResBody>
     where
         S: Service<Request<ReplayBody<ReqBody>>>,
     {
         #[pin]
-        upstream: Option<ResBody>,
+        state: State<Call<S, ReqBody>, ResBody>,
         #[pin]
-        call: Option<Instrumented<Oneshot<S, Request<ReplayBody<ReqBody>>>>>,
-        #[pin]
-        timer: Option<Sleep>,
-        phase: Phase,
+        clock: Clock,
         framer: Framer,
         out: Outbox,
         relay: Relay,
         recovery: Recovery<S, P>,
-        strategy: Option<Strategy>,
-        last_progress: Instant,
-        keep_alive_at: Option<Instant>,
-        // The waker the timer last registered, so that it is not polled again for nothing.
-        timer_waker: Option<Waker>,
         error: Option<FallbackError>,
     }
+}
+
+pin_project! {
+    /// Where the watched body is, each state with what it works on.
+    #[project = StateProj]
+    #[project_ref = StateRef]
+    #[project_replace = StateReplace]
+    enum State<C, B> {
+        // Relaying an attempt's stream. (Boxed so that it can move on to `Draining`.)
+        Streaming { body: Pin<Box<B>> },
+        // Calling a fallback, whose stream will continue the answer as `strategy` says.
+        Calling { #[pin] call: C, strategy: Strategy },
+        // The terminal event went out: reading the upstream to its end so that its connection
+        // can be reused.
+        Draining { body: Pin<Box<B>> },
+        // Nothing more.
+        Ended,
+    }
+}
+
+/// What a state's step came to.
+enum Next<B> {
+    /// Go on (there may be bytes for the client).
+    Stay,
+    /// The upstream body is whole.
+    Drain,
+    /// The attempt in flight failed.
+    Fail(StreamFailure),
+    /// A fallback's stream is on its way.
+    Stream(B),
+    Ended,
 }
 
 impl<S, P, ReqBody, ResBody> Watch<S, P, ReqBody, ResBody>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    P: crate::plan::RetryPlanner,
+    P: RetryPlanner,
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
     pub(crate) fn new(body: ResBody, recovery: Recovery<S, P>) -> Self {
         let config = &recovery.config;
-        let relay = Relay::new(recovery.dialect(), config.limits());
         Watch {
-            upstream: Some(body),
-            call: None,
-            timer: None,
-            phase: Phase::Streaming,
+            state: State::Streaming {
+                body: Box::pin(body),
+            },
+            clock: Clock::new(config.idle_timeout, config.keep_alive),
             framer: Framer::new(config.max_event_bytes),
             out: Outbox::new(config.redactor.clone()),
-            relay,
-            strategy: None,
-            last_progress: Instant::now(),
-            keep_alive_at: None,
-            timer_waker: None,
+            relay: Relay::new(recovery.dialect(), config.limits()),
             error: None,
             recovery,
         }
@@ -115,18 +128,11 @@ where
     }
 }
 
-/// What feeding events to the relay came to.
-enum Fed {
-    More,
-    Done,
-    Failed(StreamFailure),
-}
-
 impl<S, P, ReqBody, ResBody> Body for Watch<S, P, ReqBody, ResBody>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    P: crate::plan::RetryPlanner,
+    P: RetryPlanner,
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
@@ -142,202 +148,191 @@ where
             if let Some(bytes) = this.out.pop() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-            match *this.phase {
-                Phase::Ended => return Poll::Ready(None),
-                Phase::Streaming | Phase::Draining => {
-                    let upstream = this
-                        .upstream
-                        .as_mut()
-                        .as_pin_mut()
-                        .expect("an upstream body while streaming");
-                    let polled = upstream.poll_frame(cx);
-                    if *this.phase == Phase::Draining {
-                        match polled {
-                            Poll::Ready(Some(Ok(_))) => continue,
-                            Poll::Ready(_) => {
-                                this.upstream.set(None);
-                                *this.phase = Phase::Ended;
-                                continue;
-                            }
-                            Poll::Pending => {
-                                if timer_fired(
-                                    &mut this.timer,
-                                    this.timer_waker,
-                                    *this.last_progress,
-                                    None,
-                                    this.recovery,
-                                    cx,
-                                )
-                                .is_some()
-                                {
-                                    this.upstream.set(None);
-                                    *this.phase = Phase::Ended;
-                                    continue;
-                                }
-                                return Poll::Pending;
-                            }
-                        }
-                    }
-                    let fed = match polled {
-                        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(data) => {
-                                let fed = feed(
-                                    this.framer,
-                                    this.out,
-                                    this.relay,
-                                    this.last_progress,
-                                    data,
-                                );
-                                // The continuation is flowing: no more keep-alives needed.
-                                if !this.out.is_empty() {
-                                    *this.keep_alive_at = None;
-                                    this.recovery.chunk_sent();
-                                }
-                                fed
-                            }
-                            // SSE has no trailers worth relaying.
-                            Err(_) => Fed::More,
-                        },
-                        Poll::Ready(Some(Err(err))) => {
-                            let err: BoxError = err.into();
-                            Fed::Failed(StreamFailure::new(
-                                FailureClass::Transport,
-                                describe(&*err),
-                            ))
-                        }
-                        Poll::Ready(None) => end_of_body(this.framer, this.out, this.relay),
-                        Poll::Pending => match timer_fired(
-                            &mut this.timer,
-                            this.timer_waker,
-                            *this.last_progress,
-                            *this.keep_alive_at,
-                            this.recovery,
-                            cx,
-                        ) {
-                            None => return Poll::Pending,
-                            // A fallback answered but has sent nothing yet: keep the client.
-                            Some(Timer::KeepAlive) => {
-                                keep_alive(this.out, this.keep_alive_at, this.relay, this.recovery);
-                                Fed::More
-                            }
-                            Some(Timer::Idle) => {
-                                let idle = this.recovery.config.idle_timeout.unwrap_or_default();
-                                Fed::Failed(StreamFailure::new(
-                                    FailureClass::Stall,
-                                    format!("no event for {}", human(idle)),
-                                ))
-                            }
-                        },
-                    };
-                    match fed {
-                        Fed::More => {}
-                        Fed::Done => {
-                            this.recovery.set_usage(this.relay.usage());
-                            this.recovery.completed(this.relay.transcript());
-                            *this.phase = Phase::Draining;
-                        }
-                        Fed::Failed(failure) => {
-                            this.upstream.set(None);
-                            fail(&mut this, failure);
-                        }
+            let next = match this.state.as_mut().project() {
+                StateProj::Streaming { body } => std::task::ready!(streaming(
+                    body.as_mut(),
+                    this.clock.as_mut(),
+                    this.framer,
+                    this.out,
+                    this.relay,
+                    this.recovery,
+                    cx
+                )),
+                StateProj::Calling { call, .. } => std::task::ready!(calling(
+                    call,
+                    this.clock.as_mut(),
+                    this.out,
+                    this.relay,
+                    this.recovery,
+                    cx
+                )),
+                StateProj::Draining { body } => {
+                    std::task::ready!(draining(body.as_mut(), this.clock.as_mut(), cx))
+                }
+                StateProj::Ended => return Poll::Ready(None),
+            };
+            match next {
+                Next::Stay => {}
+                Next::Drain => {
+                    this.recovery.set_usage(this.relay.usage());
+                    this.recovery.completed(this.relay.transcript());
+                    this.clock.as_mut().flowing();
+                    if let StateReplace::Streaming { body } =
+                        this.state.as_mut().project_replace(State::Ended)
+                    {
+                        this.state.set(State::Draining { body });
                     }
                 }
-                Phase::Calling => {
-                    let call = this
-                        .call
-                        .as_mut()
-                        .as_pin_mut()
-                        .expect("a call while calling");
-                    match call.poll(cx) {
-                        Poll::Ready(result) => {
-                            this.call.set(None);
-                            // Keep-alives go on until the new stream's first bytes go out.
-                            match accept(result, this.recovery) {
-                                Ok(body) => {
-                                    this.upstream.set(Some(body));
-                                    this.framer.reset();
-                                    let strategy =
-                                        this.strategy.take().expect("a strategy for the call");
-                                    this.relay.splice(&strategy, this.recovery.dialect());
-                                    *this.last_progress = Instant::now();
-                                    *this.phase = Phase::Streaming;
-                                }
-                                Err(failure) => fail(&mut this, failure),
-                            }
-                        }
-                        Poll::Pending => {
-                            match timer_fired(
-                                &mut this.timer,
-                                this.timer_waker,
-                                *this.last_progress,
-                                *this.keep_alive_at,
-                                this.recovery,
-                                cx,
-                            ) {
-                                None => return Poll::Pending,
-                                Some(Timer::KeepAlive) => keep_alive(
-                                    this.out,
-                                    this.keep_alive_at,
-                                    this.relay,
-                                    this.recovery,
-                                ),
-                                Some(Timer::Idle) => {
-                                    this.call.set(None);
-                                    let idle =
-                                        this.recovery.config.idle_timeout.unwrap_or_default();
-                                    fail(
-                                        &mut this,
-                                        StreamFailure::new(
-                                            FailureClass::Stall,
-                                            format!(
-                                                "the fallback sent nothing for {}",
-                                                human(idle)
-                                            ),
-                                        ),
-                                    );
-                                }
-                            }
-                        }
+                Next::Stream(body) => {
+                    if let StateReplace::Calling { strategy, .. } =
+                        this.state.as_mut().project_replace(State::Ended)
+                    {
+                        this.framer.reset();
+                        this.relay.splice(&strategy, this.recovery.dialect());
+                        this.clock.as_mut().attempt();
+                        this.state.set(State::Streaming {
+                            body: Box::pin(body),
+                        });
                     }
                 }
+                Next::Fail(failure) => {
+                    let streaming = matches!(
+                        this.state.as_ref().project_ref(),
+                        StateRef::Streaming { .. }
+                    );
+                    let next = fail(
+                        failure,
+                        streaming,
+                        this.clock.as_mut(),
+                        this.out,
+                        this.relay,
+                        this.recovery,
+                        this.error,
+                    );
+                    this.state.set(next);
+                }
+                Next::Ended => this.state.set(State::Ended),
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.phase == Phase::Ended && self.out.is_empty()
+        matches!(self.state, State::Ended) && self.out.is_empty()
     }
 }
 
-/// Sends a keep-alive and schedules the next one.
-fn keep_alive<S, P>(
-    out: &mut Outbox,
-    at: &mut Option<Instant>,
-    relay: &Relay,
-    recovery: &Recovery<S, P>,
-) {
-    out.push(relay.keep_alive());
-    *at = recovery
-        .config
-        .keep_alive
-        .map(|every| Instant::now() + every);
-}
-
-/// Cuts `data` into events and hands each to the relay.
-fn feed(
+/// Streaming: the upstream's next frame, cut into events and relayed; or a failure.
+fn streaming<B, S, P>(
+    body: Pin<&mut B>,
+    mut clock: Pin<&mut Clock>,
     framer: &mut Framer,
     out: &mut Outbox,
     relay: &mut Relay,
-    last_progress: &mut Instant,
-    data: Bytes,
-) -> Fed {
+    recovery: &mut Recovery<S, P>,
+    cx: &mut Context<'_>,
+) -> Poll<Next<B>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let step = match body.poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            let Ok(data) = frame.into_data() else {
+                // SSE has no trailers worth relaying.
+                return Poll::Ready(Next::Stay);
+            };
+            let (step, carried) = feed(framer, out, relay, data);
+            if carried > Carried::Nothing {
+                // Comments and keep-alives prove the connection, not progress.
+                clock.as_mut().progressed();
+            }
+            if !out.is_empty() {
+                // The continuation is flowing: no more keep-alives needed.
+                clock.as_mut().flowing();
+                recovery.chunk_sent();
+            }
+            step
+        }
+        Poll::Ready(Some(Err(err))) => {
+            let err: BoxError = err.into();
+            Step::Fail(StreamFailure::new(FailureClass::Transport, describe(&*err)))
+        }
+        Poll::Ready(None) => end_of_body(framer, out, relay),
+        Poll::Pending => match std::task::ready!(clock.as_mut().poll_due(cx)) {
+            // A fallback answered but has sent nothing yet: keep the client.
+            Due::KeepAlive => {
+                out.push(relay.keep_alive());
+                clock.kept_alive();
+                Step::Continue(Carried::Nothing)
+            }
+            Due::Idle => Step::Fail(StreamFailure::new(
+                FailureClass::Stall,
+                format!("no event for {}", human(clock.idle())),
+            )),
+        },
+    };
+    Poll::Ready(match step {
+        Step::Continue(_) => Next::Stay,
+        Step::Done => Next::Drain,
+        Step::Fail(failure) => Next::Fail(failure),
+    })
+}
+
+/// Calling: the fallback's response, keep-alives while it is on its way.
+fn calling<C, B, E, S, P>(
+    call: Pin<&mut C>,
+    mut clock: Pin<&mut Clock>,
+    out: &mut Outbox,
+    relay: &Relay,
+    recovery: &Recovery<S, P>,
+    cx: &mut Context<'_>,
+) -> Poll<Next<B>>
+where
+    C: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    if let Poll::Ready(result) = call.poll(cx) {
+        // Keep-alives go on until the new stream's first bytes go out.
+        return Poll::Ready(match accept(result, recovery) {
+            Ok(body) => Next::Stream(body),
+            Err(failure) => Next::Fail(failure),
+        });
+    }
+    Poll::Ready(match std::task::ready!(clock.as_mut().poll_due(cx)) {
+        Due::KeepAlive => {
+            out.push(relay.keep_alive());
+            clock.kept_alive();
+            Next::Stay
+        }
+        Due::Idle => Next::Fail(StreamFailure::new(
+            FailureClass::Stall,
+            format!("the fallback sent nothing for {}", human(clock.idle())),
+        )),
+    })
+}
+
+/// Draining: the rest of a whole stream, read and dropped; ended at its end, on an error, or
+/// when it idles.
+fn draining<B>(body: Pin<&mut B>, clock: Pin<&mut Clock>, cx: &mut Context<'_>) -> Poll<Next<B>>
+where
+    B: Body,
+{
+    match body.poll_frame(cx) {
+        Poll::Ready(Some(Ok(_))) => Poll::Ready(Next::Stay),
+        Poll::Ready(_) => Poll::Ready(Next::Ended),
+        Poll::Pending => clock.poll_due(cx).map(|_| Next::Ended),
+    }
+}
+
+/// Cuts `data` into events and hands each to the relay; says how far the upstream got.
+fn feed(framer: &mut Framer, out: &mut Outbox, relay: &mut Relay, data: Bytes) -> (Step, Carried) {
     framer.push(data);
-    let mut progressed = false;
-    let fed = loop {
+    let mut carried = Carried::Nothing;
+    let step = loop {
         let ev = match framer.next_event() {
-            None => break Fed::More,
+            None => break Step::Continue(carried),
             Some(Err(over)) => {
-                break Fed::Failed(StreamFailure::new(
+                break Step::Fail(StreamFailure::new(
                     FailureClass::Malformed,
                     format!("an event exceeds the limit of {} bytes", over.limit),
                 ))
@@ -345,80 +340,78 @@ fn feed(
             Some(Ok(ev)) => ev,
         };
         match relay.on_event(&ev, out) {
-            // Comments and keep-alives prove the connection, not progress.
-            Step::Continue(carried) => progressed |= carried > Carried::Nothing,
-            Step::Done => break Fed::Done,
-            Step::Fail(failure) => break Fed::Failed(failure),
+            Step::Continue(c) => carried = carried.max(c),
+            other => break other,
         }
     };
     out.end_frame();
-    if progressed {
-        *last_progress = Instant::now();
-    }
-    fed
+    (step, carried)
 }
 
 /// The upstream body ended: complete a last event missing only its blank line, then ask the
 /// relay whether the stream was whole.
-fn end_of_body(framer: &mut Framer, out: &mut Outbox, relay: &mut Relay) -> Fed {
+fn end_of_body(framer: &mut Framer, out: &mut Outbox, relay: &mut Relay) -> Step {
     if let Some(ev) = framer.finish() {
         match relay.on_event(&ev, out) {
             Step::Continue(_) => {}
-            Step::Done => return Fed::Done,
-            Step::Fail(failure) => return Fed::Failed(failure),
+            other => return other,
         }
     }
     match relay.on_end() {
-        Step::Fail(failure) => Fed::Failed(failure),
-        Step::Continue(_) | Step::Done => Fed::Done,
+        Step::Continue(_) => Step::Done,
+        other => other,
     }
 }
 
 /// The attempt in flight failed: close the answer locally if it is complete, else plan the
-/// next attempt, else give up with an error event.
+/// next attempt, else give up with an error event. `streaming`: it failed while its stream was
+/// being relayed (not while it was being called).
 fn fail<S, P, ReqBody, ResBody>(
-    this: &mut WatchProj<'_, S, P, ReqBody, ResBody>,
     failure: StreamFailure,
-) where
+    streaming: bool,
+    mut clock: Pin<&mut Clock>,
+    out: &mut Outbox,
+    relay: &mut Relay,
+    recovery: &mut Recovery<S, P>,
+    error: &mut Option<FallbackError>,
+) -> State<Call<S, ReqBody>, ResBody>
+where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
-    P: crate::plan::RetryPlanner,
+    P: RetryPlanner,
 {
     // While calling a fallback, the relay still holds the previous attempt's figures.
-    if *this.phase == Phase::Streaming {
-        this.recovery.set_usage(this.relay.usage());
+    if streaming {
+        recovery.set_usage(relay.usage());
     }
-    let failure = redact_failure(failure, &this.recovery.config.redactor);
-    this.relay.abandon();
-    if this.relay.close(this.out) {
-        this.recovery
-            .closed_locally(&failure, this.relay.transcript());
-        *this.phase = Phase::Ended;
-        return;
+    let failure = failure.redacted(&recovery.config.redactor);
+    relay.abandon();
+    if relay.close(out) {
+        recovery.closed_locally(&failure, relay.transcript());
+        return State::Ended;
     }
-    match this.recovery.on_failure(failure, this.relay.transcript()) {
+    match recovery.on_failure(failure, relay.transcript()) {
         Ok((request, strategy)) => {
-            this.call.set(Some(this.recovery.call(request)));
-            *this.strategy = Some(strategy);
-            let now = Instant::now();
-            *this.last_progress = now;
-            *this.keep_alive_at = this.recovery.config.keep_alive.map(|every| now + every);
-            *this.phase = Phase::Calling;
+            clock.as_mut().calling();
+            State::Calling {
+                call: recovery.call(request),
+                strategy,
+            }
         }
         Err(err) => {
             let (kind, message) = crate::recovery::client_error(&err);
-            this.relay.give_up(&kind, &message, this.out);
-            *this.error = Some(err);
-            *this.phase = Phase::Ended;
+            relay.give_up(&kind, &message, out);
+            *error = Some(err);
+            State::Ended
         }
     }
 }
 
 /// Takes a fallback's response: its body if it is a successful event stream, else the failure
 /// it amounts to.
-fn accept<S, P, ResBody, E>(
-    result: Result<Response<ResBody>, E>,
+fn accept<S, P, B, E>(
+    result: Result<Response<B>, E>,
     recovery: &Recovery<S, P>,
-) -> Result<ResBody, StreamFailure>
+) -> Result<B, StreamFailure>
 where
     E: Into<BoxError>,
 {
@@ -453,120 +446,5 @@ where
             let err: BoxError = err.into();
             Err(StreamFailure::new(FailureClass::Connect, describe(&*err)))
         }
-    }
-}
-
-pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
-}
-
-/// The response's content coding, unless it is plain (`identity` or none): encoded bytes are
-/// not readable SSE.
-pub(crate) fn content_coding(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(header::CONTENT_ENCODING)?;
-    let text = value.to_str().unwrap_or("(not text)").trim();
-    (!text.is_empty() && !text.eq_ignore_ascii_case("identity")).then_some(text)
-}
-
-enum Timer {
-    Idle,
-    KeepAlive,
-}
-
-/// Polls the one timer, armed for the earlier of the idle deadline and the next keep-alive.
-/// It is reset only when it fires or must fire sooner, not on every event: progress only moves
-/// the idle deadline later, which is checked when the timer fires.
-fn timer_fired<S, P>(
-    timer: &mut Pin<&mut Option<Sleep>>,
-    registered: &mut Option<Waker>,
-    last_progress: Instant,
-    keep_alive_at: Option<Instant>,
-    recovery: &Recovery<S, P>,
-    cx: &mut Context<'_>,
-) -> Option<Timer> {
-    let idle_at = recovery
-        .config
-        .idle_timeout
-        .map(|idle| last_progress + idle);
-    let due = match (idle_at, keep_alive_at) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    loop {
-        match timer.as_mut().as_pin_mut() {
-            None => {
-                timer.set(Some(tokio::time::sleep_until(due)));
-                *registered = None;
-            }
-            Some(sleep) if sleep.deadline() > due => {
-                sleep.reset(due);
-                *registered = None;
-            }
-            Some(_) => {}
-        }
-        let sleep = timer.as_mut().as_pin_mut().expect("armed above");
-        // Already waiting to wake this task: nothing to do until it fires.
-        if !sleep.is_elapsed() && registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return None;
-        }
-        if sleep.poll(cx).is_pending() {
-            *registered = Some(cx.waker().clone());
-            return None;
-        }
-        *registered = None;
-        let now = Instant::now();
-        if idle_at.is_some_and(|at| now >= at) {
-            return Some(Timer::Idle);
-        }
-        if keep_alive_at.is_some_and(|at| now >= at) {
-            return Some(Timer::KeepAlive);
-        }
-        // Fired for an old deadline: re-arm for the current one.
-        timer.as_mut().as_pin_mut().expect("armed above").reset(due);
-    }
-}
-
-/// A failure with the secrets taken out of what the upstream said, before it is logged, kept
-/// in the history or told to the client.
-pub(crate) fn redact_failure(mut failure: StreamFailure, redactor: &Redactor) -> StreamFailure {
-    if let Cow::Owned(detail) = redactor.redact(&failure.detail) {
-        failure.detail = detail;
-    }
-    if let Some(t) = &failure.error_type {
-        if let Cow::Owned(t) = redactor.redact(t) {
-            failure.error_type = Some(t.into());
-        }
-    }
-    failure
-}
-
-/// An error and its causes in one line, control characters escaped: its text may come from
-/// the upstream.
-pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    escaped(&text)
-}
-
-pub(crate) fn human(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{} ms", d.as_millis())
     }
 }

@@ -47,6 +47,22 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error and its causes in one line, control characters escaped: its text may come from
+/// the upstream.
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    escaped(&text)
+}
+
 /// [`escape`], into an owned string.
 pub(crate) fn escaped(text: &str) -> String {
     escape(text).into_owned()

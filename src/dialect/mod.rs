@@ -22,7 +22,7 @@ use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
 use crate::strategy::{RewriteError, Strategy};
-use crate::untrusted::escaped;
+use crate::untrusted::{escaped, Redactor};
 
 pub(crate) use crate::rewrite::Continuation;
 
@@ -306,6 +306,20 @@ impl StreamFailure {
             detail: detail.into(),
             error_type: None,
         }
+    }
+
+    /// The failure with the secrets taken out of what the upstream said, before it is logged,
+    /// kept in the history or told to the client.
+    pub(crate) fn redacted(mut self, redactor: &Redactor) -> Self {
+        if let Cow::Owned(detail) = redactor.redact(&self.detail) {
+            self.detail = detail;
+        }
+        if let Some(t) = &self.error_type {
+            if let Cow::Owned(t) = redactor.redact(t) {
+                self.error_type = Some(t.into());
+            }
+        }
+        self
     }
 }
 
