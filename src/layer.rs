@@ -56,9 +56,10 @@ impl<P> MidStreamFallbackLayer<P> {
     }
 
     /// A stream with no event for this long has stalled and falls back (default 60 s; `None`
-    /// never). It also bounds the wait for a fallback's response headers. SSE comments do not
-    /// count as events: they show the connection is alive, not that the model is. Allow for
-    /// models that think silently before their first token.
+    /// never). It also bounds the wait for a fallback's response headers. SSE comments and
+    /// keep-alive events (Anthropic `ping`) do not count as events: they show the connection
+    /// is alive, not that the model is. Allow for models that think silently before their
+    /// first token.
     pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
         self.config().idle_timeout = idle.into();
         self
@@ -94,8 +95,10 @@ impl<P> MidStreamFallbackLayer<P> {
         self
     }
 
-    /// The most content held back per stream while tool calls and reasoning blocks complete
-    /// (default 4 MiB).
+    /// The most held back per stream while tool calls and reasoning blocks complete (default
+    /// 4 MiB): everything held counts (ids, names, block starts, arguments, reasoning,
+    /// signatures, deltas kept as they came, and each held block's bookkeeping). Beyond it the
+    /// stream is malformed and falls back.
     pub fn max_held_bytes(mut self, bytes: usize) -> Self {
         self.config().max_held_bytes = bytes;
         self

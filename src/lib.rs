@@ -60,7 +60,7 @@
 //! | class | seen as | fallback? |
 //! |---|---|---|
 //! | [`Transport`](FailureClass::Transport) | the body yields an error (reset, incomplete message) | yes |
-//! | [`Stall`](FailureClass::Stall) | no event within the [idle timeout](MidStreamFallbackLayer::idle_timeout) | yes |
+//! | [`Stall`](FailureClass::Stall) | no event within the [idle timeout](MidStreamFallbackLayer::idle_timeout) (comments and pings do not count) | yes |
 //! | [`InBand`](FailureClass::InBand) | Anthropic `event: error`; an OpenAI chunk with an `error` | yes, unless a client error (invalid request, content policy): that is passed on as it came |
 //! | [`Truncated`](FailureClass::Truncated) | the body ends before `message_stop` / `data: [DONE]` | yes; or, if only the closing events are missing, the layer closes the stream itself |
 //! | [`Malformed`](FailureClass::Malformed) | an event over the size limit or that does not parse | yes |
@@ -162,7 +162,7 @@
 //! | [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes) | 4 MiB | 413 in the client's dialect; nothing is sent upstream |
 //! | [`max_event_bytes`](MidStreamFallbackLayer::max_event_bytes) | 1 MiB | a malformed stream |
 //! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued |
-//! | [`max_held_bytes`](MidStreamFallbackLayer::max_held_bytes) | 4 MiB of held tool-call / reasoning content | a malformed stream |
+//! | [`max_held_bytes`](MidStreamFallbackLayer::max_held_bytes) | 4 MiB held back (tool calls, reasoning: their ids, names, starts and content) | a malformed stream |
 //! | a failed response's body, read to describe it, redact it and hand it back | 64 KiB, within the idle timeout | what was read is described; a torn body is replaced by an error in the client's dialect |
 //!
 //! Text from upstreams (error messages and types, transport errors) is cut to 2 KiB and its
