@@ -21,7 +21,7 @@ mod check;
 #[path = "gateway/config.rs"]
 mod config;
 #[allow(dead_code)]
-#[path = "gateway/demo.rs"]
+#[path = "gateway/demo/mod.rs"]
 mod demo;
 #[allow(dead_code)]
 #[path = "gateway/proxy.rs"]
