@@ -137,6 +137,7 @@ pub use anthropic::{ANTHROPIC_PREFILL_400, ANTHROPIC_WHITESPACE_400};
 pub use body::{DemoBody, End};
 #[allow(unused_imports)]
 pub use gemini::GEMINI_MODEL_TURN_400;
+#[allow(unused_imports)]
 pub use models::gateway_config;
 #[allow(unused_imports)]
 pub use models::{
