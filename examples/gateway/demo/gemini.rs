@@ -294,7 +294,11 @@ pub fn message(ask: &super::Ask, answer: &Answer) -> Value {
 /// The status name and code of an error type: a Google status (`INVALID_ARGUMENT`) or one of
 /// the other formats' types (`invalid_request_error`), by its HTTP status.
 fn status(kind: Option<&str>) -> (u16, &'static str) {
-    let code = kind.map_or(503, script::status_of);
+    // Google has no 529: an overload is 503 UNAVAILABLE there.
+    let code = match kind.map_or(503, script::status_of) {
+        529 => 503,
+        code => code,
+    };
     (code, status_name(code))
 }
 
