@@ -21,7 +21,7 @@ mod check;
 #[path = "gateway/config.rs"]
 mod config;
 #[allow(dead_code)]
-#[path = "gateway/demo/mod.rs"]
+#[path = "gateway/demo.rs"]
 mod demo;
 #[allow(dead_code)]
 #[path = "gateway/proxy.rs"]

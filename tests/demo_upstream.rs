@@ -4,7 +4,7 @@
 //! same streams are accepted by the official SDKs.
 
 #[allow(dead_code)]
-#[path = "../examples/gateway/demo/mod.rs"]
+#[path = "../examples/gateway/demo.rs"]
 mod demo;
 
 use std::time::Duration;

@@ -9,7 +9,7 @@
 #[path = "../examples/gateway/config.rs"]
 mod config;
 #[allow(dead_code)]
-#[path = "../examples/gateway/demo/mod.rs"]
+#[path = "../examples/gateway/demo.rs"]
 mod demo;
 #[allow(dead_code)]
 #[path = "../examples/gateway/proxy.rs"]

@@ -11,7 +11,7 @@
 //! `tower_midstream::MidStreamFallbackLayer` continues it on the model's fallbacks and the
 //! client reads one stream. `x-midstream-fallback: off` turns that off for one request.
 //!
-//! Without `--config`, it starts a demo upstream on loopback (see `demo/mod.rs` for the models and
+//! Without `--config`, it starts a demo upstream on loopback (see `demo.rs` for the models and
 //! the `x-demo-*` headers that script failures), the gateway in front of it, and prints
 //!
 //! ```text
@@ -266,7 +266,7 @@ Try (the log on stderr says which failure it saw and which strategy it used):
 
 Script other failures with a header, e.g. -H 'x-demo-fault: stall@20' or
 -H 'x-demo-fault: error@20' or -H 'x-demo-fault: 529'; turn fallback off with
--H 'x-midstream-fallback: off'. See examples/gateway/demo/mod.rs or README.md.
+-H 'x-midstream-fallback: off'. See examples/gateway/demo.rs or README.md.
 "#,
         claude = demo::CLAUDE_PRIMARY,
         gpt = demo::GPT_PRIMARY,

@@ -3,6 +3,8 @@
 //!
 //! # Wire formats
 //!
+//! This file holds the routing and the record of calls; `demo/` one file per wire format:
+//!
 //! | route | format | file |
 //! |---|---|---|
 //! | `POST /v1/messages` | Anthropic Messages | `anthropic.rs` |
@@ -105,15 +107,27 @@
 //!   model that answered it (ids are `resp_demo_<model>`): elsewhere 400
 //!   `previous_response_not_found`.
 
+// Explicit paths: this file is also included by `#[path]` from tests and other examples, and
+// a path-included file would look for its submodules beside itself, not in demo/.
+#[path = "demo/answer.rs"]
 mod answer;
+#[path = "demo/anthropic.rs"]
 mod anthropic;
+#[path = "demo/body.rs"]
 mod body;
+#[path = "demo/gemini.rs"]
 mod gemini;
+#[path = "demo/models.rs"]
 mod models;
+#[path = "demo/openai_chat.rs"]
 mod openai_chat;
+#[path = "demo/responses.rs"]
 mod responses;
+#[path = "demo/script.rs"]
 mod script;
+#[path = "demo/servers.rs"]
 mod servers;
+#[path = "demo/vertex.rs"]
 mod vertex;
 
 use std::collections::VecDeque;
