@@ -13,9 +13,10 @@
 //! | `POST /v1/responses` | OpenAI Responses | `responses.rs` |
 //! | `POST /v1beta/models/{m}:streamGenerateContent?alt=sse` (also `/v1/`, and `:generateContent`) | Gemini | `gemini.rs` |
 //!
-//! `script.rs` reads the `x-demo-*` headers, `answer.rs` holds the canned answers and how a
-//! request's conversation says where to continue from, `models.rs` the models and the demo's
-//! gateway config, `body.rs` the paced response body.
+//! `script.rs` reads `x-demo-answer` and `x-demo-fault` (`servers.rs` reads `x-demo-server`),
+//! `answer.rs` holds the canned answers and how a request's conversation says where to
+//! continue from, `models.rs` the models and the demo's gateway config, `body.rs` the paced
+//! response body.
 //!
 //! # Models
 //!
