@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use crate::error::BoxError;
 use crate::error::FallbackError;
+use crate::provenance::Provenance;
 use crate::replay::ReplayBody;
 use crate::stream::Watch;
 
@@ -41,6 +42,7 @@ pin_project! {
 /// names only the upstream body.
 pub(crate) trait Watched: Body<Data = Bytes, Error = BoxError> + Send {
     fn fallback_error(&self) -> Option<&FallbackError>;
+    fn provenance(&self) -> &Provenance;
 }
 
 impl<S, P, ReqBody, ResBody> Watched for Watch<S, P, ReqBody, ResBody>
@@ -55,6 +57,10 @@ where
 {
     fn fallback_error(&self) -> Option<&FallbackError> {
         Watch::fallback_error(self)
+    }
+
+    fn provenance(&self) -> &Provenance {
+        Watch::provenance(self)
     }
 }
 
@@ -82,6 +88,15 @@ impl<B> FallbackBody<B> {
     pub fn fallback_error(&self) -> Option<&FallbackError> {
         match &self.kind {
             Kind::Watched { body } => body.fallback_error(),
+            _ => None,
+        }
+    }
+
+    /// The attempts whose response reached the client, for a watched stream: the same handle
+    /// as the [`Provenance`] in the response's extensions.
+    pub fn provenance(&self) -> Option<&Provenance> {
+        match &self.kind {
+            Kind::Watched { body } => Some(body.provenance()),
             _ => None,
         }
     }

@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::error::FailureClass;
-use crate::plan::{Failure, Plan, RetryPlanner};
+use crate::failure::Failure;
+use crate::plan::{Plan, RetryPlanner};
 use crate::strategy::{Prefill, Strategy, DEFAULT_INSTRUCTION};
 
 /// What to do when text already reached the client and the next target does not accept
@@ -52,6 +52,11 @@ impl std::str::FromStr for WhenNoPrefill {
 /// instruction. A model never declared with [`model`](Self::model) is assumed to reject
 /// prefill: prefill is never sent to a target not known to accept it.
 ///
+/// Each of these decisions is a method of [`Failure`] ([`Failure::strategy_for`],
+/// [`Failure::retry_refused_prefill`]), and the chain answers what it knows
+/// ([`prefill_of`](Self::prefill_of), [`fallbacks_of`](Self::fallbacks_of)), so a planner of
+/// your own can wrap a chain and change one decision only.
+///
 /// ```
 /// use tower_midstream::{FallbackChain, Prefill};
 ///
@@ -65,10 +70,8 @@ impl std::str::FromStr for WhenNoPrefill {
 #[derive(Debug, Clone, Default)]
 pub struct FallbackChain {
     shared: Arc<Shared>,
-    // Per request.
+    // Per request: the next fallback to try.
     next: usize,
-    current: Option<Arc<str>>,
-    instructed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,7 +97,9 @@ impl FallbackChain {
         self
     }
 
-    /// The models to try, in order, when a request for `model` fails.
+    /// The models to try, in order, when a request for `model` fails. `model` may list
+    /// itself: that is one more try on the same model, continued as its own declaration says
+    /// (the example gateway accepts the same).
     pub fn fallbacks<I, T>(mut self, model: impl Into<String>, targets: I) -> Self
     where
         I: IntoIterator<Item = T>,
@@ -130,12 +135,22 @@ impl FallbackChain {
         self
     }
 
-    fn prefill_of(&self, model: &str) -> Prefill {
+    /// How `model` accepts prefill, as declared with [`model`](Self::model); a model never
+    /// declared is taken to reject it ([`Prefill::None`]).
+    pub fn prefill_of(&self, model: &str) -> Prefill {
         self.shared
             .prefill
             .get(model)
             .copied()
             .unwrap_or(Prefill::None)
+    }
+
+    /// The fallbacks of `model`, in order: its own list, else the default list.
+    pub fn fallbacks_of(&self, model: &str) -> &[Arc<str>] {
+        self.shared
+            .fallbacks
+            .get(model)
+            .unwrap_or(&self.shared.default_fallbacks)
     }
 
     fn instruction_strategy(&self) -> Strategy {
@@ -146,55 +161,21 @@ impl FallbackChain {
                 .unwrap_or(Cow::Borrowed(DEFAULT_INSTRUCTION)),
         )
     }
-
-    /// The strategy for `target`, or why there is none.
-    fn strategy_for(&self, target: &str, failure: &Failure<'_>) -> Result<Strategy, String> {
-        let transcript = failure.transcript();
-        if transcript.text().is_empty() && transcript.tool_calls() == 0 {
-            return Ok(Strategy::Restart);
-        }
-        if transcript.overflowed() {
-            return Err("the answer so far is longer than the transcript limit".into());
-        }
-        if transcript.tool_calls() > 0 {
-            return Err("tool calls already reached the client".into());
-        }
-        let prefill = self.prefill_of(target);
-        if prefill != Prefill::None && failure.prefill_allowed() {
-            return Ok(Strategy::Prefill(prefill));
-        }
-        match self.shared.when_no_prefill {
-            WhenNoPrefill::Instruction => Ok(self.instruction_strategy()),
-            WhenNoPrefill::Restart => Ok(Strategy::Restart),
-            WhenNoPrefill::Error => Err(format!(
-                "{target} does not accept prefill and when_no_prefill is `error`"
-            )),
-        }
-    }
 }
 
 impl RetryPlanner for FallbackChain {
     fn plan(&mut self, failure: &Failure<'_>) -> Plan {
-        if failure.class() == FailureClass::PrefillRejected && !self.instructed {
-            if let Some(target) = self.current.clone() {
-                self.instructed = true;
-                let strategy = match self.shared.when_no_prefill {
-                    WhenNoPrefill::Restart => Strategy::Restart,
-                    WhenNoPrefill::Instruction | WhenNoPrefill::Error => {
-                        self.instruction_strategy()
-                    }
-                };
-                return failure.retry(&target, strategy);
-            }
+        let instead = match self.shared.when_no_prefill {
+            WhenNoPrefill::Restart => Strategy::Restart,
+            WhenNoPrefill::Instruction | WhenNoPrefill::Error => self.instruction_strategy(),
+        };
+        if let Some(plan) = failure.retry_refused_prefill(instead) {
+            return plan;
         }
         let Some(model) = failure.model() else {
             return Plan::give_up("the request names no model");
         };
-        let list = self
-            .shared
-            .fallbacks
-            .get(&model)
-            .unwrap_or(&self.shared.default_fallbacks);
+        let list = self.fallbacks_of(&model);
         let Some(target) = list.get(self.next).cloned() else {
             return Plan::give_up(if list.is_empty() {
                 format!("no fallback for {model}")
@@ -203,10 +184,15 @@ impl RetryPlanner for FallbackChain {
             });
         };
         self.next += 1;
-        self.current = Some(target.clone());
-        self.instructed = false;
-        match self.strategy_for(&target, failure) {
+        let when = self.shared.when_no_prefill;
+        match failure.strategy_for(self.prefill_of(&target), when) {
+            Ok(Strategy::Instruction(_)) => failure.retry(&target, self.instruction_strategy()),
             Ok(strategy) => failure.retry(&target, strategy),
+            Err(_) if when == WhenNoPrefill::Error && failure.cannot_continue().is_none() => {
+                Plan::give_up(format!(
+                    "{target} does not accept prefill and when_no_prefill is `error`"
+                ))
+            }
             Err(why) => Plan::give_up(why),
         }
     }

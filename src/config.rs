@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::dialect::{Dialect, Limits};
+use crate::observe::Observers;
 use crate::untrusted::Redactor;
 
 /// Options shared by every request through one layer.
@@ -16,6 +17,7 @@ pub(crate) struct Config {
     pub(crate) max_event_bytes: usize,
     pub(crate) max_held_bytes: usize,
     pub(crate) dialect: Option<Dialect>,
+    pub(crate) observer: Observers,
     pub(crate) redactor: Redactor,
 }
 
@@ -30,6 +32,7 @@ impl Default for Config {
             max_event_bytes: 1 << 20,
             max_held_bytes: 4 << 20,
             dialect: None,
+            observer: Observers::default(),
             redactor: Redactor::new(),
         }
     }

@@ -40,7 +40,8 @@ impl AttemptError {
         self.attempt
     }
 
-    /// The target the planner chose for this attempt (`None` for the first).
+    /// Where this attempt went: the model the client asked for on the first attempt (`None`
+    /// if the body names none), then the target the planner chose.
     pub fn target(&self) -> Option<&str> {
         self.target.as_deref()
     }

@@ -1,6 +1,7 @@
 //! The response future of [`MidStreamFallback`](crate::MidStreamFallback).
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use crate::error::BoxError;
 use crate::error::FailureClass;
 use crate::error::FallbackError;
 use crate::plan::RetryPlanner;
-use crate::recovery::{client_error, retryable, Recovery};
-use crate::replay::{self, Collected, ReplayBody};
+use crate::recovery::{client_error, retryable, unwatched_failure, Recovery};
+use crate::replay::{Collected, ReplayBody};
 use crate::stream::{content_coding, describe, human, is_event_stream, redact_failure, Watch};
 use crate::transcript::Transcript;
 use crate::untrusted::{escaped, Redactor};
@@ -31,8 +32,8 @@ use crate::untrusted::{escaped, Redactor};
 /// The most of a failed response's body kept to hand back if every fallback fails too.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
-type BoxResponseFuture<ResBody, E> =
-    Pin<Box<dyn Future<Output = Result<Response<FallbackBody<ResBody>>, E>> + Send>>;
+type BoxResponseFuture<ResBody> =
+    Pin<Box<dyn Future<Output = Result<Response<FallbackBody<ResBody>>, Infallible>> + Send>>;
 
 pin_project! {
     /// Response future of [`MidStreamFallback`](crate::MidStreamFallback).
@@ -52,7 +53,12 @@ pin_project! {
         S: Service<Request<ReplayBody<ReqBody>>>,
     {
         // Not watched: the inner service's response, as it comes.
-        Passthrough { #[pin] fut: S::Future },
+        Passthrough {
+            #[pin]
+            fut: S::Future,
+            dialect: Option<Dialect>,
+            config: Arc<Config>,
+        },
         // Collecting the request body for replay.
         Collecting {
             #[pin]
@@ -63,9 +69,9 @@ pin_project! {
         // The first attempt, on the service that was made ready.
         Calling { #[pin] fut: S::Future, recovery: Option<Recovery<S, P>> },
         // The first attempt failed before the stream: further attempts.
-        Recovering { fut: BoxResponseFuture<ResBody, S::Error> },
+        Recovering { fut: BoxResponseFuture<ResBody> },
         // The first attempt failed for good: its error body, read within bounds and redacted.
-        PassingOnError { fut: BoxResponseFuture<ResBody, S::Error> },
+        PassingOnError { fut: BoxResponseFuture<ResBody> },
         // A response the layer made itself.
         Ready { response: Option<Response<FallbackBody<ResBody>>> },
     }
@@ -78,6 +84,7 @@ pub(crate) struct Start<S, P> {
     pub(crate) parts: Parts,
     pub(crate) dialect: Dialect,
     pub(crate) config: Arc<Config>,
+    pub(crate) span: tracing::Span,
 }
 
 impl<S, P, ReqBody, ResBody> ResponseFuture<S, P, ReqBody, ResBody>
@@ -85,9 +92,17 @@ where
     S: Service<Request<ReplayBody<ReqBody>>>,
     ReqBody: Body,
 {
-    pub(crate) fn passthrough(fut: S::Future) -> Self {
+    pub(crate) fn passthrough(
+        fut: S::Future,
+        dialect: Option<Dialect>,
+        config: Arc<Config>,
+    ) -> Self {
         ResponseFuture {
-            state: State::Passthrough { fut },
+            state: State::Passthrough {
+                fut,
+                dialect,
+                config,
+            },
         }
     }
 
@@ -130,15 +145,24 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    type Output = Result<Response<FallbackBody<ResBody>>, S::Error>;
+    type Output = Result<Response<FallbackBody<ResBody>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Passthrough { fut } => {
-                    let response = std::task::ready!(fut.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(FallbackBody::plain)));
+                StateProj::Passthrough {
+                    fut,
+                    dialect,
+                    config,
+                } => {
+                    return Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
+                        Ok(response) => response.map(FallbackBody::plain),
+                        Err(err) => {
+                            let err: BoxError = err.into();
+                            unwatched_failed(*dialect, describe(&*err), &config.redactor)
+                        }
+                    }));
                 }
                 StateProj::Collecting {
                     mut body,
@@ -165,11 +189,12 @@ where
                         }
                     };
                     let Start {
-                        mut service,
+                        service,
                         planner,
                         parts,
                         dialect,
                         config,
+                        span,
                     } = start.take().expect("polled after completion");
                     let body = match read {
                         Ok(bytes) => bytes,
@@ -185,22 +210,29 @@ where
                         }
                     };
                     let original = Request::from_parts(parts, body);
-                    let first = replay::rebuild(&original, original.body().clone());
-                    let fut = service.call(replay::to_inner(first));
-                    let recovery = Recovery::new(service, planner, original, dialect, config);
+                    let mut recovery =
+                        Recovery::new(service, planner, original, dialect, config, span);
+                    let fut = recovery.call_first();
                     state.set(State::Calling {
                         fut,
                         recovery: Some(recovery),
                     });
                 }
                 StateProj::Calling { fut, recovery } => {
-                    let result = std::task::ready!(fut.poll(cx));
-                    let recovery = recovery.take().expect("polled after completion");
+                    let result = {
+                        let span = recovery.as_ref().map(Recovery::attempt_span);
+                        let _entered = span.map(tracing::Span::enter);
+                        std::task::ready!(fut.poll(cx))
+                    };
+                    let mut recovery = recovery.take().expect("polled after completion");
                     match result {
                         Ok(response) if response.status().is_success() => {
                             return Poll::Ready(Ok(watch(response, recovery)));
                         }
-                        Ok(response) if !retryable(response.status()) || !recovery.can_retry() => {
+                        Ok(mut response)
+                            if !retryable(response.status()) || !recovery.can_retry() =>
+                        {
+                            recovery.pass_on(&mut response);
                             let (dialect, config) = (recovery.dialect(), recovery.config.clone());
                             state.set(State::PassingOnError {
                                 fut: Box::pin(async move {
@@ -228,8 +260,8 @@ where
 
 /// Wraps a successful response: an event stream is watched, anything else passes through.
 fn watch<S, P, ReqBody, ResBody>(
-    response: Response<ResBody>,
-    recovery: Recovery<S, P>,
+    mut response: Response<ResBody>,
+    mut recovery: Recovery<S, P>,
 ) -> Response<FallbackBody<ResBody>>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -241,6 +273,7 @@ where
     ResBody::Error: Into<BoxError>,
 {
     if !is_event_stream(response.headers()) {
+        recovery.pass_on(&mut response);
         return response.map(FallbackBody::plain);
     }
     if let Some(coding) = content_coding(response.headers()) {
@@ -252,8 +285,10 @@ where
             content_encoding = %escaped(coding),
             "an encoded event stream passes through unwatched"
         );
+        recovery.pass_on(&mut response);
         return response.map(FallbackBody::plain);
     }
+    recovery.respond(&mut response);
     let (mut parts, body) = response.into_parts();
     // The relayed stream may differ in length from the upstream's.
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -270,7 +305,7 @@ where
 async fn before_stream<S, P, ReqBody, ResBody>(
     mut recovery: Recovery<S, P>,
     first: Result<Response<ResBody>, S::Error>,
-) -> Result<Response<FallbackBody<ResBody>>, S::Error>
+) -> Result<Response<FallbackBody<ResBody>>, Infallible>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -484,6 +519,37 @@ fn gave_up<B>(dialect: Dialect, err: FallbackError) -> Response<FallbackBody<B>>
     let mut response = error_response(dialect, StatusCode::BAD_GATEWAY, &kind, &message);
     response.extensions_mut().insert(err);
     response
+}
+
+/// 502 for a request the layer does not watch whose inner service failed, in the dialect its
+/// path names (plain text otherwise), with the error (escaped by `describe`, redacted here)
+/// in its extensions.
+pub(crate) fn unwatched_failed<B>(
+    dialect: Option<Dialect>,
+    detail: String,
+    redactor: &Redactor,
+) -> Response<FallbackBody<B>> {
+    let detail = match redactor.redact(&detail) {
+        Cow::Owned(redacted) => redacted,
+        Cow::Borrowed(_) => detail,
+    };
+    let err = unwatched_failure(detail);
+    match dialect {
+        Some(dialect) => gave_up(dialect, err),
+        None => {
+            let mut response = Response::new(FallbackBody::full(Bytes::from(format!(
+                "upstream unavailable: {}\n",
+                err.client_message()
+            ))));
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response.extensions_mut().insert(err);
+            response
+        }
+    }
 }
 
 pub(crate) fn too_large<B>(dialect: Dialect, limit: usize) -> Response<FallbackBody<B>> {

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 
 use crate::config::Config;
 use crate::dialect::Dialect;
+use crate::observe::{Observer, Observers};
 use crate::service::MidStreamFallback;
 use crate::untrusted::Redactor;
 
@@ -114,6 +115,13 @@ impl<P> MidStreamFallbackLayer<P> {
     /// Treat every request as `dialect` instead of recognizing it by path.
     pub fn dialect(mut self, dialect: Dialect) -> Self {
         self.config().dialect = Some(dialect);
+        self
+    }
+
+    /// Tell `observer` about every attempt and every request, typed (see [`Observer`]; with
+    /// the `metrics` feature, `MetricsObserver` feeds the `metrics` facade). One observer per layer; wrap several in one of your own to fan out.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.config().observer = Observers::new(Arc::new(observer));
         self
     }
 }

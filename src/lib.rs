@@ -12,7 +12,10 @@
 //! use axum::{routing::post, Router};
 //! use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill};
 //!
-//! # async fn proxy(req: axum::extract::Request) -> axum::response::Response { unimplemented!() }
+//! # async fn proxy(
+//! #     _attempt: axum::Extension<tower_midstream::Attempt>,
+//! #     _req: axum::extract::Request,
+//! # ) -> axum::response::Response { unimplemented!() }
 //! # async fn run() {
 //! let chain = FallbackChain::new()
 //!     // What each model accepts; prefill is never sent to a model not declared to accept it.
@@ -31,8 +34,9 @@
 //! ```
 //!
 //! The layer calls the service inside it once per attempt: fallback requests go through the
-//! same service as the first, with `model` changed, so that service routes by the body's
-//! `model` (examples/gateway does).
+//! same service as the first, with `model` changed, and each request names its [`Attempt`] in
+//! its extensions (number, target model, strategy), so that service routes on it without
+//! reading the body. examples/axum.rs is a complete app (`cargo run --example axum`).
 //!
 //! # What is watched
 //!
@@ -116,6 +120,37 @@
 //!   outside: the layer reads plain SSE. A body or idle timeout outside must allow for the gap
 //!   while a fallback is called; the layer sends SSE comments
 //!   ([`keep_alive`](MidStreamFallbackLayer::keep_alive)) during that gap.
+//! * A **concurrency limit** (tower's) holds its permit until the response headers, not to the
+//!   end of the stream. Outside, it bounds the requests being set up at once (collected bodies,
+//!   waits for headers; in axum's `Router::layer`, use `GlobalConcurrencyLimitLayer`, since a
+//!   layer there is applied per route); inside, it bounds calls to the upstream, fallbacks
+//!   included, which then wait for a permit.
+//!
+//! The layer never fails ([`MidStreamFallback`]'s error type is `Infallible`): an error of the
+//! service inside it (a `tower::timeout` elapsed, a refused connection) is a failure like a 503,
+//! retried on a fallback, and once none is left the client gets a 502 in its dialect naming it,
+//! with the [`FallbackError`] in the response's extensions. So axum takes the stack above as it
+//! is, in `Router::layer` or in `route_service`. A fallible layer *outside* this one still needs
+//! axum's `HandleErrorLayer`; for a deadline on the whole answer, tower-http's `TimeoutLayer`
+//! answers 408 itself.
+//!
+//! # What it tells you
+//!
+//! * **Spans**: one `midstream.request` span per request (inside the current span, a
+//!   `TraceLayer`'s for instance), and one `midstream.attempt` span per attempt inside it, in
+//!   which the inner service is called (its own spans nest there), with the OpenTelemetry GenAI names
+//!   where one fits (`gen_ai.request.model`, `gen_ai.response.model`,
+//!   `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
+//!   `gen_ai.response.time_to_first_chunk`, `error.type`) and `midstream.*` otherwise (strategy,
+//!   outcome, fallback gap, answer text and tokens the client had at a failure), units in the
+//!   name, durations in seconds. Events: `upstream attempt failed`, `falling back`, `stream
+//!   recovered`, `completed on a fallback`, `giving up`. The README shows a whole tree.
+//! * **[`Attempt`]** in the extensions of every request the inner service gets.
+//! * **[`Observer`]** ([`MidStreamFallbackLayer::observer`]): typed [`AttemptReport`]s and
+//!   [`RequestReport`]s, for metrics, billing or dashboards; with the `metrics` feature,
+//!   `MetricsObserver` feeds the `metrics` facade.
+//! * **[`Provenance`]** in the extensions of every watched response (and on its body): the
+//!   attempts that served the answer.
 //!
 //! # Limits
 //!
@@ -148,31 +183,44 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod attempt;
 mod body;
 mod chain;
 mod config;
 mod dialect;
 mod error;
+mod failure;
 pub mod future;
 mod json;
 mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod observe;
 mod outbox;
 mod plan;
+mod provenance;
 mod recovery;
 mod replay;
 mod service;
 mod sse;
 mod strategy;
 mod stream;
+mod trace;
 mod transcript;
 mod untrusted;
 
+pub use attempt::Attempt;
 pub use body::FallbackBody;
 pub use chain::{FallbackChain, WhenNoPrefill};
 pub use dialect::Dialect;
 pub use error::{AttemptError, FailureClass, FallbackError};
+pub use failure::{Failure, FailureBuilder};
 pub use layer::MidStreamFallbackLayer;
-pub use plan::{Failure, Plan, RetryPlanner};
+#[cfg(feature = "metrics")]
+pub use metrics::MetricsObserver;
+pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
+pub use plan::{Plan, RetryPlanner};
+pub use provenance::Provenance;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
 pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};

@@ -6,11 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Request;
 
-use crate::dialect::{Continuation, Dialect};
-use crate::error::{AttemptError, FailureClass};
-use crate::json::RequestIndex;
-use crate::strategy::{RewriteError, Strategy};
-use crate::transcript::Transcript;
+use crate::failure::Failure;
+use crate::strategy::Strategy;
 
 /// Decides, after each failure, whether and how to try again.
 ///
@@ -64,101 +61,6 @@ impl<P: RetryPlanner + ?Sized> RetryPlanner for Box<P> {
     }
 }
 
-/// What the planner is told about a failure.
-#[derive(Debug)]
-pub struct Failure<'a> {
-    pub(crate) class: FailureClass,
-    pub(crate) detail: &'a str,
-    pub(crate) attempt: u32,
-    pub(crate) dialect: Dialect,
-    pub(crate) request: &'a Request<Bytes>,
-    pub(crate) index: &'a RequestIndex,
-    pub(crate) transcript: &'a Transcript,
-    pub(crate) history: &'a [AttemptError],
-}
-
-impl<'a> Failure<'a> {
-    /// What kind of failure it was.
-    pub fn class(&self) -> FailureClass {
-        self.class
-    }
-
-    /// What the upstream said or did, in words.
-    pub fn detail(&self) -> &str {
-        self.detail
-    }
-
-    /// The attempt that failed: 1 for the request as the client sent it.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Every failed attempt so far, this one last, with the target and strategy each used.
-    pub fn history(&self) -> &[AttemptError] {
-        self.history
-    }
-
-    /// The wire format of the request.
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
-    /// The request as the client sent it, body included.
-    pub fn request(&self) -> &Request<Bytes> {
-        self.request
-    }
-
-    /// What the client has received so far.
-    pub fn transcript(&self) -> &Transcript {
-        self.transcript
-    }
-
-    /// The `model` the client asked for, if the body names one.
-    pub fn model(&self) -> Option<String> {
-        self.index.model_name.clone()
-    }
-
-    /// Whether this request may carry an assistant prefill at all, whatever the target: not
-    /// when Anthropic extended thinking is enabled, which the API refuses with prefill.
-    pub fn prefill_allowed(&self) -> bool {
-        self.dialect.spec().prefill_allowed(self.index)
-    }
-
-    /// The request for the next attempt: the original, with `model` set to `target` and the
-    /// partial answer added as `strategy` says. `max_tokens` (or `max_completion_tokens`)
-    /// shrinks by the tokens already kept when the answer is continued.
-    ///
-    /// Fails with a clear message when the body is not a request this dialect can rewrite
-    /// (not JSON, no `messages` array, a prefill kind the dialect does not have...).
-    pub fn rewrite(
-        &self,
-        target: &str,
-        strategy: &Strategy,
-    ) -> Result<Request<Bytes>, RewriteError> {
-        let continuation = Continuation {
-            text: self.transcript.text(),
-            kept_tokens: self.transcript.kept_tokens(),
-        };
-        let body = self.dialect.spec().rewrite(
-            self.request.body(),
-            self.index,
-            target,
-            strategy,
-            &continuation,
-        )?;
-        Ok(crate::replay::rebuild(self.request, body))
-    }
-
-    /// [`rewrite`](Self::rewrite) into a [`Plan::retry`], or a give-up that says why the
-    /// request could not be rewritten.
-    pub fn retry(&self, target: &str, strategy: Strategy) -> Plan {
-        match self.rewrite(target, &strategy) {
-            Ok(request) => Plan::retry(target, strategy, request),
-            Err(err) => Plan::give_up(format!("cannot rewrite the request for {target}: {err}")),
-        }
-    }
-}
-
 /// The planner's answer.
 #[derive(Debug)]
 pub struct Plan(pub(crate) PlanKind);
@@ -176,7 +78,8 @@ pub(crate) enum PlanKind {
 }
 
 impl Plan {
-    /// Send `request` next. `target` names it in logs and in [`FallbackError`](crate::FallbackError);
+    /// Send `request` next. `target` names it: in the [`Attempt`](crate::Attempt) the inner
+    /// service gets, in spans, metrics and [`FallbackError`](crate::FallbackError);
     /// `strategy` tells the layer how the new stream continues the answer, so it can splice
     /// it on (it must be how `request` was built).
     pub fn retry(target: impl Into<Arc<str>>, strategy: Strategy, request: Request<Bytes>) -> Self {

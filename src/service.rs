@@ -1,5 +1,6 @@
 //! The middleware service.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,13 +13,15 @@ use crate::body::FallbackBody;
 use crate::config::Config;
 use crate::dialect::Dialect;
 use crate::error::BoxError;
-use crate::future::{too_large, ResponseFuture, Start};
+use crate::future::{too_large, unwatched_failed, ResponseFuture, Start};
 use crate::plan::RetryPlanner;
 use crate::replay::ReplayBody;
+use crate::stream::describe;
 
 /// Insert into a request's extensions to turn fallback off for it: the request and its
 /// response pass through untouched, before the stream (a retryable status is not retried) and
-/// during it (a failure reaches the client as it happened).
+/// during it (a failure reaches the client as it happened). An error of the inner service,
+/// when there is no response to pass on, becomes a 502: the layer never fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NoFallback;
 
@@ -26,11 +29,33 @@ pub struct NoFallback;
 ///
 /// See the [crate documentation](crate) for what it does and where it goes in a stack, and
 /// [`MidStreamFallbackLayer`](crate::MidStreamFallbackLayer) for its options.
-#[derive(Debug, Clone)]
+///
+/// It never fails (its error type is [`Infallible`]), so it fits where axum wants a service
+/// that answers every request (`Router::layer`, `route_service`), whatever fails inside it:
+/// an error of the inner service (a `tower::timeout` elapsed, a connection refused) is a
+/// failure like any other, retried on a fallback, and when none is left the client gets a 502
+/// in its dialect naming it, with the [`FallbackError`](crate::FallbackError) in the
+/// response's extensions. That holds for requests the layer does not watch too (their 502 is
+/// plain text unless their path names a dialect), and for an inner service that fails to
+/// become ready: the next request gets the 502.
+#[derive(Debug)]
 pub struct MidStreamFallback<S, P> {
     inner: S,
     planner: P,
     config: Arc<Config>,
+    /// The inner service failed to become ready: the next call answers with this.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone, P: Clone> Clone for MidStreamFallback<S, P> {
+    fn clone(&self) -> Self {
+        MidStreamFallback {
+            inner: self.inner.clone(),
+            planner: self.planner.clone(),
+            config: self.config.clone(),
+            not_ready: None,
+        }
+    }
 }
 
 impl<S, P> MidStreamFallback<S, P> {
@@ -44,6 +69,7 @@ impl<S, P> MidStreamFallback<S, P> {
             inner,
             planner,
             config,
+            not_ready: None,
         }
     }
 
@@ -88,20 +114,33 @@ where
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<FallbackBody<ResBody>>;
-    type Error = S::Error;
+    type Error = Infallible;
     type Future = ResponseFuture<S, P, ReqBody, ResBody>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.not_ready.is_none() {
+            if let Err(err) = std::task::ready!(self.inner.poll_ready(cx)) {
+                self.not_ready = Some(err.into());
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let dialect = self.dialect_of(&req);
+        if let Some(err) = self.not_ready.take() {
+            let response = unwatched_failed(dialect, describe(&*err), &self.config.redactor);
+            return ResponseFuture::ready(response);
+        }
         // Use the service that was made ready; leave a clone for the next call.
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
-        let dialect = match self.dialect_of(&req) {
+        let dialect = match dialect {
             Some(d) if req.extensions().get::<NoFallback>().is_none() => d,
-            _ => return ResponseFuture::passthrough(service.call(req.map(ReplayBody::streaming))),
+            _ => {
+                let fut = service.call(req.map(ReplayBody::streaming));
+                return ResponseFuture::passthrough(fut, dialect, self.config.clone());
+            }
         };
         let (parts, body) = req.into_parts();
         let limit = self.config.max_request_bytes;
@@ -118,6 +157,7 @@ where
                 parts,
                 dialect,
                 config: self.config.clone(),
+                span: crate::trace::request_span(dialect),
             },
         )
     }

@@ -29,6 +29,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
 use tower_service::Service;
+use tracing::instrument::Instrumented;
 
 use crate::dialect::{Relay, Step, StreamFailure};
 use crate::error::BoxError;
@@ -62,7 +63,7 @@ pin_project! {
         #[pin]
         upstream: Option<ResBody>,
         #[pin]
-        call: Option<Oneshot<S, Request<ReplayBody<ReqBody>>>>,
+        call: Option<Instrumented<Oneshot<S, Request<ReplayBody<ReqBody>>>>>,
         #[pin]
         timer: Option<Sleep>,
         phase: Phase,
@@ -109,6 +110,10 @@ where
 
     pub(crate) fn fallback_error(&self) -> Option<&FallbackError> {
         self.error.as_ref()
+    }
+
+    pub(crate) fn provenance(&self) -> &crate::provenance::Provenance {
+        self.recovery.provenance()
     }
 }
 
@@ -188,6 +193,7 @@ where
                                 // The continuation is flowing: no more keep-alives needed.
                                 if !this.out.is_empty() {
                                     *this.keep_alive_at = None;
+                                    this.recovery.chunk_sent();
                                 }
                                 fed
                             }
@@ -229,7 +235,11 @@ where
                     };
                     match fed {
                         Fed::More => {}
-                        Fed::Done => *this.phase = Phase::Draining,
+                        Fed::Done => {
+                            this.recovery.set_usage(this.relay.usage());
+                            this.recovery.completed(this.relay.transcript());
+                            *this.phase = Phase::Draining;
+                        }
                         Fed::Failed(failure) => {
                             this.upstream.set(None);
                             fail(&mut this, failure);
@@ -380,15 +390,15 @@ fn fail<S, P, ReqBody, ResBody>(
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     P: crate::plan::RetryPlanner,
 {
+    // While calling a fallback, the relay still holds the previous attempt's figures.
+    if *this.phase == Phase::Streaming {
+        this.recovery.set_usage(this.relay.usage());
+    }
     let failure = redact_failure(failure, &this.recovery.config.redactor);
     this.relay.abandon();
     if this.relay.finish(this.out) {
-        tracing::info!(
-            target: "tower_midstream",
-            class = failure.class.name(),
-            detail = %failure.detail,
-            "the answer was complete; closed the stream locally"
-        );
+        this.recovery
+            .closed_locally(&failure, this.relay.transcript());
         *this.phase = Phase::Ended;
         return;
     }
@@ -426,7 +436,7 @@ where
                 let class = recovery.status_class(status);
                 return Err(StreamFailure::new(
                     class,
-                    format!("the fallback answered {status}"),
+                    format!("the fallback answered HTTP {}", status.as_u16()),
                 ));
             }
             if !is_event_stream(response.headers()) {

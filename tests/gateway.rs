@@ -751,6 +751,134 @@ fn a_bad_config_file_stops_the_gateway_before_it_listens() {
     );
 }
 
+#[tokio::test]
+async fn a_model_may_be_its_own_fallback_as_in_the_library() {
+    // The Claude primary retries itself (it takes prefill) before the no-prefill fallback.
+    let gw = start_with(
+        |upstream| {
+            demo_config(upstream).replace(
+                &format!(r#"fallbacks = ["{CLAUDE_NO_PREFILL}", "{CLAUDE_PREFILL}"]"#),
+                &format!(r#"fallbacks = ["{CLAUDE_PRIMARY}", "{CLAUDE_NO_PREFILL}"]"#),
+            )
+        },
+        &|_| None,
+    )
+    .await;
+    let reply = gw.ask(Wire::Anthropic, Some("reset@6")).await;
+    let answer = Wire::Anthropic.check(reply.bytes()).unwrap();
+    assert_eq!(answer.text, demo::TEXT);
+    let calls: Vec<(String, bool)> = gw
+        .demo
+        .calls()
+        .into_iter()
+        .map(|c| (c.model.clone(), c.ends_with_assistant()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (CLAUDE_PRIMARY.to_owned(), false),
+            (CLAUDE_PRIMARY.to_owned(), true),
+            (CLAUDE_NO_PREFILL.to_owned(), false),
+        ],
+        "the primary, the primary again with a prefill, then the instruction elsewhere"
+    );
+}
+
+/// One request, with its response headers.
+async fn post_with_headers(gw: &Running, wire: Wire, fault: &str) -> (http::HeaderMap, Bytes) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(format!("http://{}{}", gw.gateway, wire.path()))
+        .header("content-type", "application/json")
+        .header("x-demo-fault", fault)
+        .body(Full::new(
+            wire.request(wire.primary(), true).to_string().into(),
+        ))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let headers = res.headers().clone();
+    (headers, res.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn the_response_names_the_model_serving_it_when_the_primary_failed_before_its_stream() {
+    let gw = start().await;
+    let (headers, bytes) = post_with_headers(&gw, Wire::Anthropic, "529").await;
+    assert_eq!(
+        headers["x-midstream-served-by"],
+        format!("{CLAUDE_NO_PREFILL}; attempt=2; strategy=restart")
+    );
+    assert_eq!(Wire::Anthropic.check(&bytes).unwrap().text, demo::TEXT);
+    let (headers, _) = post_with_headers(&gw, Wire::OpenAi, "none").await;
+    assert_eq!(
+        headers["x-midstream-served-by"],
+        format!("{GPT_PRIMARY}; attempt=1; strategy=original")
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_each_attempt_by_model_class_and_strategy_on_the_metrics_page() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // The gateway's tasks run on this test's thread: they record into this recorder.
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let demo = Demo::new(Duration::ZERO);
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(demo.clone().serve(upstream));
+    let config = config::parse(&demo_config(upstream_addr), &|_| None).unwrap();
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(
+        listener,
+        proxy::build(&config).with_metrics(handle),
+        config.server.clone(),
+        std::future::pending(),
+    ));
+    let gw = Running { gateway, demo };
+
+    // Resets half-way on the primary; the first fallback continues (instruction).
+    let reply = gw.ask(Wire::Anthropic, None).await;
+    assert_eq!(
+        Wire::Anthropic.check(reply.bytes()).unwrap().text,
+        demo::TEXT
+    );
+    // A model no one configured: counted as `other`, never under the client's name.
+    let unknown = Wire::Anthropic.request("made-up-model", true).to_string();
+    assert_eq!(
+        gw.send(Wire::Anthropic.path(), &[], unknown).await.status,
+        404
+    );
+
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let res = client
+        .request(
+            Request::get(format!("http://{}/metrics", gw.gateway))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        format!(
+            r#"midstream_attempts_total{{target="{CLAUDE_PRIMARY}",strategy="original",class="transport"}} 1"#
+        ),
+        format!(
+            r#"midstream_attempts_total{{target="{CLAUDE_NO_PREFILL}",strategy="instruction",class="completed"}} 1"#
+        ),
+        r#"midstream_attempts_total{target="other",strategy="original",class="passed_on"} 1"#
+            .to_owned(),
+        r#"midstream_requests_total{dialect="anthropic",outcome="completed"} 1"#.to_owned(),
+        r#"midstream_requests_total{dialect="anthropic",outcome="passed_on"} 1"#.to_owned(),
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line} not in:\n{page}");
+    }
+    assert!(page.contains("midstream_fallback_gap_seconds"), "{page}");
+    assert!(!page.contains("made-up-model"), "{page}");
+}
+
 /// The binary as a service: SIGTERM lets an open stream finish, then it exits cleanly; its
 /// log has no colour codes when stderr is not a terminal (here, a pipe).
 #[cfg(unix)]

@@ -416,9 +416,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
                     ),
                 ));
             };
-            if t == i {
-                return Err(err(key, "a model cannot be its own fallback".into()));
-            }
+            // A model may list itself: one more try on it, as `FallbackChain` allows.
             let target_dialect = upstreams[models[t].upstream].dialect;
             if target_dialect != dialect {
                 return Err(err(

@@ -10,6 +10,7 @@
 //! the upstream the config names, with that upstream's own key. When a stream fails half-way,
 //! `tower_midstream::MidStreamFallbackLayer` continues it on the model's fallbacks and the
 //! client reads one stream. `x-midstream-fallback: off` turns that off for one request.
+//! `GET /metrics` shows the layer's counters and histograms in Prometheus' text format.
 //!
 //! Without `--config`, it starts a demo upstream on loopback (see `demo.rs` for the models and
 //! the `x-demo-*` headers that script failures), the gateway in front of it, and prints
@@ -180,6 +181,23 @@ async fn run(args: Args) -> Result<(), String> {
     serve(listener, &config).await
 }
 
+/// The process's `metrics` recorder: Prometheus' text format, rendered on `GET /metrics`.
+fn metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Seconds, from a fast first token to a slow fallback; attempts per request, one by one.
+    let seconds = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("midstream_attempts_per_request".into()),
+                &[1.0, 2.0, 3.0, 4.0, 5.0],
+            )
+        })
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| format!("metrics: {e}"))
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
@@ -191,7 +209,7 @@ async fn serve(listener: TcpListener, config: &config::Config) -> Result<(), Str
     warn_if_few_descriptors(config.server.max_connections);
     server::serve(
         listener,
-        proxy::build(config),
+        proxy::build(config).with_metrics(metrics()?),
         config.server.clone(),
         stop_signal(),
     )
@@ -266,7 +284,8 @@ Try (the log on stderr says which failure it saw and which strategy it used):
 
 Script other failures with a header, e.g. -H 'x-demo-fault: stall@20' or
 -H 'x-demo-fault: error@20' or -H 'x-demo-fault: 529'; turn fallback off with
--H 'x-midstream-fallback: off'. See examples/gateway/demo.rs or README.md.
+-H 'x-midstream-fallback: off'. What the gateway counted: curl http://{addr}/metrics
+See examples/gateway/demo.rs or README.md.
 "#,
         claude = demo::CLAUDE_PRIMARY,
         gpt = demo::GPT_PRIMARY,

@@ -34,11 +34,13 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tower::{Service, ServiceExt};
 use tower_midstream::{
-    Dialect, FallbackBody, FallbackChain, MidStreamFallback, NoFallback, Redactor, ReplayBody,
+    Dialect, FallbackBody, FallbackChain, MetricsObserver, MidStreamFallback, NoFallback,
+    Provenance, Redactor, ReplayBody,
 };
 
 use crate::config::{Config, Upstream};
@@ -121,6 +123,8 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Gateway {
     service: MidStreamFallback<Router, FallbackChain>,
+    /// Renders `GET /metrics`, when the process has a Prometheus recorder.
+    metrics: Option<PrometheusHandle>,
 }
 
 /// Builds the gateway for `config`, with a client that speaks HTTP/1.1 and HTTP/2 over TLS
@@ -133,8 +137,11 @@ pub fn build(config: &Config) -> Gateway {
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build(connector());
     let router = Router::new(config, client);
+    // Only the models of the config become label values, whatever clients send.
+    let observer = MetricsObserver::new().targets(config.models.iter().map(|m| m.name.as_str()));
     Gateway {
-        service: tower::Layer::layer(&config.layer(), router),
+        service: tower::Layer::layer(&config.layer().observer(observer), router),
+        metrics: None,
     }
 }
 
@@ -153,6 +160,13 @@ pub fn connector() -> HttpsConnector<HttpConnector> {
 }
 
 impl Gateway {
+    /// Serves `GET /metrics` from `handle` (the layer's figures feed the `metrics` facade:
+    /// whatever recorder the process installed, this one renders them for Prometheus).
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
     /// Answers one client request; never fails: errors become responses in the client's
     /// dialect.
     pub async fn handle<B>(&self, mut req: Request<B>) -> Response<GatewayBody>
@@ -160,29 +174,25 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(response) = local_route(&req) {
+        if let Some(response) = local_route(&req, self.metrics.as_ref()) {
             return response.map(Either::Right);
         }
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let dialect = client_dialect(&req);
         if opted_out(req.headers()) {
             req.extensions_mut().insert(NoFallback);
         }
-        let response = match self.service.clone().oneshot(req).await {
+        // The layer answers every failure itself, in the client's dialect: a 502 once the
+        // fallbacks failed too, or at once for a request without fallback. The router's error
+        // says only what kind of failure it was (its log line names the upstream).
+        let mut response = match self.service.clone().oneshot(req).await {
             Ok(response) => response.map(Either::Left),
-            // Only a request without fallback gets here: the layer answers connection
-            // failures itself once it has tried the fallbacks. The router logged the cause,
-            // which names the upstream; the client learns only what kind of failure it was.
-            Err(err) => error(
-                dialect,
-                StatusCode::BAD_GATEWAY,
-                ErrorKind::Upstream,
-                &err.to_string(),
-            )
-            .map(Either::Right),
+            Err(never) => match never {},
         };
+        if let Some(value) = served_by(response.extensions().get::<Provenance>()) {
+            response.headers_mut().insert(SERVED_BY, value);
+        }
         tracing::info!(
             target: "gateway",
             %method,
@@ -195,6 +205,22 @@ impl Gateway {
     }
 }
 
+/// Names the model whose response the client is getting (a fallback's, when the primary failed
+/// before its stream), e.g. `demo-claude-no-prefill; attempt=2; strategy=restart`. Set when the
+/// headers go out; a fallback that takes over mid-stream is in the log and the metrics.
+const SERVED_BY: HeaderName = HeaderName::from_static("x-midstream-served-by");
+
+fn served_by(provenance: Option<&Provenance>) -> Option<HeaderValue> {
+    let attempt = provenance?.current()?;
+    let value = format!(
+        "{}; attempt={}; strategy={}",
+        attempt.target()?,
+        attempt.number(),
+        attempt.strategy_label()
+    );
+    HeaderValue::from_str(&value).ok()
+}
+
 /// `x-midstream-fallback: off` turns fallback off for one request.
 fn opted_out(headers: &HeaderMap) -> bool {
     headers
@@ -203,10 +229,21 @@ fn opted_out(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
-/// Requests the gateway answers itself, before the layer: `/healthz` (add `/metrics` and the
-/// like here).
-fn local_route<B>(req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+/// Requests the gateway answers itself, before the layer: `/healthz`, and `/metrics` when the
+/// process has a Prometheus recorder.
+fn local_route<B>(
+    req: &Request<B>,
+    metrics: Option<&PrometheusHandle>,
+) -> Option<Response<Full<Bytes>>> {
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(metrics?.render().into()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Some(response)
+        }
         (&Method::GET | &Method::HEAD, "/healthz") => {
             let mut response = Response::new(Full::new(Bytes::from_static(b"ok\n")));
             response.headers_mut().insert(

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::error::FailureClass;
 use crate::json::{string_literal, unescape_into, write_str, RequestIndex, Splice};
+use crate::observe::Usage;
 use crate::outbox::Outbox;
 use crate::sse::{Event, Fields};
 use crate::strategy::{Prefill, RewriteError, Strategy};
@@ -144,6 +145,27 @@ struct IndexOnly {
     index: u32,
 }
 
+/// What `message_start` and `message_delta` say about usage and the model.
+#[derive(Deserialize)]
+struct UsageOf<'a> {
+    #[serde(borrow)]
+    message: Option<MessageOf<'a>>,
+    usage: Option<Counts>,
+}
+
+#[derive(Deserialize)]
+struct MessageOf<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<Counts>,
+}
+
+#[derive(Deserialize)]
+struct Counts {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
 #[derive(Deserialize)]
 struct ErrorEvent<'a> {
     #[serde(borrow)]
@@ -199,6 +221,8 @@ struct Attempt {
     spent: u32,
     /// Output tokens of earlier attempts, added to this attempt's reported usage.
     usage_base: u32,
+    /// What this attempt's upstream reported.
+    usage: Usage,
 }
 
 #[derive(Debug)]
@@ -555,6 +579,15 @@ impl AnthropicRelay {
 
     fn on_message_delta(&mut self, ev: &Event<'_>, data: &[u8], out: &mut Outbox) -> Step {
         self.prelude(false, out);
+        if let Ok(UsageOf {
+            usage: Some(counts),
+            ..
+        }) = serde_json::from_slice(data)
+        {
+            let usage = &mut self.attempt.usage;
+            usage.output_tokens = counts.output_tokens.or(usage.output_tokens);
+            usage.input_tokens = counts.input_tokens.or(usage.input_tokens);
+        }
         if self.attempt.usage_base == 0 {
             out.forward(ev);
         } else {
@@ -643,6 +676,10 @@ impl Relay for AnthropicRelay {
         &self.transcript
     }
 
+    fn usage(&self) -> Usage {
+        self.attempt.usage.clone()
+    }
+
     fn finish(&mut self, out: &mut Outbox) -> bool {
         if self.passthrough || !self.message_delta_sent || self.done {
             return self.done || self.passthrough;
@@ -682,6 +719,7 @@ impl Relay for AnthropicRelay {
             seam,
             spent: 0,
             usage_base: self.transcript.spent_tokens(),
+            usage: Usage::default(),
         };
     }
 
@@ -711,6 +749,16 @@ impl AnthropicRelay {
                 Step::Continue
             }
             b"message_start" => {
+                if let Ok(UsageOf {
+                    message: Some(message),
+                    ..
+                }) = serde_json::from_slice(data)
+                {
+                    let usage = &mut self.attempt.usage;
+                    usage.response_model = message.model.map(|m| m.as_ref().into());
+                    // Its output count is a placeholder; message_delta has the real one.
+                    usage.input_tokens = message.usage.and_then(|u| u.input_tokens);
+                }
                 if self.attempt.verbatim && !self.message_started {
                     out.forward(ev);
                     self.message_started = true;

@@ -13,6 +13,7 @@ use http::StatusCode;
 
 use crate::error::FailureClass;
 use crate::json::RequestIndex;
+use crate::observe::Usage;
 use crate::outbox::Outbox;
 use crate::sse::{Event, Fields};
 use crate::strategy::{RewriteError, Strategy};
@@ -114,6 +115,9 @@ pub(crate) trait Relay: Send {
 
     /// What the client has been given.
     fn transcript(&self) -> &Transcript;
+
+    /// What the current attempt's upstream reported about its tokens and model.
+    fn usage(&self) -> Usage;
 
     /// If the client has the whole answer and only closing events are missing, write them and
     /// return true.

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::error::FailureClass;
 use crate::json::{string_literal, unescape_into, write_str, First, RequestIndex, Splice};
+use crate::observe::Usage;
 use crate::outbox::Outbox;
 use crate::sse::{Event, Fields};
 use crate::strategy::{Prefill, RewriteError, Strategy};
@@ -143,6 +144,13 @@ struct FunctionDelta {
     arguments: Option<String>,
 }
 
+/// The counts of a `usage` object.
+#[derive(Deserialize)]
+struct Counts {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
 #[derive(Deserialize)]
 struct InBandError<'a> {
     #[serde(borrow, default)]
@@ -192,6 +200,8 @@ struct Attempt {
     usage_base: u32,
     /// The envelope of this attempt's chunks, for held calls when the client has none.
     envelope: Option<[String; 3]>,
+    /// What this attempt's upstream reported.
+    usage: Usage,
 }
 
 #[derive(Debug, Default)]
@@ -269,11 +279,19 @@ impl OpenAiRelay {
         if let Some(error) = chunk.error.filter(|e| e.get() != "null") {
             return self.on_error(ev, error, out);
         }
-        if chunk.usage.is_some() {
+        if let Some(usage) = chunk.usage {
             self.usage_expected = true;
+            if let Ok(Some(counts)) = serde_json::from_str::<Option<Counts>>(usage.get()) {
+                self.attempt.usage.input_tokens = counts.prompt_tokens;
+                self.attempt.usage.output_tokens = counts.completion_tokens;
+            }
         }
         if self.attempt.envelope.is_none() {
             if let (Some(id), Some(created), Some(model)) = (chunk.id, chunk.created, chunk.model) {
+                self.attempt.usage.response_model =
+                    serde_json::from_str::<Cow<'_, str>>(model.get())
+                        .ok()
+                        .map(|m| m.as_ref().into());
                 self.attempt.envelope = Some([
                     id.get().to_owned(),
                     created.get().to_owned(),
@@ -722,6 +740,10 @@ impl Relay for OpenAiRelay {
         &self.transcript
     }
 
+    fn usage(&self) -> Usage {
+        self.attempt.usage.clone()
+    }
+
     fn finish(&mut self, out: &mut Outbox) -> bool {
         if self.done || self.passthrough {
             return true;
@@ -768,6 +790,7 @@ impl Relay for OpenAiRelay {
             spent: 0,
             usage_base: self.transcript.spent_tokens(),
             envelope: None,
+            usage: Usage::default(),
         };
     }
 

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod fuzz;
 pub mod probe;
+pub mod span_tree;
 pub mod upstream;
 
 use bytes::Bytes;

@@ -1,0 +1,205 @@
+//! What the inner service is told about each attempt.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::strategy::Strategy;
+
+/// The attempt a request belongs to, in the extensions of every request the layer sends to the
+/// inner service, so that it routes without reading the body again.
+///
+/// [`target`](Self::target) is where this attempt goes: on the first attempt, the `model` the
+/// client's body names; on later ones, the target the planner chose (with
+/// [`FallbackChain`](crate::FallbackChain), the fallback model, which the layer has also
+/// written into the body's `model`). The first attempt's is read from the body when first
+/// asked for (by the inner service, the layer's spans when a subscriber listens to them, the
+/// observer), or on the first failure, once; a request nobody asks about costs no read of its
+/// body.
+///
+/// In an axum handler behind the layer, take it with `Extension<Attempt>`:
+///
+/// ```
+/// use axum::{extract::Request, response::IntoResponse, Extension};
+/// use tower_midstream::Attempt;
+///
+/// async fn forward(Extension(attempt): Extension<Attempt>, req: Request) -> impl IntoResponse {
+///     let upstream = match attempt.target() {
+///         Some(model) if model.starts_with("claude-") => "https://api.anthropic.com",
+///         Some(_) => "https://api.openai.com",
+///         None => return (http::StatusCode::BAD_REQUEST, "the request names no model"),
+///     };
+///     // ...send `req` to `upstream`: see examples/axum.rs.
+///     # let _ = (upstream, req);
+///     # (http::StatusCode::OK, "")
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Attempt {
+    number: u32,
+    target: Target,
+    strategy: Option<Strategy>,
+    hedge: bool,
+}
+
+#[derive(Clone)]
+enum Target {
+    Known(Option<Arc<str>>),
+    /// The first attempt's: the `model` of the client's body, read once, when first asked for.
+    InBody(Arc<ModelInBody>),
+}
+
+/// The `model` a collected request body names, read at most once, by whoever needs it first.
+pub(crate) struct ModelInBody {
+    body: Bytes,
+    model: OnceLock<Option<Arc<str>>>,
+}
+
+impl ModelInBody {
+    pub(crate) fn new(body: Bytes) -> Arc<Self> {
+        Arc::new(ModelInBody {
+            body,
+            model: OnceLock::new(),
+        })
+    }
+
+    /// The model, reading the body the first time.
+    pub(crate) fn get(&self) -> Option<&Arc<str>> {
+        self.model.get_or_init(|| read_model(&self.body)).as_ref()
+    }
+
+    /// The model, if it was read already.
+    pub(crate) fn known(&self) -> Option<Option<&Arc<str>>> {
+        self.model.get().map(Option::as_ref)
+    }
+
+    /// Records the model read along with the rest of the body, so it is not read twice.
+    pub(crate) fn set(&self, model: Option<&str>) {
+        let _ = self.model.set(model.map(Arc::from));
+    }
+}
+
+/// The top-level `model` string of a JSON object; `None` for anything else.
+fn read_model(body: &[u8]) -> Option<Arc<str>> {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        model: Option<Cow<'a, str>>,
+    }
+    // A derived struct would read an array too, field by field: no request is one.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let top: Top<'_> = serde_json::from_slice(body).ok()?;
+    top.model.map(|m| Arc::from(m.as_ref()))
+}
+
+impl Attempt {
+    /// The first attempt: the request as the client sent it, for `model` (the body's, if it
+    /// names one).
+    pub fn first(model: Option<Arc<str>>) -> Self {
+        Attempt {
+            number: 1,
+            target: Target::Known(model),
+            strategy: None,
+            hedge: false,
+        }
+    }
+
+    /// The first attempt, whose target is read from `model` when asked for.
+    pub(crate) fn first_in(model: &Arc<ModelInBody>) -> Self {
+        Attempt {
+            number: 1,
+            target: Target::InBody(model.clone()),
+            strategy: None,
+            hedge: false,
+        }
+    }
+
+    /// Attempt `number` (2 or more), sent to `target` with a request rewritten by `strategy`.
+    pub fn fallback(number: u32, target: impl Into<Arc<str>>, strategy: Strategy) -> Self {
+        Attempt {
+            number: number.max(2),
+            target: Target::Known(Some(target.into())),
+            strategy: Some(strategy),
+            hedge: false,
+        }
+    }
+
+    /// 1 for the request as the client sent it, 2 for the first fallback, and so on.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Where this attempt goes: the model the client asked for on the first attempt (`None` if
+    /// the body names none), then the target the planner chose.
+    pub fn target(&self) -> Option<&str> {
+        self.target_arc().map(|t| &**t)
+    }
+
+    /// How this attempt's request continues the answer; `None` on the first attempt.
+    pub fn strategy(&self) -> Option<&Strategy> {
+        self.strategy.as_ref()
+    }
+
+    /// Whether this is the request as the client sent it.
+    pub fn is_first(&self) -> bool {
+        self.strategy.is_none()
+    }
+
+    /// Whether this attempt races another one still in flight. Always false for now: reserved
+    /// for hedged requests, so that inner services and observers can tell them apart once
+    /// they exist.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
+    }
+
+    /// The strategy as a label for logs and metrics: `original` for the first attempt, else
+    /// [`Strategy::name`].
+    pub fn strategy_label(&self) -> &'static str {
+        self.strategy.as_ref().map_or("original", Strategy::name)
+    }
+
+    pub(crate) fn target_arc(&self) -> Option<&Arc<str>> {
+        match &self.target {
+            Target::Known(target) => target.as_ref(),
+            Target::InBody(model) => model.get(),
+        }
+    }
+
+    /// The target if it is known without reading the body.
+    pub(crate) fn known_target(&self) -> Option<&str> {
+        match &self.target {
+            Target::Known(target) => target.as_deref(),
+            Target::InBody(model) => model.known().flatten().map(|t| &**t),
+        }
+    }
+}
+
+impl PartialEq for Attempt {
+    fn eq(&self, other: &Self) -> bool {
+        self.number == other.number
+            && self.strategy == other.strategy
+            && self.hedge == other.hedge
+            && self.target() == other.target()
+    }
+}
+
+impl Eq for Attempt {}
+
+impl fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Attempt");
+        d.field("number", &self.number);
+        // Debug reads nothing: a target still in the body shows as such.
+        match &self.target {
+            Target::InBody(model) if model.known().is_none() => d.field("target", &"<in body>"),
+            _ => d.field("target", &self.known_target()),
+        };
+        d.field("strategy", &self.strategy)
+            .field("hedge", &self.hedge)
+            .finish()
+    }
+}

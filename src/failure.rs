@@ -1,0 +1,381 @@
+//! What a planner is told about a failure, the decisions every planner makes about it, and a
+//! way to make one by hand in a planner's unit tests.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+
+use crate::chain::WhenNoPrefill;
+use crate::dialect::{Continuation, Dialect};
+use crate::error::{AttemptError, FailureClass};
+use crate::json::RequestIndex;
+use crate::plan::Plan;
+use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::transcript::Transcript;
+
+/// What the planner is told about a failure.
+///
+/// Besides the facts (class, history, request, transcript), it answers the questions every
+/// planner asks: may the answer restart invisibly ([`answer_started`](Self::answer_started)),
+/// can it be continued at all ([`cannot_continue`](Self::cannot_continue)), how to continue on a
+/// target of known capability ([`strategy_for`](Self::strategy_for)), and what to do after a
+/// prefill was refused ([`retry_refused_prefill`](Self::retry_refused_prefill)).
+/// [`FallbackChain`](crate::FallbackChain) is built from these; a planner of your own can be
+/// too, and tested with a [`FailureBuilder`].
+#[derive(Debug)]
+pub struct Failure<'a> {
+    pub(crate) class: FailureClass,
+    pub(crate) detail: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) target: Option<&'a str>,
+    pub(crate) dialect: Dialect,
+    pub(crate) request: &'a Request<Bytes>,
+    pub(crate) index: &'a RequestIndex,
+    pub(crate) transcript: &'a Transcript,
+    pub(crate) history: &'a [AttemptError],
+}
+
+impl<'a> Failure<'a> {
+    /// A failure made by hand, for a planner's unit tests: see [`FailureBuilder`].
+    pub fn builder(dialect: Dialect, request: Request<Bytes>) -> FailureBuilder {
+        FailureBuilder::new(dialect, request)
+    }
+
+    /// What kind of failure it was.
+    pub fn class(&self) -> FailureClass {
+        self.class
+    }
+
+    /// What the upstream said or did, in words.
+    pub fn detail(&self) -> &str {
+        self.detail
+    }
+
+    /// The attempt that failed: 1 for the request as the client sent it.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Where the attempt that failed went: the model the client asked for on the first
+    /// attempt, then the target the planner chose.
+    pub fn target(&self) -> Option<&str> {
+        self.target
+    }
+
+    /// Every failed attempt so far, this one last, with the target and strategy each used.
+    pub fn history(&self) -> &[AttemptError] {
+        self.history
+    }
+
+    /// The wire format of the request.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The request as the client sent it, body included.
+    pub fn request(&self) -> &Request<Bytes> {
+        self.request
+    }
+
+    /// What the client has received so far.
+    pub fn transcript(&self) -> &Transcript {
+        self.transcript
+    }
+
+    /// The `model` the client asked for, if the body names one.
+    pub fn model(&self) -> Option<String> {
+        self.index.model_name.clone()
+    }
+
+    /// Whether this request may carry an assistant prefill at all, whatever the target: not
+    /// when Anthropic extended thinking is enabled, which the API refuses with prefill.
+    pub fn prefill_allowed(&self) -> bool {
+        self.dialect.spec().prefill_allowed(self.index)
+    }
+
+    /// Whether any of the answer reached the client (text or a tool call). While none has, a
+    /// restart elsewhere is invisible to the client; reasoning alone does not count, since the
+    /// layer drops a fallback's reasoning once the client has some.
+    pub fn answer_started(&self) -> bool {
+        !self.transcript.text().is_empty()
+            || self.transcript.tool_calls() > 0
+            || self.transcript.overflowed()
+    }
+
+    /// Why the answer the client has cannot be continued elsewhere, if it cannot: it outgrew
+    /// the transcript limit (the text to continue from is gone), or tool calls already reached
+    /// the client (a continuation request cannot carry them faithfully). A restart is still
+    /// possible, but the client would see a second answer after the first.
+    pub fn cannot_continue(&self) -> Option<&'static str> {
+        if self.transcript.overflowed() {
+            Some("the answer so far is longer than the transcript limit")
+        } else if self.transcript.tool_calls() > 0 {
+            Some("tool calls already reached the client")
+        } else {
+            None
+        }
+    }
+
+    /// The strategy that continues the answer on a target that accepts `prefill`, or why there
+    /// is none, the way [`FallbackChain`](crate::FallbackChain) decides:
+    ///
+    /// * nothing of the answer reached the client: [`Strategy::Restart`];
+    /// * only text did, more than the transcript keeps: [`Strategy::Restart`] (it cannot be
+    ///   continued; the client sees a new answer after the partial one);
+    /// * it [`cannot_continue`](Self::cannot_continue) otherwise: no strategy;
+    /// * the target accepts prefill and the request allows it
+    ///   ([`prefill_allowed`](Self::prefill_allowed)): [`Strategy::Prefill`];
+    /// * otherwise `when_no_prefill`: the continue instruction ([`Strategy::instruction`]), a
+    ///   restart, or no strategy.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_midstream::{Dialect, Failure, FailureClass, Prefill, Strategy, WhenNoPrefill};
+    ///
+    /// let request = http::Request::post("/v1/messages").body(Bytes::from_static(
+    ///     br#"{"model":"a","max_tokens":99,"messages":[{"role":"user","content":"Hi"}]}"#,
+    /// ))?;
+    /// let scenario = Failure::builder(Dialect::ANTHROPIC_MESSAGES, request)
+    ///     .class(FailureClass::Transport)
+    ///     .sent_text("Hello, wor");
+    /// let failure = scenario.build();
+    /// let when = WhenNoPrefill::Instruction;
+    /// assert_eq!(failure.strategy_for(Prefill::Assistant, when), Ok(Strategy::Prefill(Prefill::Assistant)));
+    /// assert_eq!(failure.strategy_for(Prefill::None, when), Ok(Strategy::instruction()));
+    /// # Ok::<(), http::Error>(())
+    /// ```
+    pub fn strategy_for(
+        &self,
+        prefill: Prefill,
+        when_no_prefill: WhenNoPrefill,
+    ) -> Result<Strategy, Cow<'static, str>> {
+        let overflowed_text = self.transcript.overflowed() && self.transcript.tool_calls() == 0;
+        if !self.answer_started() || overflowed_text {
+            return Ok(Strategy::Restart);
+        }
+        if let Some(why) = self.cannot_continue() {
+            return Err(why.into());
+        }
+        if prefill != Prefill::None && self.prefill_allowed() {
+            return Ok(Strategy::Prefill(prefill));
+        }
+        match when_no_prefill {
+            WhenNoPrefill::Instruction => Ok(Strategy::instruction()),
+            WhenNoPrefill::Restart => Ok(Strategy::Restart),
+            WhenNoPrefill::Error => {
+                Err("the target does not accept prefill and when_no_prefill is `error`".into())
+            }
+        }
+    }
+
+    /// A target answered a prefill with HTTP 400: it does not accept prefill after all.
+    pub fn prefill_refused(&self) -> bool {
+        self.class == FailureClass::PrefillRejected
+    }
+
+    /// After a [refused prefill](Self::prefill_refused): the same target again with `instead`
+    /// (the continue instruction, or a restart), unless an earlier attempt already tried that
+    /// target that way. `None` for any other failure, or when it was tried.
+    pub fn retry_refused_prefill(&self, instead: Strategy) -> Option<Plan> {
+        if !self.prefill_refused() {
+            return None;
+        }
+        let target = self.target?;
+        let tried = self
+            .history
+            .iter()
+            .any(|a| a.target() == Some(target) && a.strategy() == Some(&instead));
+        (!tried).then(|| self.retry(target, instead))
+    }
+
+    /// The request for the next attempt: the original, with `model` set to `target` and the
+    /// partial answer added as `strategy` says. `max_tokens` (or `max_completion_tokens`)
+    /// shrinks by the tokens already kept when the answer is continued.
+    ///
+    /// Fails with a clear message when the body is not a request this dialect can rewrite
+    /// (not JSON, no `messages` array, a prefill kind the dialect does not have...).
+    pub fn rewrite(
+        &self,
+        target: &str,
+        strategy: &Strategy,
+    ) -> Result<Request<Bytes>, RewriteError> {
+        let continuation = Continuation {
+            text: self.transcript.text(),
+            kept_tokens: self.transcript.kept_tokens(),
+        };
+        let body = self.dialect.spec().rewrite(
+            self.request.body(),
+            self.index,
+            target,
+            strategy,
+            &continuation,
+        )?;
+        Ok(crate::replay::rebuild(self.request, body))
+    }
+
+    /// [`rewrite`](Self::rewrite) into a [`Plan::retry`], or a give-up that says why the
+    /// request could not be rewritten.
+    pub fn retry(&self, target: &str, strategy: Strategy) -> Plan {
+        match self.rewrite(target, &strategy) {
+            Ok(request) => Plan::retry(target, strategy, request),
+            Err(err) => Plan::give_up(format!("cannot rewrite the request for {target}: {err}")),
+        }
+    }
+}
+
+/// Makes a [`Failure`] by hand, for a planner's unit tests: the request, what the client had
+/// received, and the attempts that failed before.
+///
+/// By default it is the first attempt (to the model the request names) failing with a broken
+/// stream before any of the answer reached the client.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_midstream::{
+///     Dialect, Failure, FailureClass, FallbackChain, Prefill, RetryPlanner, Strategy,
+/// };
+///
+/// let request = http::Request::post("/v1/messages").body(Bytes::from_static(
+///     br#"{"model":"big","max_tokens":99,"messages":[{"role":"user","content":"Hi"}]}"#,
+/// ))?;
+/// let scenario = Failure::builder(Dialect::ANTHROPIC_MESSAGES, request)
+///     .class(FailureClass::Stall)
+///     .sent_text("Once upon a");
+/// let mut chain = FallbackChain::new()
+///     .model("small", Prefill::Assistant)
+///     .fallbacks("big", ["small"]);
+/// let plan = chain.plan(&scenario.build());
+/// assert_eq!(plan.strategy(), Some(&Strategy::Prefill(Prefill::Assistant)));
+/// # Ok::<(), http::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct FailureBuilder {
+    dialect: Dialect,
+    request: Request<Bytes>,
+    index: RequestIndex,
+    transcript: Transcript,
+    /// Earlier attempts, then the one that failed.
+    history: Vec<AttemptError>,
+}
+
+impl FailureBuilder {
+    fn new(dialect: Dialect, request: Request<Bytes>) -> Self {
+        let index = RequestIndex::read(request.body());
+        let failed = AttemptError {
+            attempt: 1,
+            target: index.model_name.as_deref().map(Arc::from),
+            strategy: None,
+            class: FailureClass::Transport,
+            detail: "connection reset".into(),
+            error_type: None,
+        };
+        FailureBuilder {
+            dialect,
+            request,
+            index,
+            transcript: Transcript::new(usize::MAX),
+            history: vec![failed],
+        }
+    }
+
+    fn failed(&mut self) -> &mut AttemptError {
+        self.history
+            .last_mut()
+            .expect("the failed attempt is always there")
+    }
+
+    /// How the attempt failed (default: [`FailureClass::Transport`]).
+    pub fn class(mut self, class: FailureClass) -> Self {
+        self.failed().class = class;
+        self
+    }
+
+    /// What the upstream said or did (default: "connection reset").
+    pub fn detail(mut self, detail: &str) -> Self {
+        self.failed().detail = detail.into();
+        self
+    }
+
+    /// The failed attempt went to `target` with `strategy` (default: the first attempt, to the
+    /// model the request names).
+    pub fn attempt_to(mut self, target: &str, strategy: Strategy) -> Self {
+        let failed = self.failed();
+        failed.target = Some(target.into());
+        failed.strategy = Some(strategy);
+        self
+    }
+
+    /// An attempt that failed before this one, with `class`; call in order. The first call
+    /// describes the first attempt (its strategy is ignored: it is the request as sent).
+    pub fn after(mut self, target: &str, strategy: Strategy, class: FailureClass) -> Self {
+        let at = self.history.len() - 1;
+        let earlier = AttemptError {
+            attempt: 0,
+            target: Some(target.into()),
+            strategy: (at > 0).then_some(strategy),
+            class,
+            detail: class.to_string().into(),
+            error_type: None,
+        };
+        self.history.insert(at, earlier);
+        for (n, attempt) in self.history.iter_mut().enumerate() {
+            attempt.attempt = n as u32 + 1;
+        }
+        self
+    }
+
+    /// The client received `text` of the answer, as one delta (one token).
+    pub fn sent_text(mut self, text: &str) -> Self {
+        if !text.is_empty() {
+            self.transcript.mark_started();
+            if let Some(t) = self.transcript.text_mut() {
+                t.push_str(text);
+            }
+            self.transcript.check_limit();
+            self.transcript.add_kept_token();
+        }
+        self
+    }
+
+    /// The client received `calls` complete tool calls.
+    pub fn sent_tool_calls(mut self, calls: usize) -> Self {
+        self.transcript.mark_started();
+        for _ in 0..calls {
+            self.transcript.add_tool_call();
+        }
+        self
+    }
+
+    /// The answer the client received outgrew the transcript limit.
+    pub fn overflowed(mut self) -> Self {
+        let mut transcript = Transcript::new(0);
+        transcript.mark_started();
+        if let Some(t) = transcript.text_mut() {
+            t.push('…');
+        }
+        transcript.check_limit();
+        self.transcript = transcript;
+        self
+    }
+
+    /// The failure, as a planner sees it.
+    pub fn build(&self) -> Failure<'_> {
+        let failed = self
+            .history
+            .last()
+            .expect("the failed attempt is always there");
+        Failure {
+            class: failed.class,
+            detail: &failed.detail,
+            attempt: failed.attempt,
+            target: failed.target.as_deref(),
+            dialect: self.dialect,
+            request: &self.request,
+            index: &self.index,
+            transcript: &self.transcript,
+            history: &self.history,
+        }
+    }
+}

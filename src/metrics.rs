@@ -1,0 +1,125 @@
+//! An [`Observer`] on the `metrics` facade (the `metrics` feature).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::observe::{AttemptReport, Observer, RequestReport};
+
+/// Feeds the [`metrics`](https://docs.rs/metrics) facade, so any of its exporters (Prometheus,
+/// StatsD, OpenTelemetry...) gets the layer's figures. Needs the `metrics` cargo feature.
+///
+/// | metric | kind | labels | counts |
+/// |---|---|---|---|
+/// | `midstream_attempts_total` | counter | `target`, `strategy`, `class` | attempts, by how they ended: `class` is `completed`, `passed_on`, `client_gone` or the failure class (`transport`, `stall`, `status`...) |
+/// | `midstream_requests_total` | counter | `dialect`, `outcome` | requests: `completed`, `passed_on`, `gave_up`, `client_gone` |
+/// | `midstream_attempts_per_request` | histogram | `dialect`, `outcome` | attempts each request took, the first included |
+/// | `midstream_time_to_first_chunk_seconds` | histogram | `target`, `strategy` | per attempt whose bytes reached the client: from its call to its first bytes at the client |
+/// | `midstream_fallback_gap_seconds` | histogram | `target`, `strategy` | per fallback whose bytes reached the client: the pause the client saw, from the failure that interrupted it to the fallback's first bytes |
+/// | `midstream_usage_tokens_total` | counter | `target`, `type` (`input`, `output`) | tokens, as the upstreams reported them |
+///
+/// `strategy` is `original` (the first attempt), `restart`, `prefill` or `instruction`. The
+/// first attempt's `target` is the model the client's body names, which the client chooses:
+/// list the models you serve with [`targets`](Self::targets), so that any other is counted as
+/// `other` and a client cannot mint label values.
+///
+/// ```
+/// use tower_midstream::{FallbackChain, MetricsObserver, MidStreamFallbackLayer};
+///
+/// let layer = MidStreamFallbackLayer::new(FallbackChain::new())
+///     .observer(MetricsObserver::new().targets(["claude-sonnet-4-6", "claude-sonnet-4-5"]));
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MetricsObserver {
+    targets: Option<Arc<HashSet<Arc<str>>>>,
+}
+
+/// The label of a target not among those listed.
+const OTHER: &str = "other";
+
+impl MetricsObserver {
+    /// Records every target under its own name.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records these targets under their names and any other as `other`.
+    pub fn targets<I, T>(mut self, targets: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Arc<str>>,
+    {
+        self.targets = Some(Arc::new(targets.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    fn target_label(&self, target: Option<&str>) -> String {
+        match (target, &self.targets) {
+            (None, _) => OTHER.to_owned(),
+            (Some(t), Some(known)) if !known.contains(t) => OTHER.to_owned(),
+            (Some(t), _) => t.to_owned(),
+        }
+    }
+}
+
+impl Observer for MetricsObserver {
+    fn attempt_ended(&self, report: &AttemptReport) {
+        let attempt = report.attempt();
+        let target = self.target_label(attempt.target());
+        let strategy = attempt.strategy_label();
+        metrics::counter!(
+            "midstream_attempts_total",
+            "target" => target.clone(),
+            "strategy" => strategy,
+            "class" => report.outcome().class_name(),
+        )
+        .increment(1);
+        if let Some(t) = report.time_to_first_chunk() {
+            metrics::histogram!(
+                "midstream_time_to_first_chunk_seconds",
+                "target" => target.clone(),
+                "strategy" => strategy,
+            )
+            .record(t.as_secs_f64());
+        }
+        if let Some(gap) = report.fallback_gap() {
+            metrics::histogram!(
+                "midstream_fallback_gap_seconds",
+                "target" => target.clone(),
+                "strategy" => strategy,
+            )
+            .record(gap.as_secs_f64());
+        }
+        let usage = report.usage();
+        for (kind, tokens) in [
+            ("input", usage.input_tokens()),
+            ("output", usage.output_tokens()),
+        ] {
+            if let Some(tokens) = tokens {
+                metrics::counter!(
+                    "midstream_usage_tokens_total",
+                    "target" => target.clone(),
+                    "type" => kind,
+                )
+                .increment(tokens);
+            }
+        }
+    }
+
+    fn request_ended(&self, report: &RequestReport) {
+        let dialect = report.dialect().name();
+        let outcome = report.outcome().name();
+        metrics::counter!(
+            "midstream_requests_total",
+            "dialect" => dialect,
+            "outcome" => outcome,
+        )
+        .increment(1);
+        metrics::histogram!(
+            "midstream_attempts_per_request",
+            "dialect" => dialect,
+            "outcome" => outcome,
+        )
+        .record(f64::from(report.attempts()));
+    }
+}
