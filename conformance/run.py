@@ -21,9 +21,14 @@ answers a non-retryable 400; the per-request opt-out; a fallback declared to acc
 that answers it with 400.
 
 Prints a matrix client x dialect x failure class at the end; exits non-zero if any case fails.
+
+The SDK calls are wrappers in clients.py; the dialects and their models are entries of
+DIALECTS below: a new dialect's gateway cases are a wrapper and an entry, not new loops.
+
+`run.py --direct` checks the demo upstream alone instead: every wire format and server shape
+it speaks, straight through the official SDKs, no gateway and no fault (direct.py).
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -58,25 +63,52 @@ def bootstrap():
 
 bootstrap()
 
-import anthropic  # noqa: E402
-import httpx2  # noqa: E402
-import openai  # noqa: E402
-
 sys.path.insert(0, str(HERE))
+import clients  # noqa: E402
 import seams  # noqa: E402
 
 IDLE_MS = 300
 WORKERS = 4
-QUESTION = "What happens when a stream breaks half-way?"
-TOOL = {"name": "get_weather", "description": "Current weather in a city.",
-        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
-                         "required": ["city"]}}
-OPENAI_TOOL = {"type": "function", "function": {"name": TOOL["name"], "description": TOOL["description"],
-                                                 "parameters": TOOL["input_schema"]}}
 
 # What the client is told when every attempt fails: the original failure's class, by fault.
 ORIGINAL = {"reset": "stream broken", "stall": "stream stalled", "error": "error event in stream",
             "truncate": "stream ended early"}
+
+
+class Dialect:
+    """One client dialect the gateway serves, and how its cases are made.
+
+    `wrapper` names the SDK call (clients.WRAPPERS); `upstream` the gateway upstream of the
+    `dialect`; `models` the gateway's models for it as (name, upstream model, prefill,
+    fallbacks), where `{prefix}-a` is a primary whose fallback accepts prefill and `{prefix}-b`
+    one whose fallback rejects it; `answers` the x-demo-answer values; `status` a retryable
+    status; `tail` the events after the answer is complete (a failure there needs no fallback);
+    `prefill_rejected` a model whose first fallback is declared to take prefill but answers it
+    with 400. A new dialect's gateway cases are one more entry in DIALECTS."""
+
+    def __init__(self, wrapper, dialect, upstream, prefix, models, answers, status, tail, prefill_rejected=None):
+        self.wrapper, self.dialect, self.upstream, self.prefix = wrapper, dialect, upstream, prefix
+        self.models, self.answers, self.status, self.tail = models, answers, status, tail
+        self.prefill_rejected = prefill_rejected
+
+
+DIALECTS = [
+    Dialect("anthropic", "anthropic", "demo-anthropic", "claude", models=[
+        ("claude-a", "demo-claude-primary", "none", ["claude-prefill"]),
+        ("claude-b", "demo-claude-primary", "none", ["claude-no-prefill"]),
+        ("claude-c", "demo-claude-primary", "none", ["claude-liar", "claude-prefill"]),
+        ("claude-prefill", "demo-claude-prefill", "assistant", []),
+        ("claude-no-prefill", "demo-claude-no-prefill", "none", []),
+        # Declared to take prefill, but the model behind it rejects it with 400.
+        ("claude-liar", "demo-claude-no-prefill", "assistant", []),
+    ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c"),
+    Dialect("openai", "openai-chat", "demo-openai", "gpt", models=[
+        ("gpt-a", "demo-gpt-primary", "none", ["gpt-prefix"]),
+        ("gpt-b", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
+        ("gpt-prefix", "demo-gpt-prefix", "prefix", []),
+        ("gpt-no-prefix", "demo-gpt-no-prefix", "none", []),
+    ], answers=("text", "tool", "parallel-tools"), status="503", tail=3),
+]
 
 
 # ---- processes ---------------------------------------------------------------------------
@@ -121,143 +153,50 @@ def config(upstream: str) -> str:
         "keep_alive_ms = 100",
         'when_no_prefill = "instruction"',
     ]
-    for name, dialect in [("demo-anthropic", "anthropic"), ("demo-openai", "openai-chat")]:
-        lines += ["[[upstreams]]", f'name = "{name}"', f'dialect = "{dialect}"', f'base_url = "{upstream}"',
+    for d in DIALECTS:
+        lines += ["[[upstreams]]", f'name = "{d.upstream}"', f'dialect = "{d.dialect}"', f'base_url = "{upstream}"',
                   'api_key_env = "CONFORMANCE_UPSTREAM_KEY"']
-    models = [
-        # (name, upstream, upstream model, prefill, fallbacks)
-        ("claude-a", "demo-anthropic", "demo-claude-primary", "none", ["claude-prefill"]),
-        ("claude-b", "demo-anthropic", "demo-claude-primary", "none", ["claude-no-prefill"]),
-        ("claude-c", "demo-anthropic", "demo-claude-primary", "none", ["claude-liar", "claude-prefill"]),
-        ("claude-prefill", "demo-anthropic", "demo-claude-prefill", "assistant", []),
-        ("claude-no-prefill", "demo-anthropic", "demo-claude-no-prefill", "none", []),
-        # Declared to take prefill, but the model behind it rejects it with 400.
-        ("claude-liar", "demo-anthropic", "demo-claude-no-prefill", "assistant", []),
-        ("gpt-a", "demo-openai", "demo-gpt-primary", "none", ["gpt-prefix"]),
-        ("gpt-b", "demo-openai", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
-        ("gpt-prefix", "demo-openai", "demo-gpt-prefix", "prefix", []),
-        ("gpt-no-prefix", "demo-openai", "demo-gpt-no-prefix", "none", []),
-    ]
-    for name, upstream_name, upstream_model, prefill, fallbacks in models:
-        lines += ["[[models]]", f'name = "{name}"', f'upstream = "{upstream_name}"',
-                  f'upstream_model = "{upstream_model}"', f'prefill = "{prefill}"',
-                  "fallbacks = [" + ", ".join(f'"{f}"' for f in fallbacks) + "]"]
+    for d in DIALECTS:
+        for name, upstream_model, prefill, fallbacks in d.models:
+            lines += ["[[models]]", f'name = "{name}"', f'upstream = "{d.upstream}"',
+                      f'upstream_model = "{upstream_model}"', f'prefill = "{prefill}"',
+                      "fallbacks = [" + ", ".join(f'"{f}"' for f in fallbacks) + "]"]
     return "\n".join(lines) + "\n"
 
 
 # ---- clients -----------------------------------------------------------------------------
 
-class Tee(httpx2.BaseTransport):
-    """The SDK's transport, keeping a copy of the last response body as the SDK read it."""
-
-    def __init__(self):
-        self.inner = httpx2.HTTPTransport()
-        self.body = bytearray()
-        self.request = None
-
-    def handle_request(self, request):
-        self.request = (request.method, str(request.url), dict(request.headers), request.read())
-        response = self.inner.handle_request(request)
-        self.body = bytearray()
-        body, inner = self.body, response.stream
-
-        class Stream(httpx2.SyncByteStream):
-            def __iter__(self):
-                for chunk in inner:
-                    body.extend(chunk)
-                    yield chunk
-
-            def close(self):
-                inner.close()
-
-        return httpx2.Response(response.status_code, headers=response.headers, stream=Stream(),
-                               extensions=response.extensions)
-
-
-class Client:
-    """One SDK client and the bytes it last read."""
-
-    def __init__(self, kind: str, gateway: str):
-        self.kind = kind
-        self.tee = Tee()
-        http = httpx2.Client(transport=self.tee, timeout=60)
-        if kind == "anthropic":
-            self.sdk = anthropic.Anthropic(base_url=gateway, api_key="sk-client-own-key", http_client=http,
-                                           max_retries=0)
-        else:
-            self.sdk = openai.OpenAI(base_url=gateway + "/v1", api_key="sk-client-own-key", http_client=http,
-                                     max_retries=0)
-
-    def ask(self, model: str, answer: str, headers: dict, include_usage: bool):
-        """Streams one answer; returns (text, tools, thinking) from the SDK's final message."""
-        headers = {"x-demo-answer": answer, **headers}
-        if self.kind == "anthropic":
-            kwargs = dict(model=model, max_tokens=4096, messages=[{"role": "user", "content": QUESTION}],
-                          extra_headers=headers)
-            if answer == "thinking":
-                kwargs["thinking"] = {"type": "enabled", "budget_tokens": 1024}
-            if answer in ("tool", "parallel-tools"):
-                kwargs["tools"] = [TOOL]
-            with self.sdk.messages.stream(**kwargs) as stream:
-                message = stream.get_final_message()
-            text = "".join(b.text for b in message.content if b.type == "text")
-            tools = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
-            thinking = any(b.type in ("thinking", "redacted_thinking") for b in message.content)
-            return text, tools, thinking
-        kwargs = dict(model=model, messages=[{"role": "user", "content": QUESTION}], extra_headers=headers,
-                      max_completion_tokens=4096)
-        if include_usage:
-            kwargs["stream_options"] = {"include_usage": True}
-        if answer in ("tool", "parallel-tools"):
-            kwargs["tools"] = [OPENAI_TOOL]
-        with self.sdk.chat.completions.stream(**kwargs) as stream:
-            completion = stream.get_final_completion()
-        message = completion.choices[0].message
-        tools = []
-        for call in message.tool_calls or []:
-            try:
-                arguments = json.loads(call.function.arguments)
-            except ValueError:
-                arguments = call.function.arguments  # incomplete: never equal to the whole answer
-            tools.append((call.function.name, arguments))
-        return message.content or "", tools, False
-
-    def replay_raw(self) -> bytes:
-        """The whole response to the last request, read to its end (an SDK stops reading at an
-        error); the demo upstream is deterministic, so it is the stream the SDK was reading."""
-        method, url, headers, content = self.tee.request
-        with httpx2.Client(timeout=60) as http:
-            return http.request(method, url, headers=headers, content=content).content
-
-    def check_seams(self, include_usage: bool, expect_error=False):
-        raw = self.replay_raw() if expect_error else bytes(self.tee.body)
-        if self.kind == "anthropic":
-            return seams.anthropic(raw, expect_error=expect_error)
-        return seams.openai(raw, include_usage, expect_error=expect_error)
-
-
 _local = threading.local()
 
 
-def client(kind: str, gateway: str) -> Client:
+def client(kind: str, base: str) -> "clients.Wrapper":
+    """This thread's wrapper `kind` on `base` (SDK clients are not shared across threads)."""
     cache = getattr(_local, "clients", None)
     if cache is None:
         cache = _local.clients = {}
-    if kind not in cache:
-        cache[kind] = Client(kind, gateway)
-    return cache[kind]
+    if (kind, base) not in cache:
+        cache[(kind, base)] = clients.WRAPPERS[kind](base)
+    return cache[(kind, base)]
 
 
 # ---- cases -------------------------------------------------------------------------------
 
 class Case:
-    def __init__(self, sdk, answer, failure, fault, model, fallback, expect="whole", usage=True, extra=None):
-        self.sdk, self.answer, self.failure, self.fault = sdk, answer, failure, fault
+    def __init__(self, dialect, answer, failure, fault, model, fallback, expect="whole", usage=True, extra=None):
+        self.dialect, self.answer, self.failure, self.fault = dialect, answer, failure, fault
         self.model, self.fallback, self.expect, self.usage = model, fallback, expect, usage
         self.extra = extra or {}
 
+    @property
+    def sdk(self):
+        return self.dialect.wrapper
+
     def name(self):
         return f"{self.sdk}/{self.answer}/{self.fault}/{self.fallback}"
+
+
+def is_bad_request(err) -> bool:
+    return isinstance(err, clients.BAD_REQUEST) or getattr(err, "code", None) == 400
 
 
 def run_case(case: Case, gateway: str, wholes):
@@ -276,7 +215,7 @@ def run_case(case: Case, gateway: str, wholes):
     elif case.expect == "original-error":
         try:
             c.ask(case.model, case.answer, headers, case.usage)
-        except (anthropic.APIError, openai.APIError) as err:
+        except clients.API_ERRORS as err:
             message = str(err)
             original = ORIGINAL[case.failure]
             if original not in message:
@@ -289,8 +228,9 @@ def run_case(case: Case, gateway: str, wholes):
     elif case.expect == "bad-request":
         try:
             c.ask(case.model, case.answer, headers, case.usage)
-        except (anthropic.BadRequestError, openai.BadRequestError):
-            pass
+        except clients.API_ERRORS as err:
+            if not is_bad_request(err):
+                raise
         else:
             raise AssertionError("a non-retryable 400 did not reach the client as a 400")
     elif case.expect == "partial":
@@ -309,39 +249,42 @@ def event_count(gateway: str, sdk: str, answer: str, model: str) -> int:
 
 
 def cases(gateway: str):
+    """Every dialect x answer x failure class x position x kind of fallback, plus the cases
+    around them: every attempt failing, a client error, the opt-out, a lying fallback."""
     wholes, out = {}, []
-    plan = [("anthropic", a, "claude") for a in ("text", "tool", "thinking")] + \
-           [("openai", a, "gpt") for a in ("text", "tool", "parallel-tools")]
-    for sdk, answer, prefix in plan:
-        c = client(sdk, gateway)
-        wholes[(sdk, answer)] = c.ask(f"{prefix}-a", answer, {"x-demo-fault": "none"}, True)
-        c.check_seams(True)
-        n = event_count(gateway, sdk, answer, f"{prefix}-a")
-        for fallback, model in [("prefill", f"{prefix}-a"), ("no-prefill", f"{prefix}-b")]:
+    for d in DIALECTS:
+        for answer in d.answers:
+            sdk, primary = d.wrapper, f"{d.prefix}-a"
+            c = client(sdk, gateway)
+            wholes[(sdk, answer)] = c.ask(primary, answer, {"x-demo-fault": "none"}, True)
+            c.check_seams(True)
+            n = event_count(gateway, sdk, answer, primary)
+            for fallback, model in [("prefill", primary), ("no-prefill", f"{d.prefix}-b")]:
+                for failure in ("reset", "stall", "error", "truncate"):
+                    for at in range(n):
+                        usage = at % 2 == 0  # OpenAI: with and without a usage chunk
+                        out.append(Case(d, answer, failure, f"{failure}@{at}", model, fallback, usage=usage))
+                out.append(Case(d, answer, "status", d.status, model, fallback))
+            # Positions where the answer is still incomplete: before the events that only
+            # close it. Later, the layer closes the stream itself and no attempt is needed.
+            last = n - 1 - d.tail
             for failure in ("reset", "stall", "error", "truncate"):
-                for at in range(n):
-                    usage = at % 2 == 0  # OpenAI: with and without a usage chunk
-                    out.append(Case(sdk, answer, failure, f"{failure}@{at}", model, fallback, usage=usage))
-            status = "529" if sdk == "anthropic" else "503"
-            out.append(Case(sdk, answer, "status", status, model, fallback))
-        # Positions where the answer is still incomplete: before message_delta (Anthropic) or
-        # finish_reason (OpenAI, followed by the usage chunk and [DONE]). Later, the layer
-        # closes the stream itself and no attempt is needed.
-        last = n - 2 if sdk == "anthropic" else n - 3
-        for failure in ("reset", "stall", "error", "truncate"):
-            for at in (1, n // 2, last):
-                out.append(Case(sdk, answer, failure, f"{failure}@{at}, fallbacks=503", f"{prefix}-a", "all-fail",
-                                expect="original-error"))
-        out.append(Case(sdk, answer, "client-error", "400", f"{prefix}-a", "none", expect="bad-request"))
-        out.append(Case(sdk, answer, "opt-out", f"truncate@{n // 2}", f"{prefix}-a", "off", expect="partial",
-                        extra={"x-midstream-fallback": "off"}))
-        if sdk == "anthropic":
-            for at in (2, n // 2):
-                out.append(Case(sdk, answer, "reset", f"reset@{at}", "claude-c", "prefill-rejected"))
+                for at in (1, n // 2, last):
+                    out.append(Case(d, answer, failure, f"{failure}@{at}, fallbacks=503", primary, "all-fail",
+                                    expect="original-error"))
+            out.append(Case(d, answer, "client-error", "400", primary, "none", expect="bad-request"))
+            out.append(Case(d, answer, "opt-out", f"truncate@{n // 2}", primary, "off", expect="partial",
+                            extra={"x-midstream-fallback": "off"}))
+            if d.prefill_rejected:
+                for at in (2, n // 2):
+                    out.append(Case(d, answer, "reset", f"reset@{at}", d.prefill_rejected, "prefill-rejected"))
     return wholes, out
 
 
 def main():
+    if "--direct" in sys.argv[1:]:
+        import direct
+        return direct.main(build_gateway(), start)
     gateway_bin = build_gateway()
     work = Path(tempfile.mkdtemp(prefix="conformance-"))
     log = open(work / "processes.log", "w")
@@ -372,9 +315,8 @@ def main():
 
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for case, error in pool.map(one, all_cases):
-                dialect = "anthropic" if case.sdk == "anthropic" else "openai-chat"
-                client_name = f"{case.sdk}=={anthropic.__version__ if case.sdk == 'anthropic' else openai.__version__}"
-                results[(client_name, dialect, case.failure)]["failed" if error else "passed"] += 1
+                client_name = client(case.sdk, gateway).version()
+                results[(client_name, case.dialect.dialect, case.failure)]["failed" if error else "passed"] += 1
                 if error:
                     failures.append(f"{case.name()} ({case.model}): {error}")
 
