@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::failure::Failure;
 use crate::plan::{Plan, RetryPlanner};
 use crate::strategy::{Prefill, Strategy, DEFAULT_INSTRUCTION};
+use crate::target::Target;
 
 /// What to do when text already reached the client and the next target does not accept
 /// prefill (or the request forbids it).
@@ -76,7 +77,7 @@ pub struct FallbackChain {
 
 #[derive(Debug, Clone, Default)]
 struct Shared {
-    prefill: HashMap<String, Prefill>,
+    targets: HashMap<Arc<str>, Target>,
     fallbacks: HashMap<String, Vec<Arc<str>>>,
     default_fallbacks: Vec<Arc<str>>,
     when_no_prefill: WhenNoPrefill,
@@ -89,12 +90,22 @@ impl FallbackChain {
         Self::default()
     }
 
-    /// Declares how `model` accepts prefill.
-    pub fn model(mut self, model: impl Into<String>, prefill: Prefill) -> Self {
-        Arc::make_mut(&mut self.shared)
-            .prefill
-            .insert(model.into(), prefill);
+    /// Declares how `model` accepts prefill: `target(Target::new(model).prefill(prefill))`.
+    pub fn model(self, model: impl Into<String>, prefill: Prefill) -> Self {
+        self.target(Target::new(model.into()).prefill(prefill))
+    }
+
+    /// Declares a target: what the chain knows of it replaces any earlier declaration of the
+    /// same name.
+    pub fn target(mut self, target: Target) -> Self {
+        let name: Arc<str> = Arc::from(target.name());
+        Arc::make_mut(&mut self.shared).targets.insert(name, target);
         self
+    }
+
+    /// The target called `name`, if it was declared.
+    pub fn target_of(&self, name: &str) -> Option<&Target> {
+        self.shared.targets.get(name)
     }
 
     /// The models to try, in order, when a request for `model` fails. `model` may list
@@ -138,11 +149,7 @@ impl FallbackChain {
     /// How `model` accepts prefill, as declared with [`model`](Self::model); a model never
     /// declared is taken to reject it ([`Prefill::None`]).
     pub fn prefill_of(&self, model: &str) -> Prefill {
-        self.shared
-            .prefill
-            .get(model)
-            .copied()
-            .unwrap_or(Prefill::None)
+        self.target_of(model).map_or(Prefill::None, Target::accepts)
     }
 
     /// The fallbacks of `model`, in order: its own list, else the default list.

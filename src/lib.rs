@@ -210,6 +210,7 @@ mod service;
 mod sse;
 mod strategy;
 mod stream;
+mod target;
 mod trace;
 mod transcript;
 mod untrusted;
@@ -229,6 +230,7 @@ pub use provenance::Provenance;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
 pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};
+pub use target::Target;
 pub use transcript::Transcript;
 pub use untrusted::Redactor;
 

@@ -1,0 +1,52 @@
+//! What the built-in planner knows about one model it can send a request to.
+
+use std::sync::Arc;
+
+use crate::strategy::Prefill;
+
+/// A model a [`FallbackChain`](crate::FallbackChain) may send a request to, and what it
+/// accepts.
+///
+/// Every fact about a target lives here, so that a chain, a planner wrapping one, and the
+/// example gateway's config read it from one place.
+///
+/// ```
+/// use tower_midstream::{FallbackChain, Prefill, Target};
+///
+/// let chain = FallbackChain::new()
+///     .target(Target::new("claude-sonnet-4-5").prefill(Prefill::Assistant))
+///     .target(Target::new("claude-sonnet-4-6")) // rejects prefill: gets the instruction
+///     .fallbacks("claude-sonnet-4-6", ["claude-sonnet-4-5"]);
+/// assert_eq!(chain.target_of("claude-sonnet-4-5").unwrap().accepts(), Prefill::Assistant);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    name: Arc<str>,
+    prefill: Prefill,
+}
+
+impl Target {
+    /// The model called `name`, taken to reject prefill until declared otherwise.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Target {
+            name: name.into(),
+            prefill: Prefill::None,
+        }
+    }
+
+    /// How it accepts its own partial answer (default [`Prefill::None`]: never sent one).
+    pub fn prefill(mut self, prefill: Prefill) -> Self {
+        self.prefill = prefill;
+        self
+    }
+
+    /// Its name: the `model` a request for it carries.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How it accepts prefill, as declared.
+    pub fn accepts(&self) -> Prefill {
+        self.prefill
+    }
+}
