@@ -195,17 +195,21 @@ impl<'a> Failure<'a> {
     /// shrinks by the tokens already kept when the answer is continued.
     ///
     /// Fails with a clear message when the body is not a request this dialect can rewrite
-    /// (not JSON, no `messages` array, a prefill kind the dialect does not have...).
+    /// (not JSON, no `messages` array, a prefill kind the dialect does not have...), or when
+    /// the request cannot be retried once the client has part of the response (an OpenAI
+    /// Responses request with `background: true`, whose response goes on at the provider).
     pub fn rewrite(
         &self,
         target: &str,
         strategy: &Strategy,
     ) -> Result<Request<Bytes>, RewriteError> {
+        let spec = self.dialect.spec();
+        spec.check_retry(strategy, self.index, self.transcript)?;
         let continuation = Continuation {
             text: self.transcript.text(),
             kept_tokens: self.transcript.kept_tokens(),
         };
-        let body = self.dialect.spec().rewrite(
+        let body = spec.rewrite(
             self.request.body(),
             self.index,
             target,

@@ -33,6 +33,7 @@ pub(crate) const WIRE: Wire = Wire {
     request: RequestShape {
         model: "model",
         messages: "messages",
+        text_conversation: false,
         limits: &["max_tokens"],
         extra: &["thinking"],
     },

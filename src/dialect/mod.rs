@@ -5,8 +5,8 @@
 //! dialect shares (modes, hold budgets, seam bookkeeping, the outline of a rewrite) lives once,
 //! in `crate::relay` and `crate::rewrite`.
 //!
-//! Adding a format (say the OpenAI Responses API) is one new file with a `const WIRE: Wire`
-//! (its facts, its codec and its rules), its `mod` line and one line in [`REGISTRY`].
+//! Adding a format is one new file with a `const WIRE: Wire` (its facts, its codec and its
+//! rules), its `mod` line and one line in [`REGISTRY`] (`openai_responses.rs` is the newest).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -22,18 +22,20 @@ use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
 use crate::strategy::{RewriteError, Strategy};
+use crate::transcript::Transcript;
 use crate::untrusted::{escaped, Redactor};
 
 pub(crate) use crate::rewrite::Continuation;
 
 mod anthropic;
 mod openai_chat;
+mod openai_responses;
 
 /// The wire format of a request and its stream.
 ///
 /// By default the layer recognizes it from the request path (`…/messages` for Anthropic
-/// Messages, `…/chat/completions` for OpenAI Chat Completions) and passes any other request
-/// through untouched. Fix it for a whole layer with
+/// Messages, `…/chat/completions` for OpenAI Chat Completions, `…/responses` for the OpenAI
+/// Responses API) and passes any other request through untouched. Fix it for a whole layer with
 /// [`MidStreamFallbackLayer::dialect`](crate::MidStreamFallbackLayer::dialect), or for one
 /// request by inserting a `Dialect` into its extensions.
 #[derive(Clone, Copy)]
@@ -44,8 +46,10 @@ impl Dialect {
     pub const ANTHROPIC_MESSAGES: Dialect = Dialect(&anthropic::WIRE);
     /// OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
     pub const OPENAI_CHAT: Dialect = Dialect(&openai_chat::WIRE);
+    /// The OpenAI Responses API (`POST /v1/responses`).
+    pub const OPENAI_RESPONSES: Dialect = Dialect(&openai_responses::WIRE);
 
-    /// `anthropic` or `openai-chat`.
+    /// `anthropic`, `openai-chat` or `openai-responses`.
     pub fn name(&self) -> &'static str {
         self.0.name
     }
@@ -56,7 +60,7 @@ impl Dialect {
         REGISTRY.iter().copied().find(|d| path.ends_with(d.0.path))
     }
 
-    /// The dialect called `name` (`anthropic`, `openai-chat`).
+    /// The dialect called `name` (`anthropic`, `openai-chat`, `openai-responses`).
     pub fn from_name(name: &str) -> Option<Dialect> {
         REGISTRY.iter().copied().find(|d| d.name() == name)
     }
@@ -77,7 +81,11 @@ impl Dialect {
 }
 
 /// Every known dialect, in the order paths are matched.
-const REGISTRY: &[Dialect] = &[Dialect::ANTHROPIC_MESSAGES, Dialect::OPENAI_CHAT];
+const REGISTRY: &[Dialect] = &[
+    Dialect::ANTHROPIC_MESSAGES,
+    Dialect::OPENAI_CHAT,
+    Dialect::OPENAI_RESPONSES,
+];
 
 impl fmt::Debug for Dialect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -191,6 +199,29 @@ pub(crate) trait Rules: Send + Sync + 'static {
     fn min_token_limit(&self, _index: &RequestIndex) -> u64 {
         1
     }
+
+    /// A conversation given as one string (a JSON string literal, as it came), written as the
+    /// turn that opens an array of them; `None`: this format's conversation is always an array.
+    fn text_turn(&self, _literal: &str) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Whether a partial answer continues the client's own trailing assistant message (a
+    /// prefill the client began) rather than following it as a message of its own.
+    fn extends_own_prefill(&self) -> bool {
+        true
+    }
+
+    /// Why this request cannot be retried as `strategy` once the client has `transcript`, if
+    /// it cannot (checked before any rewrite, restarts included).
+    fn check_retry(
+        &self,
+        _strategy: &Strategy,
+        _index: &RequestIndex,
+        _transcript: &Transcript,
+    ) -> Rewritten<()> {
+        Ok(())
+    }
 }
 
 /// Reads one attempt's stream: each event into the dialect-neutral items the core decides on.
@@ -288,6 +319,36 @@ pub(crate) trait Encode: Send {
     /// What to send while waiting for a fallback, so that the client and the timeouts around
     /// it do not give up.
     fn keep_alive(&self) -> Bytes;
+
+    /// Whether it follows the client's stream: it is then told about every event that goes
+    /// out as it came ([`sent`](Self::sent), [`sent_text`](Self::sent_text)), and once it has
+    /// written an event itself ([`wrote`](Self::wrote)) no event goes out as it came any more
+    /// (a keep-alive or client error of the upstream included). For a wire whose later events
+    /// depend on the earlier ones (numbered events; closing events that repeat the whole
+    /// answer). Asked once per stream.
+    fn follows(&self) -> bool {
+        false
+    }
+
+    /// Whether it has written an event of its own numbering, when it [`follows`](Self::follows)
+    /// the client's stream.
+    fn wrote(&self) -> bool {
+        false
+    }
+
+    /// What it may keep of the client's stream, when it [`follows`](Self::follows) it.
+    fn bound(&mut self, _limits: &Limits) {}
+
+    /// An event went out to the client as it came; `items` are what it said.
+    fn sent(&mut self, _items: &[Item], _src: &Source<'_>) {}
+
+    /// A piece of text went out as it came, in the client's block `index` (the fast lane): a
+    /// JSON string literal that reads exactly, `plain` if it has no escapes.
+    fn sent_text(&mut self, _index: u32, _literal: &str, _plain: bool) {}
+
+    /// The events that follow come from another attempt, and the client has events of an
+    /// earlier one.
+    fn splice(&mut self) {}
 }
 
 /// A failure seen inside a stream.

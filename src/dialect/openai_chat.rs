@@ -43,6 +43,7 @@ pub(crate) const WIRE: Wire = Wire {
     request: RequestShape {
         model: "model",
         messages: "messages",
+        text_conversation: false,
         limits: &["max_completion_tokens", "max_tokens"],
         extra: &["continue_final_message", "add_generation_prompt"],
     },

@@ -135,6 +135,10 @@ pub(crate) enum Item {
     Error(InBand),
     /// A keep-alive (`ping`): proves the connection, not progress.
     KeepAlive,
+    /// An event that only restates what earlier events of its block said (the Responses
+    /// API's `.done` events carry whole values): nothing goes out for it; the encoder writes
+    /// its own, from what the client has, when the block closes.
+    Restated,
     /// Nothing the core needs; it goes on as it came where it can.
     Other,
 }

@@ -111,6 +111,8 @@ pub(crate) struct Relay {
     /// The client's wire.
     wire: Dialect,
     encoder: Box<dyn Encode>,
+    /// The encoder follows the client's stream ([`Encode::follows`]).
+    follows: bool,
     transcript: Transcript,
     client: Client,
     /// Complete tool blocks waiting for the end of the message or a text block.
@@ -134,10 +136,13 @@ impl std::fmt::Debug for dyn Encode {
 
 impl Relay {
     pub(crate) fn new(wire: Dialect, limits: Limits) -> Self {
+        let mut encoder = wire.spec().codec.encoder();
+        encoder.bound(&limits);
         Relay {
             mode: Mode::Streaming,
             wire,
-            encoder: wire.spec().codec.encoder(),
+            follows: encoder.follows(),
+            encoder,
             transcript: Transcript::new(limits.transcript),
             client: Client::default(),
             ready: Vec::new(),
@@ -183,9 +188,14 @@ impl Relay {
             return Step::Continue(Carried::Content);
         }
         if self.mode != Mode::Streaming {
-            // After a client error or the terminal event, the rest goes out as it comes.
+            // After a client error or the terminal event, the rest goes out as it comes (or
+            // fitted to the client's numbering, once the encoder numbers its events).
             if self.same_wire() {
-                out.forward(ev);
+                if self.numbering() {
+                    self.restamp_raw(ev, out);
+                } else {
+                    out.forward(ev);
+                }
             }
             return Step::Continue(if ev.fields.has_fields() {
                 Carried::Event
@@ -259,6 +269,9 @@ impl Relay {
             read_literal(text.literal, text.plain, t)
         });
         out.forward(ev);
+        if self.follows {
+            self.encoder.sent_text(text.block, text.literal, text.plain);
+        }
         true
     }
 
@@ -314,7 +327,11 @@ impl Relay {
             if with_start {
                 self.started();
             }
+            if self.follows {
+                self.encoder.sent(&self.items, &src);
+            }
         }
+        self.sync_numbering();
         match self.mode {
             Mode::Done => Step::Done,
             _ => Step::Continue(carried),
@@ -389,8 +406,9 @@ impl Relay {
                 }
                 self.client.finish_sent = true;
                 self.client.usage_sent |= usage.is_some();
+                // Read after the prelude, which may have made the encoder number events.
                 pass(
-                    as_came && (usage.is_none() || self.attempt.usage_base == 0),
+                    self.attempt.as_came && (usage.is_none() || self.attempt.usage_base == 0),
                     0,
                 )
             }
@@ -398,7 +416,7 @@ impl Relay {
                 self.report(usage);
                 self.prelude(out);
                 self.client.usage_sent = true;
-                pass(as_came && self.attempt.usage_base == 0, 0)
+                pass(self.attempt.as_came && self.attempt.usage_base == 0, 0)
             }
             Item::UsageComing => {
                 self.client.usage_coming = true;
@@ -407,7 +425,7 @@ impl Relay {
             Item::Terminal => {
                 self.prelude(out);
                 self.mode = Mode::Done;
-                pass(as_came, 0)
+                pass(self.attempt.as_came, 0)
             }
             Item::Error(error) => {
                 if !error.client {
@@ -416,10 +434,12 @@ impl Relay {
                 // A retry elsewhere would fail alike: the client gets the upstream's own words.
                 self.prelude(out);
                 self.mode = Mode::Passthrough;
-                pass(same_wire, 0)
+                pass(same_wire && !self.numbering(), 0)
             }
-            Item::KeepAlive if same_wire => Outcome::AsCame(0),
+            Item::KeepAlive if same_wire && !self.numbering() => Outcome::AsCame(0),
+            Item::KeepAlive if same_wire => Outcome::Render(0),
             Item::KeepAlive => Outcome::Quiet,
+            Item::Restated => Outcome::Quiet,
             Item::Other if as_came => Outcome::AsCame(0),
             Item::Other if same_wire => Outcome::Render(0),
             Item::Other => Outcome::Quiet,
@@ -631,6 +651,54 @@ impl Relay {
             self.budget.give(held.size());
             self.emit_held(held, out);
         }
+        self.sync_numbering();
+    }
+
+    /// Whether the encoder numbers the client's events now: then nothing goes out as it came.
+    fn numbering(&self) -> bool {
+        self.follows && self.encoder.wrote()
+    }
+
+    /// Once the encoder numbers the client's events, the attempt's go through it.
+    fn sync_numbering(&mut self) {
+        if self.numbering() {
+            self.attempt.as_came = false;
+        }
+    }
+
+    /// An event of the client's wire after the stream's end or a client error, fitted to the
+    /// encoder's numbering.
+    fn restamp_raw(&mut self, ev: &Event<'_>, out: &mut Outbox) {
+        let Ok(raw) = std::str::from_utf8(ev.raw) else {
+            return;
+        };
+        let fields = ev.fields;
+        let mut data = String::new();
+        for (i, line) in fields.data().iter().enumerate() {
+            if i > 0 {
+                data.push('\n');
+            }
+            data.push_str(raw.get(line.clone()).unwrap_or(""));
+        }
+        if data.is_empty() {
+            out.forward(ev);
+            return;
+        }
+        let src = Source {
+            data: &data,
+            name: fields.event().and_then(|r| raw.get(r)),
+            wire: self.wire,
+        };
+        self.restamp_error(&src, out);
+    }
+
+    /// An upstream event (an error, maybe quoting a key) restamped by the encoder, redacted.
+    fn restamp_error(&mut self, src: &Source<'_>, out: &mut Outbox) {
+        let mut aside = out.aside();
+        self.encoder.restamp(src, &mut aside);
+        while let Some(bytes) = aside.pop() {
+            out.push_error(bytes);
+        }
     }
 
     fn close_text(&mut self, out: &mut Outbox) {
@@ -663,6 +731,7 @@ impl Relay {
         } else {
             self.transcript.add_tool_call();
         }
+        self.sync_numbering();
     }
 
     /// The client is about to get something the encoder writes: its start first, if owed.
@@ -691,8 +760,11 @@ impl Relay {
         let base = self.attempt.usage_base;
         match item {
             // A start goes out with the first event written after it.
-            Item::Start(_) | Item::UsageComing | Item::ToolName { .. } | Item::BlockStop { .. } => {
-            }
+            Item::Start(_)
+            | Item::UsageComing
+            | Item::ToolName { .. }
+            | Item::BlockStop { .. }
+            | Item::Restated => {}
             Item::BlockStart { kind, native, .. } => {
                 self.ensure_started(out);
                 self.encoder.block_start(client, kind, native, src, out);
@@ -731,7 +803,9 @@ impl Relay {
                 self.encoder
                     .error(&ErrorKind::Named(kind.into()), &message, out);
             }
-            // Of the client's own wire, whole: as it came, on its own.
+            // Of the client's own wire, whole: as it came, on its own (numbered anew where the
+            // encoder numbers events).
+            Item::Error(_) | Item::KeepAlive if self.follows => self.restamp_error(src, out),
             Item::Error(_) => out.push_error(sse_event(src.name, src.data.as_bytes())),
             Item::KeepAlive => out.push(sse_event(src.name, src.data.as_bytes())),
             Item::Other => self.encoder.restamp(src, out),
@@ -802,7 +876,11 @@ impl Relay {
             }
         });
         let verbatim = !self.client.started;
-        let as_came = wire == self.wire && (verbatim || !spec.stamps_every_event);
+        let as_came =
+            wire == self.wire && (verbatim || !spec.stamps_every_event) && !self.numbering();
+        if !verbatim {
+            self.encoder.splice();
+        }
         self.attempt = Attempt::new(
             wire,
             verbatim,
