@@ -177,9 +177,10 @@ async fn when_every_attempt_fails_the_client_hears_of_the_original_failure_and_r
             text: HELLO.concat(),
             ..Whole::default()
         };
-        let primary = match dialect {
-            Dialect::Anthropic => anthropic_text_stream(&HELLO),
-            Dialect::OpenAi => openai_text_stream(&HELLO),
+        let primary = if dialect == Dialect::Anthropic {
+            anthropic_text_stream(&HELLO)
+        } else {
+            openai_text_stream(&HELLO)
         };
         let lead = if dialect == Dialect::Anthropic { 3 } else { 2 };
         let upstream = Upstream::new(dialect, whole)
@@ -218,9 +219,10 @@ async fn when_every_attempt_fails_the_client_hears_of_the_original_failure_and_r
         .await;
         assert_eq!(out.status, 200);
         let events = check::parse_sse(&out.bytes);
-        let got = match dialect {
-            Dialect::Anthropic => check::anthropic(&events).unwrap(),
-            Dialect::OpenAi => check::openai(&events, true).unwrap(),
+        let got = if dialect == Dialect::Anthropic {
+            check::anthropic(&events).unwrap()
+        } else {
+            check::openai(&events, true).unwrap()
         };
         let message = got.error.expect("an error event");
         let original = if dialect == Dialect::Anthropic {
@@ -383,7 +385,7 @@ async fn an_oversized_request_gets_a_413_in_its_dialect_and_no_upstream_call() {
         json!({"model":"primary","messages":[{"role":"user","content":"x".repeat(5000)}]})
             .to_string(),
     );
-    for dialect in [Dialect::Anthropic, Dialect::OpenAi] {
+    for dialect in [Dialect::Anthropic, Dialect::OpenAi, Dialect::Responses] {
         // Known in advance (content length) and found while reading (chunks of unknown size).
         for announced in [true, false] {
             let upstream = Upstream::new(dialect, Whole::default());
@@ -408,7 +410,7 @@ async fn an_oversized_request_gets_a_413_in_its_dialect_and_no_upstream_call() {
                     assert_eq!(body["error"]["type"], "request_too_large");
                     body["error"]["message"].as_str().unwrap().to_owned()
                 }
-                Dialect::OpenAi => {
+                Dialect::OpenAi | Dialect::Responses => {
                     assert_eq!(body["error"]["code"], "request_too_large");
                     body["error"]["message"].as_str().unwrap().to_owned()
                 }
