@@ -84,12 +84,23 @@ class Dialect:
     one whose fallback rejects it; `answers` the x-demo-answer values; `status` a retryable
     status; `tail` the events after the answer is complete (a failure there needs no fallback);
     `prefill_rejected` a model whose first fallback is declared to take prefill but answers it
-    with 400. A new dialect's gateway cases are one more entry in DIALECTS."""
+    with 400. `stride` samples the failure positions (every `stride`-th, plus the first and last
+    three) to keep CI's time in check; the Rust splice matrix keeps every position.
+    `truncation_raises`: an SDK that raises on a stream without its terminal event (the Responses
+    helpers) rather than returning the partial answer. A new dialect's gateway cases are one more
+    entry in DIALECTS."""
 
-    def __init__(self, wrapper, dialect, upstream, prefix, models, answers, status, tail, prefill_rejected=None):
+    def __init__(self, wrapper, dialect, upstream, prefix, models, answers, status, tail, prefill_rejected=None,
+                 stride=1, truncation_raises=False):
         self.wrapper, self.dialect, self.upstream, self.prefix = wrapper, dialect, upstream, prefix
         self.models, self.answers, self.status, self.tail = models, answers, status, tail
         self.prefill_rejected = prefill_rejected
+        self.stride, self.truncation_raises = stride, truncation_raises
+
+    def positions(self, n):
+        if self.stride <= 1:
+            return list(range(n))
+        return sorted(set(range(0, n, self.stride)) | {p for p in (0, 1, 2, n - 3, n - 2, n - 1) if 0 <= p < n})
 
 
 DIALECTS = [
@@ -108,6 +119,19 @@ DIALECTS = [
         ("gpt-prefix", "demo-gpt-prefix", "prefix", []),
         ("gpt-no-prefix", "demo-gpt-no-prefix", "none", []),
     ], answers=("text", "tool", "parallel-tools"), status="503", tail=3),
+    # The Responses API has no prefill: both kinds of fallback continue by instruction. Its
+    # answer is complete only with response.completed (tail 0). Two SDK calls: the helper
+    # (responses.stream) and raw iteration (responses.create(stream=True)).
+    Dialect("openai-responses", "openai-responses", "demo-responses", "resp", models=[
+        ("resp-a", "demo-gpt-primary", "none", ["resp-fallback"]),
+        ("resp-b", "demo-gpt-primary", "none", ["resp-fallback"]),
+        ("resp-fallback", "demo-gpt-no-prefix", "none", []),
+    ], answers=("text", "tool", "thinking"), status="503", tail=0, stride=3, truncation_raises=True),
+    Dialect("openai-responses-raw", "openai-responses", "demo-responses-raw", "rraw", models=[
+        ("rraw-a", "demo-gpt-primary", "none", ["rraw-fallback"]),
+        ("rraw-b", "demo-gpt-primary", "none", ["rraw-fallback"]),
+        ("rraw-fallback", "demo-gpt-no-prefix", "none", []),
+    ], answers=("text", "tool", "thinking"), status="503", tail=0, stride=5, truncation_raises=True),
 ]
 
 
@@ -233,6 +257,14 @@ def run_case(case: Case, gateway: str, wholes):
                 raise
         else:
             raise AssertionError("a non-retryable 400 did not reach the client as a 400")
+    elif case.expect == "truncation-raises":
+        # Opted out, in a dialect whose SDK needs the terminal event: it raises rather than
+        # returning a partial answer as if whole.
+        try:
+            got = c.ask(case.model, case.answer, headers, case.usage)
+        except Exception:  # noqa: BLE001 - the SDK's own exception, whatever its class
+            return
+        raise AssertionError(f"a truncated stream returned an answer: {got}")
     elif case.expect == "partial":
         # Opted out: the primary's early end reaches the client as it happened, no fallback:
         # the SDK ends with part of the answer (text cut short, or tool calls missing or cut).
@@ -261,7 +293,7 @@ def cases(gateway: str):
             n = event_count(gateway, sdk, answer, primary)
             for fallback, model in [("prefill", primary), ("no-prefill", f"{d.prefix}-b")]:
                 for failure in ("reset", "stall", "error", "truncate"):
-                    for at in range(n):
+                    for at in d.positions(n):
                         usage = at % 2 == 0  # OpenAI: with and without a usage chunk
                         out.append(Case(d, answer, failure, f"{failure}@{at}", model, fallback, usage=usage))
                 out.append(Case(d, answer, "status", d.status, model, fallback))
@@ -273,7 +305,8 @@ def cases(gateway: str):
                     out.append(Case(d, answer, failure, f"{failure}@{at}, fallbacks=503", primary, "all-fail",
                                     expect="original-error"))
             out.append(Case(d, answer, "client-error", "400", primary, "none", expect="bad-request"))
-            out.append(Case(d, answer, "opt-out", f"truncate@{n // 2}", primary, "off", expect="partial",
+            out.append(Case(d, answer, "opt-out", f"truncate@{n // 2}", primary, "off",
+                            expect="truncation-raises" if d.truncation_raises else "partial",
                             extra={"x-midstream-fallback": "off"}))
             if d.prefill_rejected:
                 for at in (2, n // 2):

@@ -297,7 +297,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             err(
                 key("dialect"),
                 format!(
-                    "unknown dialect `{}`: expected \"anthropic\" or \"openai-chat\"",
+                    "unknown dialect `{}`: expected \"anthropic\", \"openai-chat\" or \"openai-responses\"",
                     u.dialect
                 ),
             )

@@ -334,7 +334,7 @@ impl Router {
                 StatusCode::NOT_FOUND,
                 ErrorKind::NotFound,
                 &format!(
-                    "{} {} is not served here: use POST /v1/messages or POST /v1/chat/completions",
+                    "{} {} is not served here: use POST /v1/messages, /v1/chat/completions or /v1/responses",
                     req.method(),
                     req.uri().path()
                 ),
@@ -496,6 +496,7 @@ fn endpoint_dialect(path: &str) -> Option<Dialect> {
     match path {
         "/v1/messages" | "/v1/messages/count_tokens" => Some(Dialect::ANTHROPIC_MESSAGES),
         "/v1/chat/completions" => Some(Dialect::OPENAI_CHAT),
+        "/v1/responses" => Some(Dialect::OPENAI_RESPONSES),
         _ => None,
     }
 }
@@ -503,6 +504,8 @@ fn endpoint_dialect(path: &str) -> Option<Dialect> {
 fn endpoint_of(dialect: Dialect) -> &'static str {
     if dialect == Dialect::ANTHROPIC_MESSAGES {
         "/v1/messages"
+    } else if dialect == Dialect::OPENAI_RESPONSES {
+        "/v1/responses"
     } else {
         "/v1/chat/completions"
     }

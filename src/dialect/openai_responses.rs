@@ -206,10 +206,15 @@ impl Decode for EventDecoder {
                     (
                         "response.reasoning_summary_text.delta" | "response.reasoning_text.delta",
                         false,
-                    ) => items.push(Item::Reasoning {
-                        block,
-                        literal: literal()?,
-                    }),
+                    ) => {
+                        // Read (it counts as generated) and kept as it came: the replay of a
+                        // reasoning item has every summary part's deltas before its `.done`.
+                        items.push(Item::Reasoning {
+                            block,
+                            literal: literal()?,
+                        });
+                        items.push(Item::OtherDelta { block });
+                    }
                     _ => items.push(Item::OtherDelta { block }),
                 }
             }
@@ -773,9 +778,8 @@ impl Encode for EventEncoder {
         self.set_output(index, Output::Whole(item));
     }
 
-    fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, _: &mut Outbox) {
+    fn finish(&mut self, _: Stop, base: u32, src: &Source<'_>, _: &mut Outbox) {
         // Written with the terminal event, which is the same event on this wire.
-        let _ = stop;
         if !src.wire.is(&WIRE) {
             return;
         }
@@ -850,15 +854,7 @@ impl Encode for EventEncoder {
     fn error(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox) {
         // Both shapes: the documented members at the top level, and the nested `error` the
         // API sends; the official SDKs raise on the nested one (raw streams and helpers).
-        let (kind, code) = match kind {
-            ErrorKind::TooLarge => ("invalid_request_error", "\"request_too_large\""),
-            ErrorKind::BadRequest => ("invalid_request_error", "null"),
-            ErrorKind::Overloaded => ("server_error", "\"overloaded\""),
-            ErrorKind::RateLimited => ("rate_limit_error", "\"rate_limit_exceeded\""),
-            ErrorKind::Timeout => ("server_error", "\"timeout\""),
-            ErrorKind::Upstream => ("server_error", "\"server_error\""),
-            ErrorKind::Named(name) => (&**name, "null"),
-        };
+        let (kind, code) = type_and_code(kind);
         let mut body = format!(r#""code":{code},"message":"#).into_bytes();
         write_str(&mut body, message);
         body.extend_from_slice(br#","param":null,"error":{"type":"#);
@@ -975,15 +971,7 @@ struct OpenAiResponses;
 
 impl Rules for OpenAiResponses {
     fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes {
-        let (kind, code) = match kind {
-            ErrorKind::TooLarge => ("invalid_request_error", "\"request_too_large\""),
-            ErrorKind::BadRequest => ("invalid_request_error", "null"),
-            ErrorKind::Overloaded => ("server_error", "\"overloaded\""),
-            ErrorKind::RateLimited => ("rate_limit_error", "\"rate_limit_exceeded\""),
-            ErrorKind::Timeout => ("server_error", "\"timeout\""),
-            ErrorKind::Upstream => ("server_error", "null"),
-            ErrorKind::Named(name) => (&**name, "null"),
-        };
+        let (kind, code) = type_and_code(kind);
         let mut body = br#"{"error":{"message":"#.to_vec();
         write_str(&mut body, message);
         body.extend_from_slice(br#","type":"#);
@@ -1037,6 +1025,19 @@ impl Rules for OpenAiResponses {
             ));
         }
         Ok(())
+    }
+}
+
+/// An error's `type`, and its `code` as a JSON value.
+fn type_and_code(kind: &ErrorKind) -> (&str, &'static str) {
+    match kind {
+        ErrorKind::TooLarge => ("invalid_request_error", "\"request_too_large\""),
+        ErrorKind::BadRequest => ("invalid_request_error", "null"),
+        ErrorKind::Overloaded => ("server_error", "\"overloaded\""),
+        ErrorKind::RateLimited => ("rate_limit_error", "\"rate_limit_exceeded\""),
+        ErrorKind::Timeout => ("server_error", "\"timeout\""),
+        ErrorKind::Upstream => ("server_error", "\"server_error\""),
+        ErrorKind::Named(name) => (name, "null"),
     }
 }
 

@@ -345,6 +345,8 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
         name: String,
         args: String,
         parts: Vec<(String, String)>, // type, text
+        /// Reasoning summary texts by `summary_index`.
+        summary: Vec<(u64, String)>,
         done: Option<Value>,
     }
     let mut answer = Answer::default();
@@ -438,6 +440,7 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
                     name: it["name"].as_str().unwrap_or("").to_owned(),
                     args: it["arguments"].as_str().unwrap_or("").to_owned(),
                     parts: Vec::new(),
+                    summary: Vec::new(),
                     done: None,
                 });
             }
@@ -492,6 +495,28 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
                     v["arguments"].as_str() == Some(&items[at].args),
                     "function_call_arguments.done does not carry the whole arguments",
                 )?;
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_summary_text.done" => {
+                let at = item(&mut items)?;
+                let index = v["summary_index"].as_u64().ok_or("no summary_index")?;
+                let summary = &mut items[at].summary;
+                let slot = match summary.iter().position(|(i, _)| *i == index) {
+                    Some(slot) => slot,
+                    None => {
+                        summary.push((index, String::new()));
+                        summary.len() - 1
+                    }
+                };
+                if kind.ends_with(".delta") {
+                    summary[slot]
+                        .1
+                        .push_str(v["delta"].as_str().ok_or("delta not text")?);
+                } else {
+                    need(
+                        v["text"].as_str() == Some(&summary[slot].1),
+                        "reasoning_summary_text.done is not its joined deltas",
+                    )?;
+                }
             }
             "response.output_item.done" => {
                 let at = item(&mut items)?;

@@ -8,6 +8,9 @@ pub const CLAUDE_PREFILL: &str = "demo-claude-prefill";
 pub const GPT_PRIMARY: &str = "demo-gpt-primary";
 pub const GPT_PREFIX: &str = "demo-gpt-prefix";
 pub const GPT_NO_PREFIX: &str = "demo-gpt-no-prefix";
+/// Gateway model names for the GPT models on the Responses route.
+pub const RESPONSES_PRIMARY: &str = "demo-responses-primary";
+pub const RESPONSES_FALLBACK: &str = "demo-responses-fallback";
 pub const GEMINI_PRIMARY: &str = "demo-gemini-primary";
 pub const GEMINI_NO_PREFILL: &str = "demo-gemini-no-prefill";
 pub const GEMINI_PREFILL: &str = "demo-gemini-prefill";
@@ -66,7 +69,7 @@ pub fn exists(name: &str) -> bool {
 }
 
 /// The gateway configuration for the demo: every demo model the gateway can serve today
-/// (Messages and Chat), each primary with its two fallbacks. Also a worked example of the
+/// (Messages, Chat, Responses), each primary with its fallbacks. Also a worked example of the
 /// config file.
 pub fn gateway_config(upstream: SocketAddr, listen: SocketAddr) -> String {
     format!(
@@ -86,6 +89,11 @@ base_url = "http://{upstream}"
 [[upstreams]]
 name = "demo-openai"
 dialect = "openai-chat"
+base_url = "http://{upstream}"
+
+[[upstreams]]
+name = "demo-responses"
+dialect = "openai-responses"
 base_url = "http://{upstream}"
 
 [[models]]
@@ -118,6 +126,20 @@ prefill = "prefix"
 [[models]]
 name = "{GPT_NO_PREFIX}"
 upstream = "demo-openai"
+prefill = "none"
+
+# The same GPT models on the Responses API (no prefill there: continued by instruction).
+[[models]]
+name = "{RESPONSES_PRIMARY}"
+upstream = "demo-responses"
+upstream_model = "{GPT_PRIMARY}"
+prefill = "none"
+fallbacks = ["{RESPONSES_FALLBACK}"]
+
+[[models]]
+name = "{RESPONSES_FALLBACK}"
+upstream = "demo-responses"
+upstream_model = "{GPT_NO_PREFIX}"
 prefill = "none"
 "#
     )
