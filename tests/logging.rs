@@ -416,9 +416,15 @@ const KEY: &str = "gw-upstream-key-0123456789abcdef";
 /// Where an upstream may quote the key it was sent, and what reaches the client.
 #[tokio::test(start_paused = true)]
 async fn an_upstream_quoting_its_key_never_gets_it_to_the_client_or_the_log() {
-    let quoted = format!(
-        "Incorrect API key provided: {KEY}. Masked: sk-proj-abcd****************************wxyz."
+    // Keys in the shapes real messages put them in: after a space, a newline (which the
+    // layer escapes to `\n`), `=`, `/`; and one given key that straddles the 2 KiB cut of a
+    // logged message, so that cutting before redacting would leave its first half.
+    let shapes = format!(
+        "Incorrect API key provided: {KEY}. Masked: sk-proj-abcd****************************wxyz.\n\
+         Incorrect API key:\nsk-proj-NEWLINE0123456789 api_key=sk-proj-QUERY0123456789 \
+         via proxy/sk-ant-PATH0123456789 Authorization=Bearer BEARER0123456789abcdef "
     );
+    let quoted = format!("{shapes}{}{KEY}", "x".repeat(2030 - shapes.len()));
     let json_quoted = serde_json::to_string(&quoted).unwrap();
     let leak: &'static str = Box::leak(
         json!({"type":"error","error":{"type":"overloaded_error","message":quoted}})
@@ -484,7 +490,14 @@ async fn an_upstream_quoting_its_key_never_gets_it_to_the_client_or_the_log() {
             body.contains("[redacted]"),
             "{what}: the client was told:\n{body}"
         );
-        for secret in [KEY, "sk-proj-abcd"] {
+        for secret in [
+            &KEY[..11],
+            "sk-proj-abcd",
+            "NEWLINE0123",
+            "QUERY0123",
+            "PATH0123",
+            "BEARER0123",
+        ] {
             assert!(
                 !body.contains(secret),
                 "{what}: the key reached the client:\n{body}"
