@@ -512,3 +512,38 @@ async fn an_upstream_quoting_its_key_never_gets_it_to_the_client_or_the_log() {
         }
     }
 }
+
+/// An upstream that compresses its event stream turns fallback off for it: the operator is
+/// told, at a level they see, once for the response.
+#[tokio::test]
+async fn an_encoded_event_stream_passing_through_unwatched_is_a_warning() {
+    let svc = tower::service_fn(|_req: Request<ReplayBody<Full<Bytes>>>| async {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"\x1f\x8b\x08\x00")));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+        r.headers_mut()
+            .insert("content-encoding", "gzip".parse().unwrap());
+        Ok::<_, Infallible>(r)
+    });
+    let svc = MidStreamFallbackLayer::new(FallbackChain::new()).layer(svc);
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    let (bytes, logs) = logged(async {
+        let res = svc.oneshot(req).await.unwrap();
+        assert!(!res.body().is_watched());
+        res.into_body().collect().await.unwrap().to_bytes()
+    })
+    .await;
+    assert_eq!(&bytes[..], b"\x1f\x8b\x08\x00", "passed on as it came");
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("passes through unwatched"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(
+        warnings[0].contains(" WARN ") && warnings[0].contains("content_encoding=gzip"),
+        "{}",
+        warnings[0]
+    );
+}
