@@ -489,6 +489,23 @@ async fn an_unknown_model_is_not_told_which_models_exist() {
         "{text}"
     );
     assert!(!text.contains("`m`") && !text.contains(": m"), "{text}");
+    // A model that exists, asked for on another endpoint: the same answer as one that does
+    // not, so that probing endpoints does not tell which names exist.
+    let on_chat = |model: &str| {
+        let req = Request::post(format!("http://{gateway}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(m_body(model))
+            .unwrap();
+        async move {
+            let res = client().request(req).await.unwrap();
+            let status = res.status();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (unknown, served) = (on_chat("gpt-9").await, on_chat("m").await);
+    assert_eq!(served.0, 404);
+    assert_eq!(served, (unknown.0, unknown.1.replace("gpt-9", "m")));
     assert!(seen.lock().unwrap().is_empty());
 }
 

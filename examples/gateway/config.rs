@@ -19,6 +19,9 @@ use tower_midstream::{
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics` (and `/healthz`) are served, if anywhere: not on `listen`, since the
+    /// metrics name every configured model.
+    pub admin_listen: Option<SocketAddr>,
     pub server: Server,
     pub fallback: Fallback,
     pub upstreams: Vec<Upstream>,
@@ -170,6 +173,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct File {
     listen: Option<String>,
+    admin_listen: Option<String>,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
@@ -249,6 +253,25 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             format!("`{listen}` is not an address and port such as \"127.0.0.1:8080\""),
         )
     })?;
+
+    let admin_listen = match file.admin_listen.as_deref() {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                err(
+                    "admin_listen".into(),
+                    format!("`{text}` is not an address and port such as \"127.0.0.1:9464\""),
+                )
+            })?;
+            if addr == listen && addr.port() != 0 {
+                return Err(err(
+                    "admin_listen".into(),
+                    "must differ from `listen`: clients must not reach the metrics".into(),
+                ));
+            }
+            Some(addr)
+        }
+    };
 
     let mut warnings = Vec::new();
     let server = server(file.server).map_err(|(key, msg)| err(format!("server.{key}"), msg))?;
@@ -434,6 +457,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 
     Ok(Config {
         listen,
+        admin_listen,
         server,
         fallback,
         upstreams,

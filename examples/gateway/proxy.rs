@@ -13,8 +13,12 @@
 //! (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`...) and its query string never reach an
 //! upstream; response headers about the operator's account (`set-cookie`,
 //! `anthropic-organization-id`, `openai-organization`...) never reach a client, and neither do
-//! the upstream's key (redacted from error bodies), the names of the configured models, or
-//! which upstream failed and how (that goes to the log).
+//! the upstream's key (redacted from error bodies), the list of configured models (a model
+//! that exists but is asked for on the wrong endpoint gets the same 404 as one that does not;
+//! `/metrics` is on the admin listener, see `admin.rs`), or which upstream failed and how (that
+//! goes to the log). `x-midstream-served-by` names the model serving the answer by its name in
+//! the config (the alias clients use, never `upstream_model`), and may name a fallback the
+//! client did not ask for: that one is the operator's choice to show.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -34,7 +38,6 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tower::{Service, ServiceExt};
@@ -123,8 +126,6 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Gateway {
     service: MidStreamFallback<Router, FallbackChain>,
-    /// Renders `GET /metrics`, when the process has a Prometheus recorder.
-    metrics: Option<PrometheusHandle>,
 }
 
 /// Builds the gateway for `config`, with a client that speaks HTTP/1.1 and HTTP/2 over TLS
@@ -141,7 +142,6 @@ pub fn build(config: &Config) -> Gateway {
     let observer = MetricsObserver::new().targets(config.models.iter().map(|m| m.name.as_str()));
     Gateway {
         service: tower::Layer::layer(&config.layer().observer(observer), router),
-        metrics: None,
     }
 }
 
@@ -160,13 +160,6 @@ pub fn connector() -> HttpsConnector<HttpConnector> {
 }
 
 impl Gateway {
-    /// Serves `GET /metrics` from `handle` (the layer's figures feed the `metrics` facade:
-    /// whatever recorder the process installed, this one renders them for Prometheus).
-    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
-        self.metrics = Some(handle);
-        self
-    }
-
     /// Answers one client request; never fails: errors become responses in the client's
     /// dialect.
     pub async fn handle<B>(&self, mut req: Request<B>) -> Response<GatewayBody>
@@ -174,7 +167,7 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(response) = local_route(&req, self.metrics.as_ref()) {
+        if let Some(response) = local_route(&req) {
             return response.map(Either::Right);
         }
         let started = Instant::now();
@@ -229,21 +222,10 @@ fn opted_out(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
-/// Requests the gateway answers itself, before the layer: `/healthz`, and `/metrics` when the
-/// process has a Prometheus recorder.
-fn local_route<B>(
-    req: &Request<B>,
-    metrics: Option<&PrometheusHandle>,
-) -> Option<Response<Full<Bytes>>> {
+/// Requests the gateway answers itself, before the layer: `/healthz`. (`/metrics` is on the
+/// admin listener: it names every configured model.)
+fn local_route<B>(req: &Request<B>) -> Option<Response<Full<Bytes>>> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Full::new(metrics?.render().into()));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            Some(response)
-        }
         (&Method::GET | &Method::HEAD, "/healthz") => {
             let mut response = Response::new(Full::new(Bytes::from_static(b"ok\n")));
             response.headers_mut().insert(
@@ -371,27 +353,24 @@ impl Router {
                 return local(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, &message)
             }
         };
-        let Some(route) = self.routes.get(&model.name) else {
-            // Not the list of models: which ones the operator serves is theirs to tell.
-            return local(
-                StatusCode::NOT_FOUND,
-                ErrorKind::ModelNotFound,
-                &format!("model `{}` is not served by this gateway", model.name),
-            );
-        };
-        let upstream = &route.upstream;
-        if upstream.dialect != endpoint {
+        // Not the list of models, nor whether a name exists on another endpoint: which models
+        // the operator serves is theirs to tell.
+        let Some(route) = self
+            .routes
+            .get(&model.name)
+            .filter(|r| r.upstream.dialect == endpoint)
+        else {
             return local(
                 StatusCode::NOT_FOUND,
                 ErrorKind::ModelNotFound,
                 &format!(
-                    "model `{}` is served over the {} API: send it to POST {}",
+                    "model `{}` is not served by this gateway on POST {}",
                     model.name,
-                    upstream.dialect.name(),
-                    endpoint_of(upstream.dialect)
+                    parts.uri.path()
                 ),
             );
-        }
+        };
+        let upstream = &route.upstream;
 
         let body = if route.upstream_model == model.name {
             body
@@ -497,14 +476,6 @@ fn endpoint_dialect(path: &str) -> Option<Dialect> {
         "/v1/messages" | "/v1/messages/count_tokens" => Some(Dialect::ANTHROPIC_MESSAGES),
         "/v1/chat/completions" => Some(Dialect::OPENAI_CHAT),
         _ => None,
-    }
-}
-
-fn endpoint_of(dialect: Dialect) -> &'static str {
-    if dialect == Dialect::ANTHROPIC_MESSAGES {
-        "/v1/messages"
-    } else {
-        "/v1/chat/completions"
     }
 }
 
