@@ -8,6 +8,9 @@
 #[path = "../examples/gateway/admin.rs"]
 mod admin;
 #[allow(dead_code)]
+#[path = "../examples/gateway/budget.rs"]
+mod budget;
+#[allow(dead_code)]
 #[path = "../examples/gateway/config.rs"]
 mod config;
 #[allow(dead_code)]
@@ -649,6 +652,14 @@ fn config_errors_name_the_key() {
             format!("[server]\nmax_header_bytes = 100\n{GOOD}"),
             vec!["server.max_header_bytes", "8192"],
         ),
+        // A body of the largest size allowed must fit in the budget of all of them.
+        (
+            format!("[server]\nmax_request_bytes_held = 1000\n{GOOD}"),
+            vec![
+                "server.max_request_bytes_held",
+                "fallback.max_request_bytes",
+            ],
+        ),
         (
             format!("[server]\nheader_timeout_ms = 100\n{GOOD}"),
             vec!["header_timeout_ms"],
@@ -676,10 +687,11 @@ fn server_limits_have_defaults_and_every_one_can_be_set() {
     assert_eq!(defaults.max_concurrent_streams, 32);
     assert_eq!(defaults.max_header_bytes, 65536);
     assert_eq!(defaults.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(defaults.max_request_bytes_held, 256 << 20);
     let text = format!(
         "[server]\nmax_connections = 7\nheader_read_timeout_ms = 1\nrequest_body_timeout_ms = 2\n\
          request_body_deadline_ms = 0\nkeep_alive_timeout_ms = 4\nmax_concurrent_streams = 5\n\
-         max_header_bytes = 9000\nshutdown_grace_ms = 6\n{GOOD}"
+         max_header_bytes = 9000\nshutdown_grace_ms = 6\nmax_request_bytes_held = 8388608\n{GOOD}"
     );
     let set = config::parse(&text, &|_| None).unwrap().server;
     assert_eq!(set.max_connections, 7);
@@ -690,6 +702,7 @@ fn server_limits_have_defaults_and_every_one_can_be_set() {
     assert_eq!(set.max_concurrent_streams, 5);
     assert_eq!(set.max_header_bytes, 9000);
     assert_eq!(set.shutdown_grace, Duration::from_millis(6));
+    assert_eq!(set.max_request_bytes_held, 8 << 20);
 }
 
 #[test]

@@ -6,6 +6,9 @@
 //! Alone in its binary: it installs a global tracing subscriber to read the logs.
 
 #[allow(dead_code)]
+#[path = "../examples/gateway/budget.rs"]
+mod budget;
+#[allow(dead_code)]
 #[path = "../examples/gateway/config.rs"]
 mod config;
 #[allow(dead_code)]

@@ -50,6 +50,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// After SIGTERM, how long open streams may take to finish.
     pub shutdown_grace: Duration,
+    /// Request bodies held at once by the whole process, in bytes: each is kept until its
+    /// answer ends (it is replayed to fallbacks). See `budget.rs`.
+    pub max_request_bytes_held: usize,
 }
 
 impl Default for Server {
@@ -63,6 +66,7 @@ impl Default for Server {
             max_concurrent_streams: 32,
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            max_request_bytes_held: 256 << 20,
         }
     }
 }
@@ -206,6 +210,7 @@ struct ServerFile {
     max_concurrent_streams: Option<u32>,
     max_header_bytes: Option<usize>,
     shutdown_grace_ms: Option<u64>,
+    max_request_bytes_held: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +307,16 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         instruction: f.instruction,
         max_request_bytes: f.max_request_bytes.unwrap_or(4 << 20),
     };
+    if server.max_request_bytes_held < fallback.max_request_bytes {
+        return Err(err(
+            "server.max_request_bytes_held".into(),
+            format!(
+                "must be at least fallback.max_request_bytes ({}), or a request of that size \
+                 could never be served",
+                fallback.max_request_bytes
+            ),
+        ));
+    }
 
     if file.upstreams.is_empty() {
         return Err(err(
@@ -502,6 +517,9 @@ fn server(f: ServerFile) -> Result<Server, (&'static str, String)> {
         shutdown_grace: f
             .shutdown_grace_ms
             .map_or(default.shutdown_grace, Duration::from_millis),
+        max_request_bytes_held: f
+            .max_request_bytes_held
+            .unwrap_or(default.max_request_bytes_held),
     })
 }
 

@@ -42,10 +42,11 @@
 //! `ok` while it serves.
 //!
 //! The modules: `config` (the file), `server` (connections, their limits, shutdown), `proxy`
-//! (the layer and the router to the upstreams), `admin` (`/metrics`), `demo` (the demo
-//! upstream).
+//! (the layer and the router to the upstreams), `budget` (what request bodies may hold, all
+//! together), `admin` (`/metrics`), `demo` (the demo upstream).
 
 mod admin;
+mod budget;
 mod config;
 mod demo;
 mod proxy;

@@ -46,6 +46,7 @@ use tower_midstream::{
     Provenance, Redactor, ReplayBody,
 };
 
+use crate::budget::{BodyBudget, BudgetFull, Counted, Held, Reservation};
 use crate::config::{Config, Upstream};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,8 +54,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the router answers with: the upstream's body, or an error it made itself.
 pub type RouterBody = Either<Incoming, Full<Bytes>>;
 
-/// What clients receive.
-pub type GatewayBody = Either<FallbackBody<RouterBody>, Full<Bytes>>;
+/// What clients receive: the layer's body, holding its request's share of the body budget
+/// until it is dropped, or an answer the gateway made itself.
+pub type GatewayBody = Either<Held<FallbackBody<RouterBody>>, Full<Bytes>>;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -126,6 +128,9 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Gateway {
     service: MidStreamFallback<Router, FallbackChain>,
+    /// What the request bodies in flight may hold, all requests together.
+    budget: Arc<BodyBudget>,
+    max_request_bytes: usize,
 }
 
 /// Builds the gateway for `config`, with a client that speaks HTTP/1.1 and HTTP/2 over TLS
@@ -142,6 +147,8 @@ pub fn build(config: &Config) -> Gateway {
     let observer = MetricsObserver::new().targets(config.models.iter().map(|m| m.name.as_str()));
     Gateway {
         service: tower::Layer::layer(&config.layer().observer(observer), router),
+        budget: BodyBudget::new(config.server.max_request_bytes_held),
+        max_request_bytes: config.fallback.max_request_bytes,
     }
 }
 
@@ -176,11 +183,15 @@ impl Gateway {
         if opted_out(req.headers()) {
             req.extensions_mut().insert(NoFallback);
         }
+        let Ok(reservation) = self.reserve(&req) else {
+            return busy(client_dialect(&req)).map(Either::Right);
+        };
+        let req = req.map(|body| Counted::new(body, reservation.clone()));
         // The layer answers every failure itself, in the client's dialect: a 502 once the
         // fallbacks failed too, or at once for a request without fallback. The router's error
         // says only what kind of failure it was (its log line names the upstream).
         let mut response = match self.service.clone().oneshot(req).await {
-            Ok(response) => response.map(Either::Left),
+            Ok(response) => response.map(|body| Either::Left(Held::new(body, reservation))),
             Err(never) => match never {},
         };
         if let Some(value) = served_by(response.extensions().get::<Provenance>()) {
@@ -196,6 +207,41 @@ impl Gateway {
         );
         response
     }
+}
+
+impl Gateway {
+    /// Reserves what this request's body may hold until its answer ends (see `budget.rs`): a
+    /// POST's only, since no other request has its body read.
+    fn reserve<B>(&self, req: &Request<B>) -> Result<Option<Arc<Reservation>>, BudgetFull> {
+        if req.method() != Method::POST {
+            return Ok(None);
+        }
+        // hyper holds the body to its content-length; without one, the most it may be.
+        let bytes = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|len| usize::try_from(len).ok())
+            .map_or(self.max_request_bytes, |len| {
+                len.min(self.max_request_bytes)
+            });
+        self.budget.reserve(bytes).map(Some)
+    }
+}
+
+/// The body budget is full: a 503 the SDKs retry, in the client's dialect.
+fn busy(dialect: Dialect) -> Response<Full<Bytes>> {
+    let mut response = error(
+        dialect,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Overloaded,
+        "the gateway holds as many request bodies as it may; retry shortly",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Names the model whose response the client is getting (a fallback's, when the primary failed
@@ -610,6 +656,8 @@ enum ErrorKind {
     NotFound,
     ModelNotFound,
     Upstream,
+    /// The gateway's own capacity, not an upstream's: clients retry it.
+    Overloaded,
 }
 
 /// An error response in the format the client's SDK parses.
@@ -625,6 +673,7 @@ fn error(
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::Upstream => "api_error",
+            ErrorKind::Overloaded => "overloaded_error",
         };
         serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
     } else {
@@ -633,6 +682,7 @@ fn error(
             ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
             ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
             ErrorKind::Upstream => ("server_error", None),
+            ErrorKind::Overloaded => ("server_error", Some("overloaded")),
         };
         serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     };
