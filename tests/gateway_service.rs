@@ -25,7 +25,7 @@ mod server;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,28 +43,7 @@ use tokio::task::JoinHandle;
 const NEVER: Duration = Duration::from_secs(30);
 
 fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| Writer)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .init();
-    });
-    LOGS.get_or_init(Mutex::default)
-}
-
-struct Writer;
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        logs().lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    support::global_logs::install(tracing::Level::INFO)
 }
 
 struct Running {

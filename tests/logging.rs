@@ -16,28 +16,22 @@ use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, 
 
 #[tokio::test(start_paused = true)]
 async fn each_failure_and_attempt_is_logged_with_target_strategy_and_class() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(writer.clone()))
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     let upstream = broken_after(Dialect::Anthropic, &HELLO, 2);
     let chain = one_fallback(Prefill::Assistant);
-    let out = send(
-        MidStreamFallbackLayer::new(chain),
-        &upstream,
-        Dialect::Anthropic,
-        &anthropic_request(),
+    let (out, logs) = logged_at(
+        tracing::Level::INFO,
+        send(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            Dialect::Anthropic,
+            &anthropic_request(),
+        ),
     )
     .await;
     assert_eq!(
         check(Dialect::Anthropic, false, &out.bytes).unwrap().text,
         HELLO.concat()
     );
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     let failed = line_with(&logs, "upstream attempt failed");
     for field in [
         r#"midstream.attempt=1 "#,
@@ -67,14 +61,6 @@ async fn each_failure_and_attempt_is_logged_with_target_strategy_and_class() {
 /// never a bare word (the `to=fallback` next to `to="original"` of old).
 #[tokio::test(start_paused = true)]
 async fn every_field_is_a_quoted_string_a_number_or_a_flag() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(writer.clone()))
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     // A stall, a fallback that answers 503, another that completes, and a request that gives
     // up: every event and span field the layer has.
     let upstream = broken_after(Dialect::OpenAi, &HELLO, 2).then(Scripted::Status {
@@ -86,22 +72,24 @@ async fn every_field_is_a_quoted_string_a_number_or_a_flag() {
         .model("fallback", Prefill::Prefix)
         .model("fallback-2", Prefill::Prefix)
         .fallbacks("primary", ["fallback", "fallback-2"]);
-    send(
-        MidStreamFallbackLayer::new(chain.clone()),
-        &upstream,
-        Dialect::OpenAi,
-        &openai_request(),
-    )
+    let gives_up = broken_after(Dialect::OpenAi, &HELLO, 2);
+    let ((), logs) = logged_at(tracing::Level::INFO, async {
+        send(
+            MidStreamFallbackLayer::new(chain.clone()),
+            &upstream,
+            Dialect::OpenAi,
+            &openai_request(),
+        )
+        .await;
+        send(
+            MidStreamFallbackLayer::new(chain).max_attempts(1),
+            &gives_up,
+            Dialect::OpenAi,
+            &openai_request(),
+        )
+        .await;
+    })
     .await;
-    let upstream = broken_after(Dialect::OpenAi, &HELLO, 2);
-    send(
-        MidStreamFallbackLayer::new(chain).max_attempts(1),
-        &upstream,
-        Dialect::OpenAi,
-        &openai_request(),
-    )
-    .await;
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("giving up"), "{logs}");
     let mut checked = 0;
     for line in logs.lines() {
@@ -255,12 +243,17 @@ async fn the_span_tree_of_a_request_that_fell_back_twice_is_the_one_the_readme_s
 }
 /// Runs `f` with every log line of this thread captured; returns what `f` gave and the logs.
 async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+    logged_at(tracing::Level::DEBUG, f).await
+}
+
+/// [`logged`], with lines up to `level` only.
+async fn logged_at<F: std::future::Future>(level: tracing::Level, f: F) -> (F::Output, String) {
     let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || LogWriter(writer.clone()))
         .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(level)
         .finish();
     let out = {
         let _guard = tracing::subscriber::set_default(subscriber);

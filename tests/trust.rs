@@ -23,7 +23,7 @@ mod server;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,28 +40,7 @@ const CLIENT_KEY: &str = "sk-client-own-secret-key";
 
 /// Everything logged by this test binary (a global subscriber: tasks run on other threads).
 fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| Writer)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .init();
-    });
-    LOGS.get_or_init(Mutex::default)
-}
-
-struct Writer;
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        logs().lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    support::global_logs::install(tracing::Level::DEBUG)
 }
 
 struct Two {
