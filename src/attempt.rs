@@ -130,7 +130,14 @@ impl Attempt {
     }
 
     /// Attempt `number` (2 or more), sent to `target` with a request rewritten by `strategy`.
+    ///
+    /// A fallback numbered 0 or 1 cannot exist: debug builds panic on one, release builds
+    /// count it as 2.
     pub fn fallback(number: u32, target: impl Into<Arc<str>>, strategy: Strategy) -> Self {
+        debug_assert!(
+            number >= 2,
+            "a fallback is attempt 2 or later, not {number}"
+        );
         Attempt {
             number: number.max(2),
             target: Target::Known(Some(target.into())),
