@@ -122,9 +122,11 @@ impl<'a> Failure<'a> {
     /// is none, the way [`FallbackChain`](crate::FallbackChain) decides:
     ///
     /// * nothing of the answer reached the client: [`Strategy::Restart`];
-    /// * only text did, more than the transcript keeps: [`Strategy::Restart`] (it cannot be
-    ///   continued; the client sees a new answer after the partial one);
-    /// * it [`cannot_continue`](Self::cannot_continue) otherwise: no strategy;
+    /// * it [`cannot_continue`](Self::cannot_continue) (more text than the transcript keeps,
+    ///   or tool calls reached the client): no strategy, so that the client gets a clean error
+    ///   naming the original failure; except that text past the transcript limit restarts
+    ///   when `when_no_prefill` is [`WhenNoPrefill::Restart`], the one setting under which
+    ///   the operator accepted a new answer after the partial one;
     /// * the target accepts prefill and the request allows it
     ///   ([`prefill_allowed`](Self::prefill_allowed)): [`Strategy::Prefill`];
     /// * otherwise `when_no_prefill`: the continue instruction ([`Strategy::instruction`]), a
@@ -151,8 +153,11 @@ impl<'a> Failure<'a> {
         prefill: Prefill,
         when_no_prefill: WhenNoPrefill,
     ) -> Result<Strategy, Cow<'static, str>> {
+        if !self.answer_started() {
+            return Ok(Strategy::Restart);
+        }
         let overflowed_text = self.transcript.overflowed() && self.transcript.tool_calls() == 0;
-        if !self.answer_started() || overflowed_text {
+        if overflowed_text && when_no_prefill == WhenNoPrefill::Restart {
             return Ok(Strategy::Restart);
         }
         if let Some(why) = self.cannot_continue() {

@@ -82,7 +82,9 @@ impl<P> MidStreamFallbackLayer<P> {
     }
 
     /// The most answer text kept per stream for continuing it (default 1 MiB). A stream that
-    /// has sent more can still restart elsewhere, but not be continued.
+    /// has sent more cannot be continued: if it fails, the client gets an error event naming
+    /// the failure (a new answer after the partial one only with
+    /// [`WhenNoPrefill::Restart`](crate::WhenNoPrefill::Restart)).
     pub fn max_transcript_bytes(mut self, bytes: usize) -> Self {
         self.config().max_transcript_bytes = bytes;
         self

@@ -161,7 +161,7 @@
 //! | [`keep_alive`](MidStreamFallbackLayer::keep_alive) | every 5 s while waiting for a fallback | |
 //! | [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes) | 4 MiB | 413 in the client's dialect; nothing is sent upstream |
 //! | [`max_event_bytes`](MidStreamFallbackLayer::max_event_bytes) | 1 MiB | a malformed stream |
-//! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued |
+//! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued: a failure ends it with an error event |
 //! | [`max_held_bytes`](MidStreamFallbackLayer::max_held_bytes) | 4 MiB held back (tool calls, reasoning: their ids, names, starts and content) | a malformed stream |
 //! | a failed response's body, read to describe it, redact it and hand it back | 64 KiB, within the idle timeout | what was read is described; a torn body is replaced by an error in the client's dialect |
 //!
