@@ -221,9 +221,9 @@ where
                         Ok(response) if response.status().is_success() => {
                             return Poll::Ready(Ok(watch(response, recovery)));
                         }
-                        Ok(mut response)
-                            if !retryable(response.status()) || !recovery.can_retry() =>
-                        {
+                        // A retryable status goes on below even with no attempt left, so that
+                        // giving up records it like any other failure.
+                        Ok(mut response) if !retryable(response.status()) => {
                             recovery.pass_on(&mut response);
                             let (dialect, config) = (recovery.dialect(), recovery.config.clone());
                             state.set(State::PassingOnError {

@@ -55,9 +55,27 @@ pub(crate) struct Recovery<S, P> {
     /// got bytes of the answer (later attempts may fail too before one serves).
     waiting_since: Option<Instant>,
     provenance: Provenance,
-    /// Set once the request's fate is known; a request dropped before that lost its client.
-    outcome: Option<RequestOutcome>,
-    error: Option<FallbackError>,
+    fate: Fate,
+}
+
+/// How the request ended, once known: one value, so that giving up always carries its error.
+enum Fate {
+    /// Still going: a request dropped now lost its client.
+    Running,
+    Completed,
+    PassedOn,
+    GaveUp(FallbackError),
+}
+
+impl Fate {
+    fn outcome(&self) -> RequestOutcome {
+        match self {
+            Fate::Running => RequestOutcome::ClientGone,
+            Fate::Completed => RequestOutcome::Completed,
+            Fate::PassedOn => RequestOutcome::PassedOn,
+            Fate::GaveUp(_) => RequestOutcome::GaveUp,
+        }
+    }
 }
 
 /// One attempt, from its call to its end.
@@ -129,8 +147,7 @@ impl<S, P> Recovery<S, P> {
             first_chunk_at: None,
             waiting_since: None,
             provenance: Provenance::default(),
-            outcome: None,
-            error: None,
+            fate: Fate::Running,
         };
         // A span that listens wants the model from the start, so that every line logged
         // inside the first attempt names it: read the body now rather than at a failure.
@@ -237,27 +254,20 @@ impl<S, P> Recovery<S, P> {
         response.extensions_mut().insert(self.provenance.clone());
     }
 
-    /// The response of the attempt in flight goes to the client unwatched: a client error, a
-    /// success that is no event stream, or (with no attempt left) a retryable status.
+    /// The response of the attempt in flight goes to the client unwatched, as it came: a client
+    /// error, or a success that is no event stream. (A retryable status goes through
+    /// [`on_failure`](Self::on_failure), which gives up with every attempt's error.)
     pub(crate) fn pass_on<B>(&mut self, response: &mut Response<B>) {
+        debug_assert!(response.status().is_success() || !retryable(response.status()));
         self.respond(response);
-        let status = response.status();
-        let (attempt, request) = if status.is_success() || !retryable(status) {
-            (AttemptOutcome::PassedOn, RequestOutcome::PassedOn)
-        } else {
-            (
-                AttemptOutcome::Failed(FailureClass::Status(status)),
-                RequestOutcome::GaveUp,
-            )
-        };
-        self.end_attempt(attempt, None);
-        self.outcome = Some(request);
+        self.end_attempt(AttemptOutcome::PassedOn, None);
+        self.fate = Fate::PassedOn;
     }
 
     /// The attempt in flight sent the end of the answer.
     pub(crate) fn completed(&mut self, transcript: &Transcript) {
         self.end_attempt(AttemptOutcome::Completed, Some(transcript));
-        self.outcome = Some(RequestOutcome::Completed);
+        self.fate = Fate::Completed;
         if !self.current.attempt.is_first() {
             tracing::info!(
                 target: TARGET,
@@ -366,8 +376,7 @@ impl<S, P> Recovery<S, P> {
             "giving up"
         );
         let err = FallbackError::new(self.history.clone(), reason);
-        self.outcome = Some(RequestOutcome::GaveUp);
-        self.error = Some(err.clone());
+        self.fate = Fate::GaveUp(err.clone());
         err
     }
 
@@ -447,7 +456,7 @@ impl<S, P> Drop for Recovery<S, P> {
             return;
         }
         self.record_model();
-        let outcome = self.outcome.unwrap_or(RequestOutcome::ClientGone);
+        let outcome = self.fate.outcome();
         let report = RequestReport {
             dialect: self.dialect,
             model: self.model.get().cloned(),
@@ -456,7 +465,10 @@ impl<S, P> Drop for Recovery<S, P> {
             served_by: self.provenance.served_by(),
             duration: Instant::now() - self.started,
             time_to_first_chunk: self.first_chunk_at.map(|at| at - self.started),
-            error: self.error.take(),
+            error: match std::mem::replace(&mut self.fate, Fate::Running) {
+                Fate::GaveUp(err) => Some(err),
+                _ => None,
+            },
         };
         let response_model = match outcome {
             RequestOutcome::Completed => self.current.usage.response_model(),
