@@ -20,7 +20,7 @@ use crate::error::{BoxError, FailureClass};
 use crate::plan::RetryPlanner;
 use crate::recovery::Recovery;
 use crate::replay::ReplayBody;
-use crate::respond::{error_response, gave_up, watch};
+use crate::respond::{error_response, gave_up, plain_text, watch};
 use crate::transcript::Transcript;
 use crate::untrusted::{describe, Redactor};
 
@@ -123,11 +123,11 @@ where
 
 /// A failed response the client gets as the upstream sent it, except that its body is read
 /// (up to 64 KiB, within the idle timeout) to take secrets out of it: an upstream may quote the
-/// key it was sent. A body that cannot be read whole becomes an error in the client's dialect
-/// with the same status, saying so.
+/// key it was sent. A body that cannot be read whole becomes an error with the same status,
+/// saying so: in the client's dialect, or plain text for a request of no known dialect.
 pub(crate) async fn pass_on_error<ResBody>(
     response: Response<ResBody>,
-    dialect: Dialect,
+    dialect: Option<Dialect>,
     config: &Config,
 ) -> Response<FallbackBody<ResBody>>
 where
@@ -153,7 +153,10 @@ where
         ),
         None => {
             let why = why.unwrap_or_default();
-            let mut response = error_response(dialect, parts.status, &ErrorKind::Upstream, &why);
+            let mut response = match dialect {
+                Some(dialect) => error_response(dialect, parts.status, &ErrorKind::Upstream, &why),
+                None => plain_text(parts.status, &why),
+            };
             std::mem::swap(response.extensions_mut(), &mut parts.extensions);
             response
         }

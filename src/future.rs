@@ -148,13 +148,29 @@ where
                     dialect,
                     config,
                 } => {
-                    return Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
-                        Ok(response) => response.map(FallbackBody::plain),
+                    let response = match std::task::ready!(fut.poll(cx)) {
+                        Ok(response) if response.status().is_success() => response,
+                        Ok(response) => {
+                            // An error body may quote a key: read (bounded) and redacted, as
+                            // on the watched path.
+                            let (dialect, config) = (*dialect, config.clone());
+                            state.set(State::PassingOnError {
+                                fut: Box::pin(async move {
+                                    Ok(pass_on_error(response, dialect, &config).await)
+                                }),
+                            });
+                            continue;
+                        }
                         Err(err) => {
                             let err: BoxError = err.into();
-                            unwatched_failed(*dialect, describe(&*err), &config.redactor)
+                            return Poll::Ready(Ok(unwatched_failed(
+                                *dialect,
+                                describe(&*err),
+                                &config.redactor,
+                            )));
                         }
-                    }));
+                    };
+                    return Poll::Ready(Ok(response.map(FallbackBody::plain)));
                 }
                 StateProj::Collecting {
                     mut body,
@@ -225,7 +241,8 @@ where
                         // giving up records it like any other failure.
                         Ok(mut response) if !retryable(response.status()) => {
                             recovery.pass_on(&mut response);
-                            let (dialect, config) = (recovery.dialect(), recovery.config.clone());
+                            let (dialect, config) =
+                                (Some(recovery.dialect()), recovery.config.clone());
                             state.set(State::PassingOnError {
                                 fut: Box::pin(async move {
                                     Ok(pass_on_error(response, dialect, &config).await)

@@ -53,7 +53,9 @@
 //!
 //! An error response is passed on as it came, except that its body is read first (up to 64
 //! KiB, for no longer than the idle timeout) so that secrets can be taken out of it (see
-//! [`MidStreamFallbackLayer::redact`]).
+//! [`MidStreamFallbackLayer::redact`]): for every request through the layer, watched or not.
+//! Every request the inner service gets carries an [`Attempt`], watched or not (one the layer
+//! does not watch is attempt 1, its target unknown: its body is not read).
 //!
 //! # Failures
 //!
