@@ -31,11 +31,12 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// failed response (its body kept up to 64 KiB) if every attempt fails, or a 502 in the
 /// client's dialect if the original failure had no response, or no whole body.
 ///
-/// Every wait is bounded by the idle timeout: reading a failed response's body (what was read
-/// by then is described in the error), and each fallback's response headers.
+/// Every wait is bounded: reading a failed response's body by the idle timeout (what was read
+/// by then is described in the error), each attempt's response headers by its first-token
+/// deadline.
 pub(crate) async fn before_stream<S, P, ReqBody, ResBody>(
     mut recovery: Recovery<S, P>,
-    first: Result<Response<ResBody>, S::Error>,
+    first: Result<Response<ResBody>, StreamFailure>,
 ) -> Result<Response<FallbackBody<ResBody>>, Infallible>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -52,14 +53,13 @@ where
     // The first attempt's failed response, handed back if every fallback fails too.
     let mut original: Option<Response<Bytes>> = None;
     let mut is_first = true;
-    // `None`: the attempt sent no response headers within the idle timeout.
-    let mut outcome = Some(first);
+    let mut outcome = first;
     loop {
         let failure = match outcome {
-            Some(Ok(response)) if response.status().is_success() => {
+            Ok(response) if response.status().is_success() => {
                 return Ok(watch(response, recovery));
             }
-            Some(Ok(response)) => {
+            Ok(response) => {
                 let status = response.status();
                 let class = recovery.status_class(status);
                 let (mut parts, body) = response.into_parts();
@@ -85,27 +85,15 @@ where
                     error_type: error_type.map(Into::into),
                 }
             }
-            Some(Err(err)) => {
-                let err: BoxError = err.into();
-                StreamFailure::new(FailureClass::Connect, describe(&*err))
-            }
-            None => StreamFailure::new(
-                FailureClass::Stall,
-                format!(
-                    "the fallback sent no response headers within {}",
-                    human(idle.unwrap_or_default())
-                ),
-            ),
+            Err(failure) => failure,
         };
         is_first = false;
         let failure = failure.redacted(&recovery.config.redactor);
         match recovery.on_failure(failure, &transcript) {
             Ok((request, _strategy)) => {
                 let call = recovery.call(request);
-                outcome = match idle {
-                    Some(idle) => tokio::time::timeout(idle, call).await.ok(),
-                    None => Some(call.await),
-                };
+                let (sent, timing) = recovery.deadlines();
+                outcome = within(sent, timing.first_token, call).await;
             }
             Err(err) => {
                 return Ok(match original.take() {
@@ -118,6 +106,37 @@ where
                 });
             }
         }
+    }
+}
+
+/// An attempt's response, or its failure: a connection error, or no headers within its
+/// first-token deadline (which counts from `sent`, after any wait its plan asked for).
+async fn within<F, B, E>(
+    sent: tokio::time::Instant,
+    first_token: Option<Duration>,
+    call: F,
+) -> Result<Response<B>, StreamFailure>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    let answered = match first_token {
+        Some(deadline) => tokio::time::timeout_at(sent + deadline, call).await,
+        None => Ok(call.await),
+    };
+    match answered {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(err)) => {
+            let err: BoxError = err.into();
+            Err(StreamFailure::new(FailureClass::Connect, describe(&*err)))
+        }
+        Err(_) => Err(StreamFailure::new(
+            FailureClass::Stall,
+            format!(
+                "the fallback sent no response headers within the first-token deadline of {}",
+                human(first_token.unwrap_or_default())
+            ),
+        )),
     }
 }
 

@@ -177,7 +177,10 @@ impl RetryPlanner for FallbackChain {
             WhenNoPrefill::Instruction | WhenNoPrefill::Error => self.instruction_strategy(),
         };
         if let Some(plan) = failure.retry_refused_prefill(instead) {
-            return plan;
+            return match failure.target().and_then(|t| self.target_of(t)) {
+                Some(declared) => declared.deadlines_on(plan),
+                None => plan,
+            };
         }
         let Some(model) = failure.model() else {
             return Plan::give_up("the request names no model");
@@ -192,9 +195,15 @@ impl RetryPlanner for FallbackChain {
         };
         self.next += 1;
         let when = self.shared.when_no_prefill;
+        let on_target = |plan: Plan| match self.target_of(&target) {
+            Some(declared) => declared.deadlines_on(plan),
+            None => plan,
+        };
         match failure.strategy_for(self.prefill_of(&target), when) {
-            Ok(Strategy::Instruction(_)) => failure.retry(&target, self.instruction_strategy()),
-            Ok(strategy) => failure.retry(&target, strategy),
+            Ok(Strategy::Instruction(_)) => {
+                on_target(failure.retry(&target, self.instruction_strategy()))
+            }
+            Ok(strategy) => on_target(failure.retry(&target, strategy)),
             Err(_) if when == WhenNoPrefill::Error && failure.cannot_continue().is_none() => {
                 Plan::give_up(format!(
                     "{target} does not accept prefill and when_no_prefill is `error`"

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -73,8 +74,31 @@ pub(crate) enum PlanKind {
         target: Arc<str>,
         strategy: Strategy,
         request: Request<Bytes>,
+        /// How long to wait before sending it (a backoff, a `Retry-After`).
+        after: Duration,
+        timing: Deadlines,
     },
     GiveUp(Cow<'static, str>),
+}
+
+/// The deadlines a plan sets for its attempt; `None`: the layer's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    pub(crate) first_token: Option<Option<Duration>>,
+    pub(crate) idle: Option<Option<Duration>>,
+}
+
+impl Deadlines {
+    /// These deadlines over `timing`, the layer's.
+    pub(crate) fn over(self, mut timing: crate::clock::Timing) -> crate::clock::Timing {
+        if let Some(first_token) = self.first_token {
+            timing.first_token = first_token;
+        }
+        if let Some(idle) = self.idle {
+            timing.idle = idle;
+        }
+        timing
+    }
 }
 
 impl Plan {
@@ -87,7 +111,45 @@ impl Plan {
             target: target.into(),
             strategy,
             request,
+            after: Duration::ZERO,
+            timing: Deadlines::default(),
         })
+    }
+
+    /// Wait `wait` before sending the retry (a backoff, or what the upstream's `Retry-After`
+    /// asked). The client waits too, with keep-alives once its stream has begun.
+    pub fn after(mut self, wait: Duration) -> Self {
+        if let PlanKind::Retry { after, .. } = &mut self.0 {
+            *after = wait;
+        }
+        self
+    }
+
+    /// How long the retry waits before it is sent.
+    pub fn wait(&self) -> Option<Duration> {
+        match &self.0 {
+            PlanKind::Retry { after, .. } => Some(*after),
+            PlanKind::GiveUp(_) => None,
+        }
+    }
+
+    /// The retry's first-token deadline, instead of the layer's
+    /// ([`first_token_timeout`](crate::MidStreamFallbackLayer::first_token_timeout); `None`:
+    /// none).
+    pub fn first_token_timeout(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            timing.first_token = Some(deadline.into());
+        }
+        self
+    }
+
+    /// The retry's idle timeout, instead of the layer's
+    /// ([`idle_timeout`](crate::MidStreamFallbackLayer::idle_timeout); `None`: none).
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            timing.idle = Some(idle.into());
+        }
+        self
     }
 
     /// Stop: the client gets an error that names the original failure.

@@ -4,10 +4,15 @@
 //! it), so both count attempts, keep history, trace and report alike. It is also where each
 //! attempt and the request end: their spans get their last fields, the observer its reports.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::util::Oneshot;
 use tower::ServiceExt;
@@ -16,6 +21,7 @@ use tracing::instrument::{Instrument, Instrumented};
 use tracing::Span;
 
 use crate::attempt::{Attempt, ModelInBody};
+use crate::clock::Timing;
 use crate::config::Config;
 use crate::dialect::{Dialect, ErrorKind, StreamFailure};
 use crate::error::FailureClass;
@@ -83,6 +89,11 @@ struct InFlight {
     attempt: Attempt,
     span: Span,
     started: Instant,
+    /// When its request goes to the inner service: its deadlines count from here.
+    sent: Instant,
+    timing: Timing,
+    /// How long its plan said to wait before sending it.
+    wait: Duration,
     first_chunk_at: Option<Instant>,
     /// For a fallback that served: how long the client waited for it.
     fallback_gap: Option<std::time::Duration>,
@@ -91,16 +102,49 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn new(attempt: Attempt, request_span: &Span) -> Self {
+    fn new(attempt: Attempt, request_span: &Span, timing: Timing) -> Self {
+        let now = Instant::now();
         InFlight {
             span: trace::attempt_span(request_span, &attempt),
             attempt,
-            started: Instant::now(),
+            started: now,
+            sent: now,
+            timing,
+            wait: Duration::ZERO,
             first_chunk_at: None,
             fallback_gap: None,
             usage: Usage::default(),
             ended: false,
         }
+    }
+}
+
+pin_project! {
+    /// A further attempt's call: its plan's wait, then the inner service, inside the
+    /// attempt's span.
+    pub(crate) struct Call<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        wait: Option<Pin<Box<tokio::time::Sleep>>>,
+        #[pin]
+        call: Instrumented<Oneshot<S, Request<ReplayBody<B>>>>,
+    }
+}
+
+impl<S, B> Future for Call<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(wait) = this.wait {
+            std::task::ready!(wait.as_mut().poll(cx));
+            *this.wait = None;
+        }
+        this.call.poll(cx)
     }
 }
 
@@ -130,7 +174,7 @@ impl<S, P> Recovery<S, P> {
         span: Span,
     ) -> Self {
         let model = ModelInBody::new(request.body().clone());
-        let current = InFlight::new(Attempt::first_in(&model), &span);
+        let current = InFlight::new(Attempt::first_in(&model), &span, config.timing());
         let mut recovery = Recovery {
             service,
             planner,
@@ -180,6 +224,11 @@ impl<S, P> Recovery<S, P> {
     /// The span of the attempt in flight, to enter while calling the inner service.
     pub(crate) fn attempt_span(&self) -> &Span {
         &self.current.span
+    }
+
+    /// When the attempt in flight was sent, and its deadlines.
+    pub(crate) fn deadlines(&self) -> (Instant, Timing) {
+        (self.current.sent, self.current.timing)
     }
 
     /// Reads what rewriting the request needs (once), the model along with it.
@@ -354,11 +403,24 @@ impl<S, P> Recovery<S, P> {
                 target,
                 strategy,
                 request,
+                after,
+                timing,
             } => {
                 let number = self.current.attempt.number() + 1;
                 let attempt = Attempt::fallback(number, target, strategy.clone());
-                self.current = InFlight::new(attempt, &self.span);
-                tracing::info!(target: TARGET, parent: &self.current.span, "falling back");
+                let timing = timing.over(self.config.timing());
+                self.current = InFlight::new(attempt, &self.span, timing);
+                self.current.wait = after;
+                if after.is_zero() {
+                    tracing::info!(target: TARGET, parent: &self.current.span, "falling back");
+                } else {
+                    tracing::info!(
+                        target: TARGET,
+                        parent: &self.current.span,
+                        { midstream.wait_s = seconds(after) },
+                        "falling back after a wait"
+                    );
+                }
                 Ok((request, strategy))
             }
             PlanKind::GiveUp(reason) => Err(self.give_up(reason.into_owned())),
@@ -387,23 +449,27 @@ impl<S, P> Recovery<S, P> {
     {
         let first = replay::rebuild(&self.request, self.request.body().clone());
         let request = self.for_inner(first);
+        self.current.sent = Instant::now();
         let _entered = self.current.span.enter();
         self.service.call(request)
     }
 
-    /// Calls the inner service with `request` for the attempt in flight, waiting for it to be
-    /// ready; the call runs inside the attempt's span.
-    pub(crate) fn call<B>(
-        &self,
-        request: Request<Bytes>,
-    ) -> Instrumented<Oneshot<S, Request<ReplayBody<B>>>>
+    /// Calls the inner service with `request` for the attempt in flight, after the wait its
+    /// plan asked for, once the service is ready; the call runs inside the attempt's span.
+    pub(crate) fn call<B>(&mut self, request: Request<Bytes>) -> Call<S, B>
     where
         S: Service<Request<ReplayBody<B>>> + Clone,
     {
-        self.service
-            .clone()
-            .oneshot(self.for_inner(request))
-            .instrument(self.current.span.clone())
+        let wait = self.current.wait;
+        self.current.sent = Instant::now() + wait;
+        Call {
+            wait: (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait))),
+            call: self
+                .service
+                .clone()
+                .oneshot(self.for_inner(request))
+                .instrument(self.current.span.clone()),
+        }
     }
 
     /// The request as the inner service gets it: the replayable body, and the attempt named

@@ -1,7 +1,9 @@
 //! What the built-in planner knows about one model it can send a request to.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::plan::{Deadlines, Plan};
 use crate::strategy::Prefill;
 
 /// A model a [`FallbackChain`](crate::FallbackChain) may send a request to, and what it
@@ -23,6 +25,8 @@ use crate::strategy::Prefill;
 pub struct Target {
     name: Arc<str>,
     prefill: Prefill,
+    /// Its attempts' deadlines, where they differ from the layer's.
+    deadlines: Deadlines,
 }
 
 impl Target {
@@ -31,7 +35,35 @@ impl Target {
         Target {
             name: name.into(),
             prefill: Prefill::None,
+            deadlines: Deadlines::default(),
         }
+    }
+
+    /// Its attempts' first-token deadline, instead of the layer's
+    /// ([`first_token_timeout`](crate::MidStreamFallbackLayer::first_token_timeout)): a model
+    /// that thinks long before it writes wants a longer one.
+    pub fn first_token_timeout(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.deadlines.first_token = Some(deadline.into());
+        self
+    }
+
+    /// Its attempts' idle timeout, instead of the layer's
+    /// ([`idle_timeout`](crate::MidStreamFallbackLayer::idle_timeout)).
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.deadlines.idle = Some(idle.into());
+        self
+    }
+
+    /// `plan`, a retry on this target, with this target's deadlines.
+    pub(crate) fn deadlines_on(&self, mut plan: Plan) -> Plan {
+        let Deadlines { first_token, idle } = self.deadlines;
+        if let Some(first_token) = first_token {
+            plan = plan.first_token_timeout(first_token);
+        }
+        if let Some(idle) = idle {
+            plan = plan.idle_timeout(idle);
+        }
+        plan
     }
 
     /// How it accepts its own partial answer (default [`Prefill::None`]: never sent one).
