@@ -12,6 +12,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
+use crate::backoff::retry_after;
 use crate::body::FallbackBody;
 use crate::clock::human;
 use crate::config::Config;
@@ -61,9 +62,18 @@ where
             }
             Ok(response) => {
                 let status = response.status();
-                let class = recovery.status_class(status);
+                let retry_after = retry_after(response.headers());
                 let (mut parts, body) = response.into_parts();
                 let read = read_error_body(body, idle).await;
+                let class = recovery.status_class(status, read.bytes());
+                if is_first && !worth_a_plan(class) {
+                    // A client error (a 400 other than a prompt too long): the client gets it
+                    // as it came, after one call.
+                    let mut response =
+                        respond_read(parts, read, Some(dialect), &recovery.config.redactor);
+                    recovery.pass_on(&mut response);
+                    return Ok(response);
+                }
                 let (error_type, message) = describe_error_body(read.bytes());
                 let mut detail = match (&error_type, &message) {
                     (Some(t), Some(m)) => format!("{t}: {m} (HTTP {})", status.as_u16()),
@@ -83,6 +93,7 @@ where
                     class,
                     detail,
                     error_type: error_type.map(Into::into),
+                    retry_after,
                 }
             }
             Err(failure) => failure,
@@ -153,8 +164,28 @@ where
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let read = read_error_body(body, config.idle_timeout).await;
+    respond_read(parts, read, dialect, &config.redactor)
+}
+
+/// Whether a failure of the first attempt goes to the planner: a retryable status, a prompt
+/// too long for the model, or no response at all. Other statuses go to the client as they came.
+fn worth_a_plan(class: FailureClass) -> bool {
+    match class {
+        FailureClass::Status(status) => crate::recovery::retryable(status),
+        _ => true,
+    }
+}
+
+/// A failed response with its body as read: redacted, or an error saying why it could not be
+/// read whole.
+fn respond_read<ResBody>(
+    mut parts: http::response::Parts,
+    read: ErrorBody,
+    dialect: Option<Dialect>,
+    redactor: &Redactor,
+) -> Response<FallbackBody<ResBody>> {
     let why = match &read {
         ErrorBody::Partial { bytes, why } => Some(format!(
             "the upstream answered HTTP {} and its error body {why} after {} bytes",
@@ -166,10 +197,9 @@ where
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
     match read.usable() {
-        Some(bytes) => Response::from_parts(
-            parts,
-            FallbackBody::full(redact_body(bytes, &config.redactor)),
-        ),
+        Some(bytes) => {
+            Response::from_parts(parts, FallbackBody::full(redact_body(bytes, redactor)))
+        }
         None => {
             let why = why.unwrap_or_default();
             let mut response = match dialect {

@@ -64,6 +64,12 @@ impl<'a> Failure<'a> {
         self.target
     }
 
+    /// How long the failed response asked to wait before a retry (`Retry-After` in seconds or
+    /// as an HTTP date, or `retry-after-ms`), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.history.last().and_then(AttemptError::retry_after)
+    }
+
     /// Every failed attempt so far, this one last, with the target and strategy each used.
     pub fn history(&self) -> &[AttemptError] {
         self.history
@@ -275,6 +281,7 @@ impl FailureBuilder {
             class: FailureClass::Transport,
             detail: "connection reset".into(),
             error_type: None,
+            retry_after: None,
         };
         FailureBuilder {
             dialect,
@@ -294,6 +301,12 @@ impl FailureBuilder {
     /// How the attempt failed (default: [`FailureClass::Transport`]).
     pub fn class(mut self, class: FailureClass) -> Self {
         self.failed().class = class;
+        self
+    }
+
+    /// The failed response asked to wait `wait` before a retry (its `Retry-After`).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.failed().retry_after = Some(wait);
         self
     }
 
@@ -323,6 +336,7 @@ impl FailureBuilder {
             class,
             detail: class.to_string().into(),
             error_type: None,
+            retry_after: None,
         };
         self.history.insert(at, earlier);
         for (n, attempt) in self.history.iter_mut().enumerate() {

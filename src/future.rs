@@ -274,7 +274,11 @@ where
                         }
                         // A retryable status goes on below even with no attempt left, so that
                         // giving up records it like any other failure.
-                        Ok(mut response) if !retryable(response.status()) => {
+                        // A 400 is read first: it may say the prompt is too long for the model.
+                        Ok(mut response)
+                            if !retryable(response.status())
+                                && response.status() != StatusCode::BAD_REQUEST =>
+                        {
                             recovery.pass_on(&mut response);
                             let (dialect, config) =
                                 (Some(recovery.dialect()), recovery.config.clone());

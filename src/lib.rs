@@ -62,12 +62,13 @@
 //! | class | seen as | fallback? |
 //! |---|---|---|
 //! | [`Transport`](FailureClass::Transport) | the body yields an error (reset, incomplete message) | yes |
-//! | [`Stall`](FailureClass::Stall) | no event within the [idle timeout](MidStreamFallbackLayer::idle_timeout) (comments and pings do not count) | yes |
+//! | [`Stall`](FailureClass::Stall) | no content within the [first-token deadline](MidStreamFallbackLayer::first_token_timeout) of sending an attempt, or the [idle timeout](MidStreamFallbackLayer::idle_timeout) after its last content (comments, pings and envelope events do not count) | yes |
 //! | [`InBand`](FailureClass::InBand) | Anthropic `event: error`; an OpenAI chunk with an `error` | yes, unless a client error (invalid request, content policy): that is passed on as it came |
 //! | [`Truncated`](FailureClass::Truncated) | the body ends before `message_stop` / `data: [DONE]` | yes; or, if only the closing events are missing, the layer closes the stream itself |
 //! | [`Malformed`](FailureClass::Malformed) | an event over the size limit or that does not parse | yes |
 //! | [`Status`](FailureClass::Status) | 408, 429, 500, 502, 503, 504, 529 before the stream | yes, invisibly (a restart) |
 //! | [`Connect`](FailureClass::Connect) | the inner service fails before headers | yes |
+//! | [`ContextWindow`](FailureClass::ContextWindow) | a 400 saying the prompt is too long | on a larger-context target, if configured; else passed on |
 //! | client error | any other 4xx before the stream | no: passed on as it came |
 //! | client gone | the response body is dropped | no: the upstream is cancelled, nothing more is called |
 //!
@@ -159,7 +160,8 @@
 //! | option | default | beyond it |
 //! |---|---|---|
 //! | [`max_attempts`](MidStreamFallbackLayer::max_attempts) | 3, the first included | give up |
-//! | [`idle_timeout`](MidStreamFallbackLayer::idle_timeout) | 60 s | a stall |
+//! | [`first_token_timeout`](MidStreamFallbackLayer::first_token_timeout) | 60 s from sending an attempt to its first content | a stall |
+//! | [`idle_timeout`](MidStreamFallbackLayer::idle_timeout) | 60 s between content events | a stall |
 //! | [`keep_alive`](MidStreamFallbackLayer::keep_alive) | every 5 s while waiting for a fallback | |
 //! | [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes) | 4 MiB | 413 in the client's dialect; nothing is sent upstream |
 //! | [`max_event_bytes`](MidStreamFallbackLayer::max_event_bytes) | 1 MiB | a malformed stream |
@@ -186,11 +188,14 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod attempt;
+mod backoff;
 mod before_stream;
 mod body;
+mod breaker;
 mod chain;
 mod clock;
 mod config;
+mod context_window;
 mod dialect;
 mod error;
 mod failure;
@@ -218,7 +223,9 @@ mod transcript;
 mod untrusted;
 
 pub use attempt::Attempt;
+pub use backoff::{Backoff, RetryBudget};
 pub use body::FallbackBody;
+pub use breaker::{Admission, Breaker, CircuitState};
 pub use chain::{FallbackChain, WhenNoPrefill};
 pub use dialect::Dialect;
 pub use error::{AttemptError, FailureClass, FallbackError};
@@ -227,7 +234,7 @@ pub use layer::MidStreamFallbackLayer;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsObserver;
 pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
-pub use plan::{Plan, RetryPlanner};
+pub use plan::{FirstAttempt, Plan, RetryPlanner};
 pub use provenance::Provenance;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};

@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 
+use crate::attempt::{Attempt, ModelInBody};
 use crate::failure::Failure;
+use crate::observe::AttemptOutcome;
 use crate::strategy::Strategy;
 
 /// Decides, after each failure, whether and how to try again.
@@ -18,7 +20,8 @@ use crate::strategy::Strategy;
 ///
 /// The planner is asked only about failures that a retry can fix: a client error (any 4xx
 /// other than 408 and 429 before the stream, an in-band `invalid_request_error`) is passed to
-/// the client as it came, and a request that opted out with [`NoFallback`](crate::NoFallback)
+/// the client as it came, except a 400 saying the prompt is too long
+/// ([`FailureClass::ContextWindow`](crate::FailureClass::ContextWindow)), and a request that opted out with [`NoFallback`](crate::NoFallback)
 /// never gets here.
 ///
 /// # Example
@@ -54,11 +57,47 @@ use crate::strategy::Strategy;
 pub trait RetryPlanner {
     /// What to do about `failure`: a rewritten request for the next attempt, or give up.
     fn plan(&mut self, failure: &Failure<'_>) -> Plan;
+
+    /// Before the first attempt: another target to send it to, restarted there, instead of
+    /// the model the client asked for (a primary whose circuit is open...). `None`, the
+    /// default: the request goes as the client sent it.
+    fn first(&mut self, request: &FirstAttempt<'_>) -> Option<Arc<str>> {
+        let _ = request;
+        None
+    }
+
+    /// An attempt ended: `outcome` says how (a planner that keeps per-target health, as
+    /// [`FallbackChain`](crate::FallbackChain)'s circuit breaker does, learns from it). Not
+    /// called for an attempt whose client went away. Does nothing by default.
+    fn attempt_ended(&mut self, attempt: &Attempt, outcome: AttemptOutcome) {
+        let _ = (attempt, outcome);
+    }
 }
 
 impl<P: RetryPlanner + ?Sized> RetryPlanner for Box<P> {
     fn plan(&mut self, failure: &Failure<'_>) -> Plan {
         (**self).plan(failure)
+    }
+
+    fn first(&mut self, request: &FirstAttempt<'_>) -> Option<Arc<str>> {
+        (**self).first(request)
+    }
+
+    fn attempt_ended(&mut self, attempt: &Attempt, outcome: AttemptOutcome) {
+        (**self).attempt_ended(attempt, outcome)
+    }
+}
+
+/// What a planner is told before the first attempt.
+#[derive(Debug)]
+pub struct FirstAttempt<'a> {
+    pub(crate) model: &'a ModelInBody,
+}
+
+impl FirstAttempt<'_> {
+    /// The `model` the client asked for (its body is read for it once, on the first ask).
+    pub fn model(&self) -> Option<&str> {
+        self.model.get().map(|m| &**m)
     }
 }
 

@@ -23,15 +23,17 @@ use tracing::Span;
 use crate::attempt::{Attempt, ModelInBody};
 use crate::clock::Timing;
 use crate::config::Config;
+use crate::context_window::says_prompt_too_long;
 use crate::dialect::{Dialect, ErrorKind, StreamFailure};
 use crate::error::FailureClass;
 use crate::error::{AttemptError, FallbackError};
 use crate::failure::Failure;
 use crate::json::RequestIndex;
 use crate::observe::{AttemptOutcome, AttemptReport, RequestOutcome, RequestReport, Usage};
-use crate::plan::{PlanKind, RetryPlanner};
+use crate::plan::{FirstAttempt, PlanKind, RetryPlanner};
 use crate::provenance::Provenance;
 use crate::replay::{self, ReplayBody};
+use crate::rewrite::Continuation;
 use crate::strategy::Strategy;
 use crate::trace::{self, seconds, TARGET};
 use crate::transcript::Transcript;
@@ -255,12 +257,15 @@ impl<S, P> Recovery<S, P> {
         }
     }
 
-    /// How a non-success status from the attempt in flight counts.
-    pub(crate) fn status_class(&self, status: StatusCode) -> FailureClass {
-        if status == StatusCode::BAD_REQUEST
-            && matches!(self.strategy(), Some(Strategy::Prefill(_)))
-        {
+    /// How a non-success status from the attempt in flight counts, given what its body said
+    /// (empty when it was not read).
+    pub(crate) fn status_class(&self, status: StatusCode, body: &[u8]) -> FailureClass {
+        if status != StatusCode::BAD_REQUEST {
+            FailureClass::Status(status)
+        } else if matches!(self.strategy(), Some(Strategy::Prefill(_))) {
             FailureClass::PrefillRejected
+        } else if says_prompt_too_long(body) {
+            FailureClass::ContextWindow
         } else {
             FailureClass::Status(status)
         }
@@ -306,16 +311,22 @@ impl<S, P> Recovery<S, P> {
     /// The response of the attempt in flight goes to the client unwatched, as it came: a client
     /// error, or a success that is no event stream. (A retryable status goes through
     /// [`on_failure`](Self::on_failure), which gives up with every attempt's error.)
-    pub(crate) fn pass_on<B>(&mut self, response: &mut Response<B>) {
+    pub(crate) fn pass_on<B>(&mut self, response: &mut Response<B>)
+    where
+        P: RetryPlanner,
+    {
         debug_assert!(response.status().is_success() || !retryable(response.status()));
         self.respond(response);
-        self.end_attempt(AttemptOutcome::PassedOn, None);
+        self.ended(AttemptOutcome::PassedOn, None);
         self.fate = Fate::PassedOn;
     }
 
     /// The attempt in flight sent the end of the answer.
-    pub(crate) fn completed(&mut self, transcript: &Transcript) {
-        self.end_attempt(AttemptOutcome::Completed, Some(transcript));
+    pub(crate) fn completed(&mut self, transcript: &Transcript)
+    where
+        P: RetryPlanner,
+    {
+        self.ended(AttemptOutcome::Completed, Some(transcript));
         self.fate = Fate::Completed;
         if !self.current.attempt.is_first() {
             tracing::info!(
@@ -331,7 +342,10 @@ impl<S, P> Recovery<S, P> {
 
     /// The attempt in flight failed, but the client had the whole answer: the layer closed the
     /// stream itself.
-    pub(crate) fn closed_locally(&mut self, failure: &StreamFailure, transcript: &Transcript) {
+    pub(crate) fn closed_locally(&mut self, failure: &StreamFailure, transcript: &Transcript)
+    where
+        P: RetryPlanner,
+    {
         tracing::info!(
             target: TARGET,
             parent: &self.current.span,
@@ -368,7 +382,7 @@ impl<S, P> Recovery<S, P> {
             },
             "upstream attempt failed"
         );
-        self.end_attempt(AttemptOutcome::Failed(class), Some(transcript));
+        self.ended(AttemptOutcome::Failed(class), Some(transcript));
         self.waiting_since.get_or_insert_with(Instant::now);
         let attempt = &self.current.attempt;
         self.history.push(AttemptError {
@@ -378,6 +392,7 @@ impl<S, P> Recovery<S, P> {
             class,
             detail: failure.detail.into(),
             error_type: failure.error_type,
+            retry_after: failure.retry_after,
         });
         if !self.can_retry() {
             return Err(self.give_up(format!("all {} attempts used", self.config.max_attempts)));
@@ -442,16 +457,47 @@ impl<S, P> Recovery<S, P> {
         err
     }
 
-    /// Calls the service the layer made ready with the first attempt's request.
+    /// Calls the service the layer made ready with the first attempt's request: as the client
+    /// sent it, or restarted on the target the planner chose instead.
     pub(crate) fn call_first<B>(&mut self) -> S::Future
     where
         S: Service<Request<ReplayBody<B>>>,
+        P: RetryPlanner,
     {
-        let first = replay::rebuild(&self.request, self.request.body().clone());
+        let instead = self.planner.first(&FirstAttempt { model: &self.model });
+        let first = match instead.and_then(|target| self.restarted_on(target)) {
+            Some(request) => request,
+            None => replay::rebuild(&self.request, self.request.body().clone()),
+        };
         let request = self.for_inner(first);
         self.current.sent = Instant::now();
         let _entered = self.current.span.enter();
         self.service.call(request)
+    }
+
+    /// The client's request restarted on `target`, which the first attempt now goes to; `None`
+    /// if the body cannot be rewritten (then it goes as it came).
+    fn restarted_on(&mut self, target: Arc<str>) -> Option<Request<Bytes>> {
+        self.read_index();
+        let index = self.index.as_ref().expect("read above");
+        let continuation = Continuation {
+            text: "",
+            kept_tokens: 0,
+        };
+        let body = self
+            .dialect
+            .spec()
+            .rewrite(
+                self.request.body(),
+                index,
+                &target,
+                &Strategy::Restart,
+                &continuation,
+            )
+            .ok()?;
+        let timing = self.current.timing;
+        self.current = InFlight::new(Attempt::first(Some(target)), &self.span, timing);
+        Some(replay::rebuild(&self.request, body))
     }
 
     /// Calls the inner service with `request` for the attempt in flight, after the wait its
@@ -480,6 +526,17 @@ impl<S, P> Recovery<S, P> {
             .extensions_mut()
             .insert(self.current.attempt.clone());
         request
+    }
+
+    /// Ends the attempt in flight, and tells the planner how.
+    fn ended(&mut self, outcome: AttemptOutcome, transcript: Option<&Transcript>)
+    where
+        P: RetryPlanner,
+    {
+        if !self.current.ended {
+            self.planner.attempt_ended(&self.current.attempt, outcome);
+        }
+        self.end_attempt(outcome, transcript);
     }
 
     /// Ends the attempt in flight: its span gets its last fields, the observer its report.
@@ -565,6 +622,7 @@ pub(crate) fn unwatched_failure(detail: String) -> FallbackError {
             class: FailureClass::Connect,
             detail: detail.into(),
             error_type: None,
+            retry_after: None,
         }],
         "the layer does not watch this request",
     )

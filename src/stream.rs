@@ -447,7 +447,7 @@ where
         Ok(response) => {
             let status = response.status();
             if !status.is_success() {
-                let class = recovery.status_class(status);
+                let class = recovery.status_class(status, &[]);
                 return Err(StreamFailure::new(
                     class,
                     format!("the fallback answered HTTP {}", status.as_u16()),

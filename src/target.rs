@@ -27,6 +27,8 @@ pub struct Target {
     prefill: Prefill,
     /// Its attempts' deadlines, where they differ from the layer's.
     deadlines: Deadlines,
+    /// Its same-target retries, where they differ from the chain's.
+    retries: Option<u32>,
 }
 
 impl Target {
@@ -36,7 +38,20 @@ impl Target {
             name: name.into(),
             prefill: Prefill::None,
             deadlines: Deadlines::default(),
+            retries: None,
         }
+    }
+
+    /// How many times it is retried, before anything reached the client, before the next
+    /// target is tried (default: the chain's [`retries`](crate::FallbackChain::retries)).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Its same-target retries, if declared.
+    pub(crate) fn declared_retries(&self) -> Option<u32> {
+        self.retries
     }
 
     /// Its attempts' first-token deadline, instead of the layer's

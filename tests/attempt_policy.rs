@@ -1,5 +1,5 @@
-//! The attempt policy before the stream (issue 11): deadlines that measure progress, retries
-//! on the same target, context-window fallback. A scripted upstream on paused time: every
+//! The attempt policy (issue 11): deadlines that measure progress, retries on the same
+//! target, context-window fallback, circuit breaking. A scripted upstream on paused time: every
 //! wait is exact, and nothing sleeps for real.
 
 mod support;
@@ -20,8 +20,8 @@ use support::*;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 use tower_midstream::{
-    AttemptReport, FallbackChain, FallbackError, MidStreamFallbackLayer, Observer, Prefill,
-    ReplayBody, RequestReport, Target,
+    AttemptReport, Backoff, Breaker, FallbackChain, FallbackError, MidStreamFallbackLayer,
+    Observer, Prefill, ReplayBody, RequestReport, RetryBudget, Target,
 };
 
 const ANSWER: [&str; 3] = ["Hello", ", ", "world!"];
@@ -376,4 +376,266 @@ async fn a_targets_own_first_token_deadline_replaces_the_layers() {
     assert_eq!(upstream.times(start), [secs(0), secs(8), secs(11)]);
     let history = got.error.map(|e| e.attempts().len());
     assert_eq!(history, None, "the answer came: no error");
+}
+
+// ---- retrying the same target -----------------------------------------------------------
+
+/// A backoff whose every wait is its ceiling: exact times in tests.
+fn full_waits() -> Backoff {
+    Backoff::new(Duration::from_millis(500), secs(8)).jitter(|| 1.0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_is_honoured_within_the_jitter_bounds() {
+    for asked in [
+        Reply::status(429, OVERLOADED).with_header("retry-after", "2"),
+        Reply::status(429, OVERLOADED).with_header("retry-after-ms", "2000"),
+    ] {
+        let start = Instant::now();
+        let upstream = Scripted::default().then("primary", asked);
+        // The default jitter source: the wait is 2 s plus up to the 500 ms base.
+        let layer = MidStreamFallbackLayer::new(to_fallback().retries(1));
+        let got = send(layer, &upstream).await;
+        assert_eq!(got.text(), ANSWER.concat());
+        assert_eq!(upstream.models(), ["primary", "primary"]);
+        let gap = upstream.times(start)[1];
+        assert!(
+            gap >= secs(2) && gap <= Duration::from_millis(2500),
+            "retried after {gap:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_longer_than_the_cap_moves_on_to_the_next_target_at_once() {
+    let start = Instant::now();
+    let upstream = Scripted::default().then(
+        "primary",
+        Reply::status(429, OVERLOADED).with_header("retry-after", "30"),
+    );
+    let layer = MidStreamFallbackLayer::new(to_fallback().retries(2).backoff(full_waits()));
+    let got = send(layer, &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(upstream.models(), ["primary", "fallback"]);
+    assert_eq!(upstream.times(start), [secs(0), secs(0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_500_is_retried_on_the_same_target_and_answered() {
+    let start = Instant::now();
+    let upstream = Scripted::default().then("primary", Reply::status(500, OVERLOADED));
+    let layer = MidStreamFallbackLayer::new(to_fallback().retries(1).backoff(full_waits()));
+    let got = send(layer, &upstream).await;
+    assert_eq!((got.status, got.text()), (200, ANSWER.concat()));
+    assert_eq!(upstream.models(), ["primary", "primary"]);
+    assert_eq!(upstream.times(start), [secs(0), Duration::from_millis(500)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_target_retries_back_off_exponentially_then_move_on() {
+    let start = Instant::now();
+    let upstream = (0..4).fold(Scripted::default(), |u, _| {
+        u.then("primary", Reply::status(503, OVERLOADED))
+    });
+    let chain = to_fallback()
+        .target(Target::new("primary").retries(3))
+        .backoff(full_waits());
+    let layer = MidStreamFallbackLayer::new(chain).max_attempts(5);
+    let got = send(layer, &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(
+        upstream.models(),
+        ["primary", "primary", "primary", "primary", "fallback"]
+    );
+    let ms: Vec<u128> = upstream
+        .times(start)
+        .iter()
+        .map(Duration::as_millis)
+        .collect();
+    assert_eq!(ms, [0, 500, 1500, 3500, 3500]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_requests_never_hammer_a_failing_target_past_the_retry_budget() {
+    let requests = 10;
+    let upstream = (0..requests * 4).fold(Scripted::default(), |u, _| {
+        u.then("primary", Reply::status(503, OVERLOADED))
+    });
+    let chain = to_fallback()
+        .retries(3)
+        .backoff(full_waits())
+        .retry_budget(RetryBudget::new(4, secs(60)));
+    let layer = MidStreamFallbackLayer::new(chain).max_attempts(5);
+    let handles: Vec<_> = (0..requests)
+        .map(|_| {
+            let (layer, upstream) = (layer.clone(), upstream.clone());
+            tokio::spawn(async move { send(layer, &upstream).await })
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.await.unwrap().text(), ANSWER.concat());
+    }
+    let models = upstream.models();
+    let primary = models.iter().filter(|m| *m == "primary").count();
+    assert_eq!(
+        primary,
+        requests + 4,
+        "one call each, and the budget's 4 retries"
+    );
+    assert_eq!(
+        models.len() - primary,
+        requests,
+        "each answered by the fallback"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_answer_reached_the_client_a_failing_target_is_not_retried() {
+    // "Hello" reaches the client, then the primary stalls; the first fallback answers 503,
+    // which before the stream would be retried: mid-stream, the next target continues.
+    let primary = Reply::Stream {
+        steps: answer_every(Duration::ZERO).into_iter().take(3).collect(),
+        hang: true,
+    };
+    let rest = Reply::Stream {
+        steps: vec![(Duration::ZERO, anthropic_text_stream(&ANSWER[1..]))],
+        hang: false,
+    };
+    let upstream = Scripted::default()
+        .then("primary", primary)
+        .then("fallback", Reply::status(503, OVERLOADED))
+        .then("fallback-2", rest);
+    let chain = FallbackChain::new()
+        .model("fallback", Prefill::Assistant)
+        .model("fallback-2", Prefill::Assistant)
+        .fallbacks("primary", ["fallback", "fallback-2"])
+        .retries(2)
+        .backoff(full_waits());
+    let layer = MidStreamFallbackLayer::new(chain)
+        .idle_timeout(secs(5))
+        .max_attempts(5);
+    let got = send(layer, &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(upstream.models(), ["primary", "fallback", "fallback-2"]);
+}
+
+// ---- context-window fallback ------------------------------------------------------------
+
+const TOO_LONG: &str = r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+const FILTERED: &str = r#"{"error":{"message":"The response was filtered due to the prompt triggering the content management policy.","type":null,"param":"prompt","code":"content_filter","status":400}}"#;
+const ANTHROPIC_TOO_LONG: &str = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 212345 tokens > 200000 maximum"}}"#;
+
+fn with_larger_context() -> FallbackChain {
+    to_fallback()
+        .context_window_fallbacks("primary", ["primary-1m"])
+        .retries(2)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_context_length_400_restarts_on_the_larger_target() {
+    for too_long in [TOO_LONG, ANTHROPIC_TOO_LONG] {
+        let upstream = Scripted::default().then("primary", Reply::status(400, too_long));
+        let got = send(
+            MidStreamFallbackLayer::new(with_larger_context()),
+            &upstream,
+        )
+        .await;
+        assert_eq!((got.status, got.text()), (200, ANSWER.concat()));
+        assert_eq!(upstream.models(), ["primary", "primary-1m"]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_content_filter_400_passes_through_intact_with_one_upstream_call() {
+    let upstream = Scripted::default().then("primary", Reply::status(400, FILTERED));
+    let got = send(
+        MidStreamFallbackLayer::new(with_larger_context()),
+        &upstream,
+    )
+    .await;
+    assert_eq!(got.status, 400);
+    assert_eq!(&got.bytes[..], FILTERED.as_bytes());
+    assert!(got.error.is_none(), "passed on, not given up on");
+    assert_eq!(upstream.models(), ["primary"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_context_length_400_without_a_larger_target_goes_to_the_client_as_it_came() {
+    let upstream = Scripted::default().then("primary", Reply::status(400, TOO_LONG));
+    let got = send(MidStreamFallbackLayer::new(to_fallback()), &upstream).await;
+    assert_eq!(got.status, 400);
+    assert_eq!(&got.bytes[..], TOO_LONG.as_bytes());
+    assert_eq!(upstream.models(), ["primary"]);
+}
+
+// ---- circuit breaking -------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_skips_probes_and_closes_across_concurrent_requests() {
+    let probe_answer = Reply::Stream {
+        steps: answer_every(secs(1)),
+        hang: false,
+    };
+    let upstream = Scripted::default()
+        .then("primary", Reply::status(503, OVERLOADED))
+        .then("primary", Reply::status(503, OVERLOADED))
+        .then("primary", probe_answer);
+    let chain = to_fallback().circuit_breaker(Breaker::new(2, secs(30)));
+    let layer = MidStreamFallbackLayer::new(chain);
+    let spawn = |layer: &MidStreamFallbackLayer<FallbackChain>| {
+        let (layer, upstream) = (layer.clone(), upstream.clone());
+        tokio::spawn(async move { send(layer, &upstream).await })
+    };
+
+    // Two requests at once: each fails on the primary and is answered by the fallback. That
+    // is two failures in a row: the circuit opens.
+    let (a, b) = (spawn(&layer), spawn(&layer));
+    for got in [a.await.unwrap(), b.await.unwrap()] {
+        assert_eq!(got.text(), ANSWER.concat());
+    }
+    let mut models = upstream.models();
+    models.sort();
+    assert_eq!(models, ["fallback", "fallback", "primary", "primary"]);
+
+    // Open: the next request's first attempt goes to the fallback; the primary is not called.
+    let got = send(layer.clone(), &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(upstream.models()[4..], ["fallback"]);
+
+    // After the cooldown, one probe goes to the primary (its answer takes a few seconds); a
+    // request meanwhile is still sent to the fallback.
+    tokio::time::advance(secs(30)).await;
+    let probe = spawn(&layer);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(upstream.models()[5..], ["primary"], "the probe");
+    let got = send(layer.clone(), &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(
+        upstream.models()[6..],
+        ["fallback"],
+        "skipped while probing"
+    );
+    assert_eq!(probe.await.unwrap().text(), ANSWER.concat());
+
+    // The probe succeeded: closed, the primary serves again.
+    let got = send(layer.clone(), &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(upstream.models()[7..], ["primary"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_circuit_open_the_least_recently_failed_target_is_still_tried() {
+    let upstream = Scripted::default()
+        .then("primary", Reply::status(503, OVERLOADED))
+        .then("fallback", Reply::status(503, OVERLOADED));
+    let chain = to_fallback().circuit_breaker(Breaker::new(1, secs(30)));
+    let layer = MidStreamFallbackLayer::new(chain);
+    let got = send(layer.clone(), &upstream).await;
+    assert_eq!(got.status, 503, "both failed: the original 503");
+    assert_eq!(upstream.models(), ["primary", "fallback"]);
+    // Both open; the primary failed first, so it is the one tried, and it answers.
+    tokio::time::advance(secs(1)).await;
+    let got = send(layer, &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(upstream.models()[2..], ["primary"]);
 }

@@ -297,6 +297,8 @@ pub(crate) struct StreamFailure {
     pub(crate) detail: String,
     /// The upstream's own error type (`overloaded_error`...), to name to the client.
     pub(crate) error_type: Option<Arc<str>>,
+    /// How long a failed response asked to wait before a retry.
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl StreamFailure {
@@ -305,6 +307,7 @@ impl StreamFailure {
             class,
             detail: detail.into(),
             error_type: None,
+            retry_after: None,
         }
     }
 

@@ -850,6 +850,7 @@ fn in_band_failure(error: &InBand, src: &Source<'_>) -> StreamFailure {
         class: FailureClass::InBand,
         detail,
         error_type: kind.map(Arc::from),
+        retry_after: None,
     }
 }
 
