@@ -129,7 +129,7 @@ impl RetryBudget {
         let now = Instant::now();
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         let (started, count) = &mut *used;
-        if started.is_none_or(|at| now >= at + self.window) {
+        if !started.is_some_and(|at| now < at + self.window) {
             *started = Some(now);
             *count = 0;
         }
@@ -152,7 +152,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .map(str::trim)
     };
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 && ms < 1e12 {
+        if (0.0..1e12).contains(&ms) {
             return Some(Duration::from_secs_f64(ms / 1000.0));
         }
     }

@@ -247,7 +247,7 @@ impl FallbackChain {
             match self.admit(target) {
                 Admission::Closed | Admission::Probe => return Some((at, target.clone())),
                 Admission::Open { since } => {
-                    if least_recent.is_none_or(|(_, _, earliest)| since < earliest) {
+                    if !least_recent.is_some_and(|(_, _, earliest)| since >= earliest) {
                         least_recent = Some((at, target, since));
                     }
                 }
