@@ -10,7 +10,7 @@ use crate::breaker::{Admission, CircuitState};
 use crate::error::FailureClass;
 use crate::failure::Failure;
 use crate::observe::AttemptOutcome;
-use crate::plan::{Plan, RetryPlanner};
+use crate::plan::{First, Plan, RetryPlanner};
 use crate::recovery::retryable;
 use crate::strategy::{Prefill, Strategy, DEFAULT_INSTRUCTION};
 use crate::target::Target;
@@ -104,6 +104,8 @@ struct Shared {
     budget: Arc<RetryBudget>,
     /// Per-target circuits, shared likewise; `None`: no circuit breaking.
     circuits: Option<Arc<dyn CircuitState>>,
+    /// Some target declares its own deadlines: the first attempt's target is looked up.
+    any_deadlines: bool,
 }
 
 impl FallbackChain {
@@ -121,7 +123,9 @@ impl FallbackChain {
     /// same name.
     pub fn target(mut self, target: Target) -> Self {
         let name: Arc<str> = Arc::from(target.name());
-        Arc::make_mut(&mut self.shared).targets.insert(name, target);
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.any_deadlines |= target.deadlines().any();
+        shared.targets.insert(name, target);
         self
     }
 
@@ -266,7 +270,7 @@ impl FallbackChain {
     /// `plan`, a retry on `target`, with that target's deadlines if it was declared.
     fn on_target(&self, target: &str, plan: Plan) -> Plan {
         match self.target_of(target) {
-            Some(declared) => declared.deadlines_on(plan),
+            Some(declared) => plan.with_deadlines(declared.deadlines()),
             None => plan,
         }
     }
@@ -363,24 +367,37 @@ impl FallbackChain {
 }
 
 impl RetryPlanner for FallbackChain {
-    /// With circuit breaking, a model whose circuit is open sends the first attempt to its
-    /// first fallback whose circuit is closed (the fallbacks before it are skipped).
-    fn first(&mut self, request: &crate::plan::FirstAttempt<'_>) -> Option<Arc<str>> {
-        self.shared.circuits.as_ref()?;
-        let model: Arc<str> = Arc::from(request.model()?);
+    /// The first attempt gets its target's own deadlines; with circuit breaking, a model
+    /// whose circuit is open sends it to its first fallback whose circuit is closed (the
+    /// fallbacks before that one are skipped).
+    fn first(&mut self, request: &crate::plan::FirstAttempt<'_>) -> First {
+        if self.shared.circuits.is_none() && !self.shared.any_deadlines {
+            return First::as_sent();
+        }
+        let Some(model) = request.model().map(Arc::<str>::from) else {
+            return First::as_sent();
+        };
         let list = self.fallbacks_of(&model);
         let candidates = std::iter::once(&model).chain(list.iter());
-        let (at, target) = self.pick(candidates)?;
-        if at == 0 {
-            return None;
+        let (first, target) = match self.pick(candidates) {
+            Some((at, target)) if at > 0 => {
+                self.next = at;
+                tracing::info!(
+                    target: TARGET,
+                    { midstream.rule = "circuit_open", midstream.target = &*target },
+                    "the model's circuit is open: the first attempt goes to a fallback"
+                );
+                (First::to(target.clone()), target)
+            }
+            _ => (First::as_sent(), model),
+        };
+        match self.target_of(&target) {
+            Some(declared) => First {
+                timing: first.timing.then(declared.deadlines()),
+                ..first
+            },
+            None => first,
         }
-        self.next = at;
-        tracing::info!(
-            target: TARGET,
-            { midstream.rule = "circuit_open", midstream.target = &*target },
-            "the model's circuit is open: the first attempt goes to a fallback"
-        );
-        Some(target)
     }
 
     /// Tells the circuits how an attempt to a target ended: a completed or passed-on answer

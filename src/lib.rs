@@ -234,7 +234,7 @@ pub use layer::MidStreamFallbackLayer;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsObserver;
 pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
-pub use plan::{FirstAttempt, Plan, RetryPlanner};
+pub use plan::{First, FirstAttempt, Plan, RetryPlanner};
 pub use provenance::Provenance;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};

@@ -58,12 +58,12 @@ pub trait RetryPlanner {
     /// What to do about `failure`: a rewritten request for the next attempt, or give up.
     fn plan(&mut self, failure: &Failure<'_>) -> Plan;
 
-    /// Before the first attempt: another target to send it to, restarted there, instead of
-    /// the model the client asked for (a primary whose circuit is open...). `None`, the
-    /// default: the request goes as the client sent it.
-    fn first(&mut self, request: &FirstAttempt<'_>) -> Option<Arc<str>> {
+    /// Before the first attempt: where it goes and its deadlines. [`First::as_sent`], the
+    /// default, sends the request as the client sent it with the layer's deadlines;
+    /// [`First::to`] restarts it on another target (a primary whose circuit is open...).
+    fn first(&mut self, request: &FirstAttempt<'_>) -> First {
         let _ = request;
-        None
+        First::as_sent()
     }
 
     /// An attempt ended: `outcome` says how (a planner that keeps per-target health, as
@@ -79,12 +79,51 @@ impl<P: RetryPlanner + ?Sized> RetryPlanner for Box<P> {
         (**self).plan(failure)
     }
 
-    fn first(&mut self, request: &FirstAttempt<'_>) -> Option<Arc<str>> {
+    fn first(&mut self, request: &FirstAttempt<'_>) -> First {
         (**self).first(request)
     }
 
     fn attempt_ended(&mut self, attempt: &Attempt, outcome: AttemptOutcome) {
         (**self).attempt_ended(attempt, outcome)
+    }
+}
+
+/// The planner's say before the first attempt: where it goes, and its deadlines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct First {
+    pub(crate) target: Option<Arc<str>>,
+    pub(crate) timing: Deadlines,
+}
+
+impl First {
+    /// The request as the client sent it, with the layer's deadlines.
+    pub fn as_sent() -> Self {
+        First::default()
+    }
+
+    /// The request restarted on `target` instead of the model the client asked for.
+    pub fn to(target: impl Into<Arc<str>>) -> Self {
+        First {
+            target: Some(target.into()),
+            timing: Deadlines::default(),
+        }
+    }
+
+    /// Where it goes instead of the model the client asked for, if elsewhere.
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    /// Its first-token deadline, instead of the layer's (`None`: none).
+    pub fn first_token_timeout(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.timing.first_token = Some(deadline.into());
+        self
+    }
+
+    /// Its idle timeout, instead of the layer's (`None`: none).
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.timing.idle = Some(idle.into());
+        self
     }
 }
 
@@ -128,6 +167,19 @@ pub(crate) struct Deadlines {
 }
 
 impl Deadlines {
+    /// These deadlines, each overridden by `other`'s where it sets one.
+    pub(crate) fn then(self, other: Deadlines) -> Deadlines {
+        Deadlines {
+            first_token: other.first_token.or(self.first_token),
+            idle: other.idle.or(self.idle),
+        }
+    }
+
+    /// Whether it sets any deadline.
+    pub(crate) fn any(&self) -> bool {
+        self.first_token.is_some() || self.idle.is_some()
+    }
+
     /// These deadlines over `timing`, the layer's.
     pub(crate) fn over(self, mut timing: crate::clock::Timing) -> crate::clock::Timing {
         if let Some(first_token) = self.first_token {
@@ -160,6 +212,14 @@ impl Plan {
     pub fn after(mut self, wait: Duration) -> Self {
         if let PlanKind::Retry { after, .. } = &mut self.0 {
             *after = wait;
+        }
+        self
+    }
+
+    /// The retry with `deadlines` set on it where they set one.
+    pub(crate) fn with_deadlines(mut self, deadlines: Deadlines) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            *timing = timing.then(deadlines);
         }
         self
     }

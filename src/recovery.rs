@@ -464,8 +464,9 @@ impl<S, P> Recovery<S, P> {
         S: Service<Request<ReplayBody<B>>>,
         P: RetryPlanner,
     {
-        let instead = self.planner.first(&FirstAttempt { model: &self.model });
-        let first = match instead.and_then(|target| self.restarted_on(target)) {
+        let first = self.planner.first(&FirstAttempt { model: &self.model });
+        self.current.timing = first.timing.over(self.current.timing);
+        let first = match first.target.and_then(|target| self.restarted_on(target)) {
             Some(request) => request,
             None => replay::rebuild(&self.request, self.request.body().clone()),
         };

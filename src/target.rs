@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::plan::{Deadlines, Plan};
+use crate::plan::Deadlines;
 use crate::strategy::Prefill;
 
 /// A model a [`FallbackChain`](crate::FallbackChain) may send a request to, and what it
@@ -69,16 +69,9 @@ impl Target {
         self
     }
 
-    /// `plan`, a retry on this target, with this target's deadlines.
-    pub(crate) fn deadlines_on(&self, mut plan: Plan) -> Plan {
-        let Deadlines { first_token, idle } = self.deadlines;
-        if let Some(first_token) = first_token {
-            plan = plan.first_token_timeout(first_token);
-        }
-        if let Some(idle) = idle {
-            plan = plan.idle_timeout(idle);
-        }
-        plan
+    /// Its deadlines, where they differ from the layer's.
+    pub(crate) fn deadlines(&self) -> Deadlines {
+        self.deadlines
     }
 
     /// How it accepts its own partial answer (default [`Prefill::None`]: never sent one).

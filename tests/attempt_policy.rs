@@ -378,6 +378,42 @@ async fn a_targets_own_first_token_deadline_replaces_the_layers() {
     assert_eq!(history, None, "the answer came: no error");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_targets_own_first_token_deadline_bounds_the_first_attempt_too() {
+    let start = Instant::now();
+    let upstream = Scripted::default().then("primary", Reply::NoHeaders);
+    let chain = to_fallback().target(Target::new("primary").first_token_timeout(secs(3)));
+    let layer = MidStreamFallbackLayer::new(chain).first_token_timeout(secs(8));
+    let got = send(layer, &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(upstream.models(), ["primary", "fallback"]);
+    assert_eq!(upstream.times(start), [secs(0), secs(3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_targets_own_idle_timeout_replaces_the_layers() {
+    let start = Instant::now();
+    // "Hello" reaches the client, then nothing; the fallback continues the answer.
+    let primary = Reply::Stream {
+        steps: answer_every(Duration::ZERO).into_iter().take(3).collect(),
+        hang: true,
+    };
+    let rest = Reply::Stream {
+        steps: vec![(Duration::ZERO, anthropic_text_stream(&ANSWER[1..]))],
+        hang: false,
+    };
+    let upstream = Scripted::default()
+        .then("primary", primary)
+        .then("fallback", rest);
+    let chain = to_fallback().target(Target::new("primary").idle_timeout(secs(2)));
+    let layer = MidStreamFallbackLayer::new(chain)
+        .idle_timeout(secs(60))
+        .keep_alive(None);
+    let got = send(layer, &upstream).await;
+    assert_eq!(got.text(), ANSWER.concat());
+    assert_eq!(upstream.times(start), [secs(0), secs(2)]);
+}
+
 // ---- retrying the same target -----------------------------------------------------------
 
 /// A backoff whose every wait is its ceiling: exact times in tests.
