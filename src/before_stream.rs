@@ -74,7 +74,8 @@ where
                     recovery.pass_on(&mut response);
                     return Ok(response);
                 }
-                let (error_type, message) = describe_error_body(read.bytes());
+                let (error_type, message) =
+                    describe_error_body(read.bytes(), &recovery.config.redactor);
                 let mut detail = match (&error_type, &message) {
                     (Some(t), Some(m)) => format!("{t}: {m} (HTTP {})", status.as_u16()),
                     (None, Some(m)) => format!("{m} (HTTP {})", status.as_u16()),
