@@ -125,7 +125,6 @@ impl Relay {
                     reported.input_tokens = usage.input_tokens.or(reported.input_tokens);
                     self.client.usage_sent = true;
                 }
-                Item::UsageComing => self.client.usage_coming = true,
                 Item::Terminal => terminal = true,
                 Item::Error(error) if !error.client => {
                     return Step::Fail(in_band_failure(&error, src));

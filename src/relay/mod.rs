@@ -120,8 +120,6 @@ struct Client {
     next_block: u32,
     finish_sent: bool,
     usage_sent: bool,
-    /// The upstream said usage comes before the end: a closing written here reports it too.
-    usage_coming: bool,
     /// An upstream event with an `id:` field reached it: the openai Python SDK then dispatches
     /// an event at every blank line, so keep-alives must not have one.
     saw_id: bool,
@@ -490,10 +488,7 @@ impl Relay {
                 self.client.usage_sent = true;
                 pass(as_came && self.attempt.usage_base == 0, 0)
             }
-            Item::UsageComing => {
-                self.client.usage_coming = true;
-                Outcome::AsCame(0)
-            }
+            Item::UsageComing => Outcome::AsCame(0),
             Item::Terminal => {
                 self.prelude(out);
                 self.mode = Mode::Done;
@@ -930,13 +925,11 @@ impl Relay {
         if !whole {
             return false;
         }
-        if self.client.usage_coming
-            && !self.client.usage_sent
-            && self.wire.spec().rules.asks_usage(&self.request)
-        {
-            // The usage report was lost with the connection: report what is known, a lower
-            // bound of the output tokens (every attempt's non-empty deltas, each counted
-            // once), rather than none at all.
+        if !self.client.usage_sent && self.wire.spec().rules.asks_usage(&self.request) {
+            // The client asked for a usage report (not every server announces it with
+            // `usage: null` on each chunk) and it was lost with the connection: report what is
+            // known, a lower bound of the output tokens (every attempt's non-empty deltas, each
+            // counted once), rather than none at all. Never one it did not ask for.
             let tokens = self
                 .transcript
                 .spent_tokens()
