@@ -88,6 +88,9 @@ struct ChunkDecoder {
     tool_order: Vec<u32>,
     /// The last tool call that came without an `index`: the index it took, and its id.
     unindexed: Option<(u32, String)>,
+    /// The index after every tool call of the message so far (indexed or not), so that a call
+    /// without one is placed after them without a search.
+    after_tools: u32,
     next_block: u32,
 }
 
@@ -446,6 +449,7 @@ impl ChunkDecoder {
             None => self.unindexed(data, id, position),
         };
         crate::relay::step();
+        self.after_tools = self.after_tools.max(index.saturating_add(1));
         let block = match self.tools.get(&index) {
             Some(&block) => {
                 if !id.is_empty() || !name.is_empty() {
@@ -485,11 +489,8 @@ impl ChunkDecoder {
             _ => {
                 // After every call the stream has (indexed or not), in the order they come.
                 let index = self
-                    .tools
-                    .keys()
-                    .max()
-                    .map_or(0, |m| m.saturating_add(1))
-                    .max(position as u32);
+                    .after_tools
+                    .max(u32::try_from(position).unwrap_or(u32::MAX));
                 self.unindexed = Some((index, id_text));
                 index
             }
@@ -516,6 +517,7 @@ impl ChunkDecoder {
         }
         self.tools.clear();
         self.unindexed = None;
+        self.after_tools = 0;
     }
 
     /// The message is complete: every block but its text is.

@@ -41,6 +41,8 @@ mod attempt;
 mod choices;
 pub(crate) mod hold;
 pub(crate) mod item;
+#[cfg(test)]
+mod linear;
 mod seam;
 
 use std::sync::Arc;
