@@ -599,3 +599,27 @@ async fn a_chunk_with_broken_json_around_valid_content_is_malformed_before_anyth
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_event_with_fields_but_no_data_never_reaches_the_client() {
+    // A torn `id: 8\ndat` followed by the server's error event reads as one event with an
+    // `id:` and an unknown field: the openai Python SDK would dispatch it as an empty event.
+    let bytes = fixture("framed_ids_crlf.sse");
+    let whole = whole_of(Dialect::OpenAi, &bytes);
+    let events = events_of(&bytes);
+    for extra in ["id: 8\r\n\r\n", "retry: 1000\r\n\r\n", "id: 8\r\ndat"] {
+        let sent = format!(
+            "{}{extra}",
+            String::from_utf8(events[..8].concat()).unwrap()
+        );
+        let upstream = Upstream::new(Dialect::OpenAi, whole.clone()).then(Scripted::Stream {
+            bytes: Bytes::from(sent),
+            cuts: vec![],
+            fault: Some(Fault::InBand),
+        });
+        let out = through(layer(), &upstream, &request(true)).await;
+        let got = check(Dialect::OpenAi, true, &out.bytes)
+            .unwrap_or_else(|e| panic!("{extra:?}: {e}\n{}", String::from_utf8_lossy(&out.bytes)));
+        same_answer(&got, &expected(&whole)).unwrap();
+    }
+}

@@ -276,10 +276,9 @@ impl Relay {
         let mut joined = std::mem::take(&mut self.joined);
         let data = match fields.data() {
             [] => {
-                // A field but no data (`id:`, `retry:`): nothing for the client to read.
-                if self.same_wire() {
-                    self.forward(ev, out);
-                }
+                // A field but no data (`id:`, `retry:`, a field no one knows): nothing for the
+                // client to read, and dropped: the openai Python SDK dispatches it as an empty
+                // event (a JSON error) once it has seen an `id:`, and a `retry:` always.
                 self.joined = joined;
                 return Step::Continue(Carried::Event);
             }
