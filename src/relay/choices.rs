@@ -127,7 +127,7 @@ impl Relay {
                 }
                 Item::Terminal => terminal = true,
                 Item::Error(error) if !error.client => {
-                    return Step::Fail(in_band_failure(&error, src));
+                    return Step::Fail(in_band_failure(&error, src, out.redactor()));
                 }
                 Item::Error(_) => client_error = true,
                 _ => {}
