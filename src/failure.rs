@@ -101,24 +101,34 @@ impl<'a> Failure<'a> {
         self.dialect.spec().prefill_allowed(self.index)
     }
 
-    /// Whether any of the answer reached the client (text or a tool call). While none has, a
-    /// restart elsewhere is invisible to the client; reasoning alone does not count, since the
-    /// layer drops a fallback's reasoning once the client has some.
+    /// Whether any of the answer reached the client (text, a refusal, a tool call, anything
+    /// of one of several choices). While none has, a restart elsewhere is invisible to the
+    /// client; reasoning alone does not count, since the layer drops a fallback's reasoning
+    /// once the client has some.
     pub fn answer_started(&self) -> bool {
-        !self.transcript.text().is_empty()
-            || self.transcript.tool_calls() > 0
-            || self.transcript.overflowed()
+        let t = self.transcript;
+        !t.text().is_empty()
+            || t.tool_calls() > 0
+            || t.refused()
+            || t.overflowed()
+            || (t.several_choices() && !t.is_empty())
     }
 
-    /// Why the answer the client has cannot be continued elsewhere, if it cannot: it outgrew
-    /// the transcript limit (the text to continue from is gone), or tool calls already reached
+    /// Why the answer the client has cannot be continued elsewhere, if it cannot: it has
+    /// several choices and some reached the client, it outgrew the transcript limit (the text
+    /// to continue from is gone), a refusal reached the client, or tool calls already reached
     /// the client (a continuation request cannot carry them faithfully). A restart is still
     /// possible, but the client would see a second answer after the first.
     pub fn cannot_continue(&self) -> Option<&'static str> {
-        if self.transcript.overflowed() {
+        let t = self.transcript;
+        if t.several_choices() && !t.is_empty() {
+            Some("the answer has several choices (n > 1), which no request can continue")
+        } else if t.overflowed() {
             Some("the answer so far is longer than the transcript limit")
-        } else if self.transcript.tool_calls() > 0 {
+        } else if t.tool_calls() > 0 {
             Some("tool calls already reached the client")
+        } else if t.refused() {
+            Some("a refusal already reached the client")
         } else {
             None
         }
@@ -162,7 +172,9 @@ impl<'a> Failure<'a> {
         if !self.answer_started() {
             return Ok(Strategy::Restart);
         }
-        let overflowed_text = self.transcript.overflowed() && self.transcript.tool_calls() == 0;
+        let t = self.transcript;
+        let overflowed_text =
+            t.overflowed() && t.tool_calls() == 0 && !t.refused() && !t.several_choices();
         if overflowed_text && when_no_prefill == WhenNoPrefill::Restart {
             return Ok(Strategy::Restart);
         }

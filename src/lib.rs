@@ -102,6 +102,16 @@
 //! * Text streams live. Tool calls and reasoning blocks are held back until complete (tool
 //!   calls until the end of the message), so that a failure inside one is recoverable and no
 //!   client ever sees a truncated tool call. They are sent compacted: one delta per block.
+//! * Reasoning without a signature (OpenAI-compatible servers' `delta.reasoning_content` and
+//!   `delta.reasoning`) streams live by default, or is held until complete: see [`Reasoning`].
+//!   Either way a fallback's own reasoning is dropped once the client has reasoning or content.
+//!   A Chat refusal (`delta.refusal`) is held until complete.
+//! * A stream with several choices (Chat `n > 1`) goes out as it came, nothing held; it restarts
+//!   elsewhere only while none of its answers reached the client, and otherwise ends with an
+//!   error event naming the failure.
+//! * Keep-alives the layer writes never include a blank line once an upstream `id:` line reached
+//!   the client (the openai Python SDK would dispatch an empty event at it); a line end never
+//!   goes out on its own.
 //! * At a seam, the continuation joins the open text block; an echo of the partial answer or
 //!   whitespace the prefill had to strip is dropped; usage covers every attempt.
 //! * If every attempt fails, the stream ends cleanly with an error event naming the original
@@ -210,6 +220,7 @@ mod observe;
 mod outbox;
 mod plan;
 mod provenance;
+mod reasoning;
 mod recovery;
 mod relay;
 mod replay;
@@ -223,6 +234,7 @@ mod target;
 mod trace;
 mod transcript;
 mod untrusted;
+mod walk;
 
 pub use attempt::Attempt;
 pub use backoff::{Backoff, RetryBudget};
@@ -238,6 +250,7 @@ pub use metrics::MetricsObserver;
 pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
 pub use plan::{First, FirstAttempt, Plan, RetryPlanner};
 pub use provenance::Provenance;
+pub use reasoning::Reasoning;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
 pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};

@@ -208,6 +208,11 @@ impl<S, P> Recovery<S, P> {
         self.dialect
     }
 
+    /// The request body as the client sent it.
+    pub(crate) fn request_body(&self) -> &Bytes {
+        self.request.body()
+    }
+
     /// Whether the budget allows another attempt at all.
     pub(crate) fn can_retry(&self) -> bool {
         self.current.attempt.number() < self.config.max_attempts

@@ -109,7 +109,11 @@ where
             clock: Clock::new(sent, timing, config.keep_alive),
             framer: Framer::new(config.max_event_bytes),
             out: Outbox::new(config.redactor.clone()),
-            relay: Relay::new(recovery.dialect(), config.limits()),
+            relay: Relay::new(
+                recovery.dialect(),
+                config.limits(),
+                recovery.request_body().clone(),
+            ),
             error: None,
             recovery,
         }
