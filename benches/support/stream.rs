@@ -29,15 +29,19 @@ pub enum Shape {
     /// The OpenAI Responses API in its key order (`type`, `sequence_number`, `item_id`,
     /// `output_index`, `content_index`, `delta`, `logprobs`, `obfuscation`), as recorded.
     Responses,
+    /// OpenAI Chat Completions in vLLM's order (`id`, `object`, `created`, `model`, `choices`,
+    /// `usage`; `stop_reason` last in each choice).
+    ChatVllm,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 5] = [
+    pub const ALL: [Shape; 6] = [
         Shape::Anthropic,
         Shape::AnthropicSorted,
         Shape::Chat,
         Shape::ChatSorted,
         Shape::Responses,
+        Shape::ChatVllm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Shape {
             Shape::Chat => "chat",
             Shape::ChatSorted => "chat-sorted",
             Shape::Responses => "responses",
+            Shape::ChatVllm => "chat-vllm",
         }
     }
 
@@ -58,20 +63,20 @@ impl Shape {
     pub fn path(self) -> &'static str {
         match self {
             Shape::Anthropic | Shape::AnthropicSorted => "/v1/messages",
-            Shape::Chat | Shape::ChatSorted => "/v1/chat/completions",
+            Shape::Chat | Shape::ChatSorted | Shape::ChatVllm => "/v1/chat/completions",
             Shape::Responses => "/v1/responses",
         }
     }
 
     pub fn is_chat(self) -> bool {
-        matches!(self, Shape::Chat | Shape::ChatSorted)
+        matches!(self, Shape::Chat | Shape::ChatSorted | Shape::ChatVllm)
     }
 
     /// Events besides the deltas.
     pub fn envelope_events(self) -> usize {
         match self {
             // role chunk, finish chunk, usage chunk, [DONE]
-            Shape::Chat | Shape::ChatSorted => 4,
+            Shape::Chat | Shape::ChatSorted | Shape::ChatVllm => 4,
             // created, in_progress, item added, part added; text done, part done, item done,
             // completed
             Shape::Responses => 8,
@@ -143,11 +148,24 @@ fn anthropic_sorted_events(model: &str, id: &str, pieces: &[&str]) -> Vec<Bytes>
         .collect()
 }
 
-/// The events of an OpenAI Chat stream with include_usage, keys in the API's order or sorted.
-fn chat_events(model: &str, id: &str, pieces: &[&str], sorted: bool) -> Vec<Bytes> {
+/// The order a Chat server writes keys in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Api,
+    Sorted,
+    Vllm,
+}
+
+/// The events of an OpenAI Chat stream with include_usage, keys in a server's order.
+fn chat_events(model: &str, id: &str, pieces: &[&str], order: Order) -> Vec<Bytes> {
+    let sorted = order == Order::Sorted;
     let chunk = |delta: &str, finish: &str, choices: bool, usage: &str| -> Bytes {
         let choices = if choices {
-            if sorted {
+            if order == Order::Vllm {
+                format!(
+                    r#"[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}]"#
+                )
+            } else if sorted {
                 format!(
                     r#"[{{"delta":{delta},"finish_reason":{finish},"index":0,"logprobs":null}}]"#
                 )
@@ -159,7 +177,11 @@ fn chat_events(model: &str, id: &str, pieces: &[&str], sorted: bool) -> Vec<Byte
         } else {
             "[]".to_owned()
         };
-        Bytes::from(if sorted {
+        Bytes::from(if order == Order::Vllm {
+            format!(
+                "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1782955818,\"model\":\"{model}\",\"choices\":{choices},\"usage\":{usage}}}\n\n"
+            )
+        } else if sorted {
             format!(
                 "data: {{\"choices\":{choices},\"created\":1782955818,\"id\":\"{id}\",\"model\":\"{model}\",\"object\":\"chat.completion.chunk\",\"system_fingerprint\":\"fp_d0469e1700\",\"usage\":{usage}}}\n\n"
             )
@@ -292,9 +314,12 @@ pub fn shaped_events(shape: Shape, deltas: usize) -> Arc<Vec<Bytes>> {
             let events = match shape {
                 Shape::Anthropic => anthropic_events("primary", "msg_primary", &refs),
                 Shape::AnthropicSorted => anthropic_sorted_events("primary", "msg_primary", &refs),
-                Shape::Chat => chat_events("primary", "chatcmpl-primary", &refs, false),
-                Shape::ChatSorted => chat_events("primary", "chatcmpl-primary", &refs, true),
                 Shape::Responses => responses_events("primary", "resp_primary", &refs),
+                Shape::Chat => chat_events("primary", "chatcmpl-primary", &refs, Order::Api),
+                Shape::ChatSorted => {
+                    chat_events("primary", "chatcmpl-primary", &refs, Order::Sorted)
+                }
+                Shape::ChatVllm => chat_events("primary", "chatcmpl-primary", &refs, Order::Vllm),
             };
             let joined = Bytes::from(events.concat());
             let mut at = 0;

@@ -58,6 +58,8 @@ pub(crate) const WIRE: Wire = Wire {
     stamps_every_event: true,
     terminal: "response.completed",
     trims_continuation: false,
+    // Reasoning items end with a summary and encrypted content: held until complete.
+    live_reasoning: false,
 };
 
 /// Reads each attempt's events, writes the client's.
@@ -135,6 +137,8 @@ impl Decode for EventDecoder {
                 items.push(Item::Finish(Stop {
                     reason: status.map_or(Span::default(), |s| Span::of(data, s)),
                     usage,
+                    // The encoder writes its own `response.completed` with the summed usage.
+                    report: Span::default(),
                 }));
                 items.push(Item::Terminal);
             }
@@ -866,7 +870,7 @@ impl Encode for EventEncoder {
         self.event("error", &body, out);
     }
 
-    fn keep_alive(&self) -> Bytes {
+    fn keep_alive(&self, _after_id: bool) -> Bytes {
         // A comment without its blank line: after an upstream `id:` line, openai-python
         // dispatches an empty event at every blank line and fails to parse it.
         Bytes::from_static(b": keep-alive\n")
