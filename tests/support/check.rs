@@ -267,6 +267,12 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
             answer.error = Some(err["message"].as_str().unwrap_or("").to_owned());
             continue;
         }
+        // vLLM's `{"object":"error",...}`: openai-python yields it as a chunk without choices
+        // rather than raising, so a client can only tell it by `object`; it ends the answer.
+        if chunk["object"] == "error" {
+            answer.error = Some(chunk["message"].as_str().unwrap_or("").to_owned());
+            continue;
+        }
         need(!usage_seen, "a chunk after the usage chunk")?;
         let env = (
             chunk["id"].clone(),

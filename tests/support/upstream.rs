@@ -92,6 +92,8 @@ struct Inner {
     script: Mutex<VecDeque<Scripted>>,
     /// The next model answers are cut after this many events, with this fault.
     cuts: Mutex<VecDeque<(usize, Fault)>>,
+    /// The next model answers stop before their finish and end with these bytes instead.
+    endings: Mutex<VecDeque<Bytes>>,
     /// The model repeats the partial answer before continuing it (some servers echo a prefix).
     echo: bool,
     /// A partial answer that is not the start of the whole one is continued anyway.
@@ -108,6 +110,7 @@ impl Upstream {
                 rejects_prefill: Vec::new(),
                 script: Mutex::new(VecDeque::new()),
                 cuts: Mutex::new(VecDeque::new()),
+                endings: Mutex::new(VecDeque::new()),
                 echo: false,
                 lenient: false,
                 calls: Mutex::new(Vec::new()),
@@ -142,6 +145,13 @@ impl Upstream {
     /// The next answer of the model breaks after `events` events with `fault`.
     pub fn cut_model_answer(self, events: usize, fault: Fault) -> Self {
         self.inner.cuts.lock().unwrap().push_back((events, fault));
+        self
+    }
+
+    /// The next answer of the model reaches the end of its content, then sends `ending` (an
+    /// in-band error as a server sends it) instead of its finish, usage and `[DONE]`.
+    pub fn end_model_answer_with(self, ending: Bytes) -> Self {
+        self.inner.endings.lock().unwrap().push_back(ending);
         self
     }
 
@@ -230,7 +240,17 @@ impl Upstream {
                 req["stream_options"]["include_usage"] == true,
             ),
         };
-        let bytes = Bytes::from(bytes);
+        let mut bytes = Bytes::from(bytes);
+        if let Some(ending) = self.inner.endings.lock().unwrap().pop_front() {
+            assert_eq!(self.inner.dialect, Dialect::OpenAi, "Chat endings only");
+            // The finish chunk, the usage chunk when asked for, and `[DONE]`.
+            let tail = 2 + usize::from(req["stream_options"]["include_usage"] == true);
+            let events = crate::support::events_of(&bytes);
+            let kept = events.len().saturating_sub(tail);
+            let mut out: Vec<u8> = events[..kept].iter().flat_map(|e| e.to_vec()).collect();
+            out.extend_from_slice(&ending);
+            bytes = Bytes::from(out);
+        }
         match self.inner.cuts.lock().unwrap().pop_front() {
             None => sse(ScriptBody::new(bytes, &[], None)),
             Some((events, fault)) => {
