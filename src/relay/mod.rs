@@ -294,6 +294,12 @@ impl Relay {
                 &joined[..]
             }
         };
+        if data.is_empty() {
+            // An empty `data:` is as unreadable to every SDK (all of them read data as JSON),
+            // and as empty of content: dropped like a field with no data.
+            self.joined = joined;
+            return Step::Continue(Carried::Event);
+        }
         let name = fields.event().and_then(|r| raw.get(r));
         let step = self.read(ev, name, data, out);
         self.joined = joined;
