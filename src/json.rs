@@ -26,23 +26,40 @@ pub(crate) struct Scanned {
 /// Reads the JSON string literal at the start of `b` (its UTF-8 is not checked here), if it is
 /// one that reads exactly; `None` for anything else, including a literal that does not end
 /// in `b`. Never looks past the end of `b`.
+#[inline]
 pub(crate) fn scan_literal(b: &[u8]) -> Option<Scanned> {
     if b.first() != Some(&b'"') {
         return None;
     }
-    let mut i = 1;
-    let mut plain = true;
+    // Nearly every literal has no escape: that case is a word scan inlined into the caller.
+    let i = next_special(b, 1);
+    match *b.get(i)? {
+        b'"' => Some(Scanned {
+            len: i + 1,
+            plain: true,
+        }),
+        b'\\' => scan_escaped(b, i),
+        // A raw control character.
+        _ => None,
+    }
+}
+
+/// The rest of [`scan_literal`] from its first escape, at `i`.
+#[inline(never)]
+fn scan_escaped(b: &[u8], mut i: usize) -> Option<Scanned> {
     loop {
-        i = next_special(b, i);
         match *b.get(i)? {
-            b'"' => return Some(Scanned { len: i + 1, plain }),
-            b'\\' => {
-                plain = false;
-                i += 1 + escape_len(b.get(i + 1..)?)?;
+            b'"' => {
+                return Some(Scanned {
+                    len: i + 1,
+                    plain: false,
+                })
             }
+            b'\\' => i += 1 + escape_len(b.get(i + 1..)?)?,
             // A raw control character.
             _ => return None,
         }
+        i = next_special(b, i);
     }
 }
 
@@ -53,11 +70,10 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// or a control character), or `b.len()` if there is none. Eight bytes at a time while eight
 /// remain: a per-byte loop over the chunk's ~20 literals was most of what proving a Chat chunk
 /// valid cost.
+#[inline]
 fn next_special(b: &[u8], mut i: usize) -> usize {
-    while let Some(word) = b.get(i..i + 8) {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(word);
-        let found = specials(u64::from_le_bytes(bytes));
+    while let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let found = specials(u64::from_le_bytes(word));
         if found != 0 {
             return i + (found.trailing_zeros() / 8) as usize;
         }

@@ -24,7 +24,11 @@ pub(crate) struct Key<'a> {
 
 /// Skips JSON whitespace from `i`.
 pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+    // Servers write compact JSON: one comparison says there is no whitespace here.
+    while let Some(&c) = b.get(i) {
+        if c > b' ' || !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            break;
+        }
         i += 1;
     }
     i
