@@ -84,6 +84,12 @@ struct Shared {
     instruction: Option<Cow<'static, str>>,
 }
 
+impl Shared {
+    fn fallbacks_of(&self, model: &str) -> &[Arc<str>] {
+        self.fallbacks.get(model).unwrap_or(&self.default_fallbacks)
+    }
+}
+
 impl FallbackChain {
     /// A chain with no fallbacks: every failure gives up until some are added.
     pub fn new() -> Self {
@@ -154,10 +160,7 @@ impl FallbackChain {
 
     /// The fallbacks of `model`, in order: its own list, else the default list.
     pub fn fallbacks_of(&self, model: &str) -> &[Arc<str>] {
-        self.shared
-            .fallbacks
-            .get(model)
-            .unwrap_or(&self.shared.default_fallbacks)
+        self.shared.fallbacks_of(model)
     }
 
     fn instruction_strategy(&self) -> Strategy {
@@ -182,22 +185,47 @@ impl RetryPlanner for FallbackChain {
         let Some(model) = failure.model() else {
             return Plan::give_up("the request names no model");
         };
-        let list = self.fallbacks_of(&model);
-        let Some(target) = list.get(self.next).cloned() else {
-            return Plan::give_up(if list.is_empty() {
-                format!("no fallback for {model}")
-            } else {
-                format!("all {} fallbacks for {model} tried", list.len())
-            });
+        let shared = Arc::clone(&self.shared);
+        let list = shared.fallbacks_of(&model);
+        // Targets of another dialect that cannot take this request, passed over.
+        let mut skipped = Vec::new();
+        let target = loop {
+            let Some(name) = list.get(self.next).cloned() else {
+                let mut why = if list.is_empty() {
+                    format!("no fallback for {model}")
+                } else {
+                    format!("all {} fallbacks for {model} tried", list.len())
+                };
+                for (name, reason) in &skipped {
+                    why.push_str(&format!("; {name} cannot take this request: {reason}"));
+                }
+                return Plan::give_up(why);
+            };
+            self.next += 1;
+            let target = self
+                .target_of(&name)
+                .cloned()
+                .unwrap_or_else(|| Target::new(name.clone()));
+            match failure.cannot_send_to(&target) {
+                None => break target,
+                Some(reason) => {
+                    tracing::info!(
+                        target: "tower_midstream",
+                        { midstream.fallback = &*name, midstream.reason = &*reason },
+                        "passing over a fallback that cannot take this request"
+                    );
+                    skipped.push((name, reason));
+                }
+            }
         };
-        self.next += 1;
         let when = self.shared.when_no_prefill;
-        match failure.strategy_for(self.prefill_of(&target), when) {
-            Ok(Strategy::Instruction(_)) => failure.retry(&target, self.instruction_strategy()),
-            Ok(strategy) => failure.retry(&target, strategy),
+        match failure.strategy_for(target.accepts(), when) {
+            Ok(Strategy::Instruction(_)) => failure.retry_to(&target, self.instruction_strategy()),
+            Ok(strategy) => failure.retry_to(&target, strategy),
             Err(_) if when == WhenNoPrefill::Error && failure.cannot_continue().is_none() => {
                 Plan::give_up(format!(
-                    "{target} does not accept prefill and when_no_prefill is `error`"
+                    "{} does not accept prefill and when_no_prefill is `error`",
+                    target.name()
                 ))
             }
             Err(why) => Plan::give_up(why),

@@ -213,6 +213,7 @@ mod stream;
 mod target;
 mod trace;
 mod transcript;
+mod translate;
 mod untrusted;
 
 pub use attempt::Attempt;

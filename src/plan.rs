@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Request;
 
+use crate::dialect::Dialect;
 use crate::failure::Failure;
 use crate::strategy::Strategy;
 
@@ -73,6 +74,8 @@ pub(crate) enum PlanKind {
         target: Arc<str>,
         strategy: Strategy,
         request: Request<Bytes>,
+        /// The request's wire format; `None`: the client's.
+        dialect: Option<Dialect>,
     },
     GiveUp(Cow<'static, str>),
 }
@@ -87,6 +90,25 @@ impl Plan {
             target: target.into(),
             strategy,
             request,
+            dialect: None,
+        })
+    }
+
+    /// Send `request`, written in `dialect` (not the client's), next: as
+    /// [`retry`](Self::retry), and the layer reads the new stream in `dialect` and writes it
+    /// to the client in the client's own. [`Failure::retry_to`] makes such a plan from a
+    /// [`Target`](crate::Target) declared to speak another dialect, translating the request.
+    pub fn retry_in(
+        target: impl Into<Arc<str>>,
+        dialect: Dialect,
+        strategy: Strategy,
+        request: Request<Bytes>,
+    ) -> Self {
+        Plan(PlanKind::Retry {
+            target: target.into(),
+            strategy,
+            request,
+            dialect: Some(dialect),
         })
     }
 
@@ -104,6 +126,14 @@ impl Plan {
     pub fn strategy(&self) -> Option<&Strategy> {
         match &self.0 {
             PlanKind::Retry { strategy, .. } => Some(strategy),
+            PlanKind::GiveUp(_) => None,
+        }
+    }
+
+    /// The wire format of a retry's request, when it is not the client's.
+    pub fn dialect(&self) -> Option<Dialect> {
+        match &self.0 {
+            PlanKind::Retry { dialect, .. } => *dialect,
             PlanKind::GiveUp(_) => None,
         }
     }

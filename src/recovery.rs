@@ -25,6 +25,7 @@ use crate::json::RequestIndex;
 use crate::observe::{AttemptOutcome, AttemptReport, RequestOutcome, RequestReport, Usage};
 use crate::plan::{PlanKind, RetryPlanner};
 use crate::provenance::Provenance;
+use crate::relay::AttemptWire;
 use crate::replay::{self, ReplayBody};
 use crate::strategy::Strategy;
 use crate::trace::{self, seconds, TARGET};
@@ -58,6 +59,9 @@ pub(crate) struct Recovery<S, P> {
     /// Set once the request's fate is known; a request dropped before that lost its client.
     outcome: Option<RequestOutcome>,
     error: Option<FallbackError>,
+    /// Whether the client's stream reports usage, read from its request the first time an
+    /// attempt in another dialect needs to know.
+    client_usage: Option<bool>,
 }
 
 /// One attempt, from its call to its end.
@@ -112,7 +116,7 @@ impl<S, P> Recovery<S, P> {
         span: Span,
     ) -> Self {
         let model = ModelInBody::new(request.body().clone());
-        let current = InFlight::new(Attempt::first_in(&model), &span);
+        let current = InFlight::new(Attempt::first_in(&model).in_dialect(dialect), &span);
         let mut recovery = Recovery {
             service,
             planner,
@@ -131,6 +135,7 @@ impl<S, P> Recovery<S, P> {
             provenance: Provenance::default(),
             outcome: None,
             error: None,
+            client_usage: None,
         };
         // A span that listens wants the model from the start, so that every line logged
         // inside the first attempt names it: read the body now rather than at a failure.
@@ -148,6 +153,26 @@ impl<S, P> Recovery<S, P> {
     /// Whether the budget allows another attempt at all.
     pub(crate) fn can_retry(&self) -> bool {
         self.current.attempt.number() < self.config.max_attempts
+    }
+
+    /// The wire format of the attempt in flight's request (a target may speak another dialect
+    /// than the client's).
+    pub(crate) fn attempt_dialect(&self) -> Dialect {
+        self.current.attempt.dialect().unwrap_or(self.dialect)
+    }
+
+    /// What the relay needs to read the attempt in flight's stream: its wire, and (for a wire
+    /// not the client's) whether the client's stream reports usage.
+    pub(crate) fn attempt_wire(&mut self) -> AttemptWire {
+        let wire = self.attempt_dialect();
+        let client_wants_usage = wire != self.dialect
+            && *self.client_usage.get_or_insert_with(|| {
+                crate::translate::asks_for_usage(self.dialect, self.request.body())
+            });
+        AttemptWire {
+            wire,
+            client_wants_usage,
+        }
     }
 
     /// The strategy of the attempt in flight.
@@ -332,6 +357,7 @@ impl<S, P> Recovery<S, P> {
                 attempt: last.attempt,
                 target: last.target.as_deref(),
                 dialect: self.dialect,
+                attempt_dialect: self.current.attempt.dialect().unwrap_or(self.dialect),
                 request: &self.request,
                 index,
                 transcript,
@@ -344,9 +370,11 @@ impl<S, P> Recovery<S, P> {
                 target,
                 strategy,
                 request,
+                dialect,
             } => {
                 let number = self.current.attempt.number() + 1;
-                let attempt = Attempt::fallback(number, target, strategy.clone());
+                let attempt = Attempt::fallback(number, target, strategy.clone())
+                    .in_dialect(dialect.unwrap_or(self.dialect));
                 self.current = InFlight::new(attempt, &self.span);
                 tracing::info!(target: TARGET, parent: &self.current.span, "falling back");
                 Ok((request, strategy))

@@ -104,7 +104,8 @@ where
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    pub(crate) fn new(body: ResBody, recovery: Recovery<S, P>) -> Self {
+    pub(crate) fn new(body: ResBody, mut recovery: Recovery<S, P>) -> Self {
+        let first = recovery.attempt_wire();
         let config = &recovery.config;
         Watch {
             state: State::Streaming {
@@ -113,7 +114,7 @@ where
             clock: Clock::new(config.idle_timeout, config.keep_alive),
             framer: Framer::new(config.max_event_bytes),
             out: Outbox::new(config.redactor.clone()),
-            relay: Relay::new(recovery.dialect(), config.limits()),
+            relay: Relay::new(recovery.dialect(), first, config.limits()),
             error: None,
             recovery,
         }
@@ -188,7 +189,7 @@ where
                         this.state.as_mut().project_replace(State::Ended)
                     {
                         this.framer.reset();
-                        this.relay.splice(&strategy, this.recovery.dialect());
+                        this.relay.splice(&strategy, this.recovery.attempt_wire());
                         this.clock.as_mut().attempt();
                         this.state.set(State::Streaming {
                             body: Box::pin(body),
