@@ -236,6 +236,8 @@ pub fn expected(whole: &Whole) -> check::Answer {
             .collect(),
         error: None,
         output_tokens: None,
+        stop_reason: None,
+        tool_ids: Vec::new(),
     }
 }
 
