@@ -515,6 +515,82 @@ async fn the_clients_credentials_never_reach_the_upstream_and_each_upstream_gets
 }
 
 #[tokio::test]
+async fn a_model_falls_back_to_a_model_of_another_provider_in_its_own_dialect() {
+    // A Claude model whose fallback is on the OpenAI upstream, and a GPT model whose fallback
+    // is on the Anthropic one.
+    let config = |addr: SocketAddr| {
+        demo_config(addr)
+            + &format!(
+                "\n[[models]]\nname = \"claude-cross\"\nupstream = \"demo-anthropic\"\nupstream_model = \"{CLAUDE_PRIMARY}\"\nfallbacks = [\"{GPT_PREFIX}\"]\n\
+                 \n[[models]]\nname = \"gpt-cross\"\nupstream = \"demo-openai\"\nupstream_model = \"{GPT_PRIMARY}\"\nfallbacks = [\"{CLAUDE_NO_PREFILL}\"]\n"
+            )
+    };
+    let gw = start_with(config, &|_| None).await;
+    let cases = [
+        (
+            Wire::Anthropic,
+            "claude-cross",
+            GPT_PREFIX,
+            "/v1/chat/completions",
+        ),
+        (Wire::OpenAi, "gpt-cross", CLAUDE_NO_PREFILL, "/v1/messages"),
+    ];
+    for (wire, model, fallback, path) in cases {
+        for (answer, tools) in [("text", 0), ("tool", 1)] {
+            // The whole answer, as the primary gives it when nothing fails.
+            let headers = [("x-demo-answer", answer), ("x-demo-fault", "none")];
+            let body = wire.request(model, true).to_string();
+            let whole = wire
+                .check(gw.send(wire.path(), &headers, body).await.bytes())
+                .unwrap();
+            for fault in ["reset@6", "stall@6", "error@6", "truncate@6", "529"] {
+                let headers = [
+                    ("x-demo-answer", answer),
+                    ("x-demo-fault", fault),
+                    ("anthropic-beta", "some-feature"),
+                ];
+                let body = wire.request(model, true).to_string();
+                let reply = gw.send(wire.path(), &headers, body).await;
+                let case = format!("{wire:?} {answer} {fault}");
+                assert_eq!(reply.status, 200, "{case}");
+                let got = wire
+                    .check(reply.bytes())
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(got.error, None, "{case}");
+                assert_eq!(got.text, whole.text, "{case}");
+                assert_eq!(got.tools, whole.tools, "{case}");
+                assert_eq!(got.tools.len(), tools, "{case}");
+            }
+        }
+        let calls = gw.calls_to(fallback);
+        assert_eq!(calls.len(), 10, "{wire:?}: every case fell back");
+        for call in &calls {
+            assert_eq!(call.path, path, "{wire:?}: the fallback's own endpoint");
+            match wire {
+                // Anthropic's client, a Chat model that takes `prefix`.
+                Wire::Anthropic => {
+                    assert_eq!(call.body["stream_options"]["include_usage"], true);
+                    assert_eq!(call.headers.get("anthropic-beta"), None);
+                    assert_eq!(call.headers.get("anthropic-version"), None);
+                }
+                // Chat's client, a Claude model that rejects prefill: never sent one.
+                Wire::OpenAi => {
+                    assert!(!call.ends_with_assistant());
+                    assert!(call.body["max_tokens"].is_u64());
+                    assert_eq!(call.headers["anthropic-version"], "2023-06-01");
+                }
+            }
+        }
+        assert!(
+            calls.iter().any(|c| c.body["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "assistant"))),
+            "{wire:?}: a continuation carried the partial answer"
+        );
+    }
+}
+
+#[tokio::test]
 async fn unknown_paths_get_a_404_that_names_the_endpoints() {
     let gw = start().await;
     let reply = gw.send("/v1/completions", &[], "{}").await;
@@ -568,6 +644,25 @@ fn a_valid_config_builds_the_chain_and_the_layer() {
 }
 
 #[test]
+fn a_fallback_of_another_dialect_is_declared_with_the_dialect_of_its_upstream() {
+    let text = GOOD.replace(
+        "fallbacks = [\"claude-sonnet-4-5\"]",
+        "fallbacks = [\"claude-sonnet-4-5\", \"gpt-4o\"]",
+    );
+    let config = config::parse(&text, &|_| None).unwrap();
+    assert_eq!(config.models[0].fallbacks, ["claude-sonnet-4-5", "gpt-4o"]);
+    let chain = config.chain();
+    let gpt = chain.target_of("gpt-4o").unwrap();
+    assert_eq!(gpt.speaks(), Some(tower_midstream::Dialect::OPENAI_CHAT));
+    let claude = chain.target_of("claude-sonnet-4-5").unwrap();
+    assert_eq!(
+        claude.speaks(),
+        Some(tower_midstream::Dialect::ANTHROPIC_MESSAGES)
+    );
+    assert_eq!(claude.accepts(), tower_midstream::Prefill::Assistant);
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let cases = [
         // An unknown key.
@@ -579,14 +674,6 @@ fn config_errors_name_the_key() {
         (
             GOOD.replace("dialect = \"openai-chat\"", "dialect = \"openai\""),
             vec!["upstreams[1]", "dialect", "openai-chat"],
-        ),
-        // A fallback that speaks another dialect.
-        (
-            GOOD.replace(
-                "fallbacks = [\"claude-sonnet-4-5\"]",
-                "fallbacks = [\"gpt-4o\"]",
-            ),
-            vec!["models[0]", "fallbacks[0]", "dialect"],
         ),
         // A model whose upstream does not exist.
         (

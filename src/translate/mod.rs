@@ -69,6 +69,23 @@ fn format(dialect: Dialect) -> Option<&'static dyn Format> {
     }
 }
 
+impl Dialect {
+    /// Whether a request in this dialect can be sent to a target that speaks `to`: the same
+    /// dialect, or one the request can be translated into (Anthropic Messages and OpenAI Chat
+    /// Completions, both ways). What a given request carries may still keep it from a target
+    /// ([`Failure::cannot_send_to`](crate::Failure::cannot_send_to)).
+    ///
+    /// ```
+    /// use tower_midstream::Dialect;
+    ///
+    /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
+    /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
+    /// ```
+    pub fn translates_to(self, to: Dialect) -> bool {
+        self == to || (format(self).is_some() && format(to).is_some())
+    }
+}
+
 /// The client's request `body` (in `from`) as a request of `to` for `model`, whose own prefill
 /// form is `prefill`; or why it cannot be.
 pub(crate) fn translate(
