@@ -813,3 +813,97 @@ async fn a_failure_in_the_middle_of_a_tool_call_leaves_the_client_the_whole_call
         json!({"role":"assistant","content":"Let me check."})
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_error_from_a_fallback_of_the_other_dialect_moves_on_to_the_next() {
+    // The translation, not the client's request, is what a fallback of another dialect
+    // refuses: its 400 (before its stream, or in it) sends the request on to the next target.
+    let refusals = [
+        Scripted::Status {
+            status: 400,
+            content_type: "application/json",
+            body: r#"{"error":{"message":"Unrecognized request argument","type":"invalid_request_error","param":null,"code":null}}"#,
+        },
+        Scripted::Stream {
+            bytes: Bytes::from_static(b"data: {\"error\":{\"message\":\"Invalid tool schema\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}\n\n"),
+            cuts: vec![],
+            fault: None,
+        },
+    ];
+    for refusal in refusals {
+        let upstream = hello_upstream(Dialect::Anthropic).then(refusal);
+        // No prefill: a 400 to a prefill would first be retried with the instruction.
+        let chain = FallbackChain::new()
+            .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+            .target(Target::new("claude").prefill(Prefill::Assistant))
+            .fallbacks("primary", ["gpt", "claude"]);
+        let out = send(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            Dialect::Anthropic,
+            &anthropic_request(),
+        )
+        .await;
+        let hello = Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        };
+        client_got(Dialect::Anthropic, false, &out, &hello).unwrap();
+        let calls = upstream.calls();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1].uri, "/v1/chat/completions");
+        assert_eq!(calls[2].uri, "/v1/messages");
+        assert_eq!(calls[2].body["model"], "claude");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tool_call_whose_arguments_an_anthropic_client_cannot_read_is_never_passed_on() {
+    let whole = Whole {
+        text: "Let me check.".into(),
+        tools: vec![("get_weather".into(), r#"{"city":"Paris"}"#.into())],
+        ..Whole::default()
+    };
+    let bad = sse_lines(&[
+        chat_chunk(
+            json!({"role":"assistant","content":"Let me check."}),
+            Value::Null,
+        ),
+        chat_chunk(
+            json!({"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"Paris, please"}}]}),
+            Value::Null,
+        ),
+        chat_chunk(json!({}), json!("tool_calls")),
+    ]);
+    let bad = Bytes::from([&bad[..], b"data: [DONE]\n\n"].concat());
+    let upstream = Upstream::new(Dialect::Anthropic, whole.clone())
+        .speaking_by_path()
+        .then(Scripted::Status {
+            status: 529,
+            content_type: "application/json",
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        })
+        .then(Scripted::Stream {
+            bytes: bad,
+            cuts: vec![],
+            fault: None,
+        });
+    let chain = FallbackChain::new()
+        .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+        .target(Target::new("claude"))
+        .fallbacks("primary", ["gpt", "claude"]);
+    let request = json!({"model":"primary","max_tokens":100,"stream":true,
+        "messages":[{"role":"user","content":"Weather in Paris?"}]});
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &request,
+    )
+    .await;
+    let got = client_got(Dialect::Anthropic, false, &out, &whole).unwrap();
+    assert_eq!(got.tools[0].1, json!({"city":"Paris"}));
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[2].body["model"], "claude");
+}

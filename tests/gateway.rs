@@ -663,6 +663,38 @@ fn a_fallback_of_another_dialect_is_declared_with_the_dialect_of_its_upstream() 
 }
 
 #[test]
+fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### Across providers")
+        .nth(1)
+        .expect("README.md has an Across providers section");
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("a toml block in it");
+    let config = config::parse(toml, &|_| Some("key".to_owned())).unwrap();
+    let chain = config.chain();
+    let claude = tower_midstream::Dialect::ANTHROPIC_MESSAGES;
+    let openai = tower_midstream::Dialect::OPENAI_CHAT;
+    assert_eq!(
+        chain.fallbacks_of("claude-sonnet-4-6")[1].as_ref(),
+        "gpt-4.1"
+    );
+    assert_eq!(chain.target_of("gpt-4.1").unwrap().speaks(), Some(openai));
+    assert_eq!(
+        chain.fallbacks_of("gpt-4.1")[0].as_ref(),
+        "claude-sonnet-4-5"
+    );
+    assert_eq!(
+        chain.target_of("claude-sonnet-4-5").unwrap().speaks(),
+        Some(claude)
+    );
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let cases = [
         // An unknown key.
