@@ -907,3 +907,125 @@ async fn a_tool_call_whose_arguments_an_anthropic_client_cannot_read_is_never_pa
     assert_eq!(calls.len(), 3);
     assert_eq!(calls[2].body["model"], "claude");
 }
+
+/// A whole answer "Hi." that ends for `reason`, in `dialect`.
+fn ending_with(dialect: Dialect, reason: &str) -> Bytes {
+    match dialect {
+        Dialect::OpenAi => {
+            let events = sse_lines(&[
+                chat_chunk(json!({"role":"assistant","content":""}), Value::Null),
+                chat_chunk(json!({"content":"Hi."}), Value::Null),
+                chat_chunk(json!({}), json!(reason)),
+                (
+                    None,
+                    json!({"id":"chatcmpl-x","object":"chat.completion.chunk","created":7,"model":"other","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}),
+                ),
+            ]);
+            Bytes::from([&events[..], b"data: [DONE]\n\n"].concat())
+        }
+        Dialect::Anthropic => sse_lines(&[
+            (
+                Some("message_start"),
+                json!({"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}}),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi."}}),
+            ),
+            (
+                Some("content_block_stop"),
+                json!({"type":"content_block_stop","index":0}),
+            ),
+            (
+                Some("message_delta"),
+                json!({"type":"message_delta","delta":{"stop_reason":reason,"stop_sequence":null},"usage":{"output_tokens":2}}),
+            ),
+            (Some("message_stop"), json!({"type":"message_stop"})),
+        ]),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
+    let cases = [
+        (Dialect::OpenAi, "stop", "end_turn"),
+        (Dialect::OpenAi, "length", "max_tokens"),
+        (Dialect::OpenAi, "content_filter", "refusal"),
+        (Dialect::Anthropic, "end_turn", "stop"),
+        (Dialect::Anthropic, "stop_sequence", "stop"),
+        (Dialect::Anthropic, "max_tokens", "length"),
+        (
+            Dialect::Anthropic,
+            "model_context_window_exceeded",
+            "length",
+        ),
+        (Dialect::Anthropic, "refusal", "content_filter"),
+    ];
+    for (fallback, reason, told) in cases {
+        let client = other(fallback);
+        let upstream = Upstream::new(client, Whole::default())
+            .speaking_by_path()
+            .then(Scripted::Status {
+                status: 503,
+                content_type: "application/json",
+                body: r#"{"error":{"message":"busy"}}"#,
+            })
+            .then(Scripted::Stream {
+                bytes: ending_with(fallback, reason),
+                cuts: vec![],
+                fault: None,
+            });
+        let chain = FallbackChain::new()
+            .target(Target::new("other").dialect(wire(fallback)))
+            .fallbacks("primary", ["other"]);
+        let out = send(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            client,
+            &hello_request(client),
+        )
+        .await;
+        let got = check(client, client == Dialect::OpenAi, &out.bytes)
+            .unwrap_or_else(|e| panic!("{reason}: {e}"));
+        assert_eq!(got.text, "Hi.", "{reason}");
+        assert_eq!(got.stop_reason.as_deref(), Some(told), "{reason}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_of_the_other_dialect_that_refuses_its_declared_prefill_gets_the_instruction_in_its_own_dialect(
+) {
+    for client in [Dialect::Anthropic, Dialect::OpenAi] {
+        let to = other(client);
+        // Declared to take prefill; the model behind it answers a prefill with 400.
+        let target = Target::new("no-prefill")
+            .prefill(prefill_of(to, true))
+            .dialect(wire(to));
+        let (out, calls) = hello_through(client, target).await;
+        let hello = Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        };
+        client_got(client, client == Dialect::OpenAi, &out, &hello).unwrap();
+        assert_eq!(calls.len(), 3, "{client:?}");
+        for call in &calls[1..] {
+            assert_eq!(call.uri, path(to), "{client:?}");
+        }
+        assert!(trailing_assistant(&calls[1]), "{client:?}: the prefill");
+        assert!(
+            !trailing_assistant(&calls[2]),
+            "{client:?}: then the instruction"
+        );
+        let last = calls[2].body["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(last["content"], tower_midstream::DEFAULT_INSTRUCTION);
+    }
+}
