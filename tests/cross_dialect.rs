@@ -334,6 +334,9 @@ async fn the_continuation_is_sent_in_the_fallbacks_own_dialect_and_form() {
     let (out, calls) = hello_through(Dialect::Anthropic, target).await;
     client_got(Dialect::Anthropic, false, &out, &hello).unwrap();
     assert_eq!(calls[1].uri, "/v1/chat/completions");
+    // The inner service can route by the attempt's dialect as well as by the path.
+    assert_eq!(calls[0].dialect, Some(wire(Dialect::Anthropic)));
+    assert_eq!(calls[1].dialect, Some(wire(Dialect::OpenAi)));
     assert_eq!(
         calls[1].body,
         json!({

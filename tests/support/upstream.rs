@@ -55,6 +55,8 @@ pub struct Call {
     pub uri: String,
     pub headers: http::HeaderMap,
     pub body: Value,
+    /// The dialect the layer's `Attempt` extension named, if the call came through the layer.
+    pub dialect: Option<tower_midstream::Dialect>,
 }
 
 /// One scripted response, used for the next call instead of the model.
@@ -186,6 +188,10 @@ impl Upstream {
             uri: parts.uri.to_string(),
             headers: parts.headers.clone(),
             body: json.clone(),
+            dialect: parts
+                .extensions
+                .get::<tower_midstream::Attempt>()
+                .and_then(|a| a.dialect()),
         });
         if let Some(scripted) = self.inner.script.lock().unwrap().pop_front() {
             return scripted_response(scripted, dialect);
