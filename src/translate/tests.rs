@@ -327,3 +327,92 @@ fn the_endpoint_follows_the_dialect_and_keeps_the_query() {
         "a path of no dialect is left to the inner service"
     );
 }
+
+/// Rich requests of both dialects, for the hostile-input tests.
+fn rich() -> [(Dialect, Value); 2] {
+    [
+        (
+            ANTHROPIC,
+            json!({"model":"m","max_tokens":9,"stream":true,"system":[{"type":"text","text":"S"}],
+                "messages":[{"role":"user","content":[{"type":"text","text":"Hi"},
+                    {"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}}]},
+                    {"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{"a":1}}]},
+                    {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"ok"}]}],
+                "tools":[{"name":"f","input_schema":{"type":"object"}}],
+                "tool_choice":{"type":"auto"},"stop_sequences":["x"],"temperature":0.5}),
+        ),
+        (
+            CHAT,
+            json!({"model":"m","stream":true,"stream_options":{"include_usage":true},
+                "messages":[{"role":"system","content":"S"},
+                    {"role":"user","content":[{"type":"text","text":"Hi"},
+                        {"type":"image_url","image_url":{"url":"https://e/x.png"}}]},
+                    {"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                    {"role":"tool","tool_call_id":"c","content":"ok"}],
+                "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+                "tool_choice":"auto","stop":["x"],"max_completion_tokens":9}),
+        ),
+    ]
+}
+
+#[test]
+fn a_request_cut_anywhere_is_refused_without_a_panic() {
+    for (from, body) in rich() {
+        let to = if from == ANTHROPIC { CHAT } else { ANTHROPIC };
+        let bytes = body.to_string().into_bytes();
+        assert!(translate(from, to, &bytes, "t", Prefill::None).is_ok());
+        for end in 0..bytes.len() {
+            let cut = translate(from, to, &bytes[..end], "t", Prefill::None);
+            assert!(cut.is_err(), "{}: cut at {end} read as whole", from.name());
+        }
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_anywhere_is_refused_or_read_without_a_panic() {
+    // Every member of the request, and of each message, replaced in turn by a value of each
+    // JSON type: a refusal or a translation, never a panic.
+    let wrong = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1e300),
+        json!("x"),
+        json!([]),
+        json!([null]),
+        json!({}),
+        json!({"type":"x"}),
+    ];
+    for (from, body) in rich() {
+        let to = if from == ANTHROPIC { CHAT } else { ANTHROPIC };
+        let mut paths: Vec<Vec<Value>> = Vec::new();
+        for (key, value) in body.as_object().unwrap() {
+            paths.push(vec![json!(key)]);
+            if let Some(messages) = value.as_array() {
+                for (i, m) in messages.iter().enumerate() {
+                    for inner in m.as_object().into_iter().flat_map(|o| o.keys()) {
+                        paths.push(vec![json!(key), json!(i), json!(inner)]);
+                    }
+                }
+            }
+        }
+        for path in paths {
+            for value in &wrong {
+                let mut mutated = body.clone();
+                let mut at = &mut mutated;
+                for step in &path {
+                    at = match step {
+                        Value::String(k) => &mut at[k.as_str()],
+                        Value::Number(i) => &mut at[i.as_u64().unwrap() as usize],
+                        _ => unreachable!(),
+                    };
+                }
+                *at = value.clone();
+                let bytes = mutated.to_string().into_bytes();
+                for prefill in [Prefill::None, Prefill::Assistant, Prefill::Prefix] {
+                    let _ = translate(from, to, &bytes, "t", prefill);
+                }
+            }
+        }
+    }
+}
