@@ -76,7 +76,8 @@ where
                 let class = recovery.status_class(status);
                 let (mut parts, body) = response.into_parts();
                 let read = read_error_body(body, idle).await;
-                let (error_type, message) = describe_error_body(read.bytes());
+                let (error_type, message) =
+                    describe_error_body(read.bytes(), &recovery.config.redactor);
                 let mut detail = match (&error_type, &message) {
                     (Some(t), Some(m)) => format!("{t}: {m} (HTTP {})", status.as_u16()),
                     (None, Some(m)) => format!("{m} (HTTP {})", status.as_u16()),

@@ -47,9 +47,11 @@
 //! for every attempt. A successful response that is not `text/event-stream` passes through
 //! untouched; so does every other request, and a request carrying [`NoFallback`]. So does an
 //! event stream with a `Content-Encoding` other than `identity`: compressed bytes are not
-//! readable SSE, and the layer never writes its own events into them. To have such responses
-//! watched, put a decompression layer (tower-http's `DecompressionLayer`) *inside* this one;
-//! a gateway can simply ask its upstreams for `accept-encoding: identity`.
+//! readable SSE, and the layer never writes its own events into them; a warning is logged for
+//! each such response, since it has no fallback. To have such responses watched, put a
+//! decompression layer (tower-http's `DecompressionLayer`) *inside* this one; a gateway can
+//! simply ask its upstreams for `accept-encoding: identity` (clients and `CompressionLayer`
+//! leave the client's `gzip` on the request otherwise).
 //!
 //! An error response is passed on as it came, except that its body is read first (up to 64
 //! KiB, for no longer than the idle timeout) so that secrets can be taken out of it (see

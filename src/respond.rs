@@ -38,11 +38,13 @@ where
     if let Some(coding) = content_coding(response.headers()) {
         // Compressed bytes are not readable SSE, and no event of ours may be written into
         // them: the response passes on as it came (a decompression layer inside this one
-        // gets such responses watched).
-        tracing::debug!(
+        // gets such responses watched). Fallback is then off without anyone having asked:
+        // the operator hears of it, once per response.
+        tracing::warn!(
             target: "tower_midstream",
             content_encoding = %escaped(coding),
-            "an encoded event stream passes through unwatched"
+            "an encoded event stream passes through unwatched, without fallback: ask the \
+             upstream for `accept-encoding: identity`, or decompress inside the layer"
         );
         recovery.pass_on(&mut response);
         return response.map(FallbackBody::plain);

@@ -19,6 +19,9 @@ use tower_midstream::{
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics` (and `/healthz`) are served, if anywhere: not on `listen`, since the
+    /// metrics name every configured model.
+    pub admin_listen: Option<SocketAddr>,
     pub server: Server,
     pub fallback: Fallback,
     pub upstreams: Vec<Upstream>,
@@ -47,6 +50,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// After SIGTERM, how long open streams may take to finish.
     pub shutdown_grace: Duration,
+    /// Request bodies held at once by the whole process, in bytes: each is kept until its
+    /// answer ends (it is replayed to fallbacks). See `budget.rs`.
+    pub max_request_bytes_held: usize,
 }
 
 impl Default for Server {
@@ -60,6 +66,7 @@ impl Default for Server {
             max_concurrent_streams: 32,
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            max_request_bytes_held: 256 << 20,
         }
     }
 }
@@ -175,6 +182,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct File {
     listen: Option<String>,
+    admin_listen: Option<String>,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
@@ -207,6 +215,7 @@ struct ServerFile {
     max_concurrent_streams: Option<u32>,
     max_header_bytes: Option<usize>,
     shutdown_grace_ms: Option<u64>,
+    max_request_bytes_held: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +264,25 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         )
     })?;
 
+    let admin_listen = match file.admin_listen.as_deref() {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                err(
+                    "admin_listen".into(),
+                    format!("`{text}` is not an address and port such as \"127.0.0.1:9464\""),
+                )
+            })?;
+            if addr == listen && addr.port() != 0 {
+                return Err(err(
+                    "admin_listen".into(),
+                    "must differ from `listen`: clients must not reach the metrics".into(),
+                ));
+            }
+            Some(addr)
+        }
+    };
+
     let mut warnings = Vec::new();
     let server = server(file.server).map_err(|(key, msg)| err(format!("server.{key}"), msg))?;
 
@@ -284,6 +312,16 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         instruction: f.instruction,
         max_request_bytes: f.max_request_bytes.unwrap_or(4 << 20),
     };
+    if server.max_request_bytes_held < fallback.max_request_bytes {
+        return Err(err(
+            "server.max_request_bytes_held".into(),
+            format!(
+                "must be at least fallback.max_request_bytes ({}), or a request of that size \
+                 could never be served",
+                fallback.max_request_bytes
+            ),
+        ));
+    }
 
     if file.upstreams.is_empty() {
         return Err(err(
@@ -441,6 +479,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 
     Ok(Config {
         listen,
+        admin_listen,
         server,
         fallback,
         upstreams,
@@ -485,6 +524,9 @@ fn server(f: ServerFile) -> Result<Server, (&'static str, String)> {
         shutdown_grace: f
             .shutdown_grace_ms
             .map_or(default.shutdown_grace, Duration::from_millis),
+        max_request_bytes_held: f
+            .max_request_bytes_held
+            .unwrap_or(default.max_request_bytes_held),
     })
 }
 

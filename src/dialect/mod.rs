@@ -22,7 +22,7 @@ use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, StopKind, Usage};
 use crate::strategy::{RewriteError, Strategy};
-use crate::untrusted::{escaped, Redactor};
+use crate::untrusted::Redactor;
 
 pub(crate) use crate::rewrite::Continuation;
 
@@ -324,7 +324,8 @@ impl StreamFailure {
     }
 
     /// The failure with the secrets taken out of what the upstream said, before it is logged,
-    /// kept in the history or told to the client.
+    /// kept in the history or told to the client. A second pass: upstream words are cleaned
+    /// where they enter; this catches what came in another way (a transport error's text).
     pub(crate) fn redacted(mut self, redactor: &Redactor) -> Self {
         if let Cow::Owned(detail) = redactor.redact(&self.detail) {
             self.detail = detail;
@@ -339,8 +340,12 @@ impl StreamFailure {
 }
 
 /// The `type` and `message` of an error body (`{"error":{"type":..,"message":..}}`, the shape
-/// both Anthropic and OpenAI use), for naming a failure.
-pub(crate) fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+/// both Anthropic and OpenAI use), for naming a failure: secrets out, control characters
+/// escaped.
+pub(crate) fn describe_error_body(
+    body: &[u8],
+    redactor: &Redactor,
+) -> (Option<String>, Option<String>) {
     #[derive(serde::Deserialize)]
     struct Outer {
         error: Option<Inner>,
@@ -355,10 +360,10 @@ pub(crate) fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String
         .ok()
         .and_then(|o| o.error)
     {
-        // Upstream words, bound for logs and the client: control characters escaped here.
+        // Upstream words, bound for logs and the client: cleaned here, where they enter.
         Some(inner) => (
-            inner.kind.as_deref().map(escaped),
-            inner.message.as_deref().map(escaped),
+            inner.kind.as_deref().map(|t| redactor.clean(t)),
+            inner.message.as_deref().map(|t| redactor.clean(t)),
         ),
         None => (None, None),
     }

@@ -54,7 +54,7 @@ use crate::outbox::Outbox;
 use crate::sse::Event;
 use crate::strategy::Strategy;
 use crate::transcript::Transcript;
-use crate::untrusted::escaped;
+use crate::untrusted::Redactor;
 
 use attempt::{Attempt, NotOpen, Open};
 use hold::{Budget, Held, HeldKind, OverBudget};
@@ -444,7 +444,7 @@ impl Relay {
                 // A client error from a target of another wire answers the translation, not
                 // the client's own request: another fallback may do better.
                 if !error.client || !same_wire {
-                    return Err(in_band_failure(&error, src));
+                    return Err(in_band_failure(&error, src, out.redactor()));
                 }
                 // A retry elsewhere would fail alike: the client gets the upstream's own words.
                 self.prelude(out);
@@ -646,7 +646,7 @@ impl Relay {
             Some(Open::Text { .. }) | Some(Open::Dropped) => {}
             Some(Open::Held(held)) => {
                 if held.wire != self.wire && !held.kind.is_reasoning() {
-                    if let Some(why) = unfit_arguments(&held) {
+                    if let Some(why) = unfit_arguments(&held, out.redactor()) {
                         return Err(StreamFailure::new(FailureClass::Malformed, why));
                     }
                 }
@@ -776,10 +776,9 @@ impl Relay {
             }
             Item::Terminal => self.encoder.terminal(out),
             Item::Error(error) if !self.same_wire() => {
-                let kind =
-                    value_text(src, error.kind).map_or_else(|| "error".into(), |k| escaped(&k));
-                let message =
-                    value_text(src, error.message).map_or_else(String::new, |m| escaped(&m));
+                let clean = |span| value_text(src, span).map(|t| out.redactor().clean(&t));
+                let kind = clean(error.kind).unwrap_or_else(|| "error".into());
+                let message = clean(error.message).unwrap_or_default();
                 self.encoder
                     .error(&ErrorKind::Named(kind.into()), &message, out);
             }
@@ -890,9 +889,10 @@ fn value_text(src: &Source<'_>, span: Span) -> Option<String> {
     Some(raw.to_owned())
 }
 
-fn in_band_failure(error: &InBand, src: &Source<'_>) -> StreamFailure {
-    // Upstream words, bound for logs and the client: control characters escaped here.
-    let text = |span| value_text(src, span).map(|t| escaped(&t));
+fn in_band_failure(error: &InBand, src: &Source<'_>, redactor: &Redactor) -> StreamFailure {
+    // Upstream words, bound for logs and the client: secrets out, then control characters
+    // escaped, here.
+    let text = |span| value_text(src, span).map(|t| redactor.clean(&t));
     let kind = text(error.kind);
     let name = kind.clone().or_else(|| text(error.code));
     let message = text(error.message).filter(|m| !m.is_empty());
@@ -927,7 +927,7 @@ fn not_open(what: &'static str) -> impl Fn(NotOpen) -> StreamFailure {
 /// Why a complete tool call from another wire cannot reach the client, if it cannot: its
 /// arguments are not a JSON object (Anthropic clients parse them as the call's `input`). An
 /// empty string is no arguments.
-fn unfit_arguments(held: &Held) -> Option<String> {
+fn unfit_arguments(held: &Held, redactor: &Redactor) -> Option<String> {
     let args = held.arguments.trim();
     if args.is_empty() {
         return None;
@@ -937,7 +937,7 @@ fn unfit_arguments(held: &Held) -> Option<String> {
     (!object).then(|| {
         format!(
             "the tool call `{}` has arguments that are not a JSON object",
-            escaped(&held.name)
+            redactor.clean(&held.name)
         )
     })
 }
