@@ -270,7 +270,8 @@ impl<'a> Failure<'a> {
             target.accepts(),
         )
         .err()
-        .map(|why| why.0)
+        // It may quote the client's request (a parameter's name): fit for a log line.
+        .map(|why| crate::untrusted::escaped(&why.0).into())
     }
 
     /// The request for the next attempt, to `target`, in the dialect it speaks: as
@@ -297,8 +298,9 @@ impl<'a> Failure<'a> {
         )
         .map_err(|why| {
             RewriteError::new(format!(
-                "cannot translate the request to {}: {why}",
-                to.name()
+                "cannot translate the request to {}: {}",
+                to.name(),
+                crate::untrusted::escaped(&why.0)
             ))
         })?;
         let continuation = Continuation {

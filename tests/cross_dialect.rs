@@ -1032,3 +1032,17 @@ async fn a_fallback_of_the_other_dialect_that_refuses_its_declared_prefill_gets_
         assert_eq!(last["content"], tower_midstream::DEFAULT_INSTRUCTION);
     }
 }
+
+#[test]
+fn why_a_target_cannot_take_a_request_is_fit_for_a_log_line() {
+    let body = json!({"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}],
+        "evil\nINFO forged line\u{1b}[2J":1});
+    let request = http::Request::post("/v1/chat/completions")
+        .body(Bytes::from(body.to_string()))
+        .unwrap();
+    let failure = tower_midstream::Failure::builder(wire(Dialect::OpenAi), request);
+    let claude = Target::new("claude").dialect(wire(Dialect::Anthropic));
+    let why = failure.build().cannot_send_to(&claude).expect("refused");
+    assert!(why.contains("evil"), "{why}");
+    assert!(!why.contains('\n') && !why.contains('\u{1b}'), "{why}");
+}
