@@ -68,6 +68,14 @@ pub(crate) struct ModelInBody {
     model: OnceLock<Option<Arc<str>>>,
 }
 
+impl fmt::Debug for ModelInBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelInBody")
+            .field("model", &self.known())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ModelInBody {
     pub(crate) fn new(body: Bytes) -> Arc<Self> {
         Arc::new(ModelInBody {

@@ -68,6 +68,12 @@ impl<'a> Failure<'a> {
         self.target
     }
 
+    /// How long the failed response asked to wait before a retry (`Retry-After` in seconds or
+    /// as an HTTP date, or `retry-after-ms`), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.history.last().and_then(AttemptError::retry_after)
+    }
+
     /// Every failed attempt so far, this one last, with the target and strategy each used.
     pub fn history(&self) -> &[AttemptError] {
         self.history
@@ -105,24 +111,34 @@ impl<'a> Failure<'a> {
         self.dialect.spec().prefill_allowed(self.index)
     }
 
-    /// Whether any of the answer reached the client (text or a tool call). While none has, a
-    /// restart elsewhere is invisible to the client; reasoning alone does not count, since the
-    /// layer drops a fallback's reasoning once the client has some.
+    /// Whether any of the answer reached the client (text, a refusal, a tool call, anything
+    /// of one of several choices). While none has, a restart elsewhere is invisible to the
+    /// client; reasoning alone does not count, since the layer drops a fallback's reasoning
+    /// once the client has some.
     pub fn answer_started(&self) -> bool {
-        !self.transcript.text().is_empty()
-            || self.transcript.tool_calls() > 0
-            || self.transcript.overflowed()
+        let t = self.transcript;
+        !t.text().is_empty()
+            || t.tool_calls() > 0
+            || t.refused()
+            || t.overflowed()
+            || (t.several_choices() && !t.is_empty())
     }
 
-    /// Why the answer the client has cannot be continued elsewhere, if it cannot: it outgrew
-    /// the transcript limit (the text to continue from is gone), or tool calls already reached
+    /// Why the answer the client has cannot be continued elsewhere, if it cannot: it has
+    /// several choices and some reached the client, it outgrew the transcript limit (the text
+    /// to continue from is gone), a refusal reached the client, or tool calls already reached
     /// the client (a continuation request cannot carry them faithfully). A restart is still
     /// possible, but the client would see a second answer after the first.
     pub fn cannot_continue(&self) -> Option<&'static str> {
-        if self.transcript.overflowed() {
+        let t = self.transcript;
+        if t.several_choices() && !t.is_empty() {
+            Some("the answer has several choices (n > 1), which no request can continue")
+        } else if t.overflowed() {
             Some("the answer so far is longer than the transcript limit")
-        } else if self.transcript.tool_calls() > 0 {
+        } else if t.tool_calls() > 0 {
             Some("tool calls already reached the client")
+        } else if t.refused() {
+            Some("a refusal already reached the client")
         } else {
             None
         }
@@ -132,9 +148,11 @@ impl<'a> Failure<'a> {
     /// is none, the way [`FallbackChain`](crate::FallbackChain) decides:
     ///
     /// * nothing of the answer reached the client: [`Strategy::Restart`];
-    /// * only text did, more than the transcript keeps: [`Strategy::Restart`] (it cannot be
-    ///   continued; the client sees a new answer after the partial one);
-    /// * it [`cannot_continue`](Self::cannot_continue) otherwise: no strategy;
+    /// * it [`cannot_continue`](Self::cannot_continue) (more text than the transcript keeps,
+    ///   or tool calls reached the client): no strategy, so that the client gets a clean error
+    ///   naming the original failure; except that text past the transcript limit restarts
+    ///   when `when_no_prefill` is [`WhenNoPrefill::Restart`], the one setting under which
+    ///   the operator accepted a new answer after the partial one;
     /// * the target accepts prefill and the request allows it
     ///   ([`prefill_allowed`](Self::prefill_allowed)): [`Strategy::Prefill`];
     /// * otherwise `when_no_prefill`: the continue instruction ([`Strategy::instruction`]), a
@@ -161,8 +179,13 @@ impl<'a> Failure<'a> {
         prefill: Prefill,
         when_no_prefill: WhenNoPrefill,
     ) -> Result<Strategy, Cow<'static, str>> {
-        let overflowed_text = self.transcript.overflowed() && self.transcript.tool_calls() == 0;
-        if !self.answer_started() || overflowed_text {
+        if !self.answer_started() {
+            return Ok(Strategy::Restart);
+        }
+        let t = self.transcript;
+        let overflowed_text =
+            t.overflowed() && t.tool_calls() == 0 && !t.refused() && !t.several_choices();
+        if overflowed_text && when_no_prefill == WhenNoPrefill::Restart {
             return Ok(Strategy::Restart);
         }
         if let Some(why) = self.cannot_continue() {
@@ -376,6 +399,7 @@ impl FailureBuilder {
             class: FailureClass::Transport,
             detail: "connection reset".into(),
             error_type: None,
+            retry_after: None,
         };
         FailureBuilder {
             dialect,
@@ -396,6 +420,12 @@ impl FailureBuilder {
     /// How the attempt failed (default: [`FailureClass::Transport`]).
     pub fn class(mut self, class: FailureClass) -> Self {
         self.failed().class = class;
+        self
+    }
+
+    /// The failed response asked to wait `wait` before a retry (its `Retry-After`).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.failed().retry_after = Some(wait);
         self
     }
 
@@ -432,6 +462,7 @@ impl FailureBuilder {
             class,
             detail: class.to_string().into(),
             error_type: None,
+            retry_after: None,
         };
         self.history.insert(at, earlier);
         for (n, attempt) in self.history.iter_mut().enumerate() {

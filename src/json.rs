@@ -387,35 +387,6 @@ impl<'de, const N: usize> Visitor<'de> for Key<'_, '_, N> {
     }
 }
 
-/// The raw JSON text of each element of the array `json`; `None` when it is not one valid
-/// array.
-pub(crate) fn elements(json: &str) -> Option<Vec<&str>> {
-    let items: Vec<&RawValue> = serde_json::from_str(json).ok()?;
-    Some(items.into_iter().map(RawValue::get).collect())
-}
-
-/// The raw JSON text of the first element of the array `json` (`Some(None)` for an empty
-/// array), the rest checked and skipped without allocating; `None` when it is not one valid
-/// array.
-pub(crate) fn first(json: &str) -> Option<Option<&str>> {
-    struct First;
-    impl<'de> Visitor<'de> for First {
-        type Value = Option<&'de str>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let first = seq.next_element::<&'de RawValue>()?.map(RawValue::get);
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(first)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(json);
-    let out = de.deserialize_seq(First).ok()?;
-    de.end().ok()?;
-    Some(out)
-}
-
 /// The text of the JSON string `raw` (borrowed when it has no escapes); `None` for any other
 /// value, or a string that does not read exactly.
 pub(crate) fn text(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
@@ -582,9 +553,6 @@ mod tests {
         for bad in ["[1]", r#"{"a":1"#, r#"{"a":1} x"#, r#"{"a":tru}"#, ""] {
             assert_eq!(members(bad, ["a"]), None, "{bad}");
         }
-        assert_eq!(first("[3, [4], 5]"), Some(Some("3")));
-        assert_eq!(first("[]"), Some(None));
-        assert_eq!(first("[1,"), None);
         assert_eq!(text(r#""plain""#).as_deref(), Some("plain"));
         assert_eq!(text(r#""a\tb""#).as_deref(), Some("a\tb"));
         assert_eq!(text(r#""bad \x""#), None);

@@ -55,19 +55,22 @@
 //!
 //! An error response is passed on as it came, except that its body is read first (up to 64
 //! KiB, for no longer than the idle timeout) so that secrets can be taken out of it (see
-//! [`MidStreamFallbackLayer::redact`]).
+//! [`MidStreamFallbackLayer::redact`]): for every request through the layer, watched or not.
+//! Every request the inner service gets carries an [`Attempt`], watched or not (one the layer
+//! does not watch is attempt 1, its target unknown: its body is not read).
 //!
 //! # Failures
 //!
 //! | class | seen as | fallback? |
 //! |---|---|---|
 //! | [`Transport`](FailureClass::Transport) | the body yields an error (reset, incomplete message) | yes |
-//! | [`Stall`](FailureClass::Stall) | no event within the [idle timeout](MidStreamFallbackLayer::idle_timeout) (comments and pings do not count) | yes |
+//! | [`Stall`](FailureClass::Stall) | no content within the [first-token deadline](MidStreamFallbackLayer::first_token_timeout) of sending an attempt, or the [idle timeout](MidStreamFallbackLayer::idle_timeout) after its last content (comments, pings and envelope events do not count) | yes |
 //! | [`InBand`](FailureClass::InBand) | Anthropic `event: error`; an OpenAI chunk with an `error` | yes, unless a client error (invalid request, content policy): that is passed on as it came |
 //! | [`Truncated`](FailureClass::Truncated) | the body ends before `message_stop` / `data: [DONE]` | yes; or, if only the closing events are missing, the layer closes the stream itself |
 //! | [`Malformed`](FailureClass::Malformed) | an event over the size limit or that does not parse | yes |
 //! | [`Status`](FailureClass::Status) | 408, 429, 500, 502, 503, 504, 529 before the stream | yes, invisibly (a restart) |
 //! | [`Connect`](FailureClass::Connect) | the inner service fails before headers | yes |
+//! | [`ContextWindow`](FailureClass::ContextWindow) | a 400 saying the prompt is too long | on a larger-context target, if configured; else passed on |
 //! | client error | any other 4xx before the stream | no: passed on as it came |
 //! | client gone | the response body is dropped | no: the upstream is cancelled, nothing more is called |
 //!
@@ -99,6 +102,16 @@
 //! * Text streams live. Tool calls and reasoning blocks are held back until complete (tool
 //!   calls until the end of the message), so that a failure inside one is recoverable and no
 //!   client ever sees a truncated tool call. They are sent compacted: one delta per block.
+//! * Reasoning without a signature (OpenAI-compatible servers' `delta.reasoning_content` and
+//!   `delta.reasoning`) streams live by default, or is held until complete: see [`Reasoning`].
+//!   Either way a fallback's own reasoning is dropped once the client has reasoning or content.
+//!   A Chat refusal (`delta.refusal`) is held until complete.
+//! * A stream with several choices (Chat `n > 1`) goes out as it came, nothing held; it restarts
+//!   elsewhere only while none of its answers reached the client, and otherwise ends with an
+//!   error event naming the failure.
+//! * Keep-alives the layer writes never include a blank line once an upstream `id:` line reached
+//!   the client (the openai Python SDK would dispatch an empty event at it); a line end never
+//!   goes out on its own.
 //! * At a seam, the continuation joins the open text block; an echo of the partial answer or
 //!   whitespace the prefill had to strip is dropped; usage covers every attempt.
 //! * If every attempt fails, the stream ends cleanly with an error event naming the original
@@ -211,11 +224,12 @@
 //! | option | default | beyond it |
 //! |---|---|---|
 //! | [`max_attempts`](MidStreamFallbackLayer::max_attempts) | 3, the first included | give up |
-//! | [`idle_timeout`](MidStreamFallbackLayer::idle_timeout) | 60 s | a stall |
+//! | [`first_token_timeout`](MidStreamFallbackLayer::first_token_timeout) | 60 s from sending an attempt to its first content | a stall |
+//! | [`idle_timeout`](MidStreamFallbackLayer::idle_timeout) | 60 s between content events | a stall |
 //! | [`keep_alive`](MidStreamFallbackLayer::keep_alive) | every 5 s while waiting for a fallback | |
 //! | [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes) | 4 MiB | 413 in the client's dialect; nothing is sent upstream |
 //! | [`max_event_bytes`](MidStreamFallbackLayer::max_event_bytes) | 1 MiB | a malformed stream |
-//! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued |
+//! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued: a failure ends it with an error event |
 //! | [`max_held_bytes`](MidStreamFallbackLayer::max_held_bytes) | 4 MiB held back (tool calls, reasoning: their ids, names, starts and content) | a malformed stream |
 //! | a failed response's body, read to describe it, redact it and hand it back | 64 KiB, within the idle timeout | what was read is described; a torn body is replaced by an error in the client's dialect |
 //!
@@ -238,11 +252,14 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod attempt;
+mod backoff;
 mod before_stream;
 mod body;
+mod breaker;
 mod chain;
 mod clock;
 mod config;
+mod context_window;
 mod dialect;
 mod error;
 mod failure;
@@ -255,6 +272,7 @@ mod observe;
 mod outbox;
 mod plan;
 mod provenance;
+mod reasoning;
 mod recovery;
 mod relay;
 mod replay;
@@ -269,9 +287,12 @@ mod trace;
 mod transcript;
 mod translate;
 mod untrusted;
+mod walk;
 
 pub use attempt::Attempt;
+pub use backoff::{Backoff, RetryBudget};
 pub use body::FallbackBody;
+pub use breaker::{Admission, Breaker, CircuitState};
 pub use chain::{FallbackChain, WhenNoPrefill};
 pub use dialect::Dialect;
 pub use error::{AttemptError, FailureClass, FallbackError};
@@ -280,8 +301,9 @@ pub use layer::MidStreamFallbackLayer;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsObserver;
 pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
-pub use plan::{Plan, RetryPlanner};
+pub use plan::{First, FirstAttempt, Plan, RetryPlanner};
 pub use provenance::Provenance;
+pub use reasoning::Reasoning;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
 pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};

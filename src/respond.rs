@@ -105,19 +105,23 @@ pub(crate) fn unwatched_failed<B>(
     match dialect {
         Some(dialect) => gave_up(dialect, err),
         None => {
-            let mut response = Response::new(FallbackBody::full(Bytes::from(format!(
-                "upstream unavailable: {}\n",
-                err.client_message()
-            ))));
-            *response.status_mut() = StatusCode::BAD_GATEWAY;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
+            let message = format!("upstream unavailable: {}", err.client_message());
+            let mut response = plain_text(StatusCode::BAD_GATEWAY, &message);
             response.extensions_mut().insert(err);
             response
         }
     }
+}
+
+/// An error for a request of no known dialect: plain text.
+pub(crate) fn plain_text<B>(status: StatusCode, message: &str) -> Response<FallbackBody<B>> {
+    let mut response = Response::new(FallbackBody::full(Bytes::from(format!("{message}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 pub(crate) fn too_large<B>(dialect: Dialect, limit: usize) -> Response<FallbackBody<B>> {

@@ -778,6 +778,57 @@ fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
 }
 
 #[test]
+fn the_attempt_policy_keys_have_careful_defaults_and_reach_the_chain() {
+    let defaults = config::parse(GOOD, &|_| None).unwrap();
+    let policy = &defaults.fallback.policy;
+    assert_eq!(policy.first_token_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(
+        (policy.retries, policy.retry_base, policy.retry_cap),
+        (0, Duration::from_millis(500), Duration::from_secs(8))
+    );
+    assert_eq!(policy.retry_budget, 20);
+    assert_eq!(policy.breaker_failures, None);
+    let text = format!(
+        "[fallback]\nfirst_token_timeout_ms = 0\nretries = 2\nretry_base_ms = 250\nretry_cap_ms = 4000\nretry_budget_per_s = 5\nbreaker_failures = 3\nbreaker_cooldown_ms = 10000\n{}",
+        GOOD.replace(
+            "fallbacks = [\"claude-sonnet-4-5\"]",
+            "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"claude-sonnet-4-5\"]\nretries = 1\nfirst_token_timeout_ms = 90000\nidle_timeout_ms = 0",
+        )
+    );
+    let set = config::parse(&text, &|_| None).unwrap();
+    let policy = &set.fallback.policy;
+    assert_eq!(policy.first_token_timeout, None);
+    assert_eq!(
+        (policy.retries, policy.retry_base, policy.retry_cap),
+        (2, Duration::from_millis(250), Duration::from_secs(4))
+    );
+    assert_eq!(policy.retry_budget, 5);
+    assert_eq!(
+        (policy.breaker_failures, policy.breaker_cooldown),
+        (Some(3), Duration::from_secs(10))
+    );
+    let model = &set.models[0];
+    assert_eq!(model.context_window_fallbacks, ["claude-sonnet-4-5"]);
+    assert_eq!(model.retries, Some(1));
+    assert_eq!(
+        model.first_token_timeout,
+        Some(Some(Duration::from_secs(90)))
+    );
+    assert_eq!(model.idle_timeout, Some(None));
+    let chain = set.chain();
+    let target = chain.target_of("claude-sonnet-4-6").unwrap();
+    assert_eq!(
+        target,
+        &tower_midstream::Target::new("claude-sonnet-4-6")
+            .retries(1)
+            .first_token_timeout(Duration::from_secs(90))
+            .idle_timeout(None)
+            .dialect(tower_midstream::Dialect::ANTHROPIC_MESSAGES)
+    );
+    let _ = set.layer();
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let cases = [
         // An unknown key.
@@ -857,6 +908,30 @@ fn config_errors_name_the_key() {
             format!("[server]\nheader_timeout_ms = 100\n{GOOD}"),
             vec!["header_timeout_ms"],
         ),
+        // The attempt policy.
+        (
+            GOOD.replace(
+                "fallbacks = [\"claude-sonnet-4-5\"]",
+                "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"claude-1m\"]",
+            ),
+            vec!["models[0]", "context_window_fallbacks[0]", "claude-1m"],
+        ),
+        (
+            GOOD.replace(
+                "fallbacks = [\"claude-sonnet-4-5\"]",
+                "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"gpt-4o\"]",
+            ),
+            vec!["models[0]", "context_window_fallbacks[0]", "dialect"],
+        ),
+        (
+            format!("[fallback]\nretry_base_ms = 1000\nretry_cap_ms = 10\n{GOOD}"),
+            vec!["fallback.retry_cap_ms", "1000 ms"],
+        ),
+        (
+            format!("[fallback]\nbreaker_failures = 3\nbreaker_cooldown_ms = 0\n{GOOD}"),
+            vec!["fallback.breaker_cooldown_ms"],
+        ),
+        (format!("[fallback]\nretries = -1\n{GOOD}"), vec!["retries"]),
     ];
     for (text, needles) in cases {
         let err = config_error(&text);

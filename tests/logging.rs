@@ -5,6 +5,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -12,7 +13,9 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{json, Value};
 use support::*;
 use tower::{Layer, ServiceExt};
-use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, ReplayBody};
+use tower_midstream::{
+    Backoff, Breaker, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, ReplayBody,
+};
 
 #[tokio::test(start_paused = true)]
 async fn each_failure_and_attempt_is_logged_with_target_strategy_and_class() {
@@ -241,6 +244,53 @@ async fn the_span_tree_of_a_request_that_fell_back_twice_is_the_one_the_readme_s
         "README.md's span tree differs from what the code records (above)"
     );
 }
+#[tokio::test(start_paused = true)]
+async fn the_attempt_policy_logs_the_rule_that_acted_the_wait_chosen_and_circuit_changes() {
+    const FAILED: &str = r#"{"type":"error","error":{"type":"api_error","message":"Internal"}}"#;
+    // The primary answers 500, then 503 on its retry; the fallback answers.
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        },
+    )
+    .then(Scripted::Status {
+        status: 500,
+        content_type: "application/json",
+        body: FAILED,
+    })
+    .then(Scripted::Status {
+        status: 503,
+        content_type: "application/json",
+        body: FAILED,
+    });
+    let chain = one_fallback(Prefill::Assistant)
+        .retries(1)
+        .backoff(Backoff::new(Duration::from_millis(500), Duration::from_secs(8)).jitter(|| 1.0))
+        .circuit_breaker(Breaker::new(2, Duration::from_secs(30)));
+    let (out, logs) = logged(send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    ))
+    .await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &out.bytes).unwrap().text,
+        HELLO.concat()
+    );
+    for needle in [
+        "midstream.rule=\"same_target_retry\"",
+        "midstream.wait_s=0.5",
+        "falling back after a wait",
+        "midstream.circuit=\"open\"",
+        "midstream.target=\"primary\"",
+    ] {
+        assert!(logs.contains(needle), "{needle} not in:\n{logs}");
+    }
+}
+
 /// Runs `f` with every log line of this thread captured; returns what `f` gave and the logs.
 async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
     logged_at(tracing::Level::DEBUG, f).await

@@ -12,7 +12,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 use serde::Deserialize;
 use tower_midstream::{
-    Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, Target, WhenNoPrefill,
+    Backoff, Breaker, Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor,
+    RetryBudget, Target, WhenNoPrefill,
 };
 
 /// A configuration that passed every check.
@@ -80,6 +81,21 @@ pub struct Fallback {
     pub when_no_prefill: WhenNoPrefill,
     pub instruction: Option<String>,
     pub max_request_bytes: usize,
+    pub policy: Policy,
+}
+
+/// `[fallback]`'s attempt policy (issue 11): deadlines, same-target retries, circuits.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub first_token_timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Same-target retries per second, all requests together.
+    pub retry_budget: u32,
+    /// Failures in a row that open a target's circuit; `None`: no circuit breaking.
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown: Duration,
 }
 
 /// `[[upstreams]]`: a provider endpoint.
@@ -121,24 +137,56 @@ pub struct Model {
     pub upstream_model: String,
     pub prefill: Prefill,
     pub fallbacks: Vec<String>,
+    /// Where a "prompt too long" 400 restarts.
+    pub context_window_fallbacks: Vec<String>,
+    /// Its own same-target retries and deadlines, where set.
+    pub retries: Option<u32>,
+    pub first_token_timeout: Option<Option<Duration>>,
+    pub idle_timeout: Option<Option<Duration>>,
 }
 
 impl Config {
     /// The planner: what each model accepts and which models stand in for it.
     pub fn chain(&self) -> FallbackChain {
-        let mut chain = FallbackChain::new().when_no_prefill(self.fallback.when_no_prefill);
+        let policy = &self.fallback.policy;
+        let mut chain = FallbackChain::new()
+            .when_no_prefill(self.fallback.when_no_prefill)
+            .retries(policy.retries)
+            .backoff(Backoff::new(policy.retry_base, policy.retry_cap))
+            .retry_budget(RetryBudget::new(
+                policy.retry_budget,
+                Duration::from_secs(1),
+            ));
+        if let Some(failures) = policy.breaker_failures {
+            chain = chain.circuit_breaker(Breaker::new(failures, policy.breaker_cooldown));
+        }
         if let Some(text) = &self.fallback.instruction {
             chain = chain.instruction(text.clone());
         }
         for model in &self.models {
             // Each model speaks its upstream's dialect: a fallback of another dialect than the
             // client's gets the request translated.
-            let target = Target::new(model.name.clone())
+            let mut target = Target::new(model.name.clone())
                 .prefill(model.prefill)
                 .dialect(self.upstreams[model.upstream].dialect);
+            if let Some(retries) = model.retries {
+                target = target.retries(retries);
+            }
+            if let Some(deadline) = model.first_token_timeout {
+                target = target.first_token_timeout(deadline);
+            }
+            if let Some(idle) = model.idle_timeout {
+                target = target.idle_timeout(idle);
+            }
             chain = chain.target(target);
             if !model.fallbacks.is_empty() {
                 chain = chain.fallbacks(model.name.clone(), model.fallbacks.iter().cloned());
+            }
+            if !model.context_window_fallbacks.is_empty() {
+                chain = chain.context_window_fallbacks(
+                    model.name.clone(),
+                    model.context_window_fallbacks.iter().cloned(),
+                );
             }
         }
         chain
@@ -149,6 +197,7 @@ impl Config {
         MidStreamFallbackLayer::new(self.chain())
             .max_attempts(self.fallback.max_attempts)
             .idle_timeout(self.fallback.idle_timeout)
+            .first_token_timeout(self.fallback.policy.first_token_timeout)
             .keep_alive(self.fallback.keep_alive)
             .max_request_bytes(self.fallback.max_request_bytes)
             .redact(self.redactor())
@@ -202,6 +251,14 @@ struct FallbackFile {
     when_no_prefill: Option<String>,
     instruction: Option<String>,
     max_request_bytes: Option<usize>,
+    // The attempt policy (issue 11).
+    first_token_timeout_ms: Option<u64>,
+    retries: Option<u32>,
+    retry_base_ms: Option<u64>,
+    retry_cap_ms: Option<u64>,
+    retry_budget_per_s: Option<u32>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -239,6 +296,11 @@ struct ModelFile {
     prefill: Option<String>,
     #[serde(default)]
     fallbacks: Vec<String>,
+    #[serde(default)]
+    context_window_fallbacks: Vec<String>,
+    retries: Option<u32>,
+    first_token_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -304,6 +366,28 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };
+    let retry_base = Duration::from_millis(f.retry_base_ms.unwrap_or(500));
+    let retry_cap = Duration::from_millis(f.retry_cap_ms.unwrap_or(8_000));
+    if retry_cap < retry_base {
+        return Err(err(
+            "fallback.retry_cap_ms".into(),
+            format!(
+                "must be at least retry_base_ms ({} ms)",
+                retry_base.as_millis()
+            ),
+        ));
+    }
+    let breaker_failures = match f.breaker_failures.unwrap_or(0) {
+        0 => None,
+        n => Some(n),
+    };
+    let breaker_cooldown = Duration::from_millis(f.breaker_cooldown_ms.unwrap_or(30_000));
+    if breaker_failures.is_some() && breaker_cooldown.is_zero() {
+        return Err(err(
+            "fallback.breaker_cooldown_ms".into(),
+            "must be above 0 when breaker_failures is set".into(),
+        ));
+    }
     let fallback = Fallback {
         max_attempts,
         idle_timeout: millis(f.idle_timeout_ms, 60_000),
@@ -311,6 +395,15 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         when_no_prefill,
         instruction: f.instruction,
         max_request_bytes: f.max_request_bytes.unwrap_or(4 << 20),
+        policy: Policy {
+            first_token_timeout: millis(f.first_token_timeout_ms, 60_000),
+            retries: f.retries.unwrap_or(0),
+            retry_base,
+            retry_cap,
+            retry_budget: f.retry_budget_per_s.unwrap_or(20),
+            breaker_failures,
+            breaker_cooldown,
+        },
     };
     if server.max_request_bytes_held < fallback.max_request_bytes {
         return Err(err(
@@ -443,14 +536,25 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             upstream_model: m.upstream_model.clone().unwrap_or_else(|| m.name.clone()),
             prefill,
             fallbacks: m.fallbacks.clone(),
+            context_window_fallbacks: m.context_window_fallbacks.clone(),
+            retries: m.retries,
+            first_token_timeout: m.first_token_timeout_ms.map(|ms| millis(Some(ms), 0)),
+            idle_timeout: m.idle_timeout_ms.map(|ms| millis(Some(ms), 0)),
         });
     }
 
     // Fallbacks are checked once every model is known, so they may refer forward.
     for (i, m) in models.iter().enumerate() {
         let dialect = upstreams[m.upstream].dialect;
-        for (j, target) in m.fallbacks.iter().enumerate() {
-            let key = format!("models[{i}] ({:?}).fallbacks[{j}]", m.name);
+        let lists = [
+            ("fallbacks", &m.fallbacks),
+            ("context_window_fallbacks", &m.context_window_fallbacks),
+        ];
+        for (j, list, target) in lists
+            .iter()
+            .flat_map(|(list, l)| l.iter().enumerate().map(move |(j, t)| (j, *list, t)))
+        {
+            let key = format!("models[{i}] ({:?}).{list}[{j}]", m.name);
             let Some(&t) = model_index.get(target.as_str()) else {
                 return Err(err(
                     key,

@@ -42,6 +42,7 @@ pub(crate) const WIRE: Wire = Wire {
     stamps_every_event: false,
     terminal: "message_stop",
     trims_continuation: true,
+    live_reasoning: false,
 };
 
 /// Reads each attempt's stream, writes the client's.
@@ -249,6 +250,7 @@ fn other_event(name: &str, data: &str) -> Result<Item, Unreadable> {
             Item::Finish(Stop {
                 reason: span(not_null(reason)),
                 usage,
+                report: Span::default(),
             })
         }
         "message_stop" => Item::Terminal,
@@ -436,6 +438,8 @@ impl Encode for MessagesEncoder {
                     String::from_utf8(block).expect("JSON text is UTF-8")
                 }
                 HeldKind::Reasoning => r#"{"type":"thinking","thinking":"","signature":""}"#.into(),
+                // A refusal is answer text here.
+                HeldKind::Refusal => r#"{"type":"text","text":""}"#.into(),
                 // Only its own wire can write these again.
                 HeldKind::RedactedReasoning | HeldKind::Other => return,
             }
@@ -449,13 +453,11 @@ impl Encode for MessagesEncoder {
                 &held.arguments,
             ));
         }
-        if !held.reasoning.is_empty() {
-            out.push(delta_event(
-                index,
-                "thinking_delta",
-                "thinking",
-                &held.reasoning,
-            ));
+        if !held.text.is_empty() {
+            out.push(match held.kind {
+                HeldKind::Refusal => delta_event(index, "text_delta", "text", &held.text),
+                _ => delta_event(index, "thinking_delta", "thinking", &held.text),
+            });
         }
         if let Some(signature) = &held.signature {
             out.push(delta_event(
@@ -552,7 +554,8 @@ impl Encode for MessagesEncoder {
         out.push(sse_event(Some("error"), &error_json(kind, message)));
     }
 
-    fn keep_alive(&self) -> Bytes {
+    // The anthropic SDKs skip events without a name or data, even after an `id:` field.
+    fn keep_alive(&self, _after_id: bool) -> Bytes {
         Bytes::from_static(b": keep-alive\n\n")
     }
 }

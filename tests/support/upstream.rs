@@ -43,7 +43,12 @@ pub const FAULTS: [Fault; 4] = [Fault::Reset, Fault::Stall, Fault::InBand, Fault
 /// What the model would answer in full.
 #[derive(Debug, Clone, Default)]
 pub struct Whole {
+    /// Reasoning (Anthropic thinking; Chat reasoning deltas, under `reasoning_key`).
     pub thinking: Option<String>,
+    /// The Chat delta key reasoning streams under (`reasoning_content` when empty).
+    pub reasoning_key: &'static str,
+    /// A refusal instead of text (Chat `delta.refusal`).
+    pub refusal: Option<String>,
     pub text: String,
     /// (name, arguments JSON)
     pub tools: Vec<(String, String)>,
@@ -249,8 +254,8 @@ impl Upstream {
             ),
             Dialect::OpenAi => openai_stream(
                 &model,
+                whole,
                 &remaining,
-                &whole.tools,
                 req["stream_options"]["include_usage"] == true,
             ),
         };
@@ -417,7 +422,8 @@ fn anthropic_stream(
     out
 }
 
-fn openai_stream(model: &str, text: &str, tools: &[(String, String)], usage: bool) -> String {
+fn openai_stream(model: &str, whole: &Whole, text: &str, usage: bool) -> String {
+    let tools = &whole.tools;
     let mut out = String::new();
     let envelope = |choices: Value, usage_field: Value| {
         let mut v = json!({"id":"chatcmpl-fallback","object":"chat.completion.chunk","created":1700000000,"model":model,"choices":choices});
@@ -432,6 +438,29 @@ fn openai_stream(model: &str, text: &str, tools: &[(String, String)], usage: boo
         Value::Null,
     ));
     let mut deltas = 0;
+    // A reasoning model reasons again, whatever partial answer it is given.
+    if let Some(thinking) = &whole.thinking {
+        let key = match whole.reasoning_key {
+            "" => "reasoning_content",
+            key => key,
+        };
+        for p in pieces(thinking, 9) {
+            deltas += 1;
+            push(envelope(
+                json!([{"index":0,"delta":{key:p},"finish_reason":null}]),
+                Value::Null,
+            ));
+        }
+    }
+    if let Some(refusal) = &whole.refusal {
+        for p in pieces(refusal, 6) {
+            deltas += 1;
+            push(envelope(
+                json!([{"index":0,"delta":{"refusal":p},"finish_reason":null}]),
+                Value::Null,
+            ));
+        }
+    }
     for p in pieces(text, 4) {
         deltas += 1;
         push(envelope(
