@@ -1049,3 +1049,98 @@ fn why_a_target_cannot_take_a_request_is_fit_for_a_log_line() {
     assert!(why.contains("evil"), "{why}");
     assert!(!why.contains('\n') && !why.contains('\u{1b}'), "{why}");
 }
+
+/// Circuits that admit every target and remember which were asked.
+#[derive(Debug, Default, Clone)]
+struct AskedCircuits(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl tower_midstream::CircuitState for AskedCircuits {
+    fn admit(&self, target: &str) -> tower_midstream::Admission {
+        self.0.lock().unwrap().push(target.to_owned());
+        tower_midstream::Admission::Closed
+    }
+    fn record(&self, _: &str, _: bool) {}
+}
+
+fn anthropic_failure(body: Value) -> tower_midstream::FailureBuilder {
+    let request = http::Request::post("/v1/messages")
+        .body(Bytes::from(body.to_string()))
+        .unwrap();
+    tower_midstream::Failure::builder(wire(Dialect::Anthropic), request)
+}
+
+fn model_of(plan: &mut tower_midstream::Plan) -> Value {
+    let body: Value = serde_json::from_slice(plan.request_mut().expect("a retry").body()).unwrap();
+    body["model"].clone()
+}
+
+#[test]
+fn a_fallback_that_cannot_take_the_request_is_passed_over_before_its_circuit_is_asked() {
+    use tower_midstream::RetryPlanner;
+    // Asking a half-open circuit hands out its one probe: a target the request never goes to
+    // must not take it.
+    let circuits = AskedCircuits::default();
+    let mut chain = FallbackChain::new()
+        .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+        .target(Target::new("claude-b"))
+        .fallbacks("primary", ["gpt", "claude-b"])
+        .circuit_breaker(circuits.clone());
+    let thinking = json!({"model":"primary","max_tokens":4000,"stream":true,
+        "thinking":{"type":"enabled","budget_tokens":2000},
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain.plan(&anthropic_failure(thinking).build());
+    assert_eq!(model_of(&mut plan), "claude-b");
+    assert_eq!(plan.dialect(), None);
+    assert_eq!(*circuits.0.lock().unwrap(), ["claude-b"]);
+
+    // Without thinking, the circuits choose among both, in order.
+    let circuits = AskedCircuits::default();
+    let mut chain = FallbackChain::new()
+        .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+        .fallbacks("primary", ["gpt", "claude-b"])
+        .circuit_breaker(circuits.clone());
+    let plain = json!({"model":"primary","max_tokens":400,"stream":true,
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain.plan(&anthropic_failure(plain).build());
+    assert_eq!(model_of(&mut plan), "gpt");
+    assert_eq!(plan.dialect(), Some(wire(Dialect::OpenAi)));
+    assert_eq!(*circuits.0.lock().unwrap(), ["gpt"]);
+}
+
+#[test]
+fn a_context_window_fallback_of_another_dialect_gets_the_request_translated_or_is_passed_over() {
+    use tower_midstream::{FailureClass, RetryPlanner};
+    let chain = || {
+        FallbackChain::new()
+            .target(Target::new("gpt-long").dialect(wire(Dialect::OpenAi)))
+            .context_window_fallbacks("primary", ["gpt-long", "claude-long"])
+    };
+    let plain = json!({"model":"primary","max_tokens":400,"stream":true,"system":"Be brief.",
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain().plan(
+        &anthropic_failure(plain)
+            .class(FailureClass::ContextWindow)
+            .build(),
+    );
+    assert_eq!(plan.dialect(), Some(wire(Dialect::OpenAi)));
+    let request = plan.request_mut().unwrap();
+    assert!(request.uri().path().ends_with("/chat/completions"));
+    let body: Value = serde_json::from_slice(request.body()).unwrap();
+    assert_eq!(body["model"], "gpt-long");
+    assert_eq!(
+        body["messages"][0],
+        json!({"role":"system","content":"Be brief."})
+    );
+
+    // A request the Chat model cannot take goes to the next larger-context target instead.
+    let thinking = json!({"model":"primary","max_tokens":4000,"stream":true,
+        "thinking":{"type":"enabled","budget_tokens":2000},
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain().plan(
+        &anthropic_failure(thinking)
+            .class(FailureClass::ContextWindow)
+            .build(),
+    );
+    assert_eq!(plan.dialect(), None);
+    assert_eq!(model_of(&mut plan), "claude-long");
+}
