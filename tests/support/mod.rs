@@ -345,6 +345,8 @@ pub fn expected(whole: &Whole) -> check::Answer {
             .collect(),
         error: None,
         output_tokens: None,
+        stop_reason: None,
+        tool_ids: Vec::new(),
         reasoning: whole.thinking.clone().unwrap_or_default(),
         refusal: whole.refusal.clone().unwrap_or_default(),
     }

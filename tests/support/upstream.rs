@@ -60,6 +60,8 @@ pub struct Call {
     pub uri: String,
     pub headers: http::HeaderMap,
     pub body: Value,
+    /// The dialect the layer's `Attempt` extension named, if the call came through the layer.
+    pub dialect: Option<tower_midstream::Dialect>,
 }
 
 /// One scripted response, used for the next call instead of the model.
@@ -98,6 +100,9 @@ struct Inner {
     echo: bool,
     /// A partial answer that is not the start of the whole one is continued anyway.
     lenient: bool,
+    /// Each call is answered in the dialect of the endpoint it was sent to (a model of
+    /// another provider, reached through a translated request), not always in `dialect`.
+    by_path: bool,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -113,6 +118,7 @@ impl Upstream {
                 endings: Mutex::new(VecDeque::new()),
                 echo: false,
                 lenient: false,
+                by_path: false,
                 calls: Mutex::new(Vec::new()),
             }),
         }
@@ -140,6 +146,24 @@ impl Upstream {
             .expect("configure before use")
             .lenient = true;
         self
+    }
+
+    /// Answer each call in the dialect of its endpoint (`/v1/messages`, `/v1/chat/completions`).
+    pub fn speaking_by_path(mut self) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure before use")
+            .by_path = true;
+        self
+    }
+
+    /// The dialect a call to `uri` is answered in.
+    fn dialect_of(&self, uri: &http::Uri) -> Dialect {
+        let path = uri.path();
+        match self.inner.by_path {
+            true if path.ends_with("/chat/completions") => Dialect::OpenAi,
+            true if path.ends_with("/messages") => Dialect::Anthropic,
+            _ => self.inner.dialect,
+        }
     }
 
     /// The next answer of the model breaks after `events` events with `fault`.
@@ -172,27 +196,32 @@ impl Upstream {
         B::Error: std::fmt::Debug,
     {
         let (parts, body) = req.into_parts();
+        let dialect = self.dialect_of(&parts.uri);
         let bytes = body.collect().await.expect("request body").to_bytes();
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.inner.calls.lock().unwrap().push(Call {
             uri: parts.uri.to_string(),
             headers: parts.headers.clone(),
             body: json.clone(),
+            dialect: parts
+                .extensions
+                .get::<tower_midstream::Attempt>()
+                .and_then(|a| a.dialect()),
         });
         if let Some(scripted) = self.inner.script.lock().unwrap().pop_front() {
-            return scripted_response(scripted, self.inner.dialect);
+            return scripted_response(scripted, dialect);
         }
-        self.model(&json)
+        self.model(&json, dialect)
     }
 
     /// The model: continue the whole answer after the partial answer in the request.
-    fn model(&self, req: &Value) -> Response<ScriptBody> {
+    fn model(&self, req: &Value, dialect: Dialect) -> Response<ScriptBody> {
         let model = req["model"].as_str().unwrap_or("").to_owned();
         let messages = req["messages"].as_array().cloned().unwrap_or_default();
         let last = messages.last().cloned().unwrap_or(Value::Null);
         let rejects = self.inner.rejects_prefill.contains(&model);
         let mut partial = String::new();
-        if self.inner.dialect == Dialect::Anthropic {
+        if dialect == Dialect::Anthropic {
             if last["role"] == "assistant" {
                 if rejects {
                     return plain(400, ANTHROPIC_PREFILL_400);
@@ -223,10 +252,10 @@ impl Upstream {
         if self.inner.echo {
             remaining.insert_str(0, &partial);
         }
-        let thinking = self.inner.dialect == Dialect::Anthropic
+        let thinking = dialect == Dialect::Anthropic
             && req["thinking"]["type"] == "enabled"
             && whole.thinking.is_some();
-        let bytes = match self.inner.dialect {
+        let bytes = match dialect {
             Dialect::Anthropic => anthropic_stream(
                 &model,
                 thinking.then(|| whole.thinking.clone().unwrap()),
@@ -259,8 +288,7 @@ impl Upstream {
                     .take(events)
                     .flat_map(|e| e.to_vec())
                     .collect();
-                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault))
-                    .with_in_band(self.inner.dialect))
+                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault)).with_in_band(dialect))
             }
         }
     }
