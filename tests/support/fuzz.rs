@@ -241,11 +241,13 @@ pub fn relay_mutated(mode: u8, rest: &[u8]) {
     });
     let text = std::str::from_utf8(&out.bytes).expect("nothing but UTF-8 reaches the client");
     // Both dialects prove an event valid before any of it is forwarded (Chat's fast path since
-    // Hardening II); only Chat's terminal sentinel is not JSON.
+    // Hardening II); only Chat's terminal sentinel is not JSON, and the openai SDKs (Python and
+    // Node) end the stream on any data that starts with it (`[DONE]\t` included).
     if matches!(f.dialect, Dialect::Anthropic | Dialect::OpenAi) {
         for ev in check::parse_sse(text.as_bytes()) {
             assert!(
-                ev.data == "[DONE]" || serde_json::from_str::<serde_json::Value>(&ev.data).is_ok(),
+                ev.data.starts_with("[DONE]")
+                    || serde_json::from_str::<serde_json::Value>(&ev.data).is_ok(),
                 "{} event {k} cut at {cut}: the client got data it cannot read: {:?}",
                 f.name,
                 ev.data
