@@ -247,7 +247,9 @@ pub fn relay_mutated(mode: u8, rest: &[u8]) {
         for ev in check::parse_sse(text.as_bytes()) {
             assert!(
                 ev.data.starts_with("[DONE]")
-                    || serde_json::from_str::<serde_json::Value>(&ev.data).is_ok(),
+                    // The grammar, not serde's number range: `1E888...` is JSON the SDKs
+                    // read (as infinity), so it is not a failure of the layer.
+                    || serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_ok(),
                 "{} event {k} cut at {cut}: the client got data it cannot read: {:?}",
                 f.name,
                 ev.data
