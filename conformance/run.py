@@ -18,7 +18,10 @@ thinking then text (Anthropic)) x each failure class (reset, stall, in-band erro
 at every event position of the primary's stream; a retryable status before the stream) x a
 fallback that accepts prefill and one that rejects it. Plus: every attempt fails; the primary
 answers a non-retryable 400; the per-request opt-out; a fallback declared to accept prefill
-that answers it with 400.
+that answers it with 400. Across dialects (issue 14): the anthropic SDK with fallbacks on the
+OpenAI Chat upstream and the openai SDK with fallbacks on the Anthropic one, each answer that
+can cross x each failure class at sampled positions (the first and last few, and every
+`CROSS_STEP`-th: the Rust matrix in tests/cross_dialect.rs keeps every position).
 
 OpenAI-compatible servers (issue 9, `x-demo-server`, positions sampled): reasoning in
 `reasoning_content` (DeepSeek) and `reasoning` (vLLM, usage on the finish chunk), kept once
@@ -75,6 +78,8 @@ import seams  # noqa: E402
 
 IDLE_MS = 300
 WORKERS = 4
+# Across dialects, every CROSS_STEP-th failure position (plus the first and last few).
+CROSS_STEP = 5
 
 # What the client is told when every attempt fails: the original failure's class, by fault.
 ORIGINAL = {"reset": "stream broken", "stall": "stream stalled", "error": "error event in stream",
@@ -90,23 +95,32 @@ class Dialect:
     one whose fallback rejects it; `answers` the x-demo-answer values; `status` a retryable
     status; `tail` the events after the answer is complete (a failure there needs no fallback);
     `prefill_rejected` a model whose first fallback is declared to take prefill but answers it
-    with 400. `stride` samples the failure positions (every `stride`-th, plus the first and last
-    three) to keep CI's time in check; the Rust splice matrix keeps every position.
-    `truncation_raises`: an SDK that raises on a stream without its terminal event (the Responses
-    helpers) rather than returning the partial answer. A new dialect's gateway cases are one more
-    entry in DIALECTS."""
+    with 400; `cross` the cases whose fallbacks speak another dialect. `stride` samples the failure
+    positions (every `stride`-th, plus the first and last three) to keep CI's time in check; the
+    Rust splice matrix keeps every position. `truncation_raises`: an SDK that raises on a stream
+    without its terminal event (the Responses helpers) rather than returning the partial answer.
+    A new dialect's gateway cases are one more entry in DIALECTS."""
 
     def __init__(self, wrapper, dialect, upstream, prefix, models, answers, status, tail, prefill_rejected=None,
-                 stride=1, truncation_raises=False):
+                 cross=None, stride=1, truncation_raises=False):
         self.wrapper, self.dialect, self.upstream, self.prefix = wrapper, dialect, upstream, prefix
         self.models, self.answers, self.status, self.tail = models, answers, status, tail
-        self.prefill_rejected = prefill_rejected
+        self.prefill_rejected, self.cross = prefill_rejected, cross
         self.stride, self.truncation_raises = stride, truncation_raises
 
     def positions(self, n):
         if self.stride <= 1:
             return list(range(n))
         return sorted(set(range(0, n, self.stride)) | {p for p in (0, 1, 2, n - 3, n - 2, n - 1) if 0 <= p < n})
+
+
+class Cross:
+    """Fallbacks in another dialect: `to` names it; `prefill` and `no_prefill` are primaries
+    (in DIALECTS' models) whose fallback there accepts prefill or rejects it; `answers` the
+    answers whose request can cross (extended thinking cannot: it is never sent there)."""
+
+    def __init__(self, to, answers, prefill, no_prefill):
+        self.to, self.answers, self.prefill, self.no_prefill = to, answers, prefill, no_prefill
 
 
 DIALECTS = [
@@ -118,7 +132,11 @@ DIALECTS = [
         ("claude-no-prefill", "demo-claude-no-prefill", "none", []),
         # Declared to take prefill, but the model behind it rejects it with 400.
         ("claude-liar", "demo-claude-no-prefill", "assistant", []),
-    ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c"),
+        # Fallbacks on the OpenAI Chat upstream.
+        ("claude-x", "demo-claude-primary", "none", ["gpt-prefix"]),
+        ("claude-y", "demo-claude-primary", "none", ["gpt-no-prefix"]),
+    ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c",
+        cross=Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y")),
     Dialect("openai", "openai-chat", "demo-openai", "gpt", models=[
         ("gpt-a", "demo-gpt-primary", "none", ["gpt-prefix"]),
         ("gpt-b", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
@@ -126,10 +144,15 @@ DIALECTS = [
         ("gpt-c", "demo-gpt-primary", "none", ["gpt-prefix", "gpt-no-prefix"]),
         ("gpt-prefix", "demo-gpt-prefix", "prefix", []),
         ("gpt-no-prefix", "demo-gpt-no-prefix", "none", []),
-    ], answers=("text", "tool", "parallel-tools"), status="503", tail=3),
+        # Fallbacks on the Anthropic upstream.
+        ("gpt-x", "demo-gpt-primary", "none", ["claude-prefill"]),
+        ("gpt-y", "demo-gpt-primary", "none", ["claude-no-prefill"]),
+    ], answers=("text", "tool", "parallel-tools"), status="503", tail=3,
+        cross=Cross("anthropic", ("text", "tool", "parallel-tools"), "gpt-x", "gpt-y")),
     # The Responses API has no prefill: both kinds of fallback continue by instruction. Its
     # answer is complete only with response.completed (tail 0). Two SDK calls: the helper
-    # (responses.stream) and raw iteration (responses.create(stream=True)).
+    # (responses.stream) and raw iteration (responses.create(stream=True)). Not translated to
+    # or from other dialects yet: no cross cases.
     Dialect("openai-responses", "openai-responses", "demo-responses", "resp", models=[
         ("resp-a", "demo-gpt-primary", "none", ["resp-fallback"]),
         ("resp-b", "demo-gpt-primary", "none", ["resp-fallback"]),
@@ -215,10 +238,12 @@ def client(kind: str, base: str) -> "clients.Wrapper":
 
 class Case:
     def __init__(self, dialect, answer, failure, fault, model, fallback, expect="whole", usage=True, extra=None,
-                 server=None, n=1):
+                 route=None, server=None, n=1):
         self.dialect, self.answer, self.failure, self.fault = dialect, answer, failure, fault
         self.model, self.fallback, self.expect, self.usage = model, fallback, expect, usage
         self.extra = extra or {}
+        # The dialects the case goes through, as the matrix shows them.
+        self.route = route or dialect.dialect
         # An OpenAI-compatible server's shapes (x-demo-server), and the number of choices.
         self.server, self.n = server, n
         if server:
@@ -230,8 +255,10 @@ class Case:
 
     def name(self):
         server = f"{self.server}/" if self.server else ""
+        # A fallback of another dialect: the route, so that such cases can be picked by name.
+        route = f"{self.route}/" if self.route != self.dialect.dialect else ""
         n = f"/n={self.n}" if self.n > 1 else ""
-        return f"{self.sdk}/{server}{self.answer}{n}/{self.fault}/{self.fallback}"
+        return f"{self.sdk}/{route}{server}{self.answer}{n}/{self.fault}/{self.fallback}"
 
     def ask_kwargs(self):
         """What the SDK wrapper is asked besides the answer: the reasoning field to read, n."""
@@ -411,8 +438,24 @@ def cases(gateway: str):
             if d.prefill_rejected:
                 for at in (2, n // 2):
                     out.append(Case(d, answer, "reset", f"reset@{at}", d.prefill_rejected, "prefill-rejected"))
+            if d.cross and answer in d.cross.answers:
+                out += cross_cases(d, answer, n)
     out += server_cases(gateway, wholes)
     return wholes, out
+
+
+def cross_cases(d, answer, n):
+    """The primary in the client's dialect fails; its fallback speaks `d.cross.to`."""
+    route = f"{d.dialect}>{d.cross.to}"
+    positions = sorted({0, 1, 2, n - 2, n - 1, *range(0, n, CROSS_STEP)} & set(range(n)))
+    out = []
+    for fallback, model in [("prefill", d.cross.prefill), ("no-prefill", d.cross.no_prefill)]:
+        for failure in ("reset", "stall", "error", "truncate"):
+            for at in positions:
+                out.append(Case(d, answer, failure, f"{failure}@{at}", model, fallback, usage=at % 2 == 0,
+                                route=route))
+        out.append(Case(d, answer, "status", d.status, model, fallback, route=route))
+    return out
 
 
 def main():
@@ -454,14 +497,14 @@ def main():
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for case, error in pool.map(one, all_cases):
                 client_name = client(case.sdk, gateway).version()
-                results[(client_name, case.dialect.dialect, case.failure)]["failed" if error else "passed"] += 1
+                results[(client_name, case.route, case.failure)]["failed" if error else "passed"] += 1
                 if error:
                     failures.append(f"{case.name()} ({case.model}): {error}")
 
         print(f"\nconformance matrix ({time.time() - started:.0f} s)\n")
-        print(f"{'client':<20} {'dialect':<12} {'failure class':<16} {'passed':>7} {'failed':>7}")
+        print(f"{'client':<20} {'dialect':<24} {'failure class':<16} {'passed':>7} {'failed':>7}")
         for (client_name, dialect, failure), counts in sorted(results.items()):
-            print(f"{client_name:<20} {dialect:<12} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
+            print(f"{client_name:<20} {dialect:<24} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
         total = sum(c["passed"] for c in results.values())
         print(f"\n{total} passed, {len(failures)} failed")
         for f in failures[:20]:

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
+use crate::dialect::Dialect;
 use crate::strategy::Strategy;
 
 /// The attempt a request belongs to, in the extensions of every request the layer sends to the
@@ -18,6 +19,12 @@ use crate::strategy::Strategy;
 /// asked for (by the inner service, the layer's spans when a subscriber listens to them, the
 /// observer), or on the first failure, once; a request nobody asks about costs no read of its
 /// body.
+///
+/// [`dialect`](Self::dialect) is the wire format of this attempt's request: the client's, unless
+/// the target was declared to speak another ([`Target::dialect`](crate::Target::dialect)); then
+/// the layer has translated the body, and set the path's endpoint to that dialect's
+/// (`/v1/messages` becomes `/v1/chat/completions`), and the inner service routes the request
+/// (its upstream, its credentials) by it.
 ///
 /// In an axum handler behind the layer, take it with `Extension<Attempt>`:
 ///
@@ -42,6 +49,7 @@ pub struct Attempt {
     target: Target,
     strategy: Option<Strategy>,
     hedge: bool,
+    dialect: Option<Dialect>,
 }
 
 #[derive(Clone)]
@@ -124,6 +132,7 @@ impl Attempt {
             target: Target::Known(model),
             strategy: None,
             hedge: false,
+            dialect: None,
         }
     }
 
@@ -134,6 +143,7 @@ impl Attempt {
             target: Target::InBody(model.clone()),
             strategy: None,
             hedge: false,
+            dialect: None,
         }
     }
 
@@ -151,7 +161,20 @@ impl Attempt {
             target: Target::Known(Some(target.into())),
             strategy: Some(strategy),
             hedge: false,
+            dialect: None,
         }
+    }
+
+    /// The same attempt, its request in `dialect`.
+    pub fn in_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = Some(dialect);
+        self
+    }
+
+    /// The wire format of this attempt's request. The layer always sets it; `None` only for an
+    /// attempt made by hand without [`in_dialect`](Self::in_dialect).
+    pub fn dialect(&self) -> Option<Dialect> {
+        self.dialect
     }
 
     /// 1 for the request as the client sent it, 2 for the first fallback, and so on.
@@ -204,6 +227,8 @@ impl Attempt {
     }
 }
 
+// The dialect follows from the target (a chain declares each target's once): not compared, so
+// that an attempt made by hand equals the layer's.
 impl PartialEq for Attempt {
     fn eq(&self, other: &Self) -> bool {
         self.number == other.number
@@ -226,6 +251,7 @@ impl fmt::Debug for Attempt {
         };
         d.field("strategy", &self.strategy)
             .field("hedge", &self.hedge)
+            .field("dialect", &self.dialect)
             .finish()
     }
 }

@@ -13,7 +13,9 @@ use crate::error::{AttemptError, FailureClass};
 use crate::json::RequestIndex;
 use crate::plan::Plan;
 use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::target::Target;
 use crate::transcript::Transcript;
+use crate::translate;
 
 /// What the planner is told about a failure.
 ///
@@ -31,6 +33,8 @@ pub struct Failure<'a> {
     pub(crate) attempt: u32,
     pub(crate) target: Option<&'a str>,
     pub(crate) dialect: Dialect,
+    /// The wire format of the failed attempt's request.
+    pub(crate) attempt_dialect: Dialect,
     pub(crate) request: &'a Request<Bytes>,
     pub(crate) index: &'a RequestIndex,
     pub(crate) transcript: &'a Transcript,
@@ -78,6 +82,12 @@ impl<'a> Failure<'a> {
     /// The wire format of the request.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The wire format of the failed attempt's request: the client's, unless its target speaks
+    /// another.
+    pub fn attempt_dialect(&self) -> Dialect {
+        self.attempt_dialect
     }
 
     /// The request as the client sent it, body included.
@@ -210,7 +220,9 @@ impl<'a> Failure<'a> {
             .history
             .iter()
             .any(|a| a.target() == Some(target) && a.strategy() == Some(&instead));
-        (!tried).then(|| self.retry(target, instead))
+        // In the dialect it was tried in; it takes no prefill after all.
+        let again = Target::new(target).dialect(self.attempt_dialect);
+        (!tried).then(|| self.retry_to(&again, instead))
     }
 
     /// The request for the next attempt: the original, with `model` set to `target` and the
@@ -250,6 +262,99 @@ impl<'a> Failure<'a> {
             Err(err) => Plan::give_up(format!("cannot rewrite the request for {target}: {err}")),
         }
     }
+
+    /// Why the request cannot be sent to `target` at all, if it cannot: `target` speaks
+    /// another dialect than the client's, and the request carries something that dialect has
+    /// no form for (extended thinking, a server tool, a document, structured output, a
+    /// parameter only the client's provider has...), or is not streamed. A planner skips such
+    /// a target; [`FallbackChain`](crate::FallbackChain) does. `None` for a target of the
+    /// client's own dialect.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_midstream::{Dialect, Failure, Target};
+    ///
+    /// let request = http::Request::post("/v1/messages").body(Bytes::from_static(
+    ///     br#"{"model":"a","max_tokens":99,"stream":true,"thinking":{"type":"enabled","budget_tokens":64},
+    ///         "messages":[{"role":"user","content":"Hi"}]}"#,
+    /// ))?;
+    /// let scenario = Failure::builder(Dialect::ANTHROPIC_MESSAGES, request);
+    /// let gpt = Target::new("gpt-4.1").dialect(Dialect::OPENAI_CHAT);
+    /// let why = scenario.build().cannot_send_to(&gpt).unwrap();
+    /// assert!(why.contains("extended thinking"));
+    /// # Ok::<(), http::Error>(())
+    /// ```
+    pub fn cannot_send_to(&self, target: &Target) -> Option<Cow<'static, str>> {
+        let to = target.speaks().unwrap_or(self.dialect);
+        if to == self.dialect {
+            return None;
+        }
+        translate::translate(
+            self.dialect,
+            to,
+            self.request.body(),
+            target.name(),
+            target.accepts(),
+        )
+        .err()
+        // It may quote the client's request (a parameter's name): fit for a log line.
+        .map(|why| crate::untrusted::escaped(&why.0).into())
+    }
+
+    /// The request for the next attempt, to `target`, in the dialect it speaks: as
+    /// [`rewrite`](Self::rewrite) for a target of the client's dialect; for another, the
+    /// client's request translated (see [`cannot_send_to`](Self::cannot_send_to)), the answer
+    /// so far carried in that dialect's own form as `strategy` says, and the path's endpoint
+    /// set to that dialect's (`…/messages` and `…/chat/completions` swap).
+    pub fn rewrite_for(
+        &self,
+        target: &Target,
+        strategy: &Strategy,
+    ) -> Result<Request<Bytes>, RewriteError> {
+        let to = target.speaks().unwrap_or(self.dialect);
+        if to == self.dialect {
+            return self.rewrite(target.name(), strategy);
+        }
+        let name = target.name();
+        let translated = translate::translate(
+            self.dialect,
+            to,
+            self.request.body(),
+            name,
+            target.accepts(),
+        )
+        .map_err(|why| {
+            RewriteError::new(format!(
+                "cannot translate the request to {}: {}",
+                to.name(),
+                crate::untrusted::escaped(&why.0)
+            ))
+        })?;
+        let continuation = Continuation {
+            text: self.transcript.text(),
+            kept_tokens: self.transcript.kept_tokens(),
+        };
+        let index = to.index(&translated);
+        let body = to
+            .spec()
+            .rewrite(&translated, &index, name, strategy, &continuation)?;
+        let mut request = crate::replay::rebuild(self.request, body);
+        translate::set_endpoint(&mut request, self.dialect, to);
+        Ok(request)
+    }
+
+    /// [`rewrite_for`](Self::rewrite_for) into a plan ([`Plan::retry_in`] for a target of
+    /// another dialect), or a give-up that says why the request could not be written for it.
+    pub fn retry_to(&self, target: &Target, strategy: Strategy) -> Plan {
+        let name = target.name();
+        match (self.rewrite_for(target, &strategy), target.speaks()) {
+            (Ok(request), Some(to)) if to != self.dialect => {
+                Plan::retry_in(name, to, strategy, request)
+            }
+            (Ok(request), _) => Plan::retry(name, strategy, request),
+            (Err(err), _) => Plan::give_up(format!("cannot rewrite the request for {name}: {err}")),
+        }
+    }
 }
 
 /// Makes a [`Failure`] by hand, for a planner's unit tests: the request, what the client had
@@ -280,6 +385,7 @@ impl<'a> Failure<'a> {
 #[derive(Debug)]
 pub struct FailureBuilder {
     dialect: Dialect,
+    attempt_dialect: Dialect,
     request: Request<Bytes>,
     index: RequestIndex,
     transcript: Transcript,
@@ -301,6 +407,7 @@ impl FailureBuilder {
         };
         FailureBuilder {
             dialect,
+            attempt_dialect: dialect,
             request,
             index,
             transcript: Transcript::new(usize::MAX),
@@ -338,6 +445,13 @@ impl FailureBuilder {
         let failed = self.failed();
         failed.target = Some(target.into());
         failed.strategy = Some(strategy);
+        self
+    }
+
+    /// The failed attempt's request was in `dialect` (default: the client's): its target
+    /// speaks another.
+    pub fn attempt_in(mut self, dialect: Dialect) -> Self {
+        self.attempt_dialect = dialect;
         self
     }
 
@@ -407,6 +521,7 @@ impl FailureBuilder {
             attempt: failed.attempt,
             target: failed.target.as_deref(),
             dialect: self.dialect,
+            attempt_dialect: self.attempt_dialect,
             request: &self.request,
             index: &self.index,
             transcript: &self.transcript,

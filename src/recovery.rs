@@ -32,6 +32,7 @@ use crate::json::RequestIndex;
 use crate::observe::{AttemptOutcome, AttemptReport, RequestOutcome, RequestReport, Usage};
 use crate::plan::{FirstAttempt, PlanKind, RetryPlanner};
 use crate::provenance::Provenance;
+use crate::relay::AttemptWire;
 use crate::replay::{self, ReplayBody};
 use crate::rewrite::Continuation;
 use crate::strategy::Strategy;
@@ -64,6 +65,9 @@ pub(crate) struct Recovery<S, P> {
     waiting_since: Option<Instant>,
     provenance: Provenance,
     fate: Fate,
+    /// Whether the client's stream reports usage, read from its request the first time an
+    /// attempt in another dialect needs to know.
+    client_usage: Option<bool>,
 }
 
 /// How the request ended, once known: one value, so that giving up always carries its error.
@@ -176,7 +180,11 @@ impl<S, P> Recovery<S, P> {
         span: Span,
     ) -> Self {
         let model = ModelInBody::new(request.body().clone());
-        let current = InFlight::new(Attempt::first_in(&model), &span, config.timing());
+        let current = InFlight::new(
+            Attempt::first_in(&model).in_dialect(dialect),
+            &span,
+            config.timing(),
+        );
         let mut recovery = Recovery {
             service,
             planner,
@@ -194,6 +202,7 @@ impl<S, P> Recovery<S, P> {
             waiting_since: None,
             provenance: Provenance::default(),
             fate: Fate::Running,
+            client_usage: None,
         };
         // A span that listens wants the model from the start, so that every line logged
         // inside the first attempt names it: read the body now rather than at a failure.
@@ -216,6 +225,26 @@ impl<S, P> Recovery<S, P> {
     /// Whether the budget allows another attempt at all.
     pub(crate) fn can_retry(&self) -> bool {
         self.current.attempt.number() < self.config.max_attempts
+    }
+
+    /// The wire format of the attempt in flight's request (a target may speak another dialect
+    /// than the client's).
+    pub(crate) fn attempt_dialect(&self) -> Dialect {
+        self.current.attempt.dialect().unwrap_or(self.dialect)
+    }
+
+    /// What the relay needs to read the attempt in flight's stream: its wire, and (for a wire
+    /// not the client's) whether the client's stream reports usage.
+    pub(crate) fn attempt_wire(&mut self) -> AttemptWire {
+        let wire = self.attempt_dialect();
+        let client_wants_usage = wire != self.dialect
+            && *self.client_usage.get_or_insert_with(|| {
+                crate::translate::asks_for_usage(self.dialect, self.request.body())
+            });
+        AttemptWire {
+            wire,
+            client_wants_usage,
+        }
     }
 
     /// The strategy of the attempt in flight.
@@ -411,6 +440,7 @@ impl<S, P> Recovery<S, P> {
                 attempt: last.attempt,
                 target: last.target.as_deref(),
                 dialect: self.dialect,
+                attempt_dialect: self.current.attempt.dialect().unwrap_or(self.dialect),
                 request: &self.request,
                 index,
                 transcript,
@@ -423,11 +453,13 @@ impl<S, P> Recovery<S, P> {
                 target,
                 strategy,
                 request,
+                dialect,
                 after,
                 timing,
             } => {
                 let number = self.current.attempt.number() + 1;
-                let attempt = Attempt::fallback(number, target, strategy.clone());
+                let attempt = Attempt::fallback(number, target, strategy.clone())
+                    .in_dialect(dialect.unwrap_or(self.dialect));
                 let timing = timing.over(self.config.timing());
                 self.current = InFlight::new(attempt, &self.span, timing);
                 self.current.wait = after;
@@ -469,7 +501,10 @@ impl<S, P> Recovery<S, P> {
         S: Service<Request<ReplayBody<B>>>,
         P: RetryPlanner,
     {
-        let first = self.planner.first(&FirstAttempt { model: &self.model });
+        let first = self.planner.first(&FirstAttempt {
+            model: &self.model,
+            dialect: self.dialect,
+        });
         self.current.timing = first.timing.over(self.current.timing);
         let first = match first.target.and_then(|target| self.restarted_on(target)) {
             Some(request) => request,

@@ -24,7 +24,11 @@ pub(crate) struct Key<'a> {
 
 /// Skips JSON whitespace from `i`.
 pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+    // Servers write compact JSON: one comparison says there is no whitespace here.
+    while let Some(&c) = b.get(i) {
+        if c > b' ' || !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            break;
+        }
         i += 1;
     }
     i
@@ -276,6 +280,47 @@ mod tests {
                 if let Some(prefix) = bad.get(..end) {
                     let _ = valid(prefix);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_at_exactly_its_depth() {
+        let nested =
+            |n: usize, open: &str, close: &str| format!("{}{}", open.repeat(n), close.repeat(n));
+        let max = MAX_DEPTH as usize;
+        assert!(valid(&nested(max, "[", "]")));
+        assert!(!valid(&nested(max + 1, "[", "]")));
+        let objects = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
+        assert!(valid(&objects(max)));
+        assert!(!valid(&objects(max + 1)));
+        // Far past the bound, refused without exhausting the stack.
+        assert!(!valid(&nested(100_000, "[", "]")));
+    }
+
+    #[test]
+    fn a_chunk_cut_or_damaged_anywhere_is_refused() {
+        let chunk = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":17,"choices":[{"index":0,"delta":{"content":"a\"b\u00e9"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+        assert!(valid(chunk));
+        for end in 0..chunk.len() {
+            assert!(!valid(&chunk[..end]), "cut at {end}");
+        }
+        // One byte replaced by something the grammar refuses there (a raw control character,
+        // a stray quote or brace): wherever it lands, the chunk is refused or still valid
+        // exactly when serde says so.
+        for at in 0..chunk.len() {
+            for c in [b'\x01', b'"', b'}', b'\\', b'x', b','] {
+                let mut bytes = chunk.as_bytes().to_vec();
+                bytes[at] = c;
+                let serde = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
+                let b = &bytes[..];
+                let ours = document(b, |i| value(b, i, 0)).is_some();
+                assert_eq!(
+                    ours,
+                    serde,
+                    "{c:#x} at {at}: {}",
+                    String::from_utf8_lossy(b)
+                );
             }
         }
     }

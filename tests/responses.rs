@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::*;
-use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill};
+use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Target};
 
 fn layer() -> MidStreamFallbackLayer<FallbackChain> {
     MidStreamFallbackLayer::new(one_fallback(Prefill::None))
@@ -215,4 +215,65 @@ async fn a_background_response_is_not_retried_once_the_client_has_its_events() {
     assert!(got.error.is_some());
     assert_eq!(got.text, "Hello there, ");
     assert_eq!(upstream.calls().len(), 1);
+}
+
+/// A chain whose only fallback is declared to speak `to`.
+fn fallback_in(to: tower_midstream::Dialect) -> MidStreamFallbackLayer<FallbackChain> {
+    MidStreamFallbackLayer::new(
+        FallbackChain::new()
+            .target(Target::new("fallback").dialect(to))
+            .fallbacks("primary", ["fallback"]),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_of_another_dialect_is_passed_over_until_responses_requests_are_translated() {
+    use tower_midstream::Dialect as Wire;
+    for other in [Wire::OPENAI_CHAT, Wire::ANTHROPIC_MESSAGES] {
+        assert!(!Wire::OPENAI_RESPONSES.translates_to(other));
+        assert!(!other.translates_to(Wire::OPENAI_RESPONSES));
+        // A Responses client: the failure it hears is the primary's, and nothing was sent
+        // to the fallback it cannot reach.
+        let upstream = primary_then(2, Some(SERVER_ERROR)).speaking_by_path();
+        let out = send(
+            fallback_in(other),
+            &upstream,
+            Dialect::Responses,
+            &responses_request(),
+        )
+        .await;
+        let got = check(Dialect::Responses, true, &out.bytes).unwrap();
+        assert_eq!(got.text, "Hello there, ", "what was sent stays sent");
+        let message = got.error.expect("an error event");
+        assert!(
+            message.contains("The model melted."),
+            "{other:?}: {message}"
+        );
+        assert_eq!(
+            upstream.calls().len(),
+            1,
+            "{other:?}: no call to the fallback"
+        );
+    }
+    // A Chat client whose fallback speaks Responses: likewise.
+    let upstream = broken_after(Dialect::OpenAi, &HELLO, 2);
+    let out = send(
+        fallback_in(Wire::OPENAI_RESPONSES),
+        &upstream,
+        Dialect::OpenAi,
+        &openai_request(),
+    )
+    .await;
+    let got = check(Dialect::OpenAi, true, &out.bytes).unwrap();
+    assert_eq!(got.text, "Hello there, ");
+    let message = got.error.expect("an error event");
+    assert!(
+        message.contains("stream broken"),
+        "the original failure: {message}"
+    );
+    assert_eq!(
+        upstream.calls().len(),
+        1,
+        "no call to the Responses fallback"
+    );
 }

@@ -20,7 +20,7 @@ use crate::error::FailureClass;
 use crate::json::{RequestIndex, RequestShape};
 use crate::outbox::Outbox;
 use crate::relay::hold::Held;
-use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
+use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, StopKind, Usage};
 use crate::strategy::{RewriteError, Strategy};
 use crate::transcript::Transcript;
 use crate::untrusted::Redactor;
@@ -231,6 +231,21 @@ pub(crate) trait Rules: Send + Sync + 'static {
     /// upstream's report is lost.
     fn asks_usage(&self, _request: &[u8]) -> bool {
         false
+    }
+
+    /// What a stop reason of this wire (its text: `end_turn`, `length`) means, for an encoder
+    /// of another wire.
+    fn stop_kind(&self, _reason: &str) -> StopKind {
+        StopKind::Other
+    }
+}
+
+/// The stop reason of the event in `src` (of any wire), in no wire's terms.
+pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>) -> StopKind {
+    let raw = src.get(stop.reason);
+    match crate::json::text(raw) {
+        Some(reason) => src.wire.spec().rules.stop_kind(&reason),
+        None => StopKind::Other,
     }
 }
 

@@ -32,14 +32,17 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::{
-    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules, Unreadable,
-    Wire,
+    sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules,
+    Unreadable, Wire,
 };
 use crate::json::{not_null, scan_literal, text, to_vec, write_str, RequestIndex, RequestShape};
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
+use crate::relay::item::{
+    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+};
 use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::translate::ids;
 use crate::walk::{self, Member};
 
 pub(crate) const WIRE: Wire = Wire {
@@ -821,6 +824,16 @@ impl ChunkEncoder {
         sse_event(None, &json)
     }
 
+    /// The usage chunk: no choices, the client's envelope.
+    fn usage_chunk(&self, prompt: u64, completion: u64) -> Bytes {
+        let [id, created, model] = self.envelope();
+        let total = prompt + completion;
+        let json = format!(
+            r#"{{"id":{id},"object":"chat.completion.chunk","created":{created},"model":{model},"choices":[],"usage":{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{total}}}}}"#
+        );
+        sse_event(None, json.as_bytes())
+    }
+
     /// A one-member delta, `"key":text`.
     fn piece(&mut self, key: &str, text: &str, out: &mut Outbox) {
         let mut delta = Vec::with_capacity(key.len() + text.len() + 8);
@@ -880,11 +893,18 @@ impl Encode for ChunkEncoder {
             "" => default.to_owned(),
             v => v.to_owned(),
         };
-        self.envelope = Some([
-            value(start.id, "\"\""),
-            value(start.created, "0"),
-            value(start.model, "\"\""),
-        ]);
+        // Another wire's start has no `created`: the time the client gets it.
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string()
+        };
+        let created = match src.get(start.created) {
+            "" => now(),
+            v => v.to_owned(),
+        };
+        self.envelope = Some([value(start.id, "\"\""), created, value(start.model, "\"\"")]);
     }
 
     fn start(&mut self, _out: &mut Outbox) {
@@ -931,9 +951,21 @@ impl Encode for ChunkEncoder {
             delta.extend_from_slice(b"\"content\":null,");
         }
         delta.extend_from_slice(format!("\"tool_calls\":[{{\"index\":{index}").as_bytes());
-        if !held.id.is_empty() {
+        let ours = held.wire.is(&WIRE);
+        if ours && !held.id.is_empty() {
             delta.extend_from_slice(b",\"id\":");
             write_str(&mut delta, &held.id);
+        } else if !ours {
+            // Another wire's id, fitted to Chat's limit (or made, if it had none).
+            let id = if held.id.is_empty() {
+                let [id, ..] = self.envelope();
+                let seed = [id, &index.to_string(), &held.name, &held.arguments];
+                ids::minted("call_", &seed).into()
+            } else {
+                ids::chat(&held.id)
+            };
+            delta.extend_from_slice(b",\"id\":");
+            write_str(&mut delta, &id);
         }
         delta.extend_from_slice(b",\"type\":");
         if held.wire.is(&WIRE) && !held.native.is_empty() {
@@ -948,16 +980,32 @@ impl Encode for ChunkEncoder {
             delta.push(b',');
         }
         delta.extend_from_slice(b"\"arguments\":");
-        write_str(&mut delta, &held.arguments);
+        if !ours && held.arguments.trim().is_empty() {
+            // Another wire's call without arguments: clients parse this string as JSON.
+            write_str(&mut delta, "{}");
+        } else {
+            write_str(&mut delta, &held.arguments);
+        }
         delta.extend_from_slice(b"}}]");
         let chunk = self.chunk(&delta, "null", None);
         out.push(chunk);
     }
 
     fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, out: &mut Outbox) {
-        let reason = match src.get(stop.reason) {
-            r if r.starts_with('"') => r,
-            _ => "\"stop\"",
+        let raw = src.get(stop.reason);
+        let reason = if src.wire.is(&WIRE) && raw.starts_with('"') {
+            raw
+        } else {
+            // Another wire's stop, in Chat's words.
+            match stop_kind_of(&stop, src) {
+                StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tools > 0 => {
+                    "\"tool_calls\""
+                }
+                StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "\"stop\"",
+                StopKind::MaxTokens | StopKind::ContextWindow => "\"length\"",
+                StopKind::ToolUse => "\"tool_calls\"",
+                StopKind::Refusal => "\"content_filter\"",
+            }
         };
         // Usage on the finish chunk (vLLM) is the real report: it goes on, every attempt's
         // tokens in it.
@@ -981,15 +1029,11 @@ impl Encode for ChunkEncoder {
             }
         }
         let tokens = usage.output_tokens.unwrap_or(0) + u64::from(base);
-        self.usage_estimate(u32::try_from(tokens).unwrap_or(u32::MAX), out);
+        out.push(self.usage_chunk(usage.input_tokens.unwrap_or(0), tokens));
     }
 
     fn usage_estimate(&mut self, tokens: u32, out: &mut Outbox) {
-        let [id, created, model] = self.envelope();
-        let json = format!(
-            r#"{{"id":{id},"object":"chat.completion.chunk","created":{created},"model":{model},"choices":[],"usage":{{"prompt_tokens":0,"completion_tokens":{tokens},"total_tokens":{tokens}}}}}"#
-        );
-        out.push(sse_event(None, json.as_bytes()));
+        out.push(self.usage_chunk(0, u64::from(tokens)));
     }
 
     fn terminal(&mut self, out: &mut Outbox) {
@@ -1070,6 +1114,16 @@ impl Rules for OpenAiChat {
 
     fn prefill_flag(&self, strategy: &Strategy) -> Option<&'static str> {
         matches!(strategy, Strategy::Prefill(Prefill::Prefix)).then_some("prefix")
+    }
+
+    fn stop_kind(&self, reason: &str) -> StopKind {
+        match reason {
+            "stop" => StopKind::EndTurn,
+            "length" => StopKind::MaxTokens,
+            "tool_calls" | "function_call" => StopKind::ToolUse,
+            "content_filter" => StopKind::Refusal,
+            _ => StopKind::Other,
+        }
     }
 
     fn asks_usage(&self, request: &[u8]) -> bool {

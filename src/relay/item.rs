@@ -203,6 +203,27 @@ pub(crate) struct Stop {
     pub(crate) report: Span,
 }
 
+/// Why an answer stopped, in no wire's terms: how a stop reason of one wire is told to a
+/// client of another (each wire reads its own values with `Rules::stop_kind`, and its encoder
+/// writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopKind {
+    /// The model finished (Anthropic `end_turn`, Chat `stop`).
+    EndTurn,
+    /// The token limit (`max_tokens`, `length`).
+    MaxTokens,
+    /// A tool call ends the turn (`tool_use`, `tool_calls`).
+    ToolUse,
+    /// A stop sequence matched (Chat reports it as `stop`).
+    StopSequence,
+    /// Refused or filtered (`refusal`, `content_filter`).
+    Refusal,
+    /// The context window is full (Anthropic `model_context_window_exceeded`).
+    ContextWindow,
+    /// A value the reading wire does not know: written as the end of the turn.
+    Other,
+}
+
 /// Tokens an attempt reports.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Usage {

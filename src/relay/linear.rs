@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{Relay, Step, STEPS};
+use super::{AttemptWire, Relay, Step, STEPS};
 use crate::dialect::{Dialect, Limits};
 use crate::outbox::Outbox;
 use crate::sse::Framer;
@@ -20,7 +20,11 @@ fn steps_for(calls: u32, indexed: bool) -> u64 {
         held: usize::MAX,
         reasoning: Reasoning::Live,
     };
-    let mut relay = Relay::new(Dialect::OPENAI_CHAT, limits, Bytes::new());
+    let first = AttemptWire {
+        wire: Dialect::OPENAI_CHAT,
+        client_wants_usage: false,
+    };
+    let mut relay = Relay::new(Dialect::OPENAI_CHAT, first, limits, Bytes::new());
     let mut framer = Framer::new(1 << 20);
     let mut out = Outbox::new(Redactor::new());
     let chunk = |delta: serde_json::Value, finish: serde_json::Value| {

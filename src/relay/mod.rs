@@ -31,6 +31,13 @@
 //!   appended after the answer), one stop reason, usage summed over attempts, one terminal
 //!   event.
 //!
+//! Across dialects (a fallback that speaks another wire than the client's): the attempt's own
+//! decoder reads its events and the client's encoder writes every one of them, nothing goes
+//! out as it came; the start, ids, stop reason, usage and keep-alives are the client's wire's.
+//! What only the attempt's wire can write (its reasoning, whose signatures never cross
+//! providers; kinds of blocks only it knows) is dropped, and a tool call whose arguments are
+//! not a JSON object counts as a failure of the attempt rather than reaching the client.
+//!
 //! Streams with several choices (Chat `n > 1`, Gemini `candidateCount > 1`) have a mode of
 //! their own, [`Mode::Choices`] (in `choices.rs`): their events go out as they came, nothing
 //! is held, and they can restart elsewhere only while none of their answers reached the
@@ -122,6 +129,9 @@ struct Client {
     next_block: u32,
     finish_sent: bool,
     usage_sent: bool,
+    /// A stream of another wire is being translated for it and its own stream reports usage
+    /// (Anthropic's always; Chat's when asked): the translation reports it too.
+    usage_coming: bool,
     /// An upstream event with an `id:` field reached it: the openai Python SDK then dispatches
     /// an event at every blank line, so keep-alives must not have one.
     saw_id: bool,
@@ -139,6 +149,16 @@ enum Outcome {
     Render(u32),
     /// Nothing goes out for it now (held, dropped, or already known).
     Quiet,
+}
+
+/// What the relay is told about an attempt's stream before reading it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptWire {
+    /// The wire the attempt speaks.
+    pub(crate) wire: Dialect,
+    /// For a wire not the client's: the client's own stream reports usage (Chat's
+    /// `include_usage`), so the translated one must too.
+    pub(crate) client_wants_usage: bool,
 }
 
 /// Watches one response stream across attempts.
@@ -177,7 +197,10 @@ impl std::fmt::Debug for dyn Encode {
 }
 
 impl Relay {
-    pub(crate) fn new(wire: Dialect, limits: Limits, request: Bytes) -> Self {
+    /// A relay for a client that reads `wire` and sent `request`, starting with an attempt of
+    /// `first`.
+    pub(crate) fn new(wire: Dialect, first: AttemptWire, limits: Limits, request: Bytes) -> Self {
+        let same = first.wire == wire;
         let mut encoder = wire.spec().codec.encoder();
         encoder.bound(&limits);
         Relay {
@@ -186,12 +209,15 @@ impl Relay {
             follows: encoder.follows(),
             encoder,
             transcript: Transcript::new(limits.transcript),
-            client: Client::default(),
+            client: Client {
+                usage_coming: !same && first.client_wants_usage,
+                ..Client::default()
+            },
             ready: Vec::new(),
             budget: Budget::new(limits.held),
             reasoning: limits.reasoning,
             request,
-            attempt: Attempt::new(wire, true, true, None, 0),
+            attempt: Attempt::new(first.wire, true, same, None, 0),
             items: Vec::new(),
             outcomes: Vec::new(),
             joined: String::new(),
@@ -304,6 +330,12 @@ impl Relay {
                 &joined[..]
             }
         };
+        if data.is_empty() {
+            // An empty `data:` is as unreadable to every SDK (all of them read data as JSON),
+            // and as empty of content: dropped like a field with no data.
+            self.joined = joined;
+            return Step::Continue(Carried::Event);
+        }
         let name = fields.event().and_then(|r| raw.get(r));
         let step = self.read(ev, name, data, out);
         self.joined = joined;
@@ -487,7 +519,7 @@ impl Relay {
                     self.report(usage);
                 }
                 self.prelude(out);
-                if self.client.finish_sent && !self.attempt.verbatim {
+                if self.client.finish_sent && !(self.attempt.verbatim && as_came) {
                     // Some servers repeat their stop; clients count on exactly one, so after a
                     // seam the client's stream has one. (A stream the client gets as it came
                     // keeps its own repetitions.)
@@ -507,14 +539,25 @@ impl Relay {
                 self.client.usage_sent = true;
                 pass(self.attempt.as_came && self.attempt.usage_base == 0, 0)
             }
-            Item::UsageComing => Outcome::AsCame(0),
+            Item::UsageComing if same_wire => pass(as_came, 0),
+            // Another wire's promise says nothing of what the client asked for.
+            Item::UsageComing => Outcome::Quiet,
             Item::Terminal => {
                 self.prelude(out);
+                if !same_wire && self.client.usage_coming && !self.client.usage_sent {
+                    // The client asked for a usage report and the attempt's wire gave none.
+                    self.ensure_started(out);
+                    let tokens = self.transcript.kept_tokens() + self.transcript.spent_tokens();
+                    self.encoder.usage_estimate(tokens, out);
+                    self.client.usage_sent = true;
+                }
                 self.mode = Mode::Done;
                 pass(self.attempt.as_came, 0)
             }
             Item::Error(error) => {
-                if !error.client {
+                // A client error from a target of another wire answers the translation, not
+                // the client's own request: another fallback may do better.
+                if !error.client || !same_wire {
                     return Err(in_band_failure(&error, src, out.redactor()));
                 }
                 // A retry elsewhere would fail alike: the client gets the upstream's own words.
@@ -570,9 +613,12 @@ impl Relay {
                 Outcome::Render(client)
             });
         }
-        if kind.is_reasoning() && !self.attempt.verbatim && !self.transcript.is_empty() {
+        let foreign = !self.same_wire() && !matches!(kind, BlockKind::ToolCall { .. });
+        if foreign || kind.is_reasoning() && !self.attempt.verbatim && !self.transcript.is_empty() {
             // The client already has reasoning or content: this attempt's own reasoning would
-            // repeat what it has, or come after the answer began.
+            // repeat what it has, or come after the answer began. Nor does what only another
+            // wire can write go on: reasoning whose signature the client's provider would
+            // refuse, kinds of blocks the client's wire has no form for.
             self.attempt
                 .open(block, Open::Dropped)
                 .map_err(not_open("a block start out of order"))?;
@@ -764,6 +810,11 @@ impl Relay {
                 }
             }
             Some(Open::Held(held)) => {
+                if held.wire != self.wire && held.kind == HeldKind::ToolCall {
+                    if let Some(why) = unfit_arguments(&held, out.redactor()) {
+                        return Err(StreamFailure::new(FailureClass::Malformed, why));
+                    }
+                }
                 if held.kind.is_reasoning() || held.kind == HeldKind::Refusal {
                     self.prelude(out);
                     self.budget.give(held.size());
@@ -945,6 +996,17 @@ impl Relay {
             Item::Finish(stop) => {
                 self.ensure_started(out);
                 self.encoder.finish(stop, base, src, out);
+                // Usage that came with another wire's stop, for a client whose wire reports it
+                // on its own.
+                if let (false, true, Some(usage)) =
+                    (self.same_wire(), self.client.usage_coming, stop.usage)
+                {
+                    let usage = item::Usage {
+                        input_tokens: usage.input_tokens.or(self.attempt.reported.input_tokens),
+                        ..usage
+                    };
+                    self.encoder.usage(usage, base, src, out);
+                }
             }
             Item::Usage(usage) => {
                 self.ensure_started(out);
@@ -1023,9 +1085,13 @@ impl Relay {
         self.budget.clear();
     }
 
-    /// The events that follow come from a new attempt, in `wire`'s format, made with
+    /// The events that follow come from a new attempt, in `next`'s wire, made with
     /// `strategy`.
-    pub(crate) fn splice(&mut self, strategy: &Strategy, wire: Dialect) {
+    pub(crate) fn splice(&mut self, strategy: &Strategy, next: AttemptWire) {
+        let wire = next.wire;
+        if wire != self.wire && next.client_wants_usage {
+            self.client.usage_coming = true;
+        }
         let spec = wire.spec();
         let text = self.transcript.text();
         let seam = (!text.is_empty()).then(|| {
@@ -1116,6 +1182,24 @@ fn unreadable_failure(what: &str) -> StreamFailure {
 
 fn not_open(what: &'static str) -> impl Fn(NotOpen) -> StreamFailure {
     move |_| unreadable_failure(what)
+}
+
+/// Why a complete tool call from another wire cannot reach the client, if it cannot: its
+/// arguments are not a JSON object (Anthropic clients parse them as the call's `input`). An
+/// empty string is no arguments.
+fn unfit_arguments(held: &Held, redactor: &Redactor) -> Option<String> {
+    let args = held.arguments.trim();
+    if args.is_empty() {
+        return None;
+    }
+    let object =
+        args.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(args).is_ok();
+    (!object).then(|| {
+        format!(
+            "the tool call `{}` has arguments that are not a JSON object",
+            redactor.clean(&held.name)
+        )
+    })
 }
 
 fn over_budget(over: OverBudget) -> StreamFailure {

@@ -94,6 +94,10 @@ pub struct Answer {
     /// The error event the stream ended with, if any.
     pub error: Option<String>,
     pub output_tokens: Option<u64>,
+    /// The one stop reason (`stop_reason`, `finish_reason`).
+    pub stop_reason: Option<String>,
+    /// The tool calls' ids, in order: what the client's next turn refers to.
+    pub tool_ids: Vec<String>,
 }
 
 /// Checks an Anthropic Messages stream against the seam rules and accumulates its answer.
@@ -209,6 +213,7 @@ pub fn anthropic(events: &[Sse]) -> Result<Answer, String> {
                 )?;
                 message_delta = true;
                 answer.output_tokens = data["usage"]["output_tokens"].as_u64();
+                answer.stop_reason = data["delta"]["stop_reason"].as_str().map(str::to_owned);
             }
             "message_stop" => {
                 need(message_delta, "message_stop without message_delta")?;
@@ -226,6 +231,12 @@ pub fn anthropic(events: &[Sse]) -> Result<Answer, String> {
         if ev.event.as_deref() == Some("content_block_start") {
             let data: Value = serde_json::from_str(&ev.data).unwrap();
             if data["content_block"]["type"] == "tool_use" {
+                answer.tool_ids.push(
+                    data["content_block"]["id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                );
                 tool_names.push(
                     data["content_block"]["name"]
                         .as_str()
@@ -265,6 +276,12 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
             .map_err(|e| format!("chunk {i} is not JSON: {e} ({:?})", ev.data))?;
         if let Some(err) = chunk.get("error").filter(|e| !e.is_null()) {
             answer.error = Some(err["message"].as_str().unwrap_or("").to_owned());
+            continue;
+        }
+        // vLLM's `{"object":"error",...}`: openai-python yields it as a chunk without choices
+        // rather than raising, so a client can only tell it by `object`; it ends the answer.
+        if chunk["object"] == "error" {
+            answer.error = Some(chunk["message"].as_str().unwrap_or("").to_owned());
             continue;
         }
         need(!usage_seen, "a chunk after the usage chunk")?;
@@ -353,7 +370,9 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
             }
         }
         if finishing {
+            let reason = &choice["finish_reason"];
             finishes += 1;
+            answer.stop_reason = reason.as_str().map(str::to_owned);
         }
     }
     need(roles <= 1, "role sent more than once")?;
@@ -362,7 +381,8 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
         need(done, "no [DONE]")?;
         need(usage_seen == expect_usage, "usage chunk presence")?;
     }
-    for (_, name, args) in tools {
+    for (id, name, args) in tools {
+        answer.tool_ids.push(id);
         let parsed: Value = serde_json::from_str(if args.is_empty() { "{}" } else { &args })
             .map_err(|e| format!("tool call {name} has incomplete JSON {args:?}: {e}"))?;
         answer.tools.push((name, parsed));

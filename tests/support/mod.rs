@@ -227,6 +227,59 @@ pub const FIXTURES: &[Fixture] = &[
     },
 ];
 
+/// A written stream that ends in an in-band error (see SOURCES.md), with the kind of error.
+pub struct ErrorFixture {
+    pub fixture: Fixture,
+    /// A client's error (4xx) reaches the client as it came; a server's (5xx) falls back.
+    pub client_error: bool,
+}
+
+pub const ERROR_FIXTURES: &[ErrorFixture] = &[
+    ErrorFixture {
+        fixture: Fixture {
+            name: "vllm_error_object_400.sse",
+            dialect: Dialect::OpenAi,
+            thinking: false,
+            usage: true,
+        },
+        client_error: true,
+    },
+    ErrorFixture {
+        fixture: Fixture {
+            name: "vllm_error_object_500.sse",
+            dialect: Dialect::OpenAi,
+            thinking: false,
+            usage: true,
+        },
+        client_error: false,
+    },
+    ErrorFixture {
+        fixture: Fixture {
+            name: "openrouter_finish_error_400.sse",
+            dialect: Dialect::OpenAi,
+            thinking: true,
+            usage: false,
+        },
+        client_error: true,
+    },
+    ErrorFixture {
+        fixture: Fixture {
+            name: "openrouter_finish_error_502.sse",
+            dialect: Dialect::OpenAi,
+            thinking: true,
+            usage: false,
+        },
+        client_error: false,
+    },
+];
+
+/// Whether an OpenAI event's data is an in-band error (an `error` object, or vLLM's
+/// `"object":"error"`).
+pub fn is_error_data(data: &str) -> bool {
+    serde_json::from_str::<Value>(data)
+        .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()) || v["object"] == "error")
+}
+
 /// The events of an LF or CRLF stream, each with its blank line.
 pub fn events_of(bytes: &Bytes) -> Vec<Bytes> {
     let crlf = bytes.windows(2).any(|w| w == b"\r\n");
@@ -387,6 +440,8 @@ pub fn expected(whole: &Whole) -> check::Answer {
             .collect(),
         error: None,
         output_tokens: None,
+        stop_reason: None,
+        tool_ids: Vec::new(),
         reasoning: whole.thinking.clone().unwrap_or_default(),
         refusal: whole.refusal.clone().unwrap_or_default(),
     }

@@ -62,6 +62,8 @@ pub struct Call {
     pub uri: String,
     pub headers: http::HeaderMap,
     pub body: Value,
+    /// The dialect the layer's `Attempt` extension named, if the call came through the layer.
+    pub dialect: Option<tower_midstream::Dialect>,
 }
 
 /// One scripted response, used for the next call instead of the model.
@@ -94,10 +96,15 @@ struct Inner {
     script: Mutex<VecDeque<Scripted>>,
     /// The next model answers are cut after this many events, with this fault.
     cuts: Mutex<VecDeque<(usize, Fault)>>,
+    /// The next model answers stop before their finish and end with these bytes instead.
+    endings: Mutex<VecDeque<Bytes>>,
     /// The model repeats the partial answer before continuing it (some servers echo a prefix).
     echo: bool,
     /// A partial answer that is not the start of the whole one is continued anyway.
     lenient: bool,
+    /// Each call is answered in the dialect of the endpoint it was sent to (a model of
+    /// another provider, reached through a translated request), not always in `dialect`.
+    by_path: bool,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -110,8 +117,10 @@ impl Upstream {
                 rejects_prefill: Vec::new(),
                 script: Mutex::new(VecDeque::new()),
                 cuts: Mutex::new(VecDeque::new()),
+                endings: Mutex::new(VecDeque::new()),
                 echo: false,
                 lenient: false,
+                by_path: false,
                 calls: Mutex::new(Vec::new()),
             }),
         }
@@ -141,9 +150,35 @@ impl Upstream {
         self
     }
 
+    /// Answer each call in the dialect of its endpoint (`/v1/messages`, `/v1/chat/completions`).
+    pub fn speaking_by_path(mut self) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure before use")
+            .by_path = true;
+        self
+    }
+
+    /// The dialect a call to `uri` is answered in.
+    fn dialect_of(&self, uri: &http::Uri) -> Dialect {
+        let path = uri.path();
+        match self.inner.by_path {
+            true if path.ends_with("/chat/completions") => Dialect::OpenAi,
+            true if path.ends_with("/messages") => Dialect::Anthropic,
+            true if path.ends_with("/responses") => Dialect::Responses,
+            _ => self.inner.dialect,
+        }
+    }
+
     /// The next answer of the model breaks after `events` events with `fault`.
     pub fn cut_model_answer(self, events: usize, fault: Fault) -> Self {
         self.inner.cuts.lock().unwrap().push_back((events, fault));
+        self
+    }
+
+    /// The next answer of the model reaches the end of its content, then sends `ending` (an
+    /// in-band error as a server sends it) instead of its finish, usage and `[DONE]`.
+    pub fn end_model_answer_with(self, ending: Bytes) -> Self {
+        self.inner.endings.lock().unwrap().push_back(ending);
         self
     }
 
@@ -164,23 +199,28 @@ impl Upstream {
         B::Error: std::fmt::Debug,
     {
         let (parts, body) = req.into_parts();
+        let dialect = self.dialect_of(&parts.uri);
         let bytes = body.collect().await.expect("request body").to_bytes();
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.inner.calls.lock().unwrap().push(Call {
             uri: parts.uri.to_string(),
             headers: parts.headers.clone(),
             body: json.clone(),
+            dialect: parts
+                .extensions
+                .get::<tower_midstream::Attempt>()
+                .and_then(|a| a.dialect()),
         });
         if let Some(scripted) = self.inner.script.lock().unwrap().pop_front() {
-            return scripted_response(scripted, self.inner.dialect);
+            return scripted_response(scripted, dialect);
         }
-        self.model(&json)
+        self.model(&json, dialect)
     }
 
     /// The model: continue the whole answer after the partial answer in the request.
-    fn model(&self, req: &Value) -> Response<ScriptBody> {
+    fn model(&self, req: &Value, dialect: Dialect) -> Response<ScriptBody> {
         let model = req["model"].as_str().unwrap_or("").to_owned();
-        let conversation = match self.inner.dialect {
+        let conversation = match dialect {
             Dialect::Responses => &req["input"],
             _ => &req["messages"],
         };
@@ -188,7 +228,7 @@ impl Upstream {
         let last = messages.last().cloned().unwrap_or(Value::Null);
         let rejects = self.inner.rejects_prefill.contains(&model);
         let mut partial = String::new();
-        if self.inner.dialect == Dialect::Anthropic {
+        if dialect == Dialect::Anthropic {
             if last["role"] == "assistant" {
                 if rejects {
                     return plain(400, ANTHROPIC_PREFILL_400);
@@ -198,7 +238,7 @@ impl Upstream {
                     return plain(400, ANTHROPIC_WHITESPACE_400);
                 }
             }
-        } else if self.inner.dialect == Dialect::OpenAi
+        } else if dialect == Dialect::OpenAi
             && last["role"] == "assistant"
             && (last["prefix"] == true || req["continue_final_message"] == true)
             && rejects
@@ -220,12 +260,12 @@ impl Upstream {
         if self.inner.echo {
             remaining.insert_str(0, &partial);
         }
-        let thinking = match self.inner.dialect {
+        let thinking = match dialect {
             Dialect::Anthropic => req["thinking"]["type"] == "enabled" && whole.thinking.is_some(),
             Dialect::Responses => whole.thinking.is_some(),
             Dialect::OpenAi => false,
         };
-        let bytes = match self.inner.dialect {
+        let bytes = match dialect {
             Dialect::Anthropic => anthropic_stream(
                 &model,
                 thinking.then(|| whole.thinking.clone().unwrap()),
@@ -245,7 +285,17 @@ impl Upstream {
                 &whole.tools,
             ),
         };
-        let bytes = Bytes::from(bytes);
+        let mut bytes = Bytes::from(bytes);
+        if let Some(ending) = self.inner.endings.lock().unwrap().pop_front() {
+            assert_eq!(self.inner.dialect, Dialect::OpenAi, "Chat endings only");
+            // The finish chunk, the usage chunk when asked for, and `[DONE]`.
+            let tail = 2 + usize::from(req["stream_options"]["include_usage"] == true);
+            let events = crate::support::events_of(&bytes);
+            let kept = events.len().saturating_sub(tail);
+            let mut out: Vec<u8> = events[..kept].iter().flat_map(|e| e.to_vec()).collect();
+            out.extend_from_slice(&ending);
+            bytes = Bytes::from(out);
+        }
         match self.inner.cuts.lock().unwrap().pop_front() {
             None => sse(ScriptBody::new(bytes, &[], None)),
             Some((events, fault)) => {
@@ -254,8 +304,7 @@ impl Upstream {
                     .take(events)
                     .flat_map(|e| e.to_vec())
                     .collect();
-                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault))
-                    .with_in_band(self.inner.dialect))
+                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault)).with_in_band(dialect))
             }
         }
     }
