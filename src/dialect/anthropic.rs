@@ -319,6 +319,7 @@ fn fast_text_delta(data: &[u8]) -> Option<FastText<'_>> {
         block,
         literal: std::str::from_utf8(literal).ok()?,
         plain: scanned.plain,
+        number: None,
     })
 }
 

@@ -277,6 +277,9 @@ pub(crate) struct FastText<'a> {
     pub(crate) literal: &'a str,
     /// It has no escapes.
     pub(crate) plain: bool,
+    /// Where the event says it stands in its stream, on a wire that numbers its events (the
+    /// Responses API's `sequence_number`); `None` where it says nothing.
+    pub(crate) number: Option<u64>,
 }
 
 /// What reading an event came to.
@@ -379,9 +382,8 @@ pub(crate) trait Encode: Send {
     /// An event went out to the client as it came; `items` are what it said.
     fn sent(&mut self, _items: &[Item], _src: &Source<'_>) {}
 
-    /// A piece of text went out as it came, in the client's block `index` (the fast lane): a
-    /// JSON string literal that reads exactly, `plain` if it has no escapes.
-    fn sent_text(&mut self, _index: u32, _literal: &str, _plain: bool) {}
+    /// A piece of text went out as it came, as the decoder's fast lane read it.
+    fn sent_text(&mut self, _text: &FastText<'_>) {}
 
     /// The events that follow come from another attempt, and the client has events of an
     /// earlier one.

@@ -132,6 +132,7 @@ impl Decode for ChunkDecoder {
             block,
             literal: piece.literal,
             plain: piece.plain,
+            number: None,
         })
     }
 

@@ -33,14 +33,18 @@ use memchr::memmem::Finder;
 use std::sync::OnceLock;
 
 use super::{
-    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, Rewritten, Rules, Unreadable, Wire,
+    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules, Unreadable,
+    Wire,
 };
-use crate::json::{members, not_null, patch_members, text, write_str, RequestIndex, RequestShape};
+use crate::json::{
+    members, not_null, patch_members, scan_literal, text, write_str, RequestIndex, RequestShape,
+};
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
 use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
 use crate::strategy::{RewriteError, Strategy};
 use crate::transcript::Transcript;
+use crate::walk;
 
 pub(crate) const WIRE: Wire = Wire {
     name: "openai-responses",
@@ -91,6 +95,26 @@ const KEYS: [&str; 7] = [
 ];
 
 impl Decode for EventDecoder {
+    fn fast_text<'a>(&mut self, name: Option<&[u8]>, data: &'a [u8]) -> Option<FastText<'a>> {
+        // Every byte of the event goes out as it came: the name too must be one read here.
+        if name.is_some_and(|n| n != b"response.output_text.delta") {
+            return None;
+        }
+        let data = std::str::from_utf8(data).ok()?;
+        let delta = fast_delta(data)?;
+        let block = self
+            .open
+            .iter()
+            .find(|&&(at, _, message)| at == delta.output_index && message)
+            .map(|&(_, block, _)| block)?;
+        Some(FastText {
+            block,
+            literal: data.get(delta.literal.0..delta.literal.1)?,
+            plain: delta.plain,
+            number: delta.sequence_number,
+        })
+    }
+
     fn decode(&mut self, _: Option<&str>, data: &str, items: &mut Vec<Item>) -> Decoded {
         let [kind, output_index, item, delta, response, error, _] =
             members(data, KEYS).ok_or_else(|| Unreadable::new("an unreadable event"))?;
@@ -225,6 +249,70 @@ impl Decode for EventDecoder {
         }
         Ok(())
     }
+}
+
+/// What [`fast_delta`] read of a `response.output_text.delta` event.
+struct FastDelta {
+    output_index: u64,
+    /// The `delta` literal: where it lies in the data, whether it has no escapes.
+    literal: (usize, usize),
+    plain: bool,
+    sequence_number: Option<u64>,
+}
+
+/// The event nearly every stream is made of, `response.output_text.delta`, read from its bytes
+/// in one validating walk whatever order its keys come in: `type` that very name, a whole
+/// number `output_index`, a string `delta`, a whole number `sequence_number` if any, every
+/// other member checked and passed over. `None` for anything else: a key written with an
+/// escape (it could hide a second member of a name), a key twice, a member the general reader
+/// reads on other events (`item`, `response`, `error`); the general reader then reads it.
+fn fast_delta(data: &str) -> Option<FastDelta> {
+    const TYPE: &[u8] = b"\"response.output_text.delta\"";
+    let b = data.as_bytes();
+    let (mut kind, mut output_index, mut delta, mut sequence_number) = (false, None, None, None);
+    walk::document(b, |i| {
+        walk::object(b, i, 0, |key, at| {
+            if !key.plain {
+                return None;
+            }
+            match key.raw {
+                b"\"type\"" => {
+                    let end = at + TYPE.len();
+                    (!std::mem::replace(&mut kind, true) && b.get(at..end)? == TYPE).then_some(end)
+                }
+                b"\"output_index\"" => whole_number(b, at, &mut output_index),
+                b"\"sequence_number\"" => whole_number(b, at, &mut sequence_number),
+                b"\"delta\"" => {
+                    let scanned = scan_literal(b.get(at..)?)?;
+                    let end = at + scanned.len;
+                    delta
+                        .replace(((at, end), scanned.plain))
+                        .is_none()
+                        .then_some(end)
+                }
+                b"\"item\"" | b"\"response\"" | b"\"error\"" => None,
+                _ => walk::value(b, at, 1),
+            }
+        })
+    })?;
+    let (literal, plain) = delta?;
+    Some(FastDelta {
+        output_index: output_index?,
+        literal,
+        plain,
+        sequence_number,
+    })
+}
+
+/// The whole number at `at` into `to` (which must still be empty): the index past it.
+fn whole_number(b: &[u8], at: usize, to: &mut Option<u64>) -> Option<usize> {
+    let end = walk::value(b, at, 1)?;
+    let digits = b.get(at..end)?;
+    if to.is_some() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    *to = Some(std::str::from_utf8(digits).ok()?.parse().ok()?);
+    Some(end)
 }
 
 /// An `output_index`, which must be a whole number.
@@ -392,6 +480,8 @@ struct EventEncoder {
     /// Text was not kept (over the limit): a final response cannot be rebuilt.
     lost: bool,
     closing: Option<Closing>,
+    /// Reused for the text of each delta forwarded by the fast lane.
+    piece: String,
 }
 
 impl EventEncoder {
@@ -571,15 +661,27 @@ fn part_json(part: &Part) -> String {
     String::from_utf8(out).expect("JSON text is UTF-8")
 }
 
-/// Where the `sequence_number` of an event of this wire is, found by its key's bytes (quotes
-/// inside JSON strings are escaped, so text cannot spell it).
+/// The `sequence_number` of an event of this wire, found by its key's bytes (quotes inside
+/// JSON strings are escaped, so text cannot spell the key with its closing quote), whitespace
+/// allowed around the colon; `None` when it has none, or one that is not a whole number.
 fn sequence_number(data: &str) -> Option<u64> {
     static KEY: OnceLock<Finder<'static>> = OnceLock::new();
-    let key = KEY.get_or_init(|| Finder::new(br#""sequence_number":"#));
-    let at = key.find(data.as_bytes())? + key.needle().len();
-    let rest = data.get(at..)?.trim_start();
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    rest.get(..digits)?.parse().ok()
+    let key = KEY.get_or_init(|| Finder::new(br#""sequence_number""#));
+    let b = data.as_bytes();
+    key.find_iter(b).find_map(|at| {
+        let colon = walk::ws(b, at + key.needle().len());
+        if b.get(colon) != Some(&b':') {
+            // The name as a value, not a key.
+            return None;
+        }
+        let start = walk::ws(b, colon + 1);
+        let digits = b
+            .get(start..)?
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        data.get(start..start + digits)?.parse().ok()
+    })
 }
 
 impl Encode for EventEncoder {
@@ -918,11 +1020,13 @@ impl Encode for EventEncoder {
         }
     }
 
-    fn sent_text(&mut self, index: u32, literal: &str, plain: bool) {
-        self.seq = Some(self.seq.map_or(0, |s| s + 1));
-        let mut piece = String::new();
-        crate::relay::item::read_literal(literal, plain, &mut piece);
-        self.sent_text_piece(index, &piece);
+    fn sent_text(&mut self, text: &FastText<'_>) {
+        self.seq = text.number.or_else(|| Some(self.seq.map_or(0, |s| s + 1)));
+        let mut piece = std::mem::take(&mut self.piece);
+        piece.clear();
+        crate::relay::item::read_literal(text.literal, text.plain, &mut piece);
+        self.sent_text_piece(text.block, &piece);
+        self.piece = piece;
     }
 
     fn splice(&mut self) {
@@ -1160,6 +1264,112 @@ mod tests {
         assert!(d.decode(None, "[1]", &mut items).is_err());
     }
 
+    /// A decoder with a message open at output 0 and a function call at output 1.
+    fn decoder_with_outputs() -> EventDecoder {
+        let mut d = EventDecoder::default();
+        let mut items = Vec::new();
+        for added in [
+            r#"{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"msg_1","type":"message","status":"in_progress","content":[],"role":"assistant"}}"#,
+            r#"{"type":"response.output_item.added","sequence_number":3,"output_index":1,"item":{"id":"fc_1","type":"function_call","status":"in_progress","call_id":"call_1","name":"f","arguments":""}}"#,
+        ] {
+            d.decode(None, added, &mut items).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn the_fast_lane_reads_a_text_delta_exactly_as_the_general_reader_does() {
+        let shapes = [
+            // The API's key order.
+            r#"{"type":"response.output_text.delta","sequence_number":4,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hel","logprobs":[],"obfuscation":"a1"}"#,
+            // Sorted keys, whitespace, an escape, logprobs with nested values.
+            r#"{ "content_index" : 0, "delta" : "l\u00f6 \"q\"\n", "item_id" : "msg_1", "logprobs" : [{"token":"l","logprob":-0.5e-3,"bytes":[108],"top_logprobs":[]}], "output_index" : 0, "sequence_number" : 17, "type" : "response.output_text.delta" }"#,
+            // No sequence number (older streams), an empty delta, an unknown member.
+            r#"{"type":"response.output_text.delta","output_index":0,"delta":"","extra":{"a":[true,false,null]}}"#,
+        ];
+        for data in shapes {
+            let mut d = decoder_with_outputs();
+            let fast = d
+                .fast_text(Some(b"response.output_text.delta"), data.as_bytes())
+                .unwrap_or_else(|| panic!("not on the fast lane: {data}"));
+            let mut items = Vec::new();
+            d.decode(None, data, &mut items).unwrap();
+            let [Item::Text { block, literal }] = items[..] else {
+                panic!("{items:?}")
+            };
+            assert_eq!(fast.block, block, "{data}");
+            assert_eq!(fast.literal, literal.raw(data), "{data}");
+            let (mut general, mut read) = (String::new(), String::new());
+            literal.read_into(data, &mut general);
+            crate::relay::item::read_literal(fast.literal, fast.plain, &mut read);
+            assert_eq!(read, general, "{data}");
+            assert_eq!(fast.number, sequence_number(data), "{data}");
+            assert!(
+                d.fast_text(None, data.as_bytes()).is_some(),
+                "no event name"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fast_lane_leaves_every_other_shape_to_the_general_reader() {
+        let d = &mut decoder_with_outputs();
+        let shape = |members: &str| format!("{{{members}}}");
+        let ok = r#""type":"response.output_text.delta","sequence_number":4,"output_index":0,"delta":"x""#;
+        assert!(d.fast_text(None, shape(ok).as_bytes()).is_some());
+        let not_fast = [
+            // Another event, or the same name escaped or twice.
+            ok.replace("output_text.delta", "refusal.delta"),
+            ok.replace(r#""type""#, r#""\u0074ype""#),
+            format!(r#"{ok},"type":"response.output_text.delta""#),
+            format!(r#"{ok},"delta":"y""#),
+            format!(r#"{ok},"output_index":0"#),
+            format!(r#"{ok},"sequence_number":5"#),
+            // A member the general reader reads on other events.
+            format!(r#"{ok},"item":null"#),
+            format!(r#"{ok},"response":{{}}"#),
+            format!(r#"{ok},"error":null"#),
+            // An output that is not a message, or never added.
+            ok.replace(r#""output_index":0"#, r#""output_index":1"#),
+            ok.replace(r#""output_index":0"#, r#""output_index":7"#),
+            // Numbers that are not whole, or not numbers.
+            ok.replace(r#""output_index":0"#, r#""output_index":0.0"#),
+            ok.replace(r#""output_index":0"#, r#""output_index":"0""#),
+            ok.replace(r#""sequence_number":4"#, r#""sequence_number":-4"#),
+            ok.replace(r#""sequence_number":4"#, r#""sequence_number":4e0"#),
+            ok.replace(
+                r#""sequence_number":4"#,
+                r#""sequence_number":99999999999999999999999"#,
+            ),
+            // A delta that is not text, or does not read exactly.
+            ok.replace(r#""delta":"x""#, r#""delta":null"#),
+            ok.replace(r#""delta":"x""#, r#""delta":"\x""#),
+            ok.replace(r#""delta":"x""#, "\"delta\":\"a\tb\""),
+            // Anything else invalid in the event.
+            format!(r#"{ok},"logprobs":[01]"#),
+            format!(r#"{ok},"a":tru"#),
+        ];
+        for members in &not_fast {
+            let data = shape(members);
+            assert!(d.fast_text(None, data.as_bytes()).is_none(), "{data}");
+        }
+        // Not one object, a missing member, another event name, bytes that are not UTF-8.
+        for data in [
+            format!("{} x", shape(ok)),
+            format!("[{}]", shape(ok)),
+            shape(&ok.replace(r#","delta":"x""#, "")),
+            shape(&ok.replace(r#","output_index":0"#, "")),
+        ] {
+            assert!(d.fast_text(None, data.as_bytes()).is_none(), "{data}");
+        }
+        let data = shape(ok);
+        assert!(d.fast_text(Some(b"message"), data.as_bytes()).is_none());
+        let mut bytes = data.into_bytes();
+        let x = bytes.windows(3).position(|w| w == b"\"x\"").unwrap();
+        bytes[x + 1] = 0xff;
+        assert!(d.fast_text(None, &bytes).is_none(), "not UTF-8");
+    }
+
     #[test]
     fn the_sequence_number_is_read_in_either_key_order() {
         assert_eq!(
@@ -1171,5 +1381,10 @@ mod tests {
             Some(7)
         );
         assert_eq!(sequence_number(r#"{"type":"x"}"#), None);
+        assert_eq!(
+            sequence_number(r#"{"a":"sequence_number", "sequence_number" : 8}"#),
+            Some(8),
+            "whitespace around the colon; the name as a value first"
+        );
     }
 }

@@ -379,7 +379,7 @@ impl Relay {
         }
         self.forward(ev, out);
         if self.follows {
-            self.encoder.sent_text(text.block, text.literal, text.plain);
+            self.encoder.sent_text(&text);
         }
         true
     }
