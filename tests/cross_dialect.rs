@@ -141,8 +141,8 @@ fn trailing_assistant(call: &upstream::Call) -> bool {
 }
 
 /// The recorded streams a fallback of the other dialect can continue (a request asking for
-/// extended thinking is never sent there; a refusal's text has no form in Anthropic's
-/// dialect, whose refusal is a stop reason alone).
+/// extended thinking is never sent there; a refusal, whose stop reason depends on which
+/// dialect's model gave it, has tests of its own).
 fn fixtures() -> impl Iterator<Item = &'static Fixture> {
     FIXTURES
         .iter()
@@ -1143,4 +1143,297 @@ fn a_context_window_fallback_of_another_dialect_gets_the_request_translated_or_i
     );
     assert_eq!(plan.dialect(), None);
     assert_eq!(model_of(&mut plan), "claude-long");
+}
+
+/// The events a client got, in order: each `event:` name and its data as JSON (`[DONE]` as a
+/// string). A Chat chunk's `created` must be one number across the stream, and is left out.
+fn client_events(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
+    let mut created = None;
+    check::parse_sse(bytes)
+        .into_iter()
+        .map(|ev| {
+            let mut data: Value =
+                serde_json::from_str(&ev.data).unwrap_or_else(|_| Value::String(ev.data.clone()));
+            if let Some(c) = data.as_object_mut().and_then(|o| o.remove("created")) {
+                assert!(c.is_u64(), "created is a number: {c}");
+                assert_eq!(
+                    *created.get_or_insert_with(|| c.clone()),
+                    c,
+                    "created is constant"
+                );
+            }
+            (ev.event, data)
+        })
+        .collect()
+}
+
+fn named(name: &str, data: Value) -> (Option<String>, Value) {
+    (Some(name.to_owned()), data)
+}
+
+/// An Anthropic stream that says `text` and stops for a refusal, with `explanation` in its
+/// `stop_details` when there is one.
+fn anthropic_refusal(text: &str, explanation: Option<&str>) -> Bytes {
+    let mut events = vec![(
+        Some("message_start"),
+        json!({"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}),
+    )];
+    if !text.is_empty() {
+        events.extend([
+            (
+                Some("content_block_start"),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}}),
+            ),
+            (
+                Some("content_block_stop"),
+                json!({"type":"content_block_stop","index":0}),
+            ),
+        ]);
+    }
+    // Another key order than the SDK's types, as servers may send.
+    let details = explanation.map_or(
+        Value::Null,
+        |words| json!({"explanation":words,"category":"cyber","type":"refusal"}),
+    );
+    events.extend([
+        (
+            Some("message_delta"),
+            json!({"type":"message_delta","delta":{"stop_sequence":null,"stop_details":details,"stop_reason":"refusal"},"usage":{"output_tokens":4}}),
+        ),
+        (Some("message_stop"), json!({"type":"message_stop"})),
+    ]);
+    sse_lines(&events)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chat_fallbacks_refusal_reaches_an_anthropic_client_as_a_refusal_stop_with_its_words() {
+    let words = "I'm sorry, but I can't help with that.";
+    let refusal = json!({"type":"message_delta","delta":{"stop_reason":"refusal","stop_sequence":null,
+        "stop_details":{"type":"refusal","category":null,"explanation":words}},
+        "usage":{"output_tokens":8,"input_tokens":31}});
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("gpt")
+                .prefill(Prefill::Prefix)
+                .dialect(wire(Dialect::OpenAi)),
+        )
+        .fallbacks("primary", ["gpt"]);
+
+    // Nothing reached the client: the refusal is the whole answer. No text block: an
+    // Anthropic refusal is a stop reason, its words in `stop_details` (anthropic-python 2.12
+    // `RawMessageDeltaEvent.delta.stop_details`).
+    let upstream = Upstream::new(Dialect::Anthropic, Whole::default())
+        .speaking_by_path()
+        .then(Scripted::Status {
+            status: 529,
+            content_type: "application/json",
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        })
+        .then(Scripted::Stream {
+            bytes: fixture("openai_refusal.sse"),
+            cuts: vec![],
+            fault: None,
+        });
+    let out = send(
+        MidStreamFallbackLayer::new(chain.clone()),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    )
+    .await;
+    check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    assert_eq!(
+        client_events(&out.bytes),
+        [
+            named(
+                "message_start",
+                json!({"type":"message_start","message":{"id":"chatcmpl-Refusal0000000000000000000","type":"message","role":"assistant","model":"gpt-4o-2024-08-06","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}})
+            ),
+            named("message_delta", refusal.clone()),
+            named("message_stop", json!({"type":"message_stop"})),
+        ]
+    );
+
+    // After text from the primary: the client keeps it, and the refusal ends the message.
+    let upstream = hello_upstream(Dialect::Anthropic).then(Scripted::Stream {
+        bytes: fixture("openai_refusal.sse"),
+        cuts: vec![],
+        fault: None,
+    });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    )
+    .await;
+    let got = check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    assert_eq!(got.text, "Hello there, ");
+    let mut refusal = refusal;
+    refusal["usage"]["output_tokens"] = json!(2 + 8);
+    let events = client_events(&out.bytes);
+    assert_eq!(
+        events[events.len() - 3..],
+        [
+            named(
+                "content_block_stop",
+                json!({"type":"content_block_stop","index":0})
+            ),
+            named("message_delta", refusal),
+            named("message_stop", json!({"type":"message_stop"})),
+        ]
+    );
+    assert_eq!(
+        events.len(),
+        7,
+        "start, block start, two deltas, then these"
+    );
+    assert_eq!(
+        upstream.calls()[1].body["messages"][1],
+        json!({"role":"assistant","content":"Hello there, ","prefix":true})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_fallbacks_refusal_reaches_a_chat_client_as_a_refusal_delta_and_content_filter(
+) {
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("claude")
+                .prefill(Prefill::Assistant)
+                .dialect(wire(Dialect::Anthropic)),
+        )
+        .fallbacks("primary", ["claude"]);
+    let chunk = |delta: Value, finish: Value| {
+        (
+            None,
+            json!({"id":"msg_2","object":"chat.completion.chunk","model":"claude",
+                "choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}]}),
+        )
+    };
+    let usage = |completion: u64| {
+        (
+            None,
+            json!({"id":"msg_2","object":"chat.completion.chunk","model":"claude","choices":[],
+                "usage":{"prompt_tokens":9,"completion_tokens":completion,"total_tokens":9 + completion}}),
+        )
+    };
+    let done = (None, json!("[DONE]"));
+
+    // Nothing reached the client: the explanation is the refusal's words (`message.refusal`
+    // to the openai SDK), `content_filter` the stop (the SDK's own word for an answer a
+    // classifier stopped). Without an explanation, the stop alone.
+    for (explanation, events) in [
+        (
+            Some("This could enable cyber harm."),
+            vec![
+                chunk(
+                    json!({"role":"assistant","refusal":"This could enable cyber harm."}),
+                    Value::Null,
+                ),
+                chunk(json!({}), json!("content_filter")),
+                usage(4),
+                done.clone(),
+            ],
+        ),
+        (
+            None,
+            vec![
+                chunk(json!({"role":"assistant"}), json!("content_filter")),
+                usage(4),
+                done.clone(),
+            ],
+        ),
+    ] {
+        let upstream = Upstream::new(Dialect::OpenAi, Whole::default())
+            .speaking_by_path()
+            .then(Scripted::Status {
+                status: 503,
+                content_type: "application/json",
+                body: r#"{"error":{"message":"busy"}}"#,
+            })
+            .then(Scripted::Stream {
+                bytes: anthropic_refusal("", explanation),
+                cuts: vec![],
+                fault: None,
+            });
+        let out = send(
+            MidStreamFallbackLayer::new(chain.clone()),
+            &upstream,
+            Dialect::OpenAi,
+            &openai_request(),
+        )
+        .await;
+        let got = check(Dialect::OpenAi, true, &out.bytes).unwrap();
+        assert_eq!(got.refusal, explanation.unwrap_or(""));
+        assert_eq!(client_events(&out.bytes), events, "{explanation:?}");
+    }
+
+    // After text from the primary: the fallback says a little more before its classifier
+    // stops it; the client has all of the text, then the refusal.
+    let upstream = hello_upstream(Dialect::OpenAi).then(Scripted::Stream {
+        bytes: anthropic_refusal("friend", Some("This could enable cyber harm.")),
+        cuts: vec![],
+        fault: None,
+    });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::OpenAi,
+        &openai_request(),
+    )
+    .await;
+    let got = check(Dialect::OpenAi, true, &out.bytes).unwrap();
+    assert_eq!(got.text, "Hello there, friend");
+    assert_eq!(got.refusal, "This could enable cyber harm.");
+    let envelope = |v: Value| {
+        let mut v = v;
+        v["id"] = json!("chatcmpl-primary");
+        v["model"] = json!("primary");
+        v
+    };
+    let events = client_events(&out.bytes);
+    let tail: Vec<_> = [
+        chunk(json!({"content":"friend"}), Value::Null),
+        chunk(
+            json!({"refusal":"This could enable cyber harm."}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("content_filter")),
+        usage(2 + 4),
+    ]
+    .into_iter()
+    .map(|(name, data)| (name, envelope(data)))
+    .chain([done])
+    .collect();
+    assert_eq!(events[events.len() - 5..], tail);
+    assert_eq!(events.len(), 3 + 5, "role, two pieces of text, then these");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_refusal_reaches_an_anthropic_client_whole_its_details_kept() {
+    // The refusal's words are read (for clients of other dialects); the client of Anthropic's
+    // own still gets every event as the upstream sent it, `stop_details` and all.
+    let refusal = anthropic_refusal("Sure, here", Some("This could enable cyber harm."));
+    let upstream = Upstream::new(Dialect::Anthropic, Whole::default())
+        .speaking_by_path()
+        .then(Scripted::Stream {
+            bytes: refusal.clone(),
+            cuts: vec![],
+            fault: None,
+        });
+    let out = send(
+        MidStreamFallbackLayer::new(cross_chain(Dialect::Anthropic, true)),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    )
+    .await;
+    let got = check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    assert_eq!(got.stop_reason.as_deref(), Some("refusal"));
+    assert_eq!(client_events(&out.bytes), client_events(&refusal));
 }

@@ -299,15 +299,24 @@ fn a_body_that_is_not_a_request_says_so() {
 
 #[test]
 fn whether_the_client_asked_for_usage_is_read_from_its_request() {
+    let asks = |dialect: Dialect, body: Value| {
+        dialect.spec().rules.asks_usage(body.to_string().as_bytes())
+    };
     let chat = |options: Value| {
         let body = json!({"model":"m","stream":true,"stream_options":options,"messages":[]});
-        asks_for_usage(CHAT, body.to_string().as_bytes())
+        asks(CHAT, body)
     };
     assert!(chat(json!({"include_usage":true})));
     assert!(!chat(json!({"include_usage":false})));
+    assert!(!chat(json!({})));
     assert!(!chat(Value::Null));
+    assert!(!asks(
+        CHAT,
+        json!({"model":"m","stream":true,"messages":[]})
+    ));
+    // Every Messages stream reports usage.
     let anthropic = json!({"model":"m","max_tokens":1,"messages":[]});
-    assert!(asks_for_usage(ANTHROPIC, anthropic.to_string().as_bytes()));
+    assert!(asks(ANTHROPIC, anthropic));
 }
 
 #[test]
