@@ -1437,3 +1437,167 @@ async fn an_anthropic_refusal_reaches_an_anthropic_client_whole_its_details_kept
     assert_eq!(got.stop_reason.as_deref(), Some("refusal"));
     assert_eq!(client_events(&out.bytes), client_events(&refusal));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_inside_the_second_of_parallel_tool_calls_leaves_an_anthropic_client_each_call_once_with_ids_it_can_send_back(
+) {
+    let whole = Whole {
+        text: "Let me check both.".into(),
+        tools: vec![
+            ("get_weather".into(), r#"{"city":"Paris"}"#.into()),
+            ("get_weather".into(), r#"{"city":"Rome"}"#.into()),
+        ],
+        ..Whole::default()
+    };
+    // The first call is whole, the second cut inside its arguments: neither reached the
+    // client (calls wait for the end of the message), so the fallback's two are the only ones.
+    let primary = sse_lines(&[
+        (
+            Some("message_start"),
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"primary","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check both."}}),
+        ),
+        (
+            Some("content_block_stop"),
+            json!({"type":"content_block_stop","index":0}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{}}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":\"Paris\"}"}}),
+        ),
+        (
+            Some("content_block_stop"),
+            json!({"type":"content_block_stop","index":1}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_01B","name":"get_weather","input":{}}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}),
+        ),
+    ]);
+    // The Chat fallback sends both calls in one delta, the first under an id Anthropic would
+    // refuse, the second with none (as some OpenAI-compatible servers do).
+    let fallback = sse_lines(&[
+        chat_chunk(json!({"role":"assistant","content":""}), Value::Null),
+        chat_chunk(
+            json!({"tool_calls":[
+                {"index":0,"id":"functions.get_weather:0","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},
+                {"index":1,"type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}}]}),
+            Value::Null,
+        ),
+        chat_chunk(json!({}), json!("tool_calls")),
+    ]);
+    let fallback = Bytes::from([&fallback[..], b"data: [DONE]\n\n"].concat());
+    let request = json!({"model":"primary","max_tokens":100,"stream":true,
+        "tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+        "messages":[{"role":"user","content":"Weather in Paris and Rome?"}]});
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("gpt")
+                .prefill(Prefill::Prefix)
+                .dialect(wire(Dialect::OpenAi)),
+        )
+        .fallbacks("primary", ["gpt"]);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let upstream = Upstream::new(Dialect::Anthropic, whole.clone())
+            .speaking_by_path()
+            .then(Scripted::Stream {
+                bytes: primary.clone(),
+                cuts: vec![],
+                fault: Some(Fault::Reset),
+            })
+            .then(Scripted::Stream {
+                bytes: fallback.clone(),
+                cuts: vec![],
+                fault: None,
+            });
+        let out = send(
+            MidStreamFallbackLayer::new(chain.clone()),
+            &upstream,
+            Dialect::Anthropic,
+            &request,
+        )
+        .await;
+        let got = client_got(Dialect::Anthropic, false, &out, &whole).unwrap();
+        assert_eq!(got.tool_ids.len(), 2);
+        assert!(
+            got.tool_ids.iter().all(|id| id.starts_with("toolu_")),
+            "{:?}",
+            got.tool_ids
+        );
+        let sent = &upstream.calls()[1].body;
+        assert_eq!(
+            sent["messages"][1],
+            json!({"role":"assistant","content":"Let me check both.","prefix":true}),
+            "the text the client has is continued; neither held call is"
+        );
+        seen.push(got.tool_ids);
+    }
+    assert_eq!(seen[0], seen[1], "the same answer gets the same ids");
+
+    // The client's next turn sends both ids back; the Chat model gets them for the calls and
+    // their results alike.
+    let ids = &seen[0];
+    let next = json!({"model":"primary","max_tokens":100,"stream":true,
+        "tools":request["tools"],
+        "messages":[
+            {"role":"user","content":"Weather in Paris and Rome?"},
+            {"role":"assistant","content":[{"type":"text","text":"Let me check both."},
+                {"type":"tool_use","id":ids[0],"name":"get_weather","input":{"city":"Paris"}},
+                {"type":"tool_use","id":ids[1],"name":"get_weather","input":{"city":"Rome"}}]},
+            {"role":"user","content":[
+                {"type":"tool_result","tool_use_id":ids[0],"content":"18 degrees"},
+                {"type":"tool_result","tool_use_id":ids[1],"content":"21 degrees"}]}]});
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: "18 and 21 degrees.".into(),
+            ..Whole::default()
+        },
+    )
+    .speaking_by_path()
+    .lenient()
+    .then(Scripted::Status {
+        status: 529,
+        content_type: "application/json",
+        body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &next,
+    )
+    .await;
+    check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    let sent = &upstream.calls()[1].body["messages"];
+    let call_ids: Vec<_> = sent[1]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert_eq!(call_ids, [json!(ids[0]), json!(ids[1])]);
+    assert_eq!(
+        [&sent[2], &sent[3]],
+        [
+            &json!({"role":"tool","tool_call_id":ids[0],"content":"18 degrees"}),
+            &json!({"role":"tool","tool_call_id":ids[1],"content":"21 degrees"})
+        ]
+    );
+}
