@@ -969,7 +969,7 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
             "model_context_window_exceeded",
             "length",
         ),
-        (Dialect::Anthropic, "refusal", "content_filter"),
+        (Dialect::Anthropic, "refusal", "stop"),
     ];
     for (fallback, reason, told) in cases {
         let client = other(fallback);
@@ -999,6 +999,15 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
             .unwrap_or_else(|e| panic!("{reason}: {e}"));
         assert_eq!(got.text, "Hi.", "{reason}");
         assert_eq!(got.stop_reason.as_deref(), Some(told), "{reason}");
+        if client == Dialect::OpenAi {
+            // A refusal without words gets the layer's: a Chat refusal is told in words.
+            let said = if reason == "refusal" {
+                "The model refused to answer."
+            } else {
+                ""
+            };
+            assert_eq!(got.refusal, said, "{reason}");
+        }
     }
 }
 
@@ -1299,7 +1308,7 @@ async fn a_chat_fallbacks_refusal_reaches_an_anthropic_client_as_a_refusal_stop_
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_anthropic_fallbacks_refusal_reaches_a_chat_client_as_a_refusal_delta_and_content_filter(
+async fn an_anthropic_fallbacks_refusal_reaches_a_chat_client_as_openais_own_refusal_a_refusal_delta_and_stop(
 ) {
     let chain = FallbackChain::new()
         .target(
@@ -1325,30 +1334,22 @@ async fn an_anthropic_fallbacks_refusal_reaches_a_chat_client_as_a_refusal_delta
     let done = (None, json!("[DONE]"));
 
     // Nothing reached the client: the explanation is the refusal's words (`message.refusal`
-    // to the openai SDK), `content_filter` the stop (the SDK's own word for an answer a
-    // classifier stopped). Without an explanation, the stop alone.
-    for (explanation, events) in [
+    // to the openai SDK), and the stop is `stop`, as OpenAI's own refusals have it (with
+    // `content_filter` the SDK's stream helper raises on its final completion). Without an
+    // explanation, the layer's words: a Chat client learns of a refusal from them.
+    for (explanation, said) in [
         (
             Some("This could enable cyber harm."),
-            vec![
-                chunk(
-                    json!({"role":"assistant","refusal":"This could enable cyber harm."}),
-                    Value::Null,
-                ),
-                chunk(json!({}), json!("content_filter")),
-                usage(4),
-                done.clone(),
-            ],
+            "This could enable cyber harm.",
         ),
-        (
-            None,
-            vec![
-                chunk(json!({"role":"assistant"}), json!("content_filter")),
-                usage(4),
-                done.clone(),
-            ],
-        ),
+        (None, "The model refused to answer."),
     ] {
+        let events = vec![
+            chunk(json!({"role":"assistant","refusal":said}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            usage(4),
+            done.clone(),
+        ];
         let upstream = Upstream::new(Dialect::OpenAi, Whole::default())
             .speaking_by_path()
             .then(Scripted::Status {
@@ -1369,7 +1370,7 @@ async fn an_anthropic_fallbacks_refusal_reaches_a_chat_client_as_a_refusal_delta
         )
         .await;
         let got = check(Dialect::OpenAi, true, &out.bytes).unwrap();
-        assert_eq!(got.refusal, explanation.unwrap_or(""));
+        assert_eq!(got.refusal, said);
         assert_eq!(client_events(&out.bytes), events, "{explanation:?}");
     }
 
@@ -1403,7 +1404,7 @@ async fn an_anthropic_fallbacks_refusal_reaches_a_chat_client_as_a_refusal_delta
             json!({"refusal":"This could enable cyber harm."}),
             Value::Null,
         ),
-        chunk(json!({}), json!("content_filter")),
+        chunk(json!({}), json!("stop")),
         usage(2 + 4),
     ]
     .into_iter()
