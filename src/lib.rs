@@ -145,7 +145,11 @@
 //! `tool_choice` (`any` is `required`), parallel tool use, assistant tool calls and tool
 //! results (results first in their Anthropic turn), stop sequences, the token limit
 //! (`max_tokens` is required by Anthropic: 8192 when a Chat client set none), temperature
-//! (at most 1 for Anthropic) and top_p, streaming usage. Tool-call ids that fit the other API
+//! (at most 1 for Anthropic) and top_p, streaming usage. OpenAI Responses requests cross to
+//! and from both: `instructions` and system items are the system prompt, `function_call` and
+//! `function_call_output` items the calls and results, `max_output_tokens` the limit (at
+//! least the API's 16 when written), function tools flat (`strict: false` unless the client
+//! set it). Tool-call ids that fit the other API
 //! (Anthropic: `^[a-zA-Z0-9_-]+$`; Chat: at most 40 characters) are kept; one that does not,
 //! or a call without an id, gets a derived one (`toolu_…`, `call_…`), the same for the call and
 //! for the result the client sends back in its next turn.
@@ -155,7 +159,10 @@
 //! of earlier turns while thinking is off; Chat `user`, `seed`, penalties, `logit_bias`,
 //! `reasoning_effort`, `verbosity`, `prediction`, `store`, `metadata`, `service_tier`, prompt
 //! cache keys, message `name`s, image `detail`, `is_error` of a tool result (its text says it),
-//! vLLM's continuation flags (the final assistant message is the prefill).
+//! vLLM's continuation flags (the final assistant message is the prefill); Responses `store`,
+//! `metadata`, `user`, `safety_identifier`, prompt cache keys, `service_tier`, `truncation`,
+//! `reasoning`, `include`, `stream_options`, `text.verbosity`, item ids, and reasoning items of
+//! earlier turns (encrypted for OpenAI's models alone).
 //!
 //! Never carried: a request that needs one of these is not sent to a target of another
 //! dialect; [`FallbackChain`] passes over such a target (and says so in the log and in the
@@ -173,9 +180,12 @@
 //!   message after the first turn, and any parameter not listed above.
 //! * Either: a request that is not streamed, or that ends with an assistant message of its own
 //!   for a target that continues none.
-//! * The OpenAI Responses API, either way: its requests are not translated yet, so a Responses
-//!   client's fallbacks must speak Responses, and a Responses target is passed over for a
-//!   client of another dialect ([`Dialect::translates_to`] says which pairs translate).
+//! * Responses: `previous_response_id` and `conversation` (the conversation is kept at
+//!   OpenAI), `background`, `prompt` templates, `max_tool_calls`, `top_logprobs`, structured
+//!   output (`text.format` other than `text`), built-in and custom tools (web and file
+//!   search, code interpreter, MCP...), files, audio, images by file id, a system message
+//!   after the first turn, any other input item type or parameter; and toward a Responses
+//!   target: stop sequences (the API has none), images in tool results.
 //!
 //! A client error (HTTP 4xx, in-band) from a target of another dialect answers the translation,
 //! not the client's request: the next fallback is tried. A fallback's tool call whose arguments

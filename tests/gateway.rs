@@ -748,6 +748,28 @@ fn a_fallback_of_another_dialect_is_declared_with_the_dialect_of_its_upstream() 
 }
 
 #[test]
+fn a_model_on_the_responses_api_falls_back_to_other_dialects_and_back() {
+    let text = format!(
+        "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
+         base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
+         upstream = \"responses\"\nfallbacks = [\"gpt-4o\", \"claude-sonnet-4-5\"]\n"
+    )
+    .replace(
+        "fallbacks = [\"claude-sonnet-4-5\"]",
+        "fallbacks = [\"claude-sonnet-4-5\", \"gpt-r\"]",
+    );
+    let config = config::parse(&text, &|_| None).unwrap();
+    let chain = config.chain();
+    assert_eq!(
+        chain.target_of("gpt-r").unwrap().speaks(),
+        Some(tower_midstream::Dialect::OPENAI_RESPONSES)
+    );
+    assert_eq!(chain.fallbacks_of("gpt-r")[0].as_ref(), "gpt-4o");
+    assert_eq!(chain.fallbacks_of("gpt-r")[1].as_ref(), "claude-sonnet-4-5");
+    assert_eq!(chain.fallbacks_of("claude-sonnet-4-6")[1].as_ref(), "gpt-r");
+}
+
+#[test]
 fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
@@ -777,6 +799,11 @@ fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
         chain.target_of("claude-sonnet-4-5").unwrap().speaks(),
         Some(claude)
     );
+    assert_eq!(
+        chain.target_of("gpt-5").unwrap().speaks(),
+        Some(tower_midstream::Dialect::OPENAI_RESPONSES)
+    );
+    assert_eq!(chain.fallbacks_of("gpt-5")[0].as_ref(), "claude-sonnet-4-5");
 }
 
 #[test]
@@ -857,40 +884,6 @@ fn config_errors_name_the_key() {
         (
             GOOD.replace("prefill = \"assistant\"", "prefill = \"prefix\""),
             vec!["models[1]", "prefill"],
-        ),
-        // Responses requests are not translated yet: a fallback across that line is refused,
-        // either way, naming both dialects.
-        (
-            format!(
-                "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
-                 base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
-                 upstream = \"responses\"\nfallbacks = [\"gpt-4o\"]\n"
-            ),
-            vec![
-                "models[3]",
-                "fallbacks[0]",
-                "openai-chat",
-                "openai-responses",
-                "not translated",
-            ],
-        ),
-        (
-            format!(
-                "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
-                 base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
-                 upstream = \"responses\"\n"
-            )
-            .replace(
-                "fallbacks = [\"claude-sonnet-4-5\"]",
-                "fallbacks = [\"claude-sonnet-4-5\", \"gpt-r\"]",
-            ),
-            vec![
-                "models[0]",
-                "fallbacks[1]",
-                "anthropic",
-                "openai-responses",
-                "not translated",
-            ],
         ),
         (
             format!("[fallback]\nwhen_no_prefill = \"retry\"\n{GOOD}"),

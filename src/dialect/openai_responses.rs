@@ -41,7 +41,9 @@ use crate::json::{
 };
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
+use crate::relay::item::{
+    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+};
 use crate::strategy::{RewriteError, Strategy};
 use crate::transcript::Transcript;
 use crate::walk;
@@ -480,6 +482,10 @@ struct EventEncoder {
     /// Text was not kept (over the limit): a final response cannot be rebuilt.
     lost: bool,
     closing: Option<Closing>,
+    /// How a fallback of another wire ended, and its usage (input, output over every attempt):
+    /// what the terminal event this encoder writes says.
+    foreign_stop: Option<StopKind>,
+    foreign_usage: Option<(u64, u64)>,
     /// Reused for the text of each delta forwarded by the fast lane.
     piece: String,
 }
@@ -884,11 +890,17 @@ impl Encode for EventEncoder {
         self.set_output(index, Output::Whole(item));
     }
 
-    fn finish(&mut self, _: Stop, base: u32, src: &Source<'_>, _: &mut Outbox) {
+    fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, _: &mut Outbox) {
         // Written with the terminal event, which is the same event on this wire.
         if !src.wire.is(&WIRE) {
+            self.closing = None;
+            self.foreign_stop = Some(super::stop_kind_of(&stop, src));
+            if let Some(usage) = stop.usage {
+                self.foreign_usage = Some(summed(usage, base));
+            }
             return;
         }
+        (self.foreign_stop, self.foreign_usage) = (None, None);
         if let Some([Some(kind), Some(response)]) = members(src.data, ["type", "response"]) {
             self.closing = Some(Closing {
                 kind: text(kind).map_or_else(|| "response.completed".into(), |k| k.into_owned()),
@@ -898,15 +910,30 @@ impl Encode for EventEncoder {
         }
     }
 
-    // The terminal event carries usage on this wire.
-    fn usage(&mut self, _: Usage, _: u32, _: &Source<'_>, _: &mut Outbox) {}
+    // The terminal event carries usage on this wire; another wire's is kept for it.
+    fn usage(&mut self, usage: Usage, base: u32, src: &Source<'_>, _: &mut Outbox) {
+        if !src.wire.is(&WIRE) {
+            self.foreign_usage = Some(summed(usage, base));
+        }
+    }
 
-    fn usage_estimate(&mut self, _: u32, _: &mut Outbox) {}
+    fn usage_estimate(&mut self, tokens: u32, _: &mut Outbox) {
+        if self.closing.is_none() && self.foreign_usage.is_none() {
+            self.foreign_usage = Some((0, u64::from(tokens)));
+        }
+    }
 
     fn terminal(&mut self, out: &mut Outbox) {
         let closing = self.closing.take();
+        // A fallback of another wire ended the answer: its stop told as the API tells it.
+        let incomplete = match self.foreign_stop {
+            Some(StopKind::MaxTokens | StopKind::ContextWindow) => Some("max_output_tokens"),
+            Some(StopKind::Refusal) => Some("content_filter"),
+            _ => None,
+        };
         let (kind, response, base) = match &closing {
             Some(c) => (c.kind.as_str(), c.response.as_str(), c.base),
+            None if incomplete.is_some() => ("response.incomplete", self.created.as_str(), 0),
             None => ("response.completed", self.created.as_str(), 0),
         };
         if self.spliced && self.lost {
@@ -915,8 +942,15 @@ impl Encode for EventEncoder {
             return;
         }
         let output = self.output_json();
-        let usage =
-            members(response, ["usage"]).and_then(|[u]| not_null(u).map(|u| summed_usage(u, base)));
+        let usage = match (&closing, self.foreign_usage) {
+            (None, Some((input, output))) => Some(Some(format!(
+                r#"{{"input_tokens":{input},"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{output},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#,
+                input + output
+            ))),
+            _ => members(response, ["usage"])
+                .and_then(|[u]| not_null(u).map(|u| summed_usage(u, base))),
+        };
+        let details = incomplete.map(|reason| format!(r#"{{"reason":"{reason}"}}"#));
         let mut edits: Vec<(&str, Option<&str>)> = Vec::new();
         if !self.id.is_empty() {
             edits.push(("id", Some(&self.id)));
@@ -925,7 +959,13 @@ impl Encode for EventEncoder {
             edits.push(("output", Some(&output)));
         }
         if closing.is_none() {
-            edits.push(("status", Some("\"completed\"")));
+            match &details {
+                Some(details) => {
+                    edits.push(("status", Some("\"incomplete\"")));
+                    edits.push(("incomplete_details", Some(details)));
+                }
+                None => edits.push(("status", Some("\"completed\""))),
+            }
         }
         if let Some(Some(usage)) = &usage {
             edits.push(("usage", Some(usage)));
@@ -1049,6 +1089,14 @@ impl EventEncoder {
             }
         }
     }
+}
+
+/// Another wire's `usage` as (input, output) tokens, with `base` more output tokens.
+fn summed(usage: Usage, base: u32) -> (u64, u64) {
+    (
+        usage.input_tokens.unwrap_or(0),
+        usage.output_tokens.unwrap_or(0) + u64::from(base),
+    )
 }
 
 /// `usage` with `base` more output tokens (and total).

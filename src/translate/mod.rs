@@ -15,6 +15,7 @@ mod anthropic;
 mod conversation;
 pub(crate) mod ids;
 mod openai_chat;
+mod openai_responses;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -65,14 +66,15 @@ fn format(dialect: Dialect) -> Option<&'static dyn Format> {
     match dialect.name() {
         "anthropic" => Some(&anthropic::Messages),
         "openai-chat" => Some(&openai_chat::Chat),
+        "openai-responses" => Some(&openai_responses::Responses),
         _ => None,
     }
 }
 
 impl Dialect {
     /// Whether a request in this dialect can be sent to a target that speaks `to`: the same
-    /// dialect, or one the request can be translated into (Anthropic Messages and OpenAI Chat
-    /// Completions, both ways). What a given request carries may still keep it from a target
+    /// dialect, or one the request can be translated into (Anthropic Messages, OpenAI Chat
+    /// Completions and OpenAI Responses, each to each). What a given request carries may still keep it from a target
     /// ([`Failure::cannot_send_to`](crate::Failure::cannot_send_to)).
     ///
     /// ```
@@ -80,8 +82,8 @@ impl Dialect {
     ///
     /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
-    /// // Not yet: the Responses API's requests.
-    /// assert!(!Dialect::OPENAI_RESPONSES.translates_to(Dialect::OPENAI_CHAT));
+    /// assert!(Dialect::OPENAI_RESPONSES.translates_to(Dialect::ANTHROPIC_MESSAGES));
+    /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_RESPONSES));
     /// ```
     pub fn translates_to(self, to: Dialect) -> bool {
         self == to || (format(self).is_some() && format(to).is_some())
