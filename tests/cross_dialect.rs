@@ -12,17 +12,11 @@ use serde_json::{json, Value};
 use support::*;
 use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Target};
 
-/// The Responses API is not translated to or from other dialects yet (a later step of issue
-/// 10): no case here uses it.
-fn not_translated() -> ! {
-    unreachable!("the Responses dialect is not translated")
-}
-
+/// The other dialect of the first pair (Anthropic and Chat); Responses' is Anthropic.
 fn other(dialect: Dialect) -> Dialect {
     match dialect {
         Dialect::Anthropic => Dialect::OpenAi,
-        Dialect::OpenAi => Dialect::Anthropic,
-        Dialect::Responses => not_translated(),
+        Dialect::OpenAi | Dialect::Responses => Dialect::Anthropic,
     }
 }
 
@@ -30,7 +24,7 @@ fn wire(dialect: Dialect) -> tower_midstream::Dialect {
     match dialect {
         Dialect::Anthropic => tower_midstream::Dialect::ANTHROPIC_MESSAGES,
         Dialect::OpenAi => tower_midstream::Dialect::OPENAI_CHAT,
-        Dialect::Responses => not_translated(),
+        Dialect::Responses => tower_midstream::Dialect::OPENAI_RESPONSES,
     }
 }
 
@@ -40,14 +34,19 @@ fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
         (false, _) => Prefill::None,
         (true, Dialect::Anthropic) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
-        (_, Dialect::Responses) => not_translated(),
+        // The Responses API has none.
+        (true, Dialect::Responses) => Prefill::None,
     }
 }
 
 /// `primary` (the client's dialect) falls back to `fallback` and `fallback-2`, both speaking
 /// the other dialect.
 fn cross_chain(client: Dialect, prefill: bool) -> FallbackChain {
-    let to = other(client);
+    cross_chain_to(other(client), prefill)
+}
+
+/// `primary` falls back to `fallback` and `fallback-2`, both speaking `to`.
+fn cross_chain_to(to: Dialect, prefill: bool) -> FallbackChain {
     let kind = prefill_of(to, prefill);
     FallbackChain::new()
         .target(Target::new("fallback").prefill(kind).dialect(wire(to)))
@@ -62,7 +61,7 @@ fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
         (Dialect::Anthropic, true) => "tool_use",
         (Dialect::OpenAi, false) => "stop",
         (Dialect::OpenAi, true) => "tool_calls",
-        (Dialect::Responses, _) => not_translated(),
+        (Dialect::Responses, _) => "completed",
     }
 }
 
@@ -76,7 +75,7 @@ fn valid_id(dialect: Dialect, id: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         }
         Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
-        Dialect::Responses => not_translated(),
+        Dialect::Responses => !id.is_empty() && id.len() <= 64,
     }
 }
 
@@ -136,7 +135,12 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
                     && body.get("max_tokens").is_none()
                     && body.get("system").is_none()
             }
-            Dialect::Responses => not_translated(),
+            Dialect::Responses => {
+                body["input"].is_array()
+                    && body.get("messages").is_none()
+                    && body.get("stream_options").is_none()
+                    && body.get("max_tokens").is_none()
+            }
         };
         if !shaped || body["stream"] != true {
             return Err(format!("a fallback call is not a {to:?} request: {body}"));
@@ -146,21 +150,136 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
 }
 
 fn trailing_assistant(call: &upstream::Call) -> bool {
-    call.body["messages"]
+    let turns = match call.body.get("input") {
+        Some(input) => input,
+        None => &call.body["messages"],
+    };
+    turns
         .as_array()
         .and_then(|m| m.last())
         .is_some_and(|m| m["role"] == "assistant")
 }
 
-/// The recorded streams a fallback of the other dialect can continue (a request asking for
+/// The recorded streams a fallback of another dialect can continue (a request asking for
 /// extended thinking is never sent there; a refusal, whose stop reason depends on which
-/// dialect's model gave it, has tests of its own). Responses streams are not translated yet.
+/// dialect's model gave it, has tests of its own).
 fn fixtures() -> impl Iterator<Item = &'static Fixture> {
     FIXTURES.iter().filter(|f| {
         f.dialect != Dialect::Responses
             && !f.thinking
             && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
     })
+}
+
+/// As [`fixtures`], of the client's dialect `client`, Responses' included.
+fn fixtures_of(client: Dialect) -> impl Iterator<Item = &'static Fixture> {
+    FIXTURES.iter().filter(move |f| {
+        f.dialect == client
+            && !f.thinking
+            && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
+    })
+}
+
+/// Failure positions in a stream of `events`: its first few, its last few, and some between
+/// (every one for a short stream), so that each pair runs in seconds.
+fn sampled(events: usize) -> Vec<usize> {
+    if events <= 10 {
+        return (0..events).collect();
+    }
+    let mut at: Vec<usize> = [0, 1, 2, 3, events / 3, events / 2, 2 * events / 3]
+        .into_iter()
+        .chain(events - 3..events)
+        .collect();
+    at.sort_unstable();
+    at.dedup();
+    at
+}
+
+/// One fixture of `client`'s broken at `p` with `fault`, continued by fallbacks speaking `to`:
+/// what is wrong with the result, if anything.
+async fn one_cross_case(
+    f: &Fixture,
+    to: Dialect,
+    prefill: bool,
+    fault: Fault,
+    p: usize,
+) -> Result<(), String> {
+    let bytes = fixture(f.name);
+    let events = events_of(&bytes);
+    let whole = whole_of(f.dialect, &bytes);
+    let mut upstream = Upstream::new(f.dialect, whole.clone()).speaking_by_path();
+    if !prefill {
+        upstream = upstream
+            .rejecting_prefill("fallback")
+            .rejecting_prefill("fallback-2");
+    }
+    let upstream = upstream.then(Scripted::Stream {
+        bytes: Bytes::from(events[..p].concat()),
+        cuts: vec![],
+        fault: Some(fault),
+    });
+    let layer = MidStreamFallbackLayer::new(cross_chain_to(to, prefill))
+        .idle_timeout(Duration::from_secs(10));
+    let body = Bytes::from(request_body(f).to_string());
+    let out = run(layer, &upstream, path(f.dialect), body).await;
+    client_got(f.dialect, f.usage, &out, &whole)?;
+    let calls = upstream.calls();
+    fallback_calls_in(to, &calls)?;
+    if !prefill && calls.iter().skip(1).any(trailing_assistant) {
+        return Err("a prefill reached a model that rejects it".into());
+    }
+    if calls.len() > 2 {
+        return Err(format!("{} calls where one fallback suffices", calls.len()));
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_fixture_continues_across_responses_and_anthropic_after_every_failure_at_sampled_events(
+) {
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (client, to) in [
+        (Dialect::Responses, Dialect::Anthropic),
+        (Dialect::Anthropic, Dialect::Responses),
+        (Dialect::Responses, Dialect::OpenAi),
+        (Dialect::OpenAi, Dialect::Responses),
+    ] {
+        let mut pair_runs = 0;
+        for f in fixtures_of(client) {
+            let events = events_of(&fixture(f.name)).len();
+            let prefills: &[bool] = if to == Dialect::Responses {
+                &[false]
+            } else {
+                &[true, false]
+            };
+            for &prefill in prefills {
+                for fault in FAULTS {
+                    for p in sampled(events) {
+                        runs += 1;
+                        pair_runs += 1;
+                        if let Err(e) = one_cross_case(f, to, prefill, fault, p).await {
+                            failures.push(format!(
+                                "{} to {to:?} prefill={prefill} {fault:?} after {p} of {events} \
+                                 events: {e}",
+                                f.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            pair_runs > 20,
+            "{client:?} to {to:?} ran only {pair_runs} cases"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,12 +413,12 @@ fn hello_upstream(client: Dialect) -> Upstream {
     let bytes = match client {
         Dialect::Anthropic => anthropic_text_stream(&HELLO),
         Dialect::OpenAi => openai_text_stream(&HELLO),
-        Dialect::Responses => not_translated(),
+        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
     };
     let lead = match client {
         Dialect::Anthropic => 2,
         Dialect::OpenAi => 1,
-        Dialect::Responses => not_translated(),
+        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
     };
     let whole = Whole {
         text: HELLO.concat(),
@@ -319,7 +438,7 @@ fn hello_request(client: Dialect) -> Value {
     match client {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
-        Dialect::Responses => not_translated(),
+        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
     }
 }
 
@@ -468,7 +587,7 @@ async fn a_retryable_status_restarts_on_the_other_dialect_with_the_request_trans
                 "messages": [{"role":"user","content":"Please answer."}],
                 "stream": true
             }),
-            Dialect::Responses => not_translated(),
+            Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
         };
         assert_eq!(calls[1].body, want, "{}", f.name);
         assert_eq!(calls[1].uri, path(other(f.dialect)));
@@ -970,7 +1089,7 @@ fn ending_with(dialect: Dialect, reason: &str) -> Bytes {
             ),
             (Some("message_stop"), json!({"type":"message_stop"})),
         ]),
-        Dialect::Responses => not_translated(),
+        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
     }
 }
 

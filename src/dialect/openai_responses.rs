@@ -692,8 +692,32 @@ fn sequence_number(data: &str) -> Option<u64> {
 
 impl Encode for EventEncoder {
     fn begin(&mut self, start: &Start, src: &Source<'_>) {
-        self.id = src.get(start.id).to_owned();
-        self.created = src.get(start.created).to_owned();
+        if src.wire.is(&WIRE) {
+            self.id = src.get(start.id).to_owned();
+            self.created = src.get(start.created).to_owned();
+            return;
+        }
+        // The client's first events are of a fallback of another wire: a response of its own,
+        // named after that attempt's message, in progress.
+        let raw = src.get(start.id);
+        let named = text(raw).unwrap_or_default();
+        let mut id = b"resp_".to_vec();
+        id.extend(
+            named
+                .bytes()
+                .filter(|b| b.is_ascii_alphanumeric() || *b == b'_'),
+        );
+        let mut json = Vec::new();
+        write_str(&mut json, std::str::from_utf8(&id).unwrap_or("resp_"));
+        self.id = String::from_utf8(json).expect("JSON text is UTF-8");
+        let model = match text(src.get(start.model)) {
+            Some(_) => src.get(start.model).to_owned(),
+            None => "\"\"".to_owned(),
+        };
+        self.created = format!(
+            r#"{{"id":{},"object":"response","created_at":0,"status":"in_progress","model":{model},"output":[],"usage":null}}"#,
+            self.id
+        );
     }
 
     fn start(&mut self, out: &mut Outbox) {

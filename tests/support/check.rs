@@ -701,6 +701,14 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
         answer.output_tokens.is_some(),
         "no usage in the final response",
     )?;
+    // The response's status is its stop reason (`completed`, `incomplete`); the calls' ids are
+    // what the client's next turn sends back as `function_call_output.call_id`.
+    answer.stop_reason = response["status"].as_str().map(str::to_owned);
+    answer.tool_ids = output
+        .iter()
+        .filter(|it| it["type"] == "function_call")
+        .map(|it| it["call_id"].as_str().unwrap_or("").to_owned())
+        .collect();
     Ok(answer)
 }
 
