@@ -438,7 +438,7 @@ fn hello_request(client: Dialect) -> Value {
     match client {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
-        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
+        Dialect::Responses => responses_request(),
     }
 }
 
@@ -1089,7 +1089,40 @@ fn ending_with(dialect: Dialect, reason: &str) -> Bytes {
             ),
             (Some("message_stop"), json!({"type":"message_stop"})),
         ]),
-        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
+        Dialect::Responses => {
+            // `completed`, or the `incomplete_details.reason` of an incomplete response.
+            let (kind, status, details) = match reason {
+                "completed" => ("response.completed", "completed", Value::Null),
+                why => (
+                    "response.incomplete",
+                    "incomplete",
+                    json!({ "reason": why }),
+                ),
+            };
+            let part = json!({"type":"output_text","annotations":[],"text":"Hi."});
+            let item = json!({"id":"msg_2","type":"message","status":"completed","role":"assistant","content":[part]});
+            let response = |status: &str, output: Value, usage: Value, details: Value| json!({"id":"resp_2","object":"response","status":status,"model":"other","output":output,"usage":usage,"incomplete_details":details});
+            let mut events = vec![
+                json!({"type":"response.created","response":response("in_progress", json!([]), Value::Null, Value::Null)}),
+                json!({"type":"response.output_item.added","output_index":0,"item":{"id":"msg_2","type":"message","status":"in_progress","role":"assistant","content":[]}}),
+                json!({"type":"response.content_part.added","item_id":"msg_2","output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}),
+                json!({"type":"response.output_text.delta","item_id":"msg_2","output_index":0,"content_index":0,"delta":"Hi."}),
+                json!({"type":"response.output_text.done","item_id":"msg_2","output_index":0,"content_index":0,"text":"Hi."}),
+                json!({"type":"response.content_part.done","item_id":"msg_2","output_index":0,"content_index":0,"part":part}),
+                json!({"type":"response.output_item.done","output_index":0,"item":item}),
+                json!({"type":kind,"response":response(status, json!([item]), json!({"input_tokens":3,"output_tokens":2,"total_tokens":5}), details)}),
+            ];
+            for (n, e) in events.iter_mut().enumerate() {
+                e["sequence_number"] = json!(n);
+            }
+            let names: Vec<String> = events
+                .iter()
+                .map(|e| e["type"].as_str().unwrap().to_owned())
+                .collect();
+            let named: Vec<(Option<&str>, Value)> =
+                names.iter().map(|n| Some(n.as_str())).zip(events).collect();
+            sse_lines(&named)
+        }
     }
 }
 
@@ -1109,8 +1142,64 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
         ),
         (Dialect::Anthropic, "refusal", "stop"),
     ];
-    for (fallback, reason, told) in cases {
-        let client = other(fallback);
+    let cases = cases
+        .into_iter()
+        .map(|(fallback, reason, told)| (other(fallback), fallback, reason, told))
+        .chain([
+            // A Responses model's ending under the others' clients, and theirs under its.
+            (
+                Dialect::Anthropic,
+                Dialect::Responses,
+                "completed",
+                "end_turn",
+            ),
+            (
+                Dialect::Anthropic,
+                Dialect::Responses,
+                "max_output_tokens",
+                "max_tokens",
+            ),
+            (
+                Dialect::Anthropic,
+                Dialect::Responses,
+                "content_filter",
+                "refusal",
+            ),
+            (Dialect::OpenAi, Dialect::Responses, "completed", "stop"),
+            (
+                Dialect::OpenAi,
+                Dialect::Responses,
+                "max_output_tokens",
+                "length",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "end_turn",
+                "completed",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "stop_sequence",
+                "completed",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "max_tokens",
+                "incomplete",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "model_context_window_exceeded",
+                "incomplete",
+            ),
+            (Dialect::Responses, Dialect::OpenAi, "stop", "completed"),
+            (Dialect::Responses, Dialect::OpenAi, "length", "incomplete"),
+        ]);
+    for (client, fallback, reason, told) in cases {
         let upstream = Upstream::new(client, Whole::default())
             .speaking_by_path()
             .then(Scripted::Status {
@@ -1133,10 +1222,22 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
             &hello_request(client),
         )
         .await;
-        let got = check(client, client == Dialect::OpenAi, &out.bytes)
+        let got = check(client, client != Dialect::Anthropic, &out.bytes)
             .unwrap_or_else(|e| panic!("{reason}: {e}"));
         assert_eq!(got.text, "Hi.", "{reason}");
         assert_eq!(got.stop_reason.as_deref(), Some(told), "{reason}");
+        if client == Dialect::Responses {
+            let last = client_events(&out.bytes).pop().unwrap().1;
+            let why = &last["response"]["incomplete_details"]["reason"];
+            match told {
+                "incomplete" => assert_eq!(why, "max_output_tokens", "{reason}"),
+                _ => assert_eq!(last["type"], "response.completed", "{reason}"),
+            }
+            assert_eq!(
+                last["response"]["usage"]["output_tokens"], 2,
+                "{reason}: the fallback's usage"
+            );
+        }
         if client == Dialect::OpenAi {
             // A refusal without words gets the layer's: a Chat refusal is told in words.
             let said = if reason == "refusal" {
@@ -1739,4 +1840,139 @@ async fn a_failure_inside_the_second_of_parallel_tool_calls_leaves_an_anthropic_
             &json!({"role":"tool","tool_call_id":ids[1],"content":"21 degrees"})
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_anywhere_in_a_responses_function_call_leaves_the_client_the_whole_call_from_another_dialect(
+) {
+    // A Responses answer of text and two function calls, broken at every event, continued by
+    // an Anthropic or a Chat model: the client's final response holds the text and each call
+    // once, whole, with a `call_id` it can send back.
+    let whole = Whole {
+        text: "Let me check the weather.".into(),
+        tools: vec![
+            (
+                "get_weather".into(),
+                r#"{"city":"Paris","unit":"c"}"#.into(),
+            ),
+            ("get_time".into(), r#"{"zone":"CET"}"#.into()),
+        ],
+        ..Whole::default()
+    };
+    let primary = Bytes::from(upstream::responses_stream(
+        "primary",
+        None,
+        &whole.text,
+        &whole.tools,
+    ));
+    let events = events_of(&primary);
+    let request = json!({"model":"primary","stream":true,"max_output_tokens":500,
+        "input":[{"role":"user","content":"Weather and time in Paris?"}],
+        "tools":[{"type":"function","name":"get_weather","parameters":{"type":"object"}},
+                 {"type":"function","name":"get_time","parameters":{"type":"object"}}]});
+    let mut failures = Vec::new();
+    for to in [Dialect::Anthropic, Dialect::OpenAi] {
+        for p in 0..events.len() {
+            let upstream = Upstream::new(Dialect::Responses, whole.clone())
+                .speaking_by_path()
+                .then(Scripted::Stream {
+                    bytes: Bytes::from(events[..p].concat()),
+                    cuts: vec![],
+                    fault: Some(Fault::Reset),
+                });
+            let out = send(
+                MidStreamFallbackLayer::new(cross_chain_to(to, false)),
+                &upstream,
+                Dialect::Responses,
+                &request,
+            )
+            .await;
+            let case = format!("to {to:?} after {p} of {} events", events.len());
+            if let Err(e) = client_got(Dialect::Responses, true, &out, &whole) {
+                failures.push(format!("{case}: {e}"));
+                continue;
+            }
+            if let Err(e) = fallback_calls_in(to, &upstream.calls()) {
+                failures.push(format!("{case}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `body` (a request for fixture `f`) broken mid-answer, with `to` first in the chain: the
+/// target of `to` is passed over for one of the client's own dialect; with nothing else left,
+/// the client hears of the original failure and nothing reaches `to`.
+async fn passed_over(f: &Fixture, body: &Value, to: Dialect) {
+    let bytes = fixture(f.name);
+    let events = events_of(&bytes);
+    let whole = whole_of(f.dialect, &bytes);
+    let primary = Scripted::Stream {
+        bytes: Bytes::from(events[..events.len() / 2].concat()),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    };
+    let chain = FallbackChain::new()
+        .target(Target::new("elsewhere").dialect(wire(to)))
+        .target(Target::new("fallback"))
+        .fallbacks("primary", ["elsewhere", "fallback"]);
+    let upstream = Upstream::new(f.dialect, whole.clone())
+        .speaking_by_path()
+        .then(primary.clone());
+    let send = |chain, upstream| {
+        run(
+            MidStreamFallbackLayer::new(chain),
+            upstream,
+            path(f.dialect),
+            Bytes::from(body.to_string()),
+        )
+    };
+    let out = send(chain, &upstream).await;
+    let got = check(f.dialect, f.usage, &out.bytes).unwrap();
+    same_answer(&got, &expected(&whole)).unwrap();
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2, "{} to {to:?}", f.name);
+    assert_eq!(calls[1].uri, path(f.dialect));
+    assert_eq!(calls[1].body["model"], "fallback");
+
+    let chain = FallbackChain::new()
+        .target(Target::new("elsewhere").dialect(wire(to)))
+        .fallbacks("primary", ["elsewhere"]);
+    let upstream = Upstream::new(f.dialect, whole)
+        .speaking_by_path()
+        .then(primary);
+    let out = send(chain, &upstream).await;
+    assert_eq!(
+        upstream.calls().len(),
+        1,
+        "{} to {to:?}: nothing sent",
+        f.name
+    );
+    let got = check(f.dialect, f.usage, &out.bytes).unwrap();
+    let error = got.error.expect("the stream ends with an error event");
+    assert!(error.contains("reset"), "{}: {error}", f.name);
+    let why = out.error.expect("the FallbackError").to_string();
+    assert!(why.contains("elsewhere cannot take this request"), "{why}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_a_responses_target_cannot_take_or_only_responses_can_say_is_never_sent_across() {
+    let named = |name: &str| FIXTURES.iter().find(|f| f.name == name).unwrap();
+    let responses = named("openai_responses_text_queued.sse");
+    let anthropic = named("anthropic_text.sse");
+    let chat = named("openai_chat_text.sse");
+    // What only Responses says: state kept at OpenAI, a built-in tool.
+    let mut stored = request_body(responses);
+    stored["previous_response_id"] = json!("resp_earlier");
+    passed_over(responses, &stored, Dialect::Anthropic).await;
+    let mut searching = request_body(responses);
+    searching["tools"] = json!([{"type":"web_search"}]);
+    passed_over(responses, &searching, Dialect::OpenAi).await;
+    // What a Responses model cannot take: stop sequences.
+    let mut stopping = request_body(anthropic);
+    stopping["stop_sequences"] = json!(["END"]);
+    passed_over(anthropic, &stopping, Dialect::Responses).await;
+    let mut stopping = request_body(chat);
+    stopping["stop"] = json!("END");
+    passed_over(chat, &stopping, Dialect::Responses).await;
 }
