@@ -6,15 +6,17 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::address::Address;
 use crate::strategy::Strategy;
 
 /// The attempt a request belongs to, in the extensions of every request the layer sends to the
 /// inner service, so that it routes without reading the body again.
 ///
-/// [`target`](Self::target) is where this attempt goes: on the first attempt, the `model` the
-/// client's body names; on later ones, the target the planner chose (with
+/// [`target`](Self::target) is where this attempt goes: on the first attempt, the model the
+/// client's request names (its body's `model`, or its path's for Gemini and Claude on Vertex
+/// AI); on later ones, the target the planner chose (with
 /// [`FallbackChain`](crate::FallbackChain), the fallback model, which the layer has also
-/// written into the body's `model`). The first attempt's is read from the body when first
+/// written where its [`address`](Self::address) says: the body's `model`, or the path). The first attempt's is read from the body when first
 /// asked for (by the inner service, the layer's spans when a subscriber listens to them, the
 /// observer), or on the first failure, once; a request nobody asks about costs no read of its
 /// body.
@@ -40,6 +42,7 @@ use crate::strategy::Strategy;
 pub struct Attempt {
     number: u32,
     target: Target,
+    address: Address,
     strategy: Option<Strategy>,
     hedge: bool,
 }
@@ -103,16 +106,19 @@ impl Attempt {
         Attempt {
             number: 1,
             target: Target::Known(model),
+            address: Address::native(),
             strategy: None,
             hedge: false,
         }
     }
 
-    /// The first attempt, whose target is read from `model` when asked for.
-    pub(crate) fn first_in(model: &Arc<ModelInBody>) -> Self {
+    /// The first attempt, whose target is read from `model` when asked for, at `address`
+    /// (where the client's request names its model).
+    pub(crate) fn first_in(model: &Arc<ModelInBody>, address: Address) -> Self {
         Attempt {
             number: 1,
             target: Target::InBody(model.clone()),
+            address,
             strategy: None,
             hedge: false,
         }
@@ -123,9 +129,24 @@ impl Attempt {
         Attempt {
             number: number.max(2),
             target: Target::Known(Some(target.into())),
+            address: Address::native(),
             strategy: Some(strategy),
             hedge: false,
         }
+    }
+
+    /// This attempt with its request addressed as `address` says.
+    pub fn at(mut self, address: Address) -> Self {
+        self.address = address;
+        self
+    }
+
+    /// Where this attempt's request names its model: the target's [`Address`] (the body's
+    /// `model`, or the path: Claude on Vertex AI). On the first attempt, the address of the
+    /// request as the client sent it; an inner service that serves the model the client
+    /// asked for elsewhere re-addresses it there ([`Target::readdress`](crate::Target::readdress)).
+    pub fn address(&self) -> &Address {
+        &self.address
     }
 
     /// 1 for the request as the client sent it, 2 for the first fallback, and so on.
@@ -182,6 +203,7 @@ impl PartialEq for Attempt {
     fn eq(&self, other: &Self) -> bool {
         self.number == other.number
             && self.strategy == other.strategy
+            && self.address == other.address
             && self.hedge == other.hedge
             && self.target() == other.target()
     }
@@ -198,7 +220,8 @@ impl fmt::Debug for Attempt {
             Target::InBody(model) if model.known().is_none() => d.field("target", &"<in body>"),
             _ => d.field("target", &self.known_target()),
         };
-        d.field("strategy", &self.strategy)
+        d.field("address", &self.address)
+            .field("strategy", &self.strategy)
             .field("hedge", &self.hedge)
             .finish()
     }

@@ -192,12 +192,18 @@ impl RetryPlanner for FallbackChain {
         };
         self.next += 1;
         let when = self.shared.when_no_prefill;
-        match failure.strategy_for(self.prefill_of(&target), when) {
+        // A model never declared is a name at its dialect's own address.
+        let target = self
+            .target_of(&target)
+            .cloned()
+            .unwrap_or_else(|| Target::new(target));
+        match failure.strategy_for(target.accepts(), when) {
             Ok(Strategy::Instruction(_)) => failure.retry(&target, self.instruction_strategy()),
             Ok(strategy) => failure.retry(&target, strategy),
             Err(_) if when == WhenNoPrefill::Error && failure.cannot_continue().is_none() => {
                 Plan::give_up(format!(
-                    "{target} does not accept prefill and when_no_prefill is `error`"
+                    "{} does not accept prefill and when_no_prefill is `error`",
+                    target.name()
                 ))
             }
             Err(why) => Plan::give_up(why),

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Request;
 
+use crate::address::Address;
 use crate::chain::WhenNoPrefill;
 use crate::dialect::{Continuation, Dialect};
 use crate::error::{AttemptError, FailureClass};
 use crate::json::RequestIndex;
 use crate::plan::Plan;
 use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::target::Target;
 use crate::transcript::Transcript;
 
 /// What the planner is told about a failure.
@@ -30,6 +32,7 @@ pub struct Failure<'a> {
     pub(crate) detail: &'a str,
     pub(crate) attempt: u32,
     pub(crate) target: Option<&'a str>,
+    pub(crate) address: &'a Address,
     pub(crate) dialect: Dialect,
     pub(crate) request: &'a Request<Bytes>,
     pub(crate) index: &'a RequestIndex,
@@ -64,6 +67,12 @@ impl<'a> Failure<'a> {
         self.target
     }
 
+    /// Where the attempt that failed sent its request: its target's [`Address`] (on the first
+    /// attempt, the address of the request as the client sent it).
+    pub fn address(&self) -> &Address {
+        self.address
+    }
+
     /// Every failed attempt so far, this one last, with the target and strategy each used.
     pub fn history(&self) -> &[AttemptError] {
         self.history
@@ -84,7 +93,8 @@ impl<'a> Failure<'a> {
         self.transcript
     }
 
-    /// The `model` the client asked for, if the body names one.
+    /// The model the client asked for, if its request names one (in the body's `model`, or in
+    /// the path: Gemini, Claude on Vertex AI).
     pub fn model(&self) -> Option<String> {
         self.index.model_name.clone()
     }
@@ -175,9 +185,10 @@ impl<'a> Failure<'a> {
         self.class == FailureClass::PrefillRejected
     }
 
-    /// After a [refused prefill](Self::prefill_refused): the same target again with `instead`
-    /// (the continue instruction, or a restart), unless an earlier attempt already tried that
-    /// target that way. `None` for any other failure, or when it was tried.
+    /// After a [refused prefill](Self::prefill_refused): the same target again (at the same
+    /// address) with `instead` (the continue instruction, or a restart), unless an earlier
+    /// attempt already tried that target that way. `None` for any other failure, or when it
+    /// was tried.
     pub fn retry_refused_prefill(&self, instead: Strategy) -> Option<Plan> {
         if !self.prefill_refused() {
             return None;
@@ -187,40 +198,46 @@ impl<'a> Failure<'a> {
             .history
             .iter()
             .any(|a| a.target() == Some(target) && a.strategy() == Some(&instead));
-        (!tried).then(|| self.retry(target, instead))
+        (!tried).then(|| self.retry(Target::new(target).at(self.address.clone()), instead))
     }
 
-    /// The request for the next attempt: the original, with `model` set to `target` and the
-    /// partial answer added as `strategy` says. `max_tokens` (or `max_completion_tokens`)
-    /// shrinks by the tokens already kept when the answer is continued.
+    /// The request for the next attempt: the original, sent to `target` (a model name, or a
+    /// [`Target`] with its [`Address`]: its name placed in the body's `model` or in the path,
+    /// as the address says) and the partial answer added as `strategy` says. `max_tokens` (or
+    /// `max_completion_tokens`, `maxOutputTokens`) shrinks by the tokens already kept when the
+    /// answer is continued.
     ///
     /// Fails with a clear message when the body is not a request this dialect can rewrite
-    /// (not JSON, no `messages` array, a prefill kind the dialect does not have...).
+    /// (not JSON, no `messages` array, a prefill kind the dialect does not have, an address
+    /// the dialect has no place for...).
     pub fn rewrite(
         &self,
-        target: &str,
+        target: impl Into<Target>,
         strategy: &Strategy,
     ) -> Result<Request<Bytes>, RewriteError> {
         let continuation = Continuation {
             text: self.transcript.text(),
             kept_tokens: self.transcript.kept_tokens(),
         };
-        let body = self.dialect.spec().rewrite(
-            self.request.body(),
+        target.into().request_for(
+            self.dialect,
+            self.request,
             self.index,
-            target,
             strategy,
             &continuation,
-        )?;
-        Ok(crate::replay::rebuild(self.request, body))
+        )
     }
 
     /// [`rewrite`](Self::rewrite) into a [`Plan::retry`], or a give-up that says why the
     /// request could not be rewritten.
-    pub fn retry(&self, target: &str, strategy: Strategy) -> Plan {
-        match self.rewrite(target, &strategy) {
+    pub fn retry(&self, target: impl Into<Target>, strategy: Strategy) -> Plan {
+        let target = target.into();
+        match self.rewrite(&target, &strategy) {
             Ok(request) => Plan::retry(target, strategy, request),
-            Err(err) => Plan::give_up(format!("cannot rewrite the request for {target}: {err}")),
+            Err(err) => Plan::give_up(format!(
+                "cannot rewrite the request for {}: {err}",
+                target.name()
+            )),
         }
     }
 }
@@ -253,6 +270,8 @@ impl<'a> Failure<'a> {
 #[derive(Debug)]
 pub struct FailureBuilder {
     dialect: Dialect,
+    /// Where the failed attempt went.
+    address: Address,
     request: Request<Bytes>,
     index: RequestIndex,
     transcript: Transcript,
@@ -262,7 +281,7 @@ pub struct FailureBuilder {
 
 impl FailureBuilder {
     fn new(dialect: Dialect, request: Request<Bytes>) -> Self {
-        let index = dialect.index(request.body());
+        let index = dialect.index(request.uri().path(), request.body());
         let failed = AttemptError {
             attempt: 1,
             target: index.model_name.as_deref().map(Arc::from),
@@ -273,6 +292,7 @@ impl FailureBuilder {
         };
         FailureBuilder {
             dialect,
+            address: index.named.address(),
             request,
             index,
             transcript: Transcript::new(usize::MAX),
@@ -300,9 +320,11 @@ impl FailureBuilder {
 
     /// The failed attempt went to `target` with `strategy` (default: the first attempt, to the
     /// model the request names).
-    pub fn attempt_to(mut self, target: &str, strategy: Strategy) -> Self {
+    pub fn attempt_to(mut self, target: impl Into<Target>, strategy: Strategy) -> Self {
+        let target = target.into();
+        self.address = target.address().clone();
         let failed = self.failed();
-        failed.target = Some(target.into());
+        failed.target = Some(target.name().into());
         failed.strategy = Some(strategy);
         self
     }
@@ -371,6 +393,7 @@ impl FailureBuilder {
             detail: &failed.detail,
             attempt: failed.attempt,
             target: failed.target.as_deref(),
+            address: &self.address,
             dialect: self.dialect,
             request: &self.request,
             index: &self.index,

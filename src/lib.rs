@@ -183,6 +183,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod address;
 mod attempt;
 mod before_stream;
 mod body;
@@ -215,6 +216,7 @@ mod trace;
 mod transcript;
 mod untrusted;
 
+pub use address::{Address, VERTEX_ANTHROPIC_VERSION};
 pub use attempt::Attempt;
 pub use body::FallbackBody;
 pub use chain::{FallbackChain, WhenNoPrefill};

@@ -1,13 +1,13 @@
 //! Deciding how to retry: the planner trait and what it is told and returns.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
 
 use crate::failure::Failure;
 use crate::strategy::Strategy;
+use crate::target::Target;
 
 /// Decides, after each failure, whether and how to try again.
 ///
@@ -70,7 +70,7 @@ pub struct Plan(pub(crate) PlanKind);
 #[derive(Debug)]
 pub(crate) enum PlanKind {
     Retry {
-        target: Arc<str>,
+        target: Target,
         strategy: Strategy,
         request: Request<Bytes>,
     },
@@ -78,11 +78,12 @@ pub(crate) enum PlanKind {
 }
 
 impl Plan {
-    /// Send `request` next. `target` names it: in the [`Attempt`](crate::Attempt) the inner
-    /// service gets, in spans, metrics and [`FallbackError`](crate::FallbackError);
-    /// `strategy` tells the layer how the new stream continues the answer, so it can splice
-    /// it on (it must be how `request` was built).
-    pub fn retry(target: impl Into<Arc<str>>, strategy: Strategy, request: Request<Bytes>) -> Self {
+    /// Send `request` next. `target` names it (a model name, or a [`Target`] with its
+    /// [`Address`](crate::Address)): in the [`Attempt`](crate::Attempt) the inner service
+    /// gets, in spans, metrics and [`FallbackError`](crate::FallbackError); `strategy` tells
+    /// the layer how the new stream continues the answer, so it can splice it on (it must be
+    /// how `request` was built, as [`Failure::retry`] does).
+    pub fn retry(target: impl Into<Target>, strategy: Strategy, request: Request<Bytes>) -> Self {
         Plan(PlanKind::Retry {
             target: target.into(),
             strategy,
@@ -98,6 +99,14 @@ impl Plan {
     /// Whether this plan makes another attempt.
     pub fn is_retry(&self) -> bool {
         matches!(self.0, PlanKind::Retry { .. })
+    }
+
+    /// The target of a retry.
+    pub fn target(&self) -> Option<&Target> {
+        match &self.0 {
+            PlanKind::Retry { target, .. } => Some(target),
+            PlanKind::GiveUp(_) => None,
+        }
     }
 
     /// The strategy of a retry.

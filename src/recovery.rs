@@ -15,6 +15,7 @@ use tower_service::Service;
 use tracing::instrument::{Instrument, Instrumented};
 use tracing::Span;
 
+use crate::address::Named;
 use crate::attempt::{Attempt, ModelInBody};
 use crate::config::Config;
 use crate::dialect::{Dialect, ErrorKind, StreamFailure};
@@ -112,7 +113,12 @@ impl<S, P> Recovery<S, P> {
         span: Span,
     ) -> Self {
         let model = ModelInBody::new(request.body().clone());
-        let current = InFlight::new(Attempt::first_in(&model), &span);
+        // A model named in the path (Gemini, Claude on Vertex AI) is known without the body.
+        let named = Named::of(dialect, request.uri().path());
+        if !matches!(named, Named::Body) {
+            model.set(named.path_model(request.uri().path()).as_deref());
+        }
+        let current = InFlight::new(Attempt::first_in(&model, named.address()), &span);
         let mut recovery = Recovery {
             service,
             planner,
@@ -168,7 +174,9 @@ impl<S, P> Recovery<S, P> {
     /// Reads what rewriting the request needs (once), the model along with it.
     fn read_index(&mut self) {
         if self.index.is_none() {
-            let index = self.dialect.index(self.request.body());
+            let index = self
+                .dialect
+                .index(self.request.uri().path(), self.request.body());
             self.model.set(index.model_name.as_deref());
             self.index = Some(index);
         }
@@ -331,6 +339,7 @@ impl<S, P> Recovery<S, P> {
                 detail: &last.detail,
                 attempt: last.attempt,
                 target: last.target.as_deref(),
+                address: self.current.attempt.address(),
                 dialect: self.dialect,
                 request: &self.request,
                 index,
@@ -346,7 +355,8 @@ impl<S, P> Recovery<S, P> {
                 request,
             } => {
                 let number = self.current.attempt.number() + 1;
-                let attempt = Attempt::fallback(number, target, strategy.clone());
+                let attempt = Attempt::fallback(number, target.name(), strategy.clone())
+                    .at(target.address().clone());
                 self.current = InFlight::new(attempt, &self.span);
                 tracing::info!(target: TARGET, parent: &self.current.span, "falling back");
                 Ok((request, strategy))

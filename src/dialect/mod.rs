@@ -11,13 +11,15 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::address::Named;
 use crate::error::FailureClass;
-use crate::json::{RequestIndex, RequestShape};
+use crate::json::{write_str, RequestIndex, RequestShape};
 use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
@@ -50,10 +52,17 @@ impl Dialect {
         self.0.name
     }
 
-    /// The dialect whose endpoint `path` is, if any.
+    /// The dialect whose endpoint `path` is, if any: by the end of the path, or by a path that
+    /// names a model where the dialect does (Gemini's `…/models/{model}:streamGenerateContent`,
+    /// Claude on Vertex AI's `…/publishers/anthropic/models/{model}:streamRawPredict`).
     pub fn from_path(path: &str) -> Option<Dialect> {
         let path = path.trim_end_matches('/');
-        REGISTRY.iter().copied().find(|d| path.ends_with(d.0.path))
+        REGISTRY.iter().copied().find(|d| {
+            path.ends_with(d.0.path)
+                || d.0.rules.model_in_path(path).is_some()
+                || (*d == Dialect::ANTHROPIC_MESSAGES
+                    && !matches!(Named::of(*d, path), Named::Body))
+        })
     }
 
     /// The dialect called `name` (`anthropic`, `openai-chat`).
@@ -70,9 +79,16 @@ impl Dialect {
         self.0.name == wire.name
     }
 
-    /// What rewriting a request of this dialect needs, read from its body in one pass.
-    pub(crate) fn index(&self, body: &[u8]) -> RequestIndex {
-        RequestIndex::read(body, &self.0.request)
+    /// What rewriting a request of this dialect to `path` needs, read from its body in one
+    /// pass; the model from the path where the request names it there.
+    pub(crate) fn index(&self, path: &str, body: &[u8]) -> RequestIndex {
+        let named = Named::of(*self, path);
+        let mut index = RequestIndex::read(body, &self.0.request);
+        if !matches!(named, Named::Body) {
+            index.model_name = named.path_model(path);
+        }
+        index.named = named;
+        index
     }
 }
 
@@ -190,6 +206,55 @@ pub(crate) trait Rules: Send + Sync + 'static {
     /// The smallest token limit this request may be given (above a thinking budget).
     fn min_token_limit(&self, _index: &RequestIndex) -> u64 {
         1
+    }
+
+    /// Where a request to `path` names its model, for a dialect whose requests name it in the
+    /// path (Gemini): the range of the model in `path`, percent-encoded as it came. A path
+    /// this answers for is this dialect's too.
+    fn model_in_path(&self, _path: &str) -> Option<Range<usize>> {
+        None
+    }
+
+    /// The role of the model's own turns (`assistant`; Gemini's `model`).
+    fn assistant_role(&self) -> &'static str {
+        "assistant"
+    }
+
+    /// The partial answer as a new trailing assistant turn, marked with `flag` if given.
+    fn assistant_turn(&self, partial: &str, flag: Option<&str>) -> Vec<u8> {
+        let mut out = br#"{"role":"assistant","content":"#.to_vec();
+        write_str(&mut out, partial);
+        if let Some(flag) = flag {
+            out.push(b',');
+            write_str(&mut out, flag);
+            out.extend_from_slice(b":true");
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// A user turn saying `text`.
+    fn user_turn(&self, text: &str) -> Vec<u8> {
+        let mut out = br#"{"role":"user","content":"#.to_vec();
+        write_str(&mut out, text);
+        out.push(b'}');
+        out
+    }
+
+    /// Adds `partial` to the client's own trailing assistant turn (by default, to its
+    /// `content`, as [`continue_content`](Self::continue_content) says).
+    fn continue_turn(&self, turn: &mut serde_json::Value, partial: &str) -> Rewritten<()> {
+        let content = turn
+            .get_mut("content")
+            .ok_or_else(|| RewriteError::new("the last message has no `content`"))?;
+        self.continue_content(content, partial)
+    }
+
+    /// Top-level keys of the client's request that no other attempt may carry (Gemini's
+    /// `continuationToken`, which resumes one upstream's stream); each must be one of the
+    /// shape's extra keys.
+    fn attempt_bound_keys(&self) -> &'static [&'static str] {
+        &[]
     }
 }
 
