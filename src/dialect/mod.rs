@@ -29,6 +29,7 @@ use crate::untrusted::{escaped, Redactor};
 pub(crate) use crate::rewrite::Continuation;
 
 mod anthropic;
+mod gemini;
 mod openai_chat;
 
 /// The wire format of a request and its stream.
@@ -46,8 +47,11 @@ impl Dialect {
     pub const ANTHROPIC_MESSAGES: Dialect = Dialect(&anthropic::WIRE);
     /// OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
     pub const OPENAI_CHAT: Dialect = Dialect(&openai_chat::WIRE);
+    /// Gemini's own API (`POST /v1beta/models/{model}:streamGenerateContent?alt=sse`, also
+    /// `/v1/`): the model in the path.
+    pub const GEMINI: Dialect = Dialect(&gemini::WIRE);
 
-    /// `anthropic` or `openai-chat`.
+    /// `anthropic`, `openai-chat` or `gemini`.
     pub fn name(&self) -> &'static str {
         self.0.name
     }
@@ -65,7 +69,7 @@ impl Dialect {
         })
     }
 
-    /// The dialect called `name` (`anthropic`, `openai-chat`).
+    /// The dialect called `name` (`anthropic`, `openai-chat`, `gemini`).
     pub fn from_name(name: &str) -> Option<Dialect> {
         REGISTRY.iter().copied().find(|d| d.name() == name)
     }
@@ -93,7 +97,11 @@ impl Dialect {
 }
 
 /// Every known dialect, in the order paths are matched.
-const REGISTRY: &[Dialect] = &[Dialect::ANTHROPIC_MESSAGES, Dialect::OPENAI_CHAT];
+const REGISTRY: &[Dialect] = &[
+    Dialect::ANTHROPIC_MESSAGES,
+    Dialect::OPENAI_CHAT,
+    Dialect::GEMINI,
+];
 
 impl fmt::Debug for Dialect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -29,7 +29,8 @@
 //! Streams with several choices (Chat `n > 1`, Gemini `candidateCount > 1`) are not read
 //! here yet: their items would need a choice index, and their place is a mode of their own
 //! beside [`Mode::Streaming`], relayed as they came and recoverable only while nothing
-//! reached the client.
+//! reached the client. Until then a decoder that sees one says [`Item::Unwatched`], and the
+//! rest of the stream passes through as it comes ([`Mode::Passthrough`]).
 
 mod attempt;
 pub(crate) mod hold;
@@ -69,7 +70,8 @@ pub(crate) enum Step {
 enum Mode {
     /// Events are read, and the client gets what the rules say.
     Streaming,
-    /// The upstream sent an error a retry cannot fix: the rest goes out as it comes.
+    /// The upstream sent an error a retry cannot fix, or a stream the core does not read
+    /// ([`Item::Unwatched`]): the rest goes out as it comes.
     Passthrough,
     /// The terminal event went out.
     Done,
@@ -418,6 +420,13 @@ impl Relay {
                 self.mode = Mode::Passthrough;
                 pass(same_wire, 0)
             }
+            // Written anew, without what bound it to its attempt: its other items do that.
+            Item::AttemptBound => Outcome::Render(0),
+            Item::Unwatched => {
+                self.prelude(out);
+                self.mode = Mode::Passthrough;
+                pass(as_came, 0)
+            }
             Item::KeepAlive if same_wire => Outcome::AsCame(0),
             Item::KeepAlive => Outcome::Quiet,
             Item::Other if as_came => Outcome::AsCame(0),
@@ -734,7 +743,8 @@ impl Relay {
             // Of the client's own wire, whole: as it came, on its own.
             Item::Error(_) => out.push_error(sse_event(src.name, src.data.as_bytes())),
             Item::KeepAlive => out.push(sse_event(src.name, src.data.as_bytes())),
-            Item::Other => self.encoder.restamp(src, out),
+            Item::AttemptBound => {}
+            Item::Other | Item::Unwatched => self.encoder.restamp(src, out),
         }
     }
 
