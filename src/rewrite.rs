@@ -37,6 +37,13 @@ impl Wire {
                 self.request_name
             )));
         }
+        // Not a request of this dialect without them, whatever the strategy.
+        let messages = index.messages.as_ref().ok_or_else(|| {
+            RewriteError::new(format!("the request has no `{}` array", shape.messages))
+        })?;
+        let last = messages.last.clone().ok_or_else(|| {
+            RewriteError::new(format!("the request's `{}` array is empty", shape.messages))
+        })?;
         let mut splice = Splice::new(body);
         placement.edit_body(&mut splice, index, shape.model)?;
         for key in self.rules.attempt_bound_keys() {
@@ -53,12 +60,6 @@ impl Wire {
         if partial.is_empty() || matches!(strategy, Strategy::Restart) {
             return Ok(splice.finish());
         }
-        let messages = index.messages.as_ref().ok_or_else(|| {
-            RewriteError::new(format!("the request has no `{}` array", shape.messages))
-        })?;
-        let last = messages.last.clone().ok_or_else(|| {
-            RewriteError::new(format!("the request's `{}` array is empty", shape.messages))
-        })?;
         self.rules.check_continuation(strategy, index)?;
         let role = messages
             .last_role
