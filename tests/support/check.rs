@@ -401,10 +401,7 @@ pub fn gemini(bytes: &[u8], events: &[Sse]) -> Result<Answer, String> {
                 answer.text.push_str(t);
             }
         }
-        if candidate
-            .get("finishReason")
-            .is_some_and(|f| !f.is_null())
-        {
+        if candidate.get("finishReason").is_some_and(|f| !f.is_null()) {
             finished = true;
             answer.output_tokens = chunk["usageMetadata"]["candidatesTokenCount"].as_u64();
         }

@@ -183,7 +183,10 @@ pub fn events_of(bytes: &Bytes) -> Vec<Bytes> {
     loop {
         let rest = &bytes[at..];
         let lf = rest.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-        let crlf = rest.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+        let crlf = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4);
         let Some(end) = [lf, crlf].into_iter().flatten().min() else {
             break;
         };
