@@ -69,6 +69,22 @@ impl Dialect {
         })
     }
 
+    /// The model a request of this dialect to `path` names in its path (Gemini's
+    /// `…/models/{model}:…`, Claude on Vertex AI's `…/publishers/anthropic/models/{model}:…`),
+    /// percent-decoded; `None` when the path names none (the body's `model` does), or names
+    /// one that does not decode to text. For an inner service that routes by model.
+    ///
+    /// ```
+    /// use tower_midstream::Dialect;
+    ///
+    /// let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent";
+    /// assert_eq!(Dialect::GEMINI.model_in_path(path).as_deref(), Some("gemini-2.5-flash"));
+    /// assert_eq!(Dialect::ANTHROPIC_MESSAGES.model_in_path("/v1/messages"), None);
+    /// ```
+    pub fn model_in_path(&self, path: &str) -> Option<String> {
+        Named::of(*self, path).path_model(path)
+    }
+
     /// The dialect called `name` (`anthropic`, `openai-chat`, `gemini`).
     pub fn from_name(name: &str) -> Option<Dialect> {
         REGISTRY.iter().copied().find(|d| d.name() == name)

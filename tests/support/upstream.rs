@@ -576,7 +576,7 @@ fn gemini_stream(
         ));
     }
     let (mut candidates, mut thoughts) = (0, 0);
-    let finish_alone = tools.len() > 0 || text.is_empty();
+    let finish_alone = !tools.is_empty() || text.is_empty();
     let mut out = String::new();
     let mut chunk = |part: Value, finish: bool, candidates: u32, thoughts: u32| {
         let mut candidate = json!({"content": {"parts": [part], "role": "model"}, "index": 0});
