@@ -704,7 +704,7 @@ fn the_example_config_file_is_valid() {
         "/examples/gateway/gateway.example.toml"
     );
     let config = config::load(path, &|var| Some(format!("key-from-{var}"))).unwrap();
-    assert_eq!(config.upstreams.len(), 2);
+    assert_eq!(config.upstreams.len(), 4);
     let (name, value) = config.upstreams[0].credential.clone().unwrap();
     assert_eq!(
         (name.as_str(), value.to_str().unwrap()),

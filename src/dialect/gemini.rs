@@ -845,6 +845,10 @@ impl Rules for Gemini {
         model_in_path(path)
     }
 
+    fn data_lines_only(&self) -> bool {
+        true
+    }
+
     fn assistant_role(&self) -> &'static str {
         "model"
     }

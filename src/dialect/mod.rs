@@ -206,6 +206,12 @@ pub(crate) trait Rules: Send + Sync + 'static {
     /// An error response body in this format.
     fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes;
 
+    /// Its clients read every line that is not blank and not `data: ` as data (google-genai
+    /// parses it as JSON): comments and fields without data never go out as they came.
+    fn data_lines_only(&self) -> bool {
+        false
+    }
+
     /// Whether the request may end with an assistant prefill at all.
     fn prefill_allowed(&self, _index: &RequestIndex) -> bool {
         true

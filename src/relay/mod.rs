@@ -179,6 +179,12 @@ impl Relay {
         self.attempt.wire == self.wire
     }
 
+    /// Whether an event without data (comments, `id:`) may go out as it came: from the
+    /// client's own wire, to clients that skip what is not data.
+    fn passes_fieldless(&self) -> bool {
+        self.same_wire() && !self.wire.spec().rules.data_lines_only()
+    }
+
     /// One complete event of the current attempt.
     pub(crate) fn on_event(&mut self, ev: &Event<'_>, out: &mut Outbox) -> Step {
         if self.mode == Mode::Streaming && self.fast(ev, out) {
@@ -202,7 +208,7 @@ impl Relay {
         let fields = ev.fields;
         if !fields.has_fields() {
             // Comments and blank lines: keep-alives. They prove the connection, not progress.
-            if self.same_wire() {
+            if self.passes_fieldless() {
                 out.forward(ev);
             }
             return Step::Continue(Carried::Nothing);
@@ -211,7 +217,7 @@ impl Relay {
         let data = match fields.data() {
             [] => {
                 // A field but no data (`id:`, `retry:`): nothing for the client to read.
-                if self.same_wire() {
+                if self.passes_fieldless() {
                     out.forward(ev);
                 }
                 self.joined = joined;
