@@ -34,7 +34,13 @@
 //! The handler, `forward`, is an ordinary axum handler: it takes `axum::extract::Request`
 //! (the layer's collected body, boxed as axum's `Body`) and the `Attempt` the layer names in
 //! the request's extensions, whose `target` is the model to route to: no need to read the
-//! body again.
+//! body again. It asks the upstream for `accept-encoding: identity` whatever the client
+//! accepts: the layer reads plain SSE, and an upstream (or a CDN before it) that compressed
+//! the stream would leave it unwatched, without fallback.
+//!
+//! Both sockets of a stream have `TCP_NODELAY`: the accepted one (`tap_io` on the listener)
+//! and the upstream's (the connector), so that each event leaves at once instead of waiting
+//! for the previous one's acknowledgement (Nagle).
 
 #[allow(dead_code)]
 #[path = "gateway/demo.rs"]
@@ -49,10 +55,12 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::{Listener, ListenerExt};
 use axum::{Extension, Router};
-use http::{header, StatusCode, Uri};
+use http::{header, HeaderValue, StatusCode, Uri};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use tokio::net::{TcpListener, TcpStream};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
@@ -85,6 +93,12 @@ async fn forward(
     *req.uri_mut() = Uri::from_parts(parts).expect("a base URI and a path");
     // The client sets the upstream's own.
     req.headers_mut().remove(header::HOST);
+    // Plain SSE, whatever the client accepts (CompressionLayer outside leaves the header on):
+    // the layer cannot watch a compressed stream.
+    req.headers_mut().insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     match upstreams.client.request(req).await {
         Ok(response) => response.map(Body::new),
         // A 502 is retryable: the layer tries the next fallback.
@@ -116,7 +130,7 @@ fn app(demo: SocketAddr) -> Router {
     ];
     let upstreams = Upstreams {
         by_model: Arc::new(models.into_iter().map(|m| (m, base.clone())).collect()),
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: Client::builder(TokioExecutor::new()).build(connector()),
     };
 
     Router::new()
@@ -131,6 +145,23 @@ fn app(demo: SocketAddr) -> Router {
                 .layer(MidStreamFallbackLayer::new(chain).idle_timeout(Duration::from_secs(30)))
                 .layer(TimeoutLayer::new(Duration::from_secs(20))),
         )
+}
+
+/// Connections to the upstreams, with `TCP_NODELAY`: a request leaves at once.
+fn connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http
+}
+
+/// The app's listener, with `TCP_NODELAY` on every accepted socket (`axum::serve` sets none):
+/// each SSE event is a small write that must leave at once.
+fn with_nodelay(listener: TcpListener) -> impl Listener<Io = TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    })
 }
 
 #[tokio::main]
@@ -148,11 +179,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: axum [--listen ADDR]".into()),
     };
 
-    let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let demo_listener = TcpListener::bind("127.0.0.1:0").await?;
     let demo_addr = demo_listener.local_addr()?;
     tokio::spawn(demo::Demo::new(Duration::from_millis(40)).serve(demo_listener));
 
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     println!("demo_upstream=http://{demo_addr}\napp=http://{addr}");
     println!(
@@ -168,7 +199,7 @@ Both primaries break half-way; the layer continues each answer on a fallback. Tr
         claude = demo::CLAUDE_PRIMARY,
         gpt = demo::GPT_PRIMARY,
     );
-    axum::serve(listener, app(demo_addr)).await?;
+    axum::serve(with_nodelay(listener), app(demo_addr)).await?;
     Ok(())
 }
 
@@ -181,20 +212,34 @@ mod tests {
 
     async fn started() -> (SocketAddr, demo::Demo) {
         let demo = demo::Demo::new(Duration::ZERO);
-        let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let demo_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let demo_addr = demo_listener.local_addr().unwrap();
         tokio::spawn(demo.clone().serve(demo_listener));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app(demo_addr)).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(with_nodelay(listener), app(demo_addr))
+                .await
+                .unwrap()
+        });
         (addr, demo)
     }
 
     async fn post(addr: SocketAddr, path: &str, body: serde_json::Value) -> (StatusCode, String) {
+        post_accepting(addr, path, body, "identity").await
+    }
+
+    async fn post_accepting(
+        addr: SocketAddr,
+        path: &str,
+        body: serde_json::Value,
+        accept: &str,
+    ) -> (StatusCode, String) {
         let client: Client<_, Full<bytes::Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let req = http::Request::post(format!("http://{addr}{path}"))
             .header("content-type", "application/json")
+            .header("accept-encoding", accept)
             .body(Full::new(body.to_string().into()))
             .unwrap();
         let res = client.request(req).await.unwrap();
@@ -222,10 +267,13 @@ mod tests {
     async fn a_stream_that_breaks_reaches_the_client_whole_in_both_dialects() {
         let (addr, demo) = started().await;
         let question = serde_json::json!([{"role":"user","content":"Why do streams break?"}]);
-        let (status, stream) = post(
+        // As the official Python SDKs do: a streamed answer is not compressed anyway
+        // (tower-http leaves `text/event-stream` alone), but the header reaches the handler.
+        let (status, stream) = post_accepting(
             addr,
             "/v1/messages",
             serde_json::json!({"model":demo::CLAUDE_PRIMARY,"max_tokens":1024,"stream":true,"messages":question}),
+            "gzip, deflate",
         )
         .await;
         assert_eq!(status, 200);
@@ -233,6 +281,10 @@ mod tests {
         assert!(stream.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
         let models: Vec<String> = demo.calls().into_iter().map(|c| c.model).collect();
         assert_eq!(models, [demo::CLAUDE_PRIMARY, demo::CLAUDE_NO_PREFILL]);
+        for call in demo.calls() {
+            // The client accepts gzip; the upstream is asked for what the layer can read.
+            assert_eq!(call.headers["accept-encoding"], "identity");
+        }
 
         let (status, stream) = post(
             addr,
@@ -260,5 +312,19 @@ mod tests {
         assert_eq!(status, 404);
         assert!(body.contains("nobody"), "{body}");
         assert!(demo.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn accepted_and_upstream_sockets_have_tcp_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = with_nodelay(listener);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap(), "the accepted socket");
+
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let upstream = tower::Service::call(&mut connector(), uri).await.unwrap();
+        assert!(upstream.inner().nodelay().unwrap(), "the upstream socket");
     }
 }

@@ -15,6 +15,9 @@
 //! non-zero if any stream ended otherwise, or if heap, descriptors or tasks did not return.
 
 #[allow(dead_code)]
+#[path = "gateway/budget.rs"]
+mod budget;
+#[allow(dead_code)]
 #[path = "../tests/support/check.rs"]
 mod check;
 #[allow(dead_code)]

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -55,22 +55,40 @@ enum Target {
 }
 
 /// The `model` a collected request body names, read at most once, by whoever needs it first.
+///
+/// It lets go of the body once the model is known: an `Attempt` outlives its request (in
+/// `Provenance`, in reports an observer may queue) and must not keep a body of megabytes alive.
 pub(crate) struct ModelInBody {
-    body: Bytes,
+    body: Mutex<Option<Bytes>>,
     model: OnceLock<Option<Arc<str>>>,
+}
+
+impl fmt::Debug for ModelInBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelInBody")
+            .field("model", &self.known())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ModelInBody {
     pub(crate) fn new(body: Bytes) -> Arc<Self> {
         Arc::new(ModelInBody {
-            body,
+            body: Mutex::new(Some(body)),
             model: OnceLock::new(),
         })
     }
 
     /// The model, reading the body the first time.
     pub(crate) fn get(&self) -> Option<&Arc<str>> {
-        self.model.get_or_init(|| read_model(&self.body)).as_ref()
+        self.model
+            .get_or_init(|| self.take_body().and_then(|body| read_model(&body)))
+            .as_ref()
+    }
+
+    /// The body, the one time it is needed; `None` after.
+    fn take_body(&self) -> Option<Bytes> {
+        self.body.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The model, if it was read already.
@@ -81,6 +99,7 @@ impl ModelInBody {
     /// Records the model read along with the rest of the body, so it is not read twice.
     pub(crate) fn set(&self, model: Option<&str>) {
         let _ = self.model.set(model.map(Arc::from));
+        drop(self.take_body());
     }
 }
 
@@ -125,7 +144,14 @@ impl Attempt {
     }
 
     /// Attempt `number` (2 or more), sent to `target` with a request rewritten by `strategy`.
+    ///
+    /// A fallback numbered 0 or 1 cannot exist: debug builds panic on one, release builds
+    /// count it as 2.
     pub fn fallback(number: u32, target: impl Into<Arc<str>>, strategy: Strategy) -> Self {
+        debug_assert!(
+            number >= 2,
+            "a fallback is attempt 2 or later, not {number}"
+        );
         Attempt {
             number: number.max(2),
             target: Target::Known(Some(target.into())),
@@ -224,5 +250,29 @@ impl fmt::Debug for Attempt {
             .field("strategy", &self.strategy)
             .field("hedge", &self.hedge)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_let_go_once_its_model_is_known() {
+        let body = Bytes::from(br#"{"model":"m","messages":[]}"#.to_vec());
+        let read = ModelInBody::new(body.clone());
+        assert!(!body.is_unique());
+        let attempt = Attempt::first_in(&read, Address::native());
+        assert_eq!(attempt.target(), Some("m"));
+        assert!(body.is_unique(), "an attempt keeps its model, not the body");
+        assert_eq!(attempt.target(), Some("m"), "and still answers");
+
+        let set = ModelInBody::new(body.clone());
+        set.set(Some("n"));
+        assert!(body.is_unique());
+        assert_eq!(
+            Attempt::first_in(&set, Address::native()).target(),
+            Some("n")
+        );
     }
 }

@@ -12,6 +12,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
+use crate::backoff::retry_after;
 use crate::body::FallbackBody;
 use crate::clock::human;
 use crate::config::Config;
@@ -20,7 +21,7 @@ use crate::error::{BoxError, FailureClass};
 use crate::plan::RetryPlanner;
 use crate::recovery::Recovery;
 use crate::replay::ReplayBody;
-use crate::respond::{error_response, gave_up, watch};
+use crate::respond::{error_response, gave_up, plain_text, watch};
 use crate::transcript::Transcript;
 use crate::untrusted::{describe, Redactor};
 
@@ -31,11 +32,12 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// failed response (its body kept up to 64 KiB) if every attempt fails, or a 502 in the
 /// client's dialect if the original failure had no response, or no whole body.
 ///
-/// Every wait is bounded by the idle timeout: reading a failed response's body (what was read
-/// by then is described in the error), and each fallback's response headers.
+/// Every wait is bounded: reading a failed response's body by the idle timeout (what was read
+/// by then is described in the error), each attempt's response headers by its first-token
+/// deadline.
 pub(crate) async fn before_stream<S, P, ReqBody, ResBody>(
     mut recovery: Recovery<S, P>,
-    first: Result<Response<ResBody>, S::Error>,
+    first: Result<Response<ResBody>, StreamFailure>,
 ) -> Result<Response<FallbackBody<ResBody>>, Infallible>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -52,19 +54,28 @@ where
     // The first attempt's failed response, handed back if every fallback fails too.
     let mut original: Option<Response<Bytes>> = None;
     let mut is_first = true;
-    // `None`: the attempt sent no response headers within the idle timeout.
-    let mut outcome = Some(first);
+    let mut outcome = first;
     loop {
         let failure = match outcome {
-            Some(Ok(response)) if response.status().is_success() => {
+            Ok(response) if response.status().is_success() => {
                 return Ok(watch(response, recovery));
             }
-            Some(Ok(response)) => {
+            Ok(response) => {
                 let status = response.status();
-                let class = recovery.status_class(status);
+                let retry_after = retry_after(response.headers());
                 let (mut parts, body) = response.into_parts();
                 let read = read_error_body(body, idle).await;
-                let (error_type, message) = describe_error_body(read.bytes());
+                let class = recovery.status_class(status, read.bytes());
+                if is_first && !worth_a_plan(class) {
+                    // A client error (a 400 other than a prompt too long): the client gets it
+                    // as it came, after one call.
+                    let mut response =
+                        respond_read(parts, read, Some(dialect), &recovery.config.redactor);
+                    recovery.pass_on(&mut response);
+                    return Ok(response);
+                }
+                let (error_type, message) =
+                    describe_error_body(read.bytes(), &recovery.config.redactor);
                 let mut detail = match (&error_type, &message) {
                     (Some(t), Some(m)) => format!("{t}: {m} (HTTP {})", status.as_u16()),
                     (None, Some(m)) => format!("{m} (HTTP {})", status.as_u16()),
@@ -83,29 +94,18 @@ where
                     class,
                     detail,
                     error_type: error_type.map(Into::into),
+                    retry_after,
                 }
             }
-            Some(Err(err)) => {
-                let err: BoxError = err.into();
-                StreamFailure::new(FailureClass::Connect, describe(&*err))
-            }
-            None => StreamFailure::new(
-                FailureClass::Stall,
-                format!(
-                    "the fallback sent no response headers within {}",
-                    human(idle.unwrap_or_default())
-                ),
-            ),
+            Err(failure) => failure,
         };
         is_first = false;
         let failure = failure.redacted(&recovery.config.redactor);
         match recovery.on_failure(failure, &transcript) {
             Ok((request, _strategy)) => {
                 let call = recovery.call(request);
-                outcome = match idle {
-                    Some(idle) => tokio::time::timeout(idle, call).await.ok(),
-                    None => Some(call.await),
-                };
+                let (sent, timing) = recovery.deadlines();
+                outcome = within(sent, timing.first_token, call).await;
             }
             Err(err) => {
                 return Ok(match original.take() {
@@ -121,21 +121,72 @@ where
     }
 }
 
+/// An attempt's response, or its failure: a connection error, or no headers within its
+/// first-token deadline (which counts from `sent`, after any wait its plan asked for).
+async fn within<F, B, E>(
+    sent: tokio::time::Instant,
+    first_token: Option<Duration>,
+    call: F,
+) -> Result<Response<B>, StreamFailure>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    let answered = match first_token {
+        Some(deadline) => tokio::time::timeout_at(sent + deadline, call).await,
+        None => Ok(call.await),
+    };
+    match answered {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(err)) => {
+            let err: BoxError = err.into();
+            Err(StreamFailure::new(FailureClass::Connect, describe(&*err)))
+        }
+        Err(_) => Err(StreamFailure::new(
+            FailureClass::Stall,
+            format!(
+                "the fallback sent no response headers within the first-token deadline of {}",
+                human(first_token.unwrap_or_default())
+            ),
+        )),
+    }
+}
+
 /// A failed response the client gets as the upstream sent it, except that its body is read
 /// (up to 64 KiB, within the idle timeout) to take secrets out of it: an upstream may quote the
-/// key it was sent. A body that cannot be read whole becomes an error in the client's dialect
-/// with the same status, saying so.
+/// key it was sent. A body that cannot be read whole becomes an error with the same status,
+/// saying so: in the client's dialect, or plain text for a request of no known dialect.
 pub(crate) async fn pass_on_error<ResBody>(
     response: Response<ResBody>,
-    dialect: Dialect,
+    dialect: Option<Dialect>,
     config: &Config,
 ) -> Response<FallbackBody<ResBody>>
 where
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let read = read_error_body(body, config.idle_timeout).await;
+    respond_read(parts, read, dialect, &config.redactor)
+}
+
+/// Whether a failure of the first attempt goes to the planner: a retryable status, a prompt
+/// too long for the model, or no response at all. Other statuses go to the client as they came.
+fn worth_a_plan(class: FailureClass) -> bool {
+    match class {
+        FailureClass::Status(status) => crate::recovery::retryable(status),
+        _ => true,
+    }
+}
+
+/// A failed response with its body as read: redacted, or an error saying why it could not be
+/// read whole.
+fn respond_read<ResBody>(
+    mut parts: http::response::Parts,
+    read: ErrorBody,
+    dialect: Option<Dialect>,
+    redactor: &Redactor,
+) -> Response<FallbackBody<ResBody>> {
     let why = match &read {
         ErrorBody::Partial { bytes, why } => Some(format!(
             "the upstream answered HTTP {} and its error body {why} after {} bytes",
@@ -147,13 +198,15 @@ where
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
     match read.usable() {
-        Some(bytes) => Response::from_parts(
-            parts,
-            FallbackBody::full(redact_body(bytes, &config.redactor)),
-        ),
+        Some(bytes) => {
+            Response::from_parts(parts, FallbackBody::full(redact_body(bytes, redactor)))
+        }
         None => {
             let why = why.unwrap_or_default();
-            let mut response = error_response(dialect, parts.status, &ErrorKind::Upstream, &why);
+            let mut response = match dialect {
+                Some(dialect) => error_response(dialect, parts.status, &ErrorKind::Upstream, &why),
+                None => plain_text(parts.status, &why),
+            };
             std::mem::swap(response.extensions_mut(), &mut parts.extensions);
             response
         }

@@ -4,10 +4,17 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::attempt::Attempt;
+use crate::backoff::{Backoff, RetryBudget};
+use crate::breaker::{Admission, CircuitState};
+use crate::error::FailureClass;
 use crate::failure::Failure;
-use crate::plan::{Plan, RetryPlanner};
+use crate::observe::AttemptOutcome;
+use crate::plan::{First, Plan, RetryPlanner};
+use crate::recovery::retryable;
 use crate::strategy::{Prefill, Strategy, DEFAULT_INSTRUCTION};
 use crate::target::Target;
+use crate::trace::TARGET;
 
 /// What to do when text already reached the client and the next target does not accept
 /// prefill (or the request forbids it).
@@ -41,7 +48,13 @@ impl std::str::FromStr for WhenNoPrefill {
 /// A capability-aware planner: for each model, an ordered list of fallback models, each
 /// known to accept prefill or not.
 ///
-/// For every failure it takes the next fallback of the model the client asked for, and
+/// For every failure, before anything of the answer reached the client, it first retries the
+/// same target if that target has retries left ([`retries`](Self::retries),
+/// [`Target::retries`]) and the failure is worth it (408, 429, a 5xx, no connection), after a
+/// wait ([`backoff`](Self::backoff)) and within a budget shared by every request
+/// ([`retry_budget`](Self::retry_budget)). A 400 that says the prompt is too long restarts on
+/// the next of the model's [larger-context targets](Self::context_window_fallbacks). Otherwise
+/// it takes the next fallback of the model the client asked for, and
 ///
 /// * restarts there if nothing of the answer reached the client yet;
 /// * else sends a prefill if that target accepts one ([`model`](Self::model)) and the request
@@ -71,8 +84,9 @@ impl std::str::FromStr for WhenNoPrefill {
 #[derive(Debug, Clone, Default)]
 pub struct FallbackChain {
     shared: Arc<Shared>,
-    // Per request: the next fallback to try.
+    // Per request: the next fallback to try, and the next larger-context target.
     next: usize,
+    next_larger: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -80,8 +94,18 @@ struct Shared {
     targets: HashMap<Arc<str>, Target>,
     fallbacks: HashMap<String, Vec<Arc<str>>>,
     default_fallbacks: Vec<Arc<str>>,
+    larger_context: HashMap<String, Vec<Arc<str>>>,
     when_no_prefill: WhenNoPrefill,
     instruction: Option<Cow<'static, str>>,
+    /// Same-target retries of a target that declares none.
+    retries: u32,
+    backoff: Backoff,
+    /// Shared by every clone of the chain, so every request through one layer.
+    budget: Arc<RetryBudget>,
+    /// Per-target circuits, shared likewise; `None`: no circuit breaking.
+    circuits: Option<Arc<dyn CircuitState>>,
+    /// Some target declares its own deadlines: the first attempt's target is looked up.
+    any_deadlines: bool,
 }
 
 impl FallbackChain {
@@ -99,7 +123,9 @@ impl FallbackChain {
     /// same name.
     pub fn target(mut self, target: Target) -> Self {
         let name: Arc<str> = Arc::from(target.name());
-        Arc::make_mut(&mut self.shared).targets.insert(name, target);
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.any_deadlines |= target.deadlines().any();
+        shared.targets.insert(name, target);
         self
     }
 
@@ -134,6 +160,52 @@ impl FallbackChain {
         self
     }
 
+    /// The targets to restart on, in order, when a request for `model` is refused with a 400
+    /// saying the prompt is too long (LiteLLM's `context_window_fallbacks`). Without a list,
+    /// that 400 goes to the client as it came.
+    pub fn context_window_fallbacks<I, T>(mut self, model: impl Into<String>, targets: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let targets = targets.into_iter().map(|t| Arc::from(t.into())).collect();
+        Arc::make_mut(&mut self.shared)
+            .larger_context
+            .insert(model.into(), targets);
+        self
+    }
+
+    /// How many times a target is retried, before anything reached the client, before moving
+    /// on to the next (default 0: the next target is the retry; a target's own
+    /// [`Target::retries`] wins).
+    pub fn retries(mut self, retries: u32) -> Self {
+        Arc::make_mut(&mut self.shared).retries = retries;
+        self
+    }
+
+    /// The wait before each same-target retry (default: [`Backoff::default`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        Arc::make_mut(&mut self.shared).backoff = backoff;
+        self
+    }
+
+    /// How many same-target retries all requests together may make per window (default:
+    /// [`RetryBudget::default`]); past it, failures move on to the next target at once.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        Arc::make_mut(&mut self.shared).budget = Arc::new(budget);
+        self
+    }
+
+    /// Circuit breaking per target (off by default): a target that failed too often in a row
+    /// is skipped, the first attempt included (it goes to the first fallback whose circuit
+    /// is closed), until a probe succeeds; with every target open, the least recently failed
+    /// is tried. [`Breaker`](crate::Breaker) keeps the circuits in this process; another
+    /// [`CircuitState`] can share them between replicas.
+    pub fn circuit_breaker(mut self, circuits: impl CircuitState + 'static) -> Self {
+        Arc::make_mut(&mut self.shared).circuits = Some(Arc::new(circuits));
+        self
+    }
+
     /// What to do when text reached the client and the target cannot take a prefill.
     pub fn when_no_prefill(mut self, when: WhenNoPrefill) -> Self {
         Arc::make_mut(&mut self.shared).when_no_prefill = when;
@@ -160,6 +232,141 @@ impl FallbackChain {
             .unwrap_or(&self.shared.default_fallbacks)
     }
 
+    /// Whether `target` may be tried now (always, without circuit breaking).
+    fn admit(&self, target: &str) -> Admission {
+        match &self.shared.circuits {
+            Some(circuits) => circuits.admit(target),
+            None => Admission::Closed,
+        }
+    }
+
+    /// The first of `candidates` whose circuit admits an attempt, else the one that failed
+    /// least recently; with its position.
+    fn pick<'a>(
+        &self,
+        candidates: impl Iterator<Item = &'a Arc<str>>,
+    ) -> Option<(usize, Arc<str>)> {
+        let mut least_recent: Option<(usize, &Arc<str>, tokio::time::Instant)> = None;
+        for (at, target) in candidates.enumerate() {
+            match self.admit(target) {
+                Admission::Closed | Admission::Probe => return Some((at, target.clone())),
+                Admission::Open { since } => {
+                    if !least_recent.is_some_and(|(_, _, earliest)| since >= earliest) {
+                        least_recent = Some((at, target, since));
+                    }
+                }
+            }
+        }
+        least_recent.map(|(at, target, _)| {
+            tracing::warn!(
+                target: TARGET,
+                { midstream.rule = "all_circuits_open", midstream.target = &**target },
+                "every target's circuit is open: trying the least recently failed"
+            );
+            (at, target.clone())
+        })
+    }
+
+    /// `plan`, a retry on `target`, with that target's deadlines if it was declared.
+    fn on_target(&self, target: &str, plan: Plan) -> Plan {
+        match self.target_of(target) {
+            Some(declared) => plan.with_deadlines(declared.deadlines()),
+            None => plan,
+        }
+    }
+
+    /// The target called `name` as declared; a model never declared is a name at its
+    /// dialect's own address.
+    fn declared(&self, name: &str) -> Target {
+        self.target_of(name)
+            .cloned()
+            .unwrap_or_else(|| Target::new(name))
+    }
+
+    /// The same target again, after a wait, if it has retries left, the failure is worth one
+    /// and the budget allows it.
+    fn same_target(&self, failure: &Failure<'_>) -> Option<Plan> {
+        let worth_it = match failure.class() {
+            FailureClass::Status(status) => retryable(status),
+            FailureClass::Connect => true,
+            _ => false,
+        };
+        if !worth_it || failure.answer_started() {
+            return None;
+        }
+        let target = failure.target()?;
+        let allowed = self
+            .target_of(target)
+            .and_then(Target::declared_retries)
+            .unwrap_or(self.shared.retries);
+        // The attempts in a row on this target, this one included.
+        let tried = failure
+            .history()
+            .iter()
+            .rev()
+            .take_while(|a| a.target() == Some(target))
+            .count() as u32;
+        let retry = tried.saturating_sub(1);
+        if retry >= allowed || matches!(self.admit(target), Admission::Open { .. }) {
+            return None;
+        }
+        let Some(wait) = self.shared.backoff.wait(retry, failure.retry_after()) else {
+            tracing::info!(
+                target: TARGET,
+                {
+                    midstream.rule = "retry_after_over_cap",
+                    midstream.retry_after_s = failure.retry_after().unwrap_or_default().as_secs_f64(),
+                },
+                "the upstream asked for a longer wait than the backoff cap: moving on"
+            );
+            return None;
+        };
+        if !self.shared.budget.withdraw() {
+            tracing::warn!(
+                target: TARGET,
+                {
+                    midstream.rule = "retry_budget",
+                },
+                "the retry budget is spent: moving on"
+            );
+            return None;
+        }
+        tracing::info!(
+            target: TARGET,
+            {
+                midstream.rule = "same_target_retry",
+                midstream.retry = retry + 1,
+                midstream.wait_s = wait.as_secs_f64(),
+            },
+            "retrying the same target"
+        );
+        // Where the failed attempt went: the same model at the same address.
+        let again = Target::new(target).at(failure.address().clone());
+        let plan = failure.retry(again, Strategy::Restart).after(wait);
+        Some(self.on_target(target, plan))
+    }
+
+    /// The next larger-context target, after a 400 saying the prompt is too long.
+    fn larger_context(&mut self, failure: &Failure<'_>) -> Plan {
+        let Some(model) = failure.model() else {
+            return Plan::give_up("the request names no model");
+        };
+        let list = self.shared.larger_context.get(&model);
+        let Some(target) = list.and_then(|l| l.get(self.next_larger)).cloned() else {
+            return Plan::give_up(format!("no larger-context target left for {model}"));
+        };
+        self.next_larger += 1;
+        tracing::info!(
+            target: TARGET,
+            {
+                midstream.rule = "context_window",
+            },
+            "the prompt is too long: restarting on a larger-context target"
+        );
+        let plan = failure.retry(self.declared(&target), Strategy::Restart);
+        self.on_target(&target, plan)
+    }
+
     fn instruction_strategy(&self) -> Strategy {
         Strategy::Instruction(
             self.shared
@@ -171,35 +378,101 @@ impl FallbackChain {
 }
 
 impl RetryPlanner for FallbackChain {
+    /// The first attempt gets its target's own deadlines; with circuit breaking, a model
+    /// whose circuit is open sends it to its first fallback whose circuit is closed (the
+    /// fallbacks before that one are skipped).
+    fn first(&mut self, request: &crate::plan::FirstAttempt<'_>) -> First {
+        if self.shared.circuits.is_none() && !self.shared.any_deadlines {
+            return First::as_sent();
+        }
+        let Some(model) = request.model().map(Arc::<str>::from) else {
+            return First::as_sent();
+        };
+        let list = self.fallbacks_of(&model);
+        let candidates = std::iter::once(&model).chain(list.iter());
+        let (first, target) = match self.pick(candidates) {
+            Some((at, target)) if at > 0 => {
+                self.next = at;
+                tracing::info!(
+                    target: TARGET,
+                    { midstream.rule = "circuit_open", midstream.target = &*target },
+                    "the model's circuit is open: the first attempt goes to a fallback"
+                );
+                (First::to(self.declared(&target)), target)
+            }
+            _ => (First::as_sent(), model),
+        };
+        match self.target_of(&target) {
+            Some(declared) => First {
+                timing: first.timing.then(declared.deadlines()),
+                ..first
+            },
+            None => first,
+        }
+    }
+
+    /// Tells the circuits how an attempt to a target ended: a completed or passed-on answer
+    /// closes, a failure of the target's (a retryable status, no connection, a broken, stalled
+    /// or malformed stream) counts towards opening.
+    fn attempt_ended(&mut self, attempt: &Attempt, outcome: AttemptOutcome) {
+        let (Some(circuits), Some(target)) = (&self.shared.circuits, attempt.target()) else {
+            return;
+        };
+        let success = match outcome {
+            AttemptOutcome::Completed | AttemptOutcome::PassedOn => true,
+            AttemptOutcome::Failed(FailureClass::Status(status)) => {
+                if !retryable(status) {
+                    return;
+                }
+                false
+            }
+            AttemptOutcome::Failed(FailureClass::PrefillRejected | FailureClass::ContextWindow) => {
+                return
+            }
+            AttemptOutcome::Failed(_) => false,
+            _ => return,
+        };
+        circuits.record(target, success);
+    }
+
     fn plan(&mut self, failure: &Failure<'_>) -> Plan {
         let instead = match self.shared.when_no_prefill {
             WhenNoPrefill::Restart => Strategy::Restart,
             WhenNoPrefill::Instruction | WhenNoPrefill::Error => self.instruction_strategy(),
         };
         if let Some(plan) = failure.retry_refused_prefill(instead) {
+            return match failure.target() {
+                Some(target) => self.on_target(target, plan),
+                None => plan,
+            };
+        }
+        if failure.class() == FailureClass::ContextWindow {
+            return self.larger_context(failure);
+        }
+        if let Some(plan) = self.same_target(failure) {
             return plan;
         }
         let Some(model) = failure.model() else {
             return Plan::give_up("the request names no model");
         };
         let list = self.fallbacks_of(&model);
-        let Some(target) = list.get(self.next).cloned() else {
+        let rest = list.get(self.next..).unwrap_or_default();
+        let Some((at, target)) = self.pick(rest.iter()) else {
             return Plan::give_up(if list.is_empty() {
                 format!("no fallback for {model}")
             } else {
                 format!("all {} fallbacks for {model} tried", list.len())
             });
         };
-        self.next += 1;
+        self.next += at + 1;
         let when = self.shared.when_no_prefill;
-        // A model never declared is a name at its dialect's own address.
-        let target = self
-            .target_of(&target)
-            .cloned()
-            .unwrap_or_else(|| Target::new(target));
+        let target = self.declared(&target);
+        let on_target = |plan: Plan| plan.with_deadlines(target.deadlines());
         match failure.strategy_for(target.accepts(), when) {
-            Ok(Strategy::Instruction(_)) => failure.retry(&target, self.instruction_strategy()),
-            Ok(strategy) => failure.retry(&target, strategy),
+            Ok(Strategy::Instruction(_)) => {
+                on_target(failure.retry(&target, self.instruction_strategy()))
+            }
+            Ok(strategy) => on_target(failure.retry(&target, strategy)),
             Err(_) if when == WhenNoPrefill::Error && failure.cannot_continue().is_none() => {
                 Plan::give_up(format!(
                     "{} does not accept prefill and when_no_prefill is `error`",

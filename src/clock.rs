@@ -1,14 +1,18 @@
-//! The one timer of a watched body.
+//! The one timer of an attempt: its deadlines, and the keep-alives owed to the client.
 //!
-//! Two deadlines today, each a line in [`Clock::next`]: the idle deadline (no event of the
-//! upstream's for `idle_timeout`: a stall) and the next keep-alive owed to the client while a
-//! fallback is on its way. A first-token deadline (time from an attempt's start to its first
-//! event carrying content) is one more: set when an attempt starts, cleared by the first event
-//! the relay reports as [`Carried::Content`](crate::relay::item::Carried).
+//! Each deadline is a line in [`Deadlines::next`]:
+//! * first token: from sending an attempt to its first event carrying content (text, a tool
+//!   call, reasoning); it also bounds the wait for the attempt's response headers;
+//! * idle: from one content event to the next (a stall);
+//! * hedge: from sending an attempt, with no content yet, to starting a hedge beside it;
+//! * keep-alive: the next comment owed to the client while it waits for a fallback.
+//!
+//! Pings, comments and envelope events (a message's start, its stop reason, usage) count for
+//! neither deadline: they show the connection is alive, not that the model is.
 //!
 //! Like tower-http's `TimeoutBody`, the timer is armed lazily and not re-armed for every event:
 //! progress only moves the idle deadline later, which is checked when the timer fires, so the
-//! hot path costs a clock read per frame and a look at the armed timer.
+//! hot path costs a clock read per content frame and a look at the armed timer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,14 +25,27 @@ use tokio::time::{Instant, Sleep};
 /// What came due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
-    /// Nothing from the upstream for the idle timeout.
+    /// No content from the attempt within the first-token deadline of sending it.
+    FirstToken,
+    /// No content from the attempt for the idle timeout since its last.
     Idle,
+    /// The attempt has sent no content within the hedge delay: time to race it.
+    Hedge,
     /// The client is owed a keep-alive.
     KeepAlive,
 }
 
+/// How long one attempt may take: the layer's options, as the planner set them for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    pub(crate) first_token: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
+    /// After this long with no content, a hedge starts beside the attempt (`None`: never).
+    pub(crate) hedge: Option<Duration>,
+}
+
 pin_project! {
-    /// The deadlines of a watched body, on one timer.
+    /// The deadlines of an attempt, on one timer.
     #[derive(Debug)]
     pub(crate) struct Clock {
         #[pin]
@@ -42,10 +59,12 @@ pin_project! {
 /// When things come due.
 #[derive(Debug, Clone, Copy)]
 struct Deadlines {
-    idle: Option<Duration>,
+    timing: Timing,
     every: Option<Duration>,
-    /// The upstream's last sign of progress.
-    progress: Instant,
+    /// When the attempt was sent: its first-token and hedge deadlines count from here.
+    sent: Instant,
+    /// Its last content event; `None` until its first.
+    content: Option<Instant>,
     /// The next keep-alive, while the client waits for a fallback.
     keep_alive_at: Option<Instant>,
 }
@@ -53,9 +72,16 @@ struct Deadlines {
 impl Deadlines {
     /// The earliest deadline, and what it is for.
     fn next(&self) -> Option<(Instant, Due)> {
-        let idle = self.idle.map(|idle| (self.progress + idle, Due::Idle));
+        let t = &self.timing;
+        let (stall, hedge) = match self.content {
+            None => (
+                t.first_token.map(|d| (self.sent + d, Due::FirstToken)),
+                t.hedge.map(|d| (self.sent + d, Due::Hedge)),
+            ),
+            Some(at) => (t.idle.map(|d| (at + d, Due::Idle)), None),
+        };
         let keep_alive = self.keep_alive_at.map(|at| (at, Due::KeepAlive));
-        [idle, keep_alive]
+        [stall, hedge, keep_alive]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
@@ -63,44 +89,54 @@ impl Deadlines {
 }
 
 impl Clock {
-    /// Stalls after `idle` without progress; keep-alives `every` so often while waiting.
-    pub(crate) fn new(idle: Option<Duration>, every: Option<Duration>) -> Clock {
+    /// The deadlines of an attempt sent at `sent`; keep-alives `every` so often while the
+    /// client waits for a fallback.
+    pub(crate) fn new(sent: Instant, timing: Timing, every: Option<Duration>) -> Clock {
         Clock {
             sleep: None,
             registered: None,
             deadlines: Deadlines {
-                idle,
+                timing,
                 every,
-                progress: Instant::now(),
+                sent,
+                content: None,
                 keep_alive_at: None,
             },
         }
     }
 
-    /// The idle timeout, to name a stall.
-    pub(crate) fn idle(&self) -> Duration {
-        self.deadlines.idle.unwrap_or_default()
+    /// What the attempt's deadlines are.
+    pub(crate) fn timing(&self) -> Timing {
+        self.deadlines.timing
     }
 
-    /// The upstream showed progress (an event that was not a keep-alive).
-    pub(crate) fn progressed(self: Pin<&mut Self>) {
-        self.project().deadlines.progress = Instant::now();
-    }
-
-    /// A fallback is being called: its wait counts from now, and the client gets keep-alives
-    /// until the continuation flows.
-    pub(crate) fn calling(self: Pin<&mut Self>) {
+    /// The attempt sent content: its first token, or progress after it.
+    pub(crate) fn content(self: Pin<&mut Self>) {
         let this = self.project();
-        let now = Instant::now();
-        this.deadlines.progress = now;
-        this.deadlines.keep_alive_at = this.deadlines.every.map(|every| now + every);
+        let first = this.deadlines.content.is_none();
+        this.deadlines.content = Some(Instant::now());
+        if first {
+            // The idle deadline may come sooner than the first-token one the timer is armed for.
+            *this.registered = None;
+        }
+    }
+
+    /// A new attempt (a fallback) is called, to be sent at `sent`: its deadlines count from
+    /// then, and the client gets keep-alives until its continuation flows.
+    pub(crate) fn calling(self: Pin<&mut Self>, sent: Instant, timing: Timing) {
+        let this = self.project();
+        let d = this.deadlines;
+        d.sent = sent;
+        d.timing = timing;
+        d.content = None;
+        d.keep_alive_at = d.every.map(|every| Instant::now() + every);
         // A deadline may now come sooner than the timer is armed for.
         *this.registered = None;
     }
 
-    /// A new attempt's stream begins: its idle deadline counts from now.
-    pub(crate) fn attempt(self: Pin<&mut Self>) {
-        self.progressed();
+    /// No hedge for this attempt after all (one was started, or content reached the client).
+    pub(crate) fn no_hedge(self: Pin<&mut Self>) {
+        self.project().deadlines.timing.hedge = None;
     }
 
     /// The continuation reaches the client: no more keep-alives.
@@ -112,6 +148,21 @@ impl Clock {
     pub(crate) fn kept_alive(self: Pin<&mut Self>) {
         let deadlines = self.project().deadlines;
         deadlines.keep_alive_at = deadlines.every.map(|every| Instant::now() + every);
+    }
+
+    /// What a stall of `due` is, in words, for its failure.
+    pub(crate) fn stall(&self, due: Due) -> String {
+        let t = &self.deadlines.timing;
+        match due {
+            Due::FirstToken => format!(
+                "no content within the first-token deadline of {} (pings, comments and envelope events do not count)",
+                human(t.first_token.unwrap_or_default())
+            ),
+            _ => format!(
+                "no content for {} (pings, comments and envelope events do not count)",
+                human(t.idle.unwrap_or_default())
+            ),
+        }
     }
 
     /// Whether a deadline has come; registers for the next one otherwise.
@@ -129,7 +180,7 @@ impl Clock {
         loop {
             match this.sleep.as_mut().as_pin_mut() {
                 None => this.sleep.set(Some(tokio::time::sleep_until(at))),
-                Some(sleep) if sleep.deadline() > at => sleep.reset(at),
+                Some(sleep) if sleep.deadline() != at => sleep.reset(at),
                 Some(_) => {}
             }
             let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
@@ -141,12 +192,6 @@ impl Clock {
             if Instant::now() >= at {
                 return Poll::Ready(due);
             }
-            // Fired for an earlier deadline that has since moved: re-arm for the current one.
-            this.sleep
-                .as_mut()
-                .as_pin_mut()
-                .expect("armed above")
-                .reset(at);
         }
     }
 }
@@ -177,36 +222,86 @@ mod tests {
         Waker::from(std::sync::Arc::new(Noop))
     }
 
+    fn timing(first_token: u64, idle: u64, hedge: Option<u64>) -> Timing {
+        Timing {
+            first_token: Some(Duration::from_secs(first_token)),
+            idle: Some(Duration::from_secs(idle)),
+            hedge: hedge.map(Duration::from_secs),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn progress_moves_the_stall_later_and_keep_alives_come_while_calling() {
-        let mut clock = std::pin::pin!(Clock::new(
-            Some(Duration::from_secs(10)),
-            Some(Duration::from_secs(3))
-        ));
+    async fn the_first_token_deadline_counts_from_sending_and_the_idle_one_from_content() {
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let mut clock = std::pin::pin!(Clock::new(sent, timing(5, 10, None), None));
         assert!(poll(clock.as_mut()).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(poll(clock.as_mut()), Poll::Ready(Due::FirstToken));
+
+        let mut clock = std::pin::pin!(Clock::new(Instant::now(), timing(5, 10, None), None));
+        clock.as_mut().content();
         tokio::time::advance(Duration::from_secs(6)).await;
-        clock.as_mut().progressed();
-        tokio::time::advance(Duration::from_secs(6)).await;
-        // 12 s since the start, 6 s since the progress: not stalled.
-        assert!(poll(clock.as_mut()).is_pending());
-        clock.as_mut().calling();
-        tokio::time::advance(Duration::from_secs(3)).await;
-        assert_eq!(poll(clock.as_mut()), Poll::Ready(Due::KeepAlive));
-        clock.as_mut().kept_alive();
-        assert!(poll(clock.as_mut()).is_pending());
-        clock.as_mut().flowing();
-        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(poll(clock.as_mut()).is_pending(), "past the first token");
+        clock.as_mut().content();
+        tokio::time::advance(Duration::from_secs(9)).await;
         assert!(
             poll(clock.as_mut()).is_pending(),
-            "no keep-alive once flowing"
+            "content moved the stall later"
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(poll(clock.as_mut()), Poll::Ready(Due::Idle));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn without_an_idle_timeout_nothing_comes_due() {
-        let mut clock = std::pin::pin!(Clock::new(None, None));
+    async fn a_hedge_comes_due_before_the_first_token_only() {
+        let mut clock = std::pin::pin!(Clock::new(Instant::now(), timing(10, 10, Some(2)), None));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(poll(clock.as_mut()), Poll::Ready(Due::Hedge));
+        clock.as_mut().no_hedge();
+        assert!(poll(clock.as_mut()).is_pending());
+
+        let mut clock = std::pin::pin!(Clock::new(Instant::now(), timing(10, 10, Some(2)), None));
+        clock.as_mut().content();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(
+            poll(clock.as_mut()).is_pending(),
+            "no hedge once content came"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_come_while_calling_until_the_continuation_flows() {
+        let mut clock = std::pin::pin!(Clock::new(
+            Instant::now(),
+            timing(20, 10, None),
+            Some(Duration::from_secs(3))
+        ));
+        clock.as_mut().content();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        clock.as_mut().calling(Instant::now(), timing(20, 10, None));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(poll(clock.as_mut()), Poll::Ready(Due::KeepAlive));
+        clock.as_mut().kept_alive();
+        assert!(poll(clock.as_mut()).is_pending());
+        clock.as_mut().flowing();
+        tokio::time::advance(Duration::from_secs(16)).await;
+        assert!(
+            poll(clock.as_mut()).is_pending(),
+            "no keep-alive once flowing; the fallback's first token is due 20 s after its call"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(poll(clock.as_mut()), Poll::Ready(Due::FirstToken));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_deadlines_nothing_comes_due() {
+        let none = Timing {
+            first_token: None,
+            idle: None,
+            hedge: None,
+        };
+        let mut clock = std::pin::pin!(Clock::new(Instant::now(), none, None));
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert!(poll(clock.as_mut()).is_pending());
     }

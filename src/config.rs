@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::clock::Timing;
 use crate::dialect::{Dialect, Limits};
 use crate::observe::Observers;
 use crate::untrusted::Redactor;
@@ -11,6 +12,10 @@ use crate::untrusted::Redactor;
 pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) first_token_timeout: Option<Duration>,
+    /// The clock's hedge deadline. Hedging the first token (issue 11 item 3) is not built:
+    /// no option sets this, and an attempt's clock never comes due for a hedge.
+    pub(crate) hedge_after: Option<Duration>,
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_transcript_bytes: usize,
@@ -26,6 +31,8 @@ impl Default for Config {
         Config {
             max_attempts: 3,
             idle_timeout: Some(Duration::from_secs(60)),
+            first_token_timeout: Some(Duration::from_secs(60)),
+            hedge_after: None,
             keep_alive: Some(Duration::from_secs(5)),
             max_request_bytes: 4 << 20,
             max_transcript_bytes: 1 << 20,
@@ -39,6 +46,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// An attempt's deadlines, unless the planner sets others for it.
+    pub(crate) fn timing(&self) -> Timing {
+        Timing {
+            first_token: self.first_token_timeout,
+            idle: self.idle_timeout,
+            hedge: self.hedge_after,
+        }
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             transcript: self.max_transcript_bytes,

@@ -32,6 +32,8 @@ pub struct AttemptError {
     pub(crate) detail: Arc<str>,
     /// The upstream's own error type (`overloaded_error`...), named to the client.
     pub(crate) error_type: Option<Arc<str>>,
+    /// How long its failed response asked to wait (`Retry-After`, `retry-after-ms`).
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl AttemptError {
@@ -59,6 +61,12 @@ impl AttemptError {
     /// What the upstream said or did, in words.
     pub fn detail(&self) -> &str {
         &self.detail
+    }
+
+    /// How long its failed response asked to wait before a retry (`Retry-After` in seconds
+    /// or as an HTTP date, or `retry-after-ms`), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 }
 
@@ -155,11 +163,16 @@ pub enum FailureClass {
     /// A fallback answered a prefill request with HTTP 400: it does not accept prefill after
     /// all. [`FallbackChain`](crate::FallbackChain) retries it once with the instruction.
     PrefillRejected,
+    /// HTTP 400 saying the prompt is longer than the model's context window (OpenAI and
+    /// compatible servers: `context_length_exceeded`, "maximum context length"; Anthropic:
+    /// "prompt is too long"). [`FallbackChain`](crate::FallbackChain) restarts on a
+    /// larger-context target if one is configured, else the 400 goes to the client as it came.
+    ContextWindow,
 }
 
 impl FailureClass {
     /// A short name for logs and metrics: `connect`, `status`, `transport`, `stall`, `in_band`,
-    /// `truncated`, `malformed`, `prefill_rejected`.
+    /// `truncated`, `malformed`, `prefill_rejected`, `context_window`.
     pub fn name(self) -> &'static str {
         match self {
             FailureClass::Connect => "connect",
@@ -170,12 +183,16 @@ impl FailureClass {
             FailureClass::Truncated => "truncated",
             FailureClass::Malformed => "malformed",
             FailureClass::PrefillRejected => "prefill_rejected",
+            FailureClass::ContextWindow => "context_window",
         }
     }
 
     /// The failure happened before any response body reached the client.
     pub fn before_stream(self) -> bool {
-        matches!(self, FailureClass::Connect | FailureClass::Status(_))
+        matches!(
+            self,
+            FailureClass::Connect | FailureClass::Status(_) | FailureClass::ContextWindow
+        )
     }
 }
 
@@ -190,6 +207,7 @@ impl fmt::Display for FailureClass {
             FailureClass::Truncated => f.write_str("stream ended early"),
             FailureClass::Malformed => f.write_str("malformed stream"),
             FailureClass::PrefillRejected => f.write_str("prefill rejected"),
+            FailureClass::ContextWindow => f.write_str("prompt too long"),
         }
     }
 }

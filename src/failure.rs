@@ -73,6 +73,12 @@ impl<'a> Failure<'a> {
         self.address
     }
 
+    /// How long the failed response asked to wait before a retry (`Retry-After` in seconds or
+    /// as an HTTP date, or `retry-after-ms`), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.history.last().and_then(AttemptError::retry_after)
+    }
+
     /// Every failed attempt so far, this one last, with the target and strategy each used.
     pub fn history(&self) -> &[AttemptError] {
         self.history
@@ -132,9 +138,11 @@ impl<'a> Failure<'a> {
     /// is none, the way [`FallbackChain`](crate::FallbackChain) decides:
     ///
     /// * nothing of the answer reached the client: [`Strategy::Restart`];
-    /// * only text did, more than the transcript keeps: [`Strategy::Restart`] (it cannot be
-    ///   continued; the client sees a new answer after the partial one);
-    /// * it [`cannot_continue`](Self::cannot_continue) otherwise: no strategy;
+    /// * it [`cannot_continue`](Self::cannot_continue) (more text than the transcript keeps,
+    ///   or tool calls reached the client): no strategy, so that the client gets a clean error
+    ///   naming the original failure; except that text past the transcript limit restarts
+    ///   when `when_no_prefill` is [`WhenNoPrefill::Restart`], the one setting under which
+    ///   the operator accepted a new answer after the partial one;
     /// * the target accepts prefill and the request allows it
     ///   ([`prefill_allowed`](Self::prefill_allowed)): [`Strategy::Prefill`];
     /// * otherwise `when_no_prefill`: the continue instruction ([`Strategy::instruction`]), a
@@ -161,8 +169,11 @@ impl<'a> Failure<'a> {
         prefill: Prefill,
         when_no_prefill: WhenNoPrefill,
     ) -> Result<Strategy, Cow<'static, str>> {
+        if !self.answer_started() {
+            return Ok(Strategy::Restart);
+        }
         let overflowed_text = self.transcript.overflowed() && self.transcript.tool_calls() == 0;
-        if !self.answer_started() || overflowed_text {
+        if overflowed_text && when_no_prefill == WhenNoPrefill::Restart {
             return Ok(Strategy::Restart);
         }
         if let Some(why) = self.cannot_continue() {
@@ -289,6 +300,7 @@ impl FailureBuilder {
             class: FailureClass::Transport,
             detail: "connection reset".into(),
             error_type: None,
+            retry_after: None,
         };
         FailureBuilder {
             dialect,
@@ -309,6 +321,12 @@ impl FailureBuilder {
     /// How the attempt failed (default: [`FailureClass::Transport`]).
     pub fn class(mut self, class: FailureClass) -> Self {
         self.failed().class = class;
+        self
+    }
+
+    /// The failed response asked to wait `wait` before a retry (its `Retry-After`).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.failed().retry_after = Some(wait);
         self
     }
 
@@ -340,6 +358,7 @@ impl FailureBuilder {
             class,
             detail: class.to_string().into(),
             error_type: None,
+            retry_after: None,
         };
         self.history.insert(at, earlier);
         for (n, attempt) in self.history.iter_mut().enumerate() {

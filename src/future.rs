@@ -15,9 +15,11 @@ use tower_service::Service;
 
 use crate::before_stream::{before_stream, pass_on_error};
 use crate::body::FallbackBody;
+use crate::clock::{human, Clock, Due};
 use crate::config::Config;
-use crate::dialect::{Dialect, ErrorKind};
+use crate::dialect::{Dialect, ErrorKind, StreamFailure};
 use crate::error::BoxError;
+use crate::error::FailureClass;
 use crate::plan::RetryPlanner;
 use crate::recovery::{retryable, Recovery};
 use crate::replay::{Collected, ReplayBody};
@@ -58,8 +60,15 @@ pin_project! {
             collected: Collected,
             start: Option<Start<S, P>>,
         },
-        // The first attempt, on the service that was made ready.
-        Calling { #[pin] fut: S::Future, recovery: Option<Recovery<S, P>> },
+        // The first attempt, on the service that was made ready, within its first-token
+        // deadline.
+        Calling {
+            #[pin]
+            fut: S::Future,
+            #[pin]
+            clock: Clock,
+            recovery: Option<Recovery<S, P>>,
+        },
         // The first attempt failed before the stream: further attempts.
         Recovering { fut: BoxResponseFuture<ResBody> },
         // The first attempt failed for good: its error body, read within bounds and redacted.
@@ -148,13 +157,29 @@ where
                     dialect,
                     config,
                 } => {
-                    return Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
-                        Ok(response) => response.map(FallbackBody::plain),
+                    let response = match std::task::ready!(fut.poll(cx)) {
+                        Ok(response) if response.status().is_success() => response,
+                        Ok(response) => {
+                            // An error body may quote a key: read (bounded) and redacted, as
+                            // on the watched path.
+                            let (dialect, config) = (*dialect, config.clone());
+                            state.set(State::PassingOnError {
+                                fut: Box::pin(async move {
+                                    Ok(pass_on_error(response, dialect, &config).await)
+                                }),
+                            });
+                            continue;
+                        }
                         Err(err) => {
                             let err: BoxError = err.into();
-                            unwatched_failed(*dialect, describe(&*err), &config.redactor)
+                            return Poll::Ready(Ok(unwatched_failed(
+                                *dialect,
+                                describe(&*err),
+                                &config.redactor,
+                            )));
                         }
-                    }));
+                    };
+                    return Poll::Ready(Ok(response.map(FallbackBody::plain)));
                 }
                 StateProj::Collecting {
                     mut body,
@@ -205,27 +230,58 @@ where
                     let mut recovery =
                         Recovery::new(service, planner, original, dialect, config, span);
                     let fut = recovery.call_first();
+                    let (sent, timing) = recovery.deadlines();
                     state.set(State::Calling {
                         fut,
+                        clock: Clock::new(sent, timing, None),
                         recovery: Some(recovery),
                     });
                 }
-                StateProj::Calling { fut, recovery } => {
-                    let result = {
+                StateProj::Calling {
+                    fut,
+                    mut clock,
+                    recovery,
+                } => {
+                    let polled = {
                         let span = recovery.as_ref().map(Recovery::attempt_span);
                         let _entered = span.map(tracing::Span::enter);
-                        std::task::ready!(fut.poll(cx))
+                        fut.poll(cx)
+                    };
+                    let result = match polled {
+                        Poll::Ready(result) => result.map_err(|err| {
+                            let err: BoxError = err.into();
+                            StreamFailure::new(FailureClass::Connect, describe(&*err))
+                        }),
+                        Poll::Pending => match std::task::ready!(clock.as_mut().poll_due(cx)) {
+                            Due::FirstToken => Err(StreamFailure::new(
+                                FailureClass::Stall,
+                                format!(
+                                    "no response headers within the first-token deadline of {}",
+                                    human(clock.timing().first_token.unwrap_or_default())
+                                ),
+                            )),
+                            // Hedging comes with its own commit; until then the deadline passes.
+                            _ => {
+                                clock.no_hedge();
+                                continue;
+                            }
+                        },
                     };
                     let mut recovery = recovery.take().expect("polled after completion");
                     match result {
                         Ok(response) if response.status().is_success() => {
                             return Poll::Ready(Ok(watch(response, recovery)));
                         }
+                        // A retryable status goes on below even with no attempt left, so that
+                        // giving up records it like any other failure.
+                        // A 400 is read first: it may say the prompt is too long for the model.
                         Ok(mut response)
-                            if !retryable(response.status()) || !recovery.can_retry() =>
+                            if !retryable(response.status())
+                                && response.status() != StatusCode::BAD_REQUEST =>
                         {
                             recovery.pass_on(&mut response);
-                            let (dialect, config) = (recovery.dialect(), recovery.config.clone());
+                            let (dialect, config) =
+                                (Some(recovery.dialect()), recovery.config.clone());
                             state.set(State::PassingOnError {
                                 fut: Box::pin(async move {
                                     Ok(pass_on_error(response, dialect, &config).await)

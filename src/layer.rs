@@ -55,13 +55,27 @@ impl<P> MidStreamFallbackLayer<P> {
         self
     }
 
-    /// A stream with no event for this long has stalled and falls back (default 60 s; `None`
-    /// never). It also bounds the wait for a fallback's response headers. SSE comments and
-    /// keep-alive events (Anthropic `ping`) do not count as events: they show the connection
-    /// is alive, not that the model is. Allow for models that think silently before their
-    /// first token.
+    /// A stream with no content for this long since its last has stalled and falls back
+    /// (default 60 s; `None` never). Content is text, a tool call or reasoning: SSE comments,
+    /// keep-alive events (Anthropic `ping`) and envelope events (a message's start, its stop
+    /// reason, usage) show the connection is alive, not that the model is, and do not count.
+    /// The wait for an attempt's first content is the
+    /// [first-token deadline](Self::first_token_timeout)'s. A planner can set another for one
+    /// target ([`Plan::idle_timeout`](crate::Plan::idle_timeout)).
     pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
         self.config().idle_timeout = idle.into();
+        self
+    }
+
+    /// An attempt with no content this long after it was sent has stalled and falls back
+    /// (default 60 s; `None` never). It counts from the call to the inner service, so it also
+    /// bounds the wait for response headers, and only content ends it (text, a tool call or
+    /// reasoning; not pings, comments or envelope events). Before anything of the answer reached
+    /// the client, the next target takes over invisibly. Allow for models that think silently
+    /// before their first token; a planner can set another for one target
+    /// ([`Plan::first_token_timeout`](crate::Plan::first_token_timeout)).
+    pub fn first_token_timeout(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.config().first_token_timeout = deadline.into();
         self
     }
 
@@ -82,7 +96,9 @@ impl<P> MidStreamFallbackLayer<P> {
     }
 
     /// The most answer text kept per stream for continuing it (default 1 MiB). A stream that
-    /// has sent more can still restart elsewhere, but not be continued.
+    /// has sent more cannot be continued: if it fails, the client gets an error event naming
+    /// the failure (a new answer after the partial one only with
+    /// [`WhenNoPrefill::Restart`](crate::WhenNoPrefill::Restart)).
     pub fn max_transcript_bytes(mut self, bytes: usize) -> Self {
         self.config().max_transcript_bytes = bytes;
         self

@@ -47,25 +47,30 @@
 //! for every attempt. A successful response that is not `text/event-stream` passes through
 //! untouched; so does every other request, and a request carrying [`NoFallback`]. So does an
 //! event stream with a `Content-Encoding` other than `identity`: compressed bytes are not
-//! readable SSE, and the layer never writes its own events into them. To have such responses
-//! watched, put a decompression layer (tower-http's `DecompressionLayer`) *inside* this one;
-//! a gateway can simply ask its upstreams for `accept-encoding: identity`.
+//! readable SSE, and the layer never writes its own events into them; a warning is logged for
+//! each such response, since it has no fallback. To have such responses watched, put a
+//! decompression layer (tower-http's `DecompressionLayer`) *inside* this one; a gateway can
+//! simply ask its upstreams for `accept-encoding: identity` (clients and `CompressionLayer`
+//! leave the client's `gzip` on the request otherwise).
 //!
 //! An error response is passed on as it came, except that its body is read first (up to 64
 //! KiB, for no longer than the idle timeout) so that secrets can be taken out of it (see
-//! [`MidStreamFallbackLayer::redact`]).
+//! [`MidStreamFallbackLayer::redact`]): for every request through the layer, watched or not.
+//! Every request the inner service gets carries an [`Attempt`], watched or not (one the layer
+//! does not watch is attempt 1, its target unknown: its body is not read).
 //!
 //! # Failures
 //!
 //! | class | seen as | fallback? |
 //! |---|---|---|
 //! | [`Transport`](FailureClass::Transport) | the body yields an error (reset, incomplete message) | yes |
-//! | [`Stall`](FailureClass::Stall) | no event within the [idle timeout](MidStreamFallbackLayer::idle_timeout) (comments and pings do not count) | yes |
+//! | [`Stall`](FailureClass::Stall) | no content within the [first-token deadline](MidStreamFallbackLayer::first_token_timeout) of sending an attempt, or the [idle timeout](MidStreamFallbackLayer::idle_timeout) after its last content (comments, pings and envelope events do not count) | yes |
 //! | [`InBand`](FailureClass::InBand) | Anthropic `event: error`; an OpenAI chunk with an `error` | yes, unless a client error (invalid request, content policy): that is passed on as it came |
 //! | [`Truncated`](FailureClass::Truncated) | the body ends before `message_stop` / `data: [DONE]` | yes; or, if only the closing events are missing, the layer closes the stream itself |
 //! | [`Malformed`](FailureClass::Malformed) | an event over the size limit or that does not parse | yes |
 //! | [`Status`](FailureClass::Status) | 408, 429, 500, 502, 503, 504, 529 before the stream | yes, invisibly (a restart) |
 //! | [`Connect`](FailureClass::Connect) | the inner service fails before headers | yes |
+//! | [`ContextWindow`](FailureClass::ContextWindow) | a 400 saying the prompt is too long | on a larger-context target, if configured; else passed on |
 //! | client error | any other 4xx before the stream | no: passed on as it came |
 //! | client gone | the response body is dropped | no: the upstream is cancelled, nothing more is called |
 //!
@@ -157,11 +162,12 @@
 //! | option | default | beyond it |
 //! |---|---|---|
 //! | [`max_attempts`](MidStreamFallbackLayer::max_attempts) | 3, the first included | give up |
-//! | [`idle_timeout`](MidStreamFallbackLayer::idle_timeout) | 60 s | a stall |
+//! | [`first_token_timeout`](MidStreamFallbackLayer::first_token_timeout) | 60 s from sending an attempt to its first content | a stall |
+//! | [`idle_timeout`](MidStreamFallbackLayer::idle_timeout) | 60 s between content events | a stall |
 //! | [`keep_alive`](MidStreamFallbackLayer::keep_alive) | every 5 s while waiting for a fallback | |
 //! | [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes) | 4 MiB | 413 in the client's dialect; nothing is sent upstream |
 //! | [`max_event_bytes`](MidStreamFallbackLayer::max_event_bytes) | 1 MiB | a malformed stream |
-//! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued |
+//! | [`max_transcript_bytes`](MidStreamFallbackLayer::max_transcript_bytes) | 1 MiB of answer text | the answer can no longer be continued: a failure ends it with an error event |
 //! | [`max_held_bytes`](MidStreamFallbackLayer::max_held_bytes) | 4 MiB held back (tool calls, reasoning: their ids, names, starts and content) | a malformed stream |
 //! | a failed response's body, read to describe it, redact it and hand it back | 64 KiB, within the idle timeout | what was read is described; a torn body is replaced by an error in the client's dialect |
 //!
@@ -185,11 +191,14 @@
 
 mod address;
 mod attempt;
+mod backoff;
 mod before_stream;
 mod body;
+mod breaker;
 mod chain;
 mod clock;
 mod config;
+mod context_window;
 mod dialect;
 mod error;
 mod failure;
@@ -218,7 +227,9 @@ mod untrusted;
 
 pub use address::{Address, VERTEX_ANTHROPIC_VERSION};
 pub use attempt::Attempt;
+pub use backoff::{Backoff, RetryBudget};
 pub use body::FallbackBody;
+pub use breaker::{Admission, Breaker, CircuitState};
 pub use chain::{FallbackChain, WhenNoPrefill};
 pub use dialect::Dialect;
 pub use error::{AttemptError, FailureClass, FallbackError};
@@ -227,7 +238,7 @@ pub use layer::MidStreamFallbackLayer;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsObserver;
 pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
-pub use plan::{Plan, RetryPlanner};
+pub use plan::{First, FirstAttempt, Plan, RetryPlanner};
 pub use provenance::Provenance;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};

@@ -18,9 +18,11 @@ use crate::observe::{AttemptReport, Observer, RequestReport};
 /// | `midstream_usage_tokens_total` | counter | `target`, `type` (`input`, `output`) | tokens, as the upstreams reported them |
 ///
 /// `strategy` is `original` (the first attempt), `restart`, `prefill` or `instruction`. The
-/// first attempt's `target` is the model the client's body names, which the client chooses:
-/// list the models you serve with [`targets`](Self::targets), so that any other is counted as
-/// `other` and a client cannot mint label values.
+/// first attempt's `target` is the model the client's body names, which the client chooses, so
+/// a target is a label value only when it is listed with [`targets`](Self::targets); any
+/// other is counted as `other`, and a client cannot mint label values.
+/// [`record_all_targets`](Self::record_all_targets) turns that off, for a service whose
+/// clients cannot choose the model.
 ///
 /// ```
 /// use tower_midstream::{FallbackChain, MetricsObserver, MidStreamFallbackLayer};
@@ -31,14 +33,29 @@ use crate::observe::{AttemptReport, Observer, RequestReport};
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct MetricsObserver {
-    targets: Option<Arc<HashSet<Arc<str>>>>,
+    targets: Targets,
+}
+
+/// Which targets are label values of their own.
+#[derive(Debug, Clone)]
+enum Targets {
+    /// These; any other is `other`.
+    Listed(Arc<HashSet<Arc<str>>>),
+    /// Every one, under its own name: as many label values as names clients send.
+    All,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets::Listed(Arc::default())
+    }
 }
 
 /// The label of a target not among those listed.
 const OTHER: &str = "other";
 
 impl MetricsObserver {
-    /// Records every target under its own name.
+    /// Counts every target as `other` until [`targets`](Self::targets) lists them.
     pub fn new() -> Self {
         Self::default()
     }
@@ -49,15 +66,22 @@ impl MetricsObserver {
         I: IntoIterator<Item = T>,
         T: Into<Arc<str>>,
     {
-        self.targets = Some(Arc::new(targets.into_iter().map(Into::into).collect()));
+        self.targets = Targets::Listed(Arc::new(targets.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Records every target under its own name, whatever model a client sends: for a service
+    /// whose clients cannot choose the model, or whose models are checked before this layer.
+    pub fn record_all_targets(mut self) -> Self {
+        self.targets = Targets::All;
         self
     }
 
     fn target_label(&self, target: Option<&str>) -> String {
         match (target, &self.targets) {
-            (None, _) => OTHER.to_owned(),
-            (Some(t), Some(known)) if !known.contains(t) => OTHER.to_owned(),
-            (Some(t), _) => t.to_owned(),
+            (Some(t), Targets::All) => t.to_owned(),
+            (Some(t), Targets::Listed(known)) if known.contains(t) => t.to_owned(),
+            _ => OTHER.to_owned(),
         }
     }
 }

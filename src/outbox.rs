@@ -31,6 +31,11 @@ impl Outbox {
         }
     }
 
+    /// What takes secrets out of upstream words on their way to this client.
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     /// Forward an upstream's error event, secrets redacted: its message may quote the key the
     /// upstream was sent.
     pub(crate) fn forward_error(&mut self, ev: &Event<'_>) {

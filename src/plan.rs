@@ -1,11 +1,14 @@
 //! Deciding how to retry: the planner trait and what it is told and returns.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 
+use crate::attempt::{Attempt, ModelInBody};
 use crate::failure::Failure;
+use crate::observe::AttemptOutcome;
 use crate::strategy::Strategy;
 use crate::target::Target;
 
@@ -17,7 +20,8 @@ use crate::target::Target;
 ///
 /// The planner is asked only about failures that a retry can fix: a client error (any 4xx
 /// other than 408 and 429 before the stream, an in-band `invalid_request_error`) is passed to
-/// the client as it came, and a request that opted out with [`NoFallback`](crate::NoFallback)
+/// the client as it came, except a 400 saying the prompt is too long
+/// ([`FailureClass::ContextWindow`](crate::FailureClass::ContextWindow)), and a request that opted out with [`NoFallback`](crate::NoFallback)
 /// never gets here.
 ///
 /// # Example
@@ -53,11 +57,87 @@ use crate::target::Target;
 pub trait RetryPlanner {
     /// What to do about `failure`: a rewritten request for the next attempt, or give up.
     fn plan(&mut self, failure: &Failure<'_>) -> Plan;
+
+    /// Before the first attempt: where it goes and its deadlines. [`First::as_sent`], the
+    /// default, sends the request as the client sent it with the layer's deadlines;
+    /// [`First::to`] restarts it on another target (a primary whose circuit is open...).
+    fn first(&mut self, request: &FirstAttempt<'_>) -> First {
+        let _ = request;
+        First::as_sent()
+    }
+
+    /// An attempt ended: `outcome` says how (a planner that keeps per-target health, as
+    /// [`FallbackChain`](crate::FallbackChain)'s circuit breaker does, learns from it). Not
+    /// called for an attempt whose client went away. Does nothing by default.
+    fn attempt_ended(&mut self, attempt: &Attempt, outcome: AttemptOutcome) {
+        let _ = (attempt, outcome);
+    }
 }
 
 impl<P: RetryPlanner + ?Sized> RetryPlanner for Box<P> {
     fn plan(&mut self, failure: &Failure<'_>) -> Plan {
         (**self).plan(failure)
+    }
+
+    fn first(&mut self, request: &FirstAttempt<'_>) -> First {
+        (**self).first(request)
+    }
+
+    fn attempt_ended(&mut self, attempt: &Attempt, outcome: AttemptOutcome) {
+        (**self).attempt_ended(attempt, outcome)
+    }
+}
+
+/// The planner's say before the first attempt: where it goes, and its deadlines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct First {
+    pub(crate) target: Option<Target>,
+    pub(crate) timing: Deadlines,
+}
+
+impl First {
+    /// The request as the client sent it, with the layer's deadlines.
+    pub fn as_sent() -> Self {
+        First::default()
+    }
+
+    /// The request restarted on `target` (a model name, or a [`Target`] with its
+    /// [`Address`](crate::Address)) instead of the model the client asked for.
+    pub fn to(target: impl Into<Target>) -> Self {
+        First {
+            target: Some(target.into()),
+            timing: Deadlines::default(),
+        }
+    }
+
+    /// Where it goes instead of the model the client asked for, if elsewhere.
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_ref().map(Target::name)
+    }
+
+    /// Its first-token deadline, instead of the layer's (`None`: none).
+    pub fn first_token_timeout(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.timing.first_token = Some(deadline.into());
+        self
+    }
+
+    /// Its idle timeout, instead of the layer's (`None`: none).
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.timing.idle = Some(idle.into());
+        self
+    }
+}
+
+/// What a planner is told before the first attempt.
+#[derive(Debug)]
+pub struct FirstAttempt<'a> {
+    pub(crate) model: &'a ModelInBody,
+}
+
+impl FirstAttempt<'_> {
+    /// The `model` the client asked for (its body is read for it once, on the first ask).
+    pub fn model(&self) -> Option<&str> {
+        self.model.get().map(|m| &**m)
     }
 }
 
@@ -73,8 +153,44 @@ pub(crate) enum PlanKind {
         target: Target,
         strategy: Strategy,
         request: Request<Bytes>,
+        /// How long to wait before sending it (a backoff, a `Retry-After`).
+        after: Duration,
+        timing: Deadlines,
     },
     GiveUp(Cow<'static, str>),
+}
+
+/// The deadlines a plan sets for its attempt; `None`: the layer's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    pub(crate) first_token: Option<Option<Duration>>,
+    pub(crate) idle: Option<Option<Duration>>,
+}
+
+impl Deadlines {
+    /// These deadlines, each overridden by `other`'s where it sets one.
+    pub(crate) fn then(self, other: Deadlines) -> Deadlines {
+        Deadlines {
+            first_token: other.first_token.or(self.first_token),
+            idle: other.idle.or(self.idle),
+        }
+    }
+
+    /// Whether it sets any deadline.
+    pub(crate) fn any(&self) -> bool {
+        self.first_token.is_some() || self.idle.is_some()
+    }
+
+    /// These deadlines over `timing`, the layer's.
+    pub(crate) fn over(self, mut timing: crate::clock::Timing) -> crate::clock::Timing {
+        if let Some(first_token) = self.first_token {
+            timing.first_token = first_token;
+        }
+        if let Some(idle) = self.idle {
+            timing.idle = idle;
+        }
+        timing
+    }
 }
 
 impl Plan {
@@ -88,7 +204,53 @@ impl Plan {
             target: target.into(),
             strategy,
             request,
+            after: Duration::ZERO,
+            timing: Deadlines::default(),
         })
+    }
+
+    /// Wait `wait` before sending the retry (a backoff, or what the upstream's `Retry-After`
+    /// asked). The client waits too, with keep-alives once its stream has begun.
+    pub fn after(mut self, wait: Duration) -> Self {
+        if let PlanKind::Retry { after, .. } = &mut self.0 {
+            *after = wait;
+        }
+        self
+    }
+
+    /// The retry with `deadlines` set on it where they set one.
+    pub(crate) fn with_deadlines(mut self, deadlines: Deadlines) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            *timing = timing.then(deadlines);
+        }
+        self
+    }
+
+    /// How long the retry waits before it is sent.
+    pub fn wait(&self) -> Option<Duration> {
+        match &self.0 {
+            PlanKind::Retry { after, .. } => Some(*after),
+            PlanKind::GiveUp(_) => None,
+        }
+    }
+
+    /// The retry's first-token deadline, instead of the layer's
+    /// ([`first_token_timeout`](crate::MidStreamFallbackLayer::first_token_timeout); `None`:
+    /// none).
+    pub fn first_token_timeout(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            timing.first_token = Some(deadline.into());
+        }
+        self
+    }
+
+    /// The retry's idle timeout, instead of the layer's
+    /// ([`idle_timeout`](crate::MidStreamFallbackLayer::idle_timeout); `None`: none).
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            timing.idle = Some(idle.into());
+        }
+        self
     }
 
     /// Stop: the client gets an error that names the original failure.

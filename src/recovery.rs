@@ -4,10 +4,15 @@
 //! it), so both count attempts, keep history, trace and report alike. It is also where each
 //! attempt and the request end: their spans get their last fields, the observer its reports.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::util::Oneshot;
 use tower::ServiceExt;
@@ -17,16 +22,19 @@ use tracing::Span;
 
 use crate::address::Named;
 use crate::attempt::{Attempt, ModelInBody};
+use crate::clock::Timing;
 use crate::config::Config;
+use crate::context_window::says_prompt_too_long;
 use crate::dialect::{Dialect, ErrorKind, StreamFailure};
 use crate::error::FailureClass;
 use crate::error::{AttemptError, FallbackError};
 use crate::failure::Failure;
 use crate::json::RequestIndex;
 use crate::observe::{AttemptOutcome, AttemptReport, RequestOutcome, RequestReport, Usage};
-use crate::plan::{PlanKind, RetryPlanner};
+use crate::plan::{FirstAttempt, PlanKind, RetryPlanner};
 use crate::provenance::Provenance;
 use crate::replay::{self, ReplayBody};
+use crate::rewrite::Continuation;
 use crate::strategy::Strategy;
 use crate::trace::{self, seconds, TARGET};
 use crate::transcript::Transcript;
@@ -56,9 +64,27 @@ pub(crate) struct Recovery<S, P> {
     /// got bytes of the answer (later attempts may fail too before one serves).
     waiting_since: Option<Instant>,
     provenance: Provenance,
-    /// Set once the request's fate is known; a request dropped before that lost its client.
-    outcome: Option<RequestOutcome>,
-    error: Option<FallbackError>,
+    fate: Fate,
+}
+
+/// How the request ended, once known: one value, so that giving up always carries its error.
+enum Fate {
+    /// Still going: a request dropped now lost its client.
+    Running,
+    Completed,
+    PassedOn,
+    GaveUp(FallbackError),
+}
+
+impl Fate {
+    fn outcome(&self) -> RequestOutcome {
+        match self {
+            Fate::Running => RequestOutcome::ClientGone,
+            Fate::Completed => RequestOutcome::Completed,
+            Fate::PassedOn => RequestOutcome::PassedOn,
+            Fate::GaveUp(_) => RequestOutcome::GaveUp,
+        }
+    }
 }
 
 /// One attempt, from its call to its end.
@@ -66,6 +92,11 @@ struct InFlight {
     attempt: Attempt,
     span: Span,
     started: Instant,
+    /// When its request goes to the inner service: its deadlines count from here.
+    sent: Instant,
+    timing: Timing,
+    /// How long its plan said to wait before sending it.
+    wait: Duration,
     first_chunk_at: Option<Instant>,
     /// For a fallback that served: how long the client waited for it.
     fallback_gap: Option<std::time::Duration>,
@@ -74,16 +105,49 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn new(attempt: Attempt, request_span: &Span) -> Self {
+    fn new(attempt: Attempt, request_span: &Span, timing: Timing) -> Self {
+        let now = Instant::now();
         InFlight {
             span: trace::attempt_span(request_span, &attempt),
             attempt,
-            started: Instant::now(),
+            started: now,
+            sent: now,
+            timing,
+            wait: Duration::ZERO,
             first_chunk_at: None,
             fallback_gap: None,
             usage: Usage::default(),
             ended: false,
         }
+    }
+}
+
+pin_project! {
+    /// A further attempt's call: its plan's wait, then the inner service, inside the
+    /// attempt's span.
+    pub(crate) struct Call<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        wait: Option<Pin<Box<tokio::time::Sleep>>>,
+        #[pin]
+        call: Instrumented<Oneshot<S, Request<ReplayBody<B>>>>,
+    }
+}
+
+impl<S, B> Future for Call<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(wait) = this.wait {
+            std::task::ready!(wait.as_mut().poll(cx));
+            *this.wait = None;
+        }
+        this.call.poll(cx)
     }
 }
 
@@ -118,7 +182,11 @@ impl<S, P> Recovery<S, P> {
         if !matches!(named, Named::Body) {
             model.set(named.path_model(request.uri().path()).as_deref());
         }
-        let current = InFlight::new(Attempt::first_in(&model, named.address()), &span);
+        let current = InFlight::new(
+            Attempt::first_in(&model, named.address()),
+            &span,
+            config.timing(),
+        );
         let mut recovery = Recovery {
             service,
             planner,
@@ -135,8 +203,7 @@ impl<S, P> Recovery<S, P> {
             first_chunk_at: None,
             waiting_since: None,
             provenance: Provenance::default(),
-            outcome: None,
-            error: None,
+            fate: Fate::Running,
         };
         // A span that listens wants the model from the start, so that every line logged
         // inside the first attempt names it: read the body now rather than at a failure.
@@ -171,6 +238,11 @@ impl<S, P> Recovery<S, P> {
         &self.current.span
     }
 
+    /// When the attempt in flight was sent, and its deadlines.
+    pub(crate) fn deadlines(&self) -> (Instant, Timing) {
+        (self.current.sent, self.current.timing)
+    }
+
     /// Reads what rewriting the request needs (once), the model along with it.
     fn read_index(&mut self) {
         if self.index.is_none() {
@@ -197,12 +269,15 @@ impl<S, P> Recovery<S, P> {
         }
     }
 
-    /// How a non-success status from the attempt in flight counts.
-    pub(crate) fn status_class(&self, status: StatusCode) -> FailureClass {
-        if status == StatusCode::BAD_REQUEST
-            && matches!(self.strategy(), Some(Strategy::Prefill(_)))
-        {
+    /// How a non-success status from the attempt in flight counts, given what its body said
+    /// (empty when it was not read).
+    pub(crate) fn status_class(&self, status: StatusCode, body: &[u8]) -> FailureClass {
+        if status != StatusCode::BAD_REQUEST {
+            FailureClass::Status(status)
+        } else if matches!(self.strategy(), Some(Strategy::Prefill(_))) {
             FailureClass::PrefillRejected
+        } else if says_prompt_too_long(body) {
+            FailureClass::ContextWindow
         } else {
             FailureClass::Status(status)
         }
@@ -245,27 +320,26 @@ impl<S, P> Recovery<S, P> {
         response.extensions_mut().insert(self.provenance.clone());
     }
 
-    /// The response of the attempt in flight goes to the client unwatched: a client error, a
-    /// success that is no event stream, or (with no attempt left) a retryable status.
-    pub(crate) fn pass_on<B>(&mut self, response: &mut Response<B>) {
+    /// The response of the attempt in flight goes to the client unwatched, as it came: a client
+    /// error, or a success that is no event stream. (A retryable status goes through
+    /// [`on_failure`](Self::on_failure), which gives up with every attempt's error.)
+    pub(crate) fn pass_on<B>(&mut self, response: &mut Response<B>)
+    where
+        P: RetryPlanner,
+    {
+        debug_assert!(response.status().is_success() || !retryable(response.status()));
         self.respond(response);
-        let status = response.status();
-        let (attempt, request) = if status.is_success() || !retryable(status) {
-            (AttemptOutcome::PassedOn, RequestOutcome::PassedOn)
-        } else {
-            (
-                AttemptOutcome::Failed(FailureClass::Status(status)),
-                RequestOutcome::GaveUp,
-            )
-        };
-        self.end_attempt(attempt, None);
-        self.outcome = Some(request);
+        self.ended(AttemptOutcome::PassedOn, None);
+        self.fate = Fate::PassedOn;
     }
 
     /// The attempt in flight sent the end of the answer.
-    pub(crate) fn completed(&mut self, transcript: &Transcript) {
-        self.end_attempt(AttemptOutcome::Completed, Some(transcript));
-        self.outcome = Some(RequestOutcome::Completed);
+    pub(crate) fn completed(&mut self, transcript: &Transcript)
+    where
+        P: RetryPlanner,
+    {
+        self.ended(AttemptOutcome::Completed, Some(transcript));
+        self.fate = Fate::Completed;
         if !self.current.attempt.is_first() {
             tracing::info!(
                 target: TARGET,
@@ -280,7 +354,10 @@ impl<S, P> Recovery<S, P> {
 
     /// The attempt in flight failed, but the client had the whole answer: the layer closed the
     /// stream itself.
-    pub(crate) fn closed_locally(&mut self, failure: &StreamFailure, transcript: &Transcript) {
+    pub(crate) fn closed_locally(&mut self, failure: &StreamFailure, transcript: &Transcript)
+    where
+        P: RetryPlanner,
+    {
         tracing::info!(
             target: TARGET,
             parent: &self.current.span,
@@ -317,7 +394,7 @@ impl<S, P> Recovery<S, P> {
             },
             "upstream attempt failed"
         );
-        self.end_attempt(AttemptOutcome::Failed(class), Some(transcript));
+        self.ended(AttemptOutcome::Failed(class), Some(transcript));
         self.waiting_since.get_or_insert_with(Instant::now);
         let attempt = &self.current.attempt;
         self.history.push(AttemptError {
@@ -327,6 +404,7 @@ impl<S, P> Recovery<S, P> {
             class,
             detail: failure.detail.into(),
             error_type: failure.error_type,
+            retry_after: failure.retry_after,
         });
         if !self.can_retry() {
             return Err(self.give_up(format!("all {} attempts used", self.config.max_attempts)));
@@ -353,12 +431,25 @@ impl<S, P> Recovery<S, P> {
                 target,
                 strategy,
                 request,
+                after,
+                timing,
             } => {
                 let number = self.current.attempt.number() + 1;
                 let attempt = Attempt::fallback(number, target.name(), strategy.clone())
                     .at(target.address().clone());
-                self.current = InFlight::new(attempt, &self.span);
-                tracing::info!(target: TARGET, parent: &self.current.span, "falling back");
+                let timing = timing.over(self.config.timing());
+                self.current = InFlight::new(attempt, &self.span, timing);
+                self.current.wait = after;
+                if after.is_zero() {
+                    tracing::info!(target: TARGET, parent: &self.current.span, "falling back");
+                } else {
+                    tracing::info!(
+                        target: TARGET,
+                        parent: &self.current.span,
+                        { midstream.wait_s = seconds(after) },
+                        "falling back after a wait"
+                    );
+                }
                 Ok((request, strategy))
             }
             PlanKind::GiveUp(reason) => Err(self.give_up(reason.into_owned())),
@@ -376,35 +467,69 @@ impl<S, P> Recovery<S, P> {
             "giving up"
         );
         let err = FallbackError::new(self.history.clone(), reason);
-        self.outcome = Some(RequestOutcome::GaveUp);
-        self.error = Some(err.clone());
+        self.fate = Fate::GaveUp(err.clone());
         err
     }
 
-    /// Calls the service the layer made ready with the first attempt's request.
+    /// Calls the service the layer made ready with the first attempt's request: as the client
+    /// sent it, or restarted on the target the planner chose instead.
     pub(crate) fn call_first<B>(&mut self) -> S::Future
     where
         S: Service<Request<ReplayBody<B>>>,
+        P: RetryPlanner,
     {
-        let first = replay::rebuild(&self.request, self.request.body().clone());
+        let first = self.planner.first(&FirstAttempt { model: &self.model });
+        self.current.timing = first.timing.over(self.current.timing);
+        let first = match first.target.and_then(|target| self.restarted_on(target)) {
+            Some(request) => request,
+            None => replay::rebuild(&self.request, self.request.body().clone()),
+        };
         let request = self.for_inner(first);
+        self.current.sent = Instant::now();
         let _entered = self.current.span.enter();
         self.service.call(request)
     }
 
-    /// Calls the inner service with `request` for the attempt in flight, waiting for it to be
-    /// ready; the call runs inside the attempt's span.
-    pub(crate) fn call<B>(
-        &self,
-        request: Request<Bytes>,
-    ) -> Instrumented<Oneshot<S, Request<ReplayBody<B>>>>
+    /// The client's request restarted on `target`, which the first attempt now goes to; `None`
+    /// if the body cannot be rewritten (then it goes as it came).
+    fn restarted_on(&mut self, target: crate::target::Target) -> Option<Request<Bytes>> {
+        self.read_index();
+        let index = self.index.as_ref().expect("read above");
+        let continuation = Continuation {
+            text: "",
+            kept_tokens: 0,
+        };
+        let request = target
+            .request_for(
+                self.dialect,
+                &self.request,
+                index,
+                &Strategy::Restart,
+                &continuation,
+            )
+            .ok()?;
+        let timing = self.current.timing;
+        let attempt = Attempt::first(Some(target.name().into())).at(target.address().clone());
+        self.current = InFlight::new(attempt, &self.span, timing);
+        Some(request)
+    }
+
+    /// Calls the inner service with `request` for the attempt in flight, after the wait its
+    /// plan asked for, once the service is ready; the call runs inside the attempt's span.
+    pub(crate) fn call<B>(&mut self, request: Request<Bytes>) -> Call<S, B>
     where
         S: Service<Request<ReplayBody<B>>> + Clone,
     {
-        self.service
-            .clone()
-            .oneshot(self.for_inner(request))
-            .instrument(self.current.span.clone())
+        let wait = self.current.wait;
+        self.current.sent = Instant::now() + wait;
+        Call {
+            wait: (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait))),
+            call: self
+                .service
+                .clone()
+                .oneshot(self.for_inner(request))
+                .instrument(self.current.span.clone()),
+        }
     }
 
     /// The request as the inner service gets it: the replayable body, and the attempt named
@@ -415,6 +540,17 @@ impl<S, P> Recovery<S, P> {
             .extensions_mut()
             .insert(self.current.attempt.clone());
         request
+    }
+
+    /// Ends the attempt in flight, and tells the planner how.
+    fn ended(&mut self, outcome: AttemptOutcome, transcript: Option<&Transcript>)
+    where
+        P: RetryPlanner,
+    {
+        if !self.current.ended {
+            self.planner.attempt_ended(&self.current.attempt, outcome);
+        }
+        self.end_attempt(outcome, transcript);
     }
 
     /// Ends the attempt in flight: its span gets its last fields, the observer its report.
@@ -457,7 +593,7 @@ impl<S, P> Drop for Recovery<S, P> {
             return;
         }
         self.record_model();
-        let outcome = self.outcome.unwrap_or(RequestOutcome::ClientGone);
+        let outcome = self.fate.outcome();
         let report = RequestReport {
             dialect: self.dialect,
             model: self.model.get().cloned(),
@@ -466,7 +602,10 @@ impl<S, P> Drop for Recovery<S, P> {
             served_by: self.provenance.served_by(),
             duration: Instant::now() - self.started,
             time_to_first_chunk: self.first_chunk_at.map(|at| at - self.started),
-            error: self.error.take(),
+            error: match std::mem::replace(&mut self.fate, Fate::Running) {
+                Fate::GaveUp(err) => Some(err),
+                _ => None,
+            },
         };
         let response_model = match outcome {
             RequestOutcome::Completed => self.current.usage.response_model(),
@@ -497,6 +636,7 @@ pub(crate) fn unwatched_failure(detail: String) -> FallbackError {
             class: FailureClass::Connect,
             detail: detail.into(),
             error_type: None,
+            retry_after: None,
         }],
         "the layer does not watch this request",
     )

@@ -38,11 +38,13 @@ where
     if let Some(coding) = content_coding(response.headers()) {
         // Compressed bytes are not readable SSE, and no event of ours may be written into
         // them: the response passes on as it came (a decompression layer inside this one
-        // gets such responses watched).
-        tracing::debug!(
+        // gets such responses watched). Fallback is then off without anyone having asked:
+        // the operator hears of it, once per response.
+        tracing::warn!(
             target: "tower_midstream",
             content_encoding = %escaped(coding),
-            "an encoded event stream passes through unwatched"
+            "an encoded event stream passes through unwatched, without fallback: ask the \
+             upstream for `accept-encoding: identity`, or decompress inside the layer"
         );
         recovery.pass_on(&mut response);
         return response.map(FallbackBody::plain);
@@ -98,19 +100,23 @@ pub(crate) fn unwatched_failed<B>(
     match dialect {
         Some(dialect) => gave_up(dialect, err),
         None => {
-            let mut response = Response::new(FallbackBody::full(Bytes::from(format!(
-                "upstream unavailable: {}\n",
-                err.client_message()
-            ))));
-            *response.status_mut() = StatusCode::BAD_GATEWAY;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
+            let message = format!("upstream unavailable: {}", err.client_message());
+            let mut response = plain_text(StatusCode::BAD_GATEWAY, &message);
             response.extensions_mut().insert(err);
             response
         }
     }
+}
+
+/// An error for a request of no known dialect: plain text.
+pub(crate) fn plain_text<B>(status: StatusCode, message: &str) -> Response<FallbackBody<B>> {
+    let mut response = Response::new(FallbackBody::full(Bytes::from(format!("{message}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 pub(crate) fn too_large<B>(dialect: Dialect, limit: usize) -> Response<FallbackBody<B>> {

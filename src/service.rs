@@ -9,6 +9,7 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use crate::attempt::Attempt;
 use crate::body::FallbackBody;
 use crate::config::Config;
 use crate::dialect::Dialect;
@@ -20,9 +21,12 @@ use crate::respond::{too_large, unwatched_failed};
 use crate::untrusted::describe;
 
 /// Insert into a request's extensions to turn fallback off for it: the request and its
-/// response pass through untouched, before the stream (a retryable status is not retried) and
-/// during it (a failure reaches the client as it happened). An error of the inner service,
-/// when there is no response to pass on, becomes a 502: the layer never fails.
+/// response pass through, before the stream (a retryable status is not retried) and during it
+/// (a failure reaches the client as it happened). Two things still hold for it, as for every
+/// request through the layer: the inner service finds an [`Attempt`](crate::Attempt) in its
+/// extensions (number 1, target unknown, since the body is not read), and an error response's
+/// body is read (bounded) and redacted before it reaches the client. An error of the inner
+/// service, when there is no response to pass on, becomes a 502: the layer never fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NoFallback;
 
@@ -139,7 +143,11 @@ where
         let dialect = match dialect {
             Some(d) if req.extensions().get::<NoFallback>().is_none() => d,
             _ => {
-                let fut = service.call(req.map(ReplayBody::streaming));
+                // Its body is not collected, so the target is not known; the attempt still is,
+                // so that an inner service taking one always finds it.
+                let mut req = req.map(ReplayBody::streaming);
+                req.extensions_mut().insert(Attempt::first(None));
+                let fut = service.call(req);
                 return ResponseFuture::passthrough(fut, dialect, self.config.clone());
             }
         };

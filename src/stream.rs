@@ -26,16 +26,14 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
-use tower::util::Oneshot;
 use tower_service::Service;
-use tracing::instrument::Instrumented;
 
 use crate::clock::{human, Clock, Due};
 use crate::dialect::StreamFailure;
 use crate::error::{BoxError, FailureClass, FallbackError};
 use crate::outbox::Outbox;
 use crate::plan::RetryPlanner;
-use crate::recovery::Recovery;
+use crate::recovery::{Call, Recovery};
 use crate::relay::item::Carried;
 use crate::relay::{Relay, Step};
 use crate::replay::ReplayBody;
@@ -43,9 +41,6 @@ use crate::respond::{content_coding, is_event_stream};
 use crate::sse::Framer;
 use crate::strategy::Strategy;
 use crate::untrusted::{describe, escaped};
-
-/// The call of a fallback, inside its attempt's span.
-type Call<S, ReqBody> = Instrumented<Oneshot<S, Request<ReplayBody<ReqBody>>>>;
 
 pin_project! {
     /// The body of a watched event stream.
@@ -106,11 +101,12 @@ where
 {
     pub(crate) fn new(body: ResBody, recovery: Recovery<S, P>) -> Self {
         let config = &recovery.config;
+        let (sent, timing) = recovery.deadlines();
         Watch {
             state: State::Streaming {
                 body: Box::pin(body),
             },
-            clock: Clock::new(config.idle_timeout, config.keep_alive),
+            clock: Clock::new(sent, timing, config.keep_alive),
             framer: Framer::new(config.max_event_bytes),
             out: Outbox::new(config.redactor.clone()),
             relay: Relay::new(recovery.dialect(), config.limits()),
@@ -189,7 +185,6 @@ where
                     {
                         this.framer.reset();
                         this.relay.splice(&strategy, this.recovery.dialect());
-                        this.clock.as_mut().attempt();
                         this.state.set(State::Streaming {
                             body: Box::pin(body),
                         });
@@ -241,14 +236,18 @@ where
                 // SSE has no trailers worth relaying.
                 return Poll::Ready(Next::Stay);
             };
+            let delivered = Delivered::of(relay.transcript());
             let (step, carried) = feed(framer, out, relay, data);
-            if carried > Carried::Nothing {
-                // Comments and keep-alives prove the connection, not progress.
-                clock.as_mut().progressed();
+            if carried == Carried::Content {
+                // Pings, comments and envelope events prove the connection, not progress.
+                clock.as_mut().content();
             }
             if !out.is_empty() {
                 // The continuation is flowing: no more keep-alives needed.
                 clock.as_mut().flowing();
+            }
+            if Delivered::of(relay.transcript()) != delivered {
+                // Part of the answer reached the client (not a comment or an envelope).
                 recovery.chunk_sent();
             }
             step
@@ -265,10 +264,14 @@ where
                 clock.kept_alive();
                 Step::Continue(Carried::Nothing)
             }
-            Due::Idle => Step::Fail(StreamFailure::new(
-                FailureClass::Stall,
-                format!("no event for {}", human(clock.idle())),
-            )),
+            // Hedging comes with its own commit; until then the deadline passes.
+            Due::Hedge => {
+                clock.no_hedge();
+                Step::Continue(Carried::Nothing)
+            }
+            due @ (Due::FirstToken | Due::Idle) => {
+                Step::Fail(StreamFailure::new(FailureClass::Stall, clock.stall(due)))
+            }
         },
     };
     Poll::Ready(match step {
@@ -304,9 +307,16 @@ where
             clock.kept_alive();
             Next::Stay
         }
-        Due::Idle => Next::Fail(StreamFailure::new(
+        Due::Hedge => {
+            clock.no_hedge();
+            Next::Stay
+        }
+        Due::FirstToken | Due::Idle => Next::Fail(StreamFailure::new(
             FailureClass::Stall,
-            format!("the fallback sent nothing for {}", human(clock.idle())),
+            format!(
+                "the fallback sent no response headers within the first-token deadline of {}",
+                human(clock.timing().first_token.unwrap_or_default())
+            ),
         )),
     })
 }
@@ -321,6 +331,25 @@ where
         Poll::Ready(Some(Ok(_))) => Poll::Ready(Next::Stay),
         Poll::Ready(_) => Poll::Ready(Next::Ended),
         Poll::Pending => clock.poll_due(cx).map(|_| Next::Ended),
+    }
+}
+
+/// How much of the answer the client has: it grows only when part of the answer (text, a tool
+/// call, reasoning) goes out, not with comments or envelope events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Delivered {
+    tokens: u32,
+    tool_calls: usize,
+    thinking: bool,
+}
+
+impl Delivered {
+    fn of(transcript: &crate::transcript::Transcript) -> Self {
+        Delivered {
+            tokens: transcript.kept_tokens(),
+            tool_calls: transcript.tool_calls(),
+            thinking: transcript.has_thinking(),
+        }
     }
 }
 
@@ -391,11 +420,10 @@ where
     }
     match recovery.on_failure(failure, relay.transcript()) {
         Ok((request, strategy)) => {
-            clock.as_mut().calling();
-            State::Calling {
-                call: recovery.call(request),
-                strategy,
-            }
+            let call = recovery.call(request);
+            let (sent, timing) = recovery.deadlines();
+            clock.as_mut().calling(sent, timing);
+            State::Calling { call, strategy }
         }
         Err(err) => {
             let (kind, message) = crate::recovery::client_error(&err);
@@ -419,7 +447,7 @@ where
         Ok(response) => {
             let status = response.status();
             if !status.is_success() {
-                let class = recovery.status_class(status);
+                let class = recovery.status_class(status, &[]);
                 return Err(StreamFailure::new(
                     class,
                     format!("the fallback answered HTTP {}", status.as_u16()),

@@ -1,12 +1,14 @@
 //! What the built-in planner knows about one model it can send a request to.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 
 use crate::address::{Address, Placement};
 use crate::dialect::{Continuation, Dialect};
+use crate::plan::Deadlines;
 use crate::strategy::{Prefill, RewriteError, Strategy};
 
 /// A model a [`FallbackChain`](crate::FallbackChain) may send a request to, and what it
@@ -31,6 +33,10 @@ pub struct Target {
     name: Arc<str>,
     prefill: Prefill,
     address: Address,
+    /// Its attempts' deadlines, where they differ from the layer's.
+    deadlines: Deadlines,
+    /// Its same-target retries, where they differ from the chain's.
+    retries: Option<u32>,
 }
 
 impl Target {
@@ -41,7 +47,41 @@ impl Target {
             name: name.into(),
             prefill: Prefill::None,
             address: Address::native(),
+            deadlines: Deadlines::default(),
+            retries: None,
         }
+    }
+
+    /// How many times it is retried, before anything reached the client, before the next
+    /// target is tried (default: the chain's [`retries`](crate::FallbackChain::retries)).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Its same-target retries, if declared.
+    pub(crate) fn declared_retries(&self) -> Option<u32> {
+        self.retries
+    }
+
+    /// Its attempts' first-token deadline, instead of the layer's
+    /// ([`first_token_timeout`](crate::MidStreamFallbackLayer::first_token_timeout)): a model
+    /// that thinks long before it writes wants a longer one.
+    pub fn first_token_timeout(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.deadlines.first_token = Some(deadline.into());
+        self
+    }
+
+    /// Its attempts' idle timeout, instead of the layer's
+    /// ([`idle_timeout`](crate::MidStreamFallbackLayer::idle_timeout)).
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.deadlines.idle = Some(idle.into());
+        self
+    }
+
+    /// Its deadlines, where they differ from the layer's.
+    pub(crate) fn deadlines(&self) -> Deadlines {
+        self.deadlines
     }
 
     /// How it accepts its own partial answer (default [`Prefill::None`]: never sent one).

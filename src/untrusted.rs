@@ -4,11 +4,17 @@
 //! whoever sits between it and the gateway). Two things must not pass through them:
 //!
 //! * control characters: a newline forges a log line, an ANSI escape reaches the operator's
-//!   terminal. [`escape`] writes them as `\n`, `\u{1b}`..., where the text enters the layer;
+//!   terminal. [`escape`] writes them as `\n`, `\u{1b}`...;
 //! * secrets: an upstream may quote the key it was sent (OpenAI's 401 quotes it masked; a
 //!   misconfigured proxy may quote it whole). A [`Redactor`] replaces the keys it was given,
 //!   and anything that looks like an API key or a bearer token, before the text is logged or
 //!   written to a client.
+//!
+//! Where upstream words enter the layer, [`Redactor::clean`] does both, in that order: secrets
+//! come out of the raw text, where a key is still whole (escaping first would glue the `n` of
+//! `\n` to it, and cutting first could leave half of it). Whatever is redacted again later
+//! (an escaped description, a raw JSON body) is read escape-aware: a token may start right
+//! after `\n` or `\u000a`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -124,6 +130,12 @@ impl Redactor {
         }
     }
 
+    /// Upstream words made fit for a log line or an error event: secrets replaced in the raw
+    /// text first, then control characters escaped and the text cut to [`MAX_TEXT`] bytes.
+    pub(crate) fn clean(&self, text: &str) -> String {
+        escaped(&self.redact(text))
+    }
+
     /// [`Redactor::redact`] on bytes (an error body, an event).
     pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
         let mut out: Cow<'a, [u8]> = Cow::Borrowed(bytes);
@@ -175,15 +187,35 @@ fn token_len(bytes: &[u8]) -> usize {
     len
 }
 
+/// Whether a key or token may start at `i`: at the start, after any byte that is not a letter
+/// or digit (`=`, `/`, `_`, `-`, a quote, a space...), or right after an escape sequence that
+/// stands for such a character (`\n`, `\t`, `\u000a`: JSON's, or what [`escape`] wrote).
+/// After a letter or digit it is part of a word (`task-list`, `ask-me`).
+fn token_starts_at(bytes: &[u8], i: usize) -> bool {
+    let before = &bytes[..i.min(bytes.len())];
+    let Some((&prev, rest)) = before.split_last() else {
+        return true;
+    };
+    if !prev.is_ascii_alphanumeric() {
+        return true;
+    }
+    let short_escape =
+        matches!(prev, b'n' | b'r' | b't' | b'b' | b'f') && rest.last() == Some(&b'\\');
+    let unicode_escape = before.len() >= 6 && {
+        let (head, hex) = before[before.len() - 6..].split_at(2);
+        head == b"\\u" && hex.iter().all(u8::is_ascii_hexdigit)
+    };
+    short_escape || unicode_escape
+}
+
 /// `bytes` with `sk-...` keys and `Bearer ...` tokens replaced; `None` if there are none.
 fn key_like_tokens(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let at_word = i == 0 || !token_char(bytes[i - 1]);
         let rest = &bytes[i..];
-        let skip = if !at_word {
+        let skip = if !matches!(rest[0], b's' | b'b' | b'B') || !token_starts_at(bytes, i) {
             None
         } else if rest.starts_with(b"sk-") {
             let len = token_len(rest);
@@ -264,8 +296,36 @@ mod tests {
                 "forwarded Authorization: Bearer [redacted]",
             ),
             ("header bearer  0123456789abcdefXYZ end", "header bearer  [redacted] end"),
+            // Right after `=`, `/`, `_` or `-`: where a query string or a path quotes a key.
+            (
+                "GET /v1/models?api_key=sk-proj-AAAAAAAAAAAAAAAAAAAA&x=1",
+                "GET /v1/models?api_key=[redacted]&x=1",
+            ),
+            (
+                "Authorization=Bearer AAAAAAAAAAAAAAAAAAAAAAAA",
+                "Authorization=Bearer [redacted]",
+            ),
+            (
+                "proxy/sk-ant-api03-AAAAAAAAAAAAAAAA rejected",
+                "proxy/[redacted] rejected",
+            ),
+            ("key_sk-proj-AAAAAAAAAAAAAAAA", "key_[redacted]"),
+            // Right after an escaped newline or tab: a raw JSON body, or text already escaped.
+            (
+                r#"{"message":"Incorrect API key:\nsk-proj-AAAAAAAAAAAAAAAA"}"#,
+                r#"{"message":"Incorrect API key:\n[redacted]"}"#,
+            ),
+            (
+                r"key:\u000asK-no\u000Ask-proj-AAAAAAAAAAAAAAAA",
+                r"key:\u000asK-no\u000A[redacted]",
+            ),
+            (
+                r"auth:\tBearer AAAAAAAAAAAAAAAAAAAA",
+                r"auth:\tBearer [redacted]",
+            ),
+            (r"\u{1b}sk-proj-AAAAAAAAAAAAAAAA", r"\u{1b}[redacted]"),
         ] {
-            assert_eq!(r.redact(text), want);
+            assert_eq!(r.redact(text), want, "{text}");
         }
         // Words that merely contain the prefixes, and short ones, stay.
         for text in [
@@ -273,9 +333,33 @@ mod tests {
             "sk-learn",
             "Bearer token",
             "ask-me-anything-you-like-please",
+            "whisk-0123456789abcdefgh",
+            r"a \\nsk-learn",
         ] {
             assert_eq!(r.redact(text), text);
         }
+    }
+
+    #[test]
+    fn secrets_come_out_before_the_text_is_escaped_or_cut() {
+        let r = Redactor::new().secret("k3y-value-0123");
+        // Escaping first would glue the `n` of `\n` to the key and hide it from the check.
+        assert_eq!(
+            r.clean("Incorrect API key:\nsk-proj-AAAAAAAAAAAAAAAA\u{1b}[2J"),
+            "Incorrect API key:\\n[redacted]\\u{1b}[2J"
+        );
+        // Cutting first would leave the half of a key that lies before the cut.
+        let long = format!("{}k3y-value-0123 and more", "x ".repeat(1020));
+        assert_eq!(
+            escape(&long).len(),
+            MAX_TEXT + 3,
+            "the key straddles the cut"
+        );
+        let clean = r.clean(&long);
+        assert!(
+            clean.ends_with("...") && !clean.contains("k3y-v"),
+            "{clean}"
+        );
     }
 
     #[test]

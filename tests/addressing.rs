@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use support::*;
 use tower::{Layer, ServiceExt};
 use tower_midstream::{
-    Address, Attempt, Failure, FallbackChain, MidStreamFallbackLayer, Plan, Prefill, RetryPlanner,
-    Strategy, Target,
+    Address, Attempt, Failure, FailureClass, FallbackChain, MidStreamFallbackLayer, Plan, Prefill,
+    RetryPlanner, Strategy, Target,
 };
 
 const VERTEX_MODEL: &str = "claude-sonnet-4-6@default";
@@ -314,4 +314,47 @@ fn an_inner_service_addresses_a_first_attempt_where_the_model_is_served() {
         .readdress(tower_midstream::Dialect::OPENAI_CHAT, &chat)
         .unwrap_err();
     assert!(err.to_string().contains("Anthropic Messages"), "{err}");
+}
+
+#[test]
+fn a_same_target_retry_and_a_larger_context_restart_keep_the_targets_address() {
+    let vertex = Address::vertex("my-proj", "us-east5");
+    let request = Request::post("/v1/messages")
+        .header("anthropic-version", "2023-06-01")
+        .body(Bytes::from(anthropic_request().to_string()))
+        .unwrap();
+    let mut chain = FallbackChain::new()
+        .target(Target::new(VERTEX_MODEL).at(vertex.clone()))
+        .target(Target::new("claude-1m@default").at(vertex.clone()))
+        .fallbacks("primary", [VERTEX_MODEL])
+        .context_window_fallbacks("primary", ["claude-1m@default"])
+        .retries(1);
+    let on_vertex = Target::new(VERTEX_MODEL).at(vertex.clone());
+    const UNAVAILABLE: FailureClass = FailureClass::Status(http::StatusCode::SERVICE_UNAVAILABLE);
+
+    // A 503 from the fallback on Vertex AI: the same model again, at the same address.
+    let failed = Failure::builder(
+        tower_midstream::Dialect::ANTHROPIC_MESSAGES,
+        request.clone(),
+    )
+    .after("primary", Strategy::Restart, UNAVAILABLE)
+    .attempt_to(on_vertex.clone(), Strategy::Restart)
+    .class(UNAVAILABLE);
+    let mut plan = chain.clone().plan(&failed.build());
+    let retried = plan.request_mut().expect("a same-target retry");
+    assert_eq!(retried.uri().path(), VERTEX_PATH);
+    assert!(plan.wait().is_some());
+
+    // "Prompt is too long" there: the larger-context target, at its own address.
+    let too_long = Failure::builder(tower_midstream::Dialect::ANTHROPIC_MESSAGES, request)
+        .after("primary", Strategy::Restart, UNAVAILABLE)
+        .attempt_to(on_vertex, Strategy::Restart)
+        .class(FailureClass::ContextWindow);
+    let mut plan = chain.plan(&too_long.build());
+    let restarted = plan.request_mut().expect("a restart on the larger target");
+    assert_eq!(
+        restarted.uri().path(),
+        VERTEX_PATH.replace(VERTEX_MODEL, "claude-1m@default")
+    );
+    assert!(!String::from_utf8_lossy(restarted.body()).contains("\"model\""));
 }

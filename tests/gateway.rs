@@ -5,6 +5,12 @@
 //! matters is the idle timeout of the stall cases, and every assertion holds whenever it fires.
 
 #[allow(dead_code)]
+#[path = "../examples/gateway/admin.rs"]
+mod admin;
+#[allow(dead_code)]
+#[path = "../examples/gateway/budget.rs"]
+mod budget;
+#[allow(dead_code)]
 #[path = "../examples/gateway/config.rs"]
 mod config;
 #[allow(dead_code)]
@@ -412,14 +418,16 @@ async fn an_unknown_model_is_404_in_the_clients_dialect() {
         .unwrap()
         .contains("gpt-nonexistent"));
 
-    // A model of the other dialect is not found at this endpoint either, and says where it is.
+    // A model of the other dialect is not found at this endpoint either, and the answer does
+    // not say where it is: that would confirm the name exists.
     let body = Wire::OpenAi.request(CLAUDE_PRIMARY, true).to_string();
     let reply = gw.send("/v1/chat/completions", &[], body).await;
     assert_eq!(reply.status, 404);
-    assert!(reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("/v1/messages"));
+    let json = reply.json();
+    assert_eq!(json["error"]["code"], "model_not_found");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("/v1/messages"), "{message}");
+    assert!(!message.contains("Anthropic"), "{message}");
     assert!(gw.demo.calls().is_empty(), "nothing reached the upstream");
 }
 
@@ -566,10 +574,61 @@ fn config_error(text: &str) -> String {
 fn a_valid_config_builds_the_chain_and_the_layer() {
     let config = config::parse(GOOD, &|_| None).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.admin_listen, None, "no /metrics unless asked for");
     assert_eq!(config.fallback.max_attempts, 3);
     assert_eq!(config.models[0].upstream_model, "claude-sonnet-4-6");
     assert_eq!(config.models[0].fallbacks, ["claude-sonnet-4-5"]);
     let _ = config.layer();
+}
+
+#[test]
+fn the_attempt_policy_keys_have_careful_defaults_and_reach_the_chain() {
+    let defaults = config::parse(GOOD, &|_| None).unwrap();
+    let policy = &defaults.fallback.policy;
+    assert_eq!(policy.first_token_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(
+        (policy.retries, policy.retry_base, policy.retry_cap),
+        (0, Duration::from_millis(500), Duration::from_secs(8))
+    );
+    assert_eq!(policy.retry_budget, 20);
+    assert_eq!(policy.breaker_failures, None);
+    let text = format!(
+        "[fallback]\nfirst_token_timeout_ms = 0\nretries = 2\nretry_base_ms = 250\nretry_cap_ms = 4000\nretry_budget_per_s = 5\nbreaker_failures = 3\nbreaker_cooldown_ms = 10000\n{}",
+        GOOD.replace(
+            "fallbacks = [\"claude-sonnet-4-5\"]",
+            "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"claude-sonnet-4-5\"]\nretries = 1\nfirst_token_timeout_ms = 90000\nidle_timeout_ms = 0",
+        )
+    );
+    let set = config::parse(&text, &|_| None).unwrap();
+    let policy = &set.fallback.policy;
+    assert_eq!(policy.first_token_timeout, None);
+    assert_eq!(
+        (policy.retries, policy.retry_base, policy.retry_cap),
+        (2, Duration::from_millis(250), Duration::from_secs(4))
+    );
+    assert_eq!(policy.retry_budget, 5);
+    assert_eq!(
+        (policy.breaker_failures, policy.breaker_cooldown),
+        (Some(3), Duration::from_secs(10))
+    );
+    let model = &set.models[0];
+    assert_eq!(model.context_window_fallbacks, ["claude-sonnet-4-5"]);
+    assert_eq!(model.retries, Some(1));
+    assert_eq!(
+        model.first_token_timeout,
+        Some(Some(Duration::from_secs(90)))
+    );
+    assert_eq!(model.idle_timeout, Some(None));
+    let chain = set.chain();
+    let target = chain.target_of("claude-sonnet-4-6").unwrap();
+    assert_eq!(
+        target,
+        &tower_midstream::Target::new("claude-sonnet-4-6")
+            .retries(1)
+            .first_token_timeout(Duration::from_secs(90))
+            .idle_timeout(None)
+    );
+    let _ = set.layer();
 }
 
 #[test]
@@ -628,6 +687,15 @@ fn config_errors_name_the_key() {
         ),
         (format!("listen = \"localhost\"\n{GOOD}"), vec!["listen"]),
         (
+            format!("admin_listen = \"localhost\"\n{GOOD}"),
+            vec!["admin_listen"],
+        ),
+        // The metrics must not be on the clients' port.
+        (
+            format!("admin_listen = \"127.0.0.1:8080\"\n{GOOD}"),
+            vec!["admin_listen", "listen"],
+        ),
+        (
             format!("[server]\nmax_connections = 0\n{GOOD}"),
             vec!["server.max_connections"],
         ),
@@ -639,10 +707,42 @@ fn config_errors_name_the_key() {
             format!("[server]\nmax_header_bytes = 100\n{GOOD}"),
             vec!["server.max_header_bytes", "8192"],
         ),
+        // A body of the largest size allowed must fit in the budget of all of them.
+        (
+            format!("[server]\nmax_request_bytes_held = 1000\n{GOOD}"),
+            vec![
+                "server.max_request_bytes_held",
+                "fallback.max_request_bytes",
+            ],
+        ),
         (
             format!("[server]\nheader_timeout_ms = 100\n{GOOD}"),
             vec!["header_timeout_ms"],
         ),
+        // The attempt policy.
+        (
+            GOOD.replace(
+                "fallbacks = [\"claude-sonnet-4-5\"]",
+                "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"claude-1m\"]",
+            ),
+            vec!["models[0]", "context_window_fallbacks[0]", "claude-1m"],
+        ),
+        (
+            GOOD.replace(
+                "fallbacks = [\"claude-sonnet-4-5\"]",
+                "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"gpt-4o\"]",
+            ),
+            vec!["models[0]", "context_window_fallbacks[0]", "dialect"],
+        ),
+        (
+            format!("[fallback]\nretry_base_ms = 1000\nretry_cap_ms = 10\n{GOOD}"),
+            vec!["fallback.retry_cap_ms", "1000 ms"],
+        ),
+        (
+            format!("[fallback]\nbreaker_failures = 3\nbreaker_cooldown_ms = 0\n{GOOD}"),
+            vec!["fallback.breaker_cooldown_ms"],
+        ),
+        (format!("[fallback]\nretries = -1\n{GOOD}"), vec!["retries"]),
     ];
     for (text, needles) in cases {
         let err = config_error(&text);
@@ -666,10 +766,11 @@ fn server_limits_have_defaults_and_every_one_can_be_set() {
     assert_eq!(defaults.max_concurrent_streams, 32);
     assert_eq!(defaults.max_header_bytes, 65536);
     assert_eq!(defaults.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(defaults.max_request_bytes_held, 256 << 20);
     let text = format!(
         "[server]\nmax_connections = 7\nheader_read_timeout_ms = 1\nrequest_body_timeout_ms = 2\n\
          request_body_deadline_ms = 0\nkeep_alive_timeout_ms = 4\nmax_concurrent_streams = 5\n\
-         max_header_bytes = 9000\nshutdown_grace_ms = 6\n{GOOD}"
+         max_header_bytes = 9000\nshutdown_grace_ms = 6\nmax_request_bytes_held = 8388608\n{GOOD}"
     );
     let set = config::parse(&text, &|_| None).unwrap().server;
     assert_eq!(set.max_connections, 7);
@@ -680,6 +781,7 @@ fn server_limits_have_defaults_and_every_one_can_be_set() {
     assert_eq!(set.max_concurrent_streams, 5);
     assert_eq!(set.max_header_bytes, 9000);
     assert_eq!(set.shutdown_grace, Duration::from_millis(6));
+    assert_eq!(set.max_request_bytes_held, 8 << 20);
 }
 
 #[test]
@@ -705,6 +807,7 @@ fn the_example_config_file_is_valid() {
     );
     let config = config::load(path, &|var| Some(format!("key-from-{var}"))).unwrap();
     assert_eq!(config.upstreams.len(), 4);
+    assert_eq!(config.admin_listen, Some("127.0.0.1:9464".parse().unwrap()));
     let (name, value) = config.upstreams[0].credential.clone().unwrap();
     assert_eq!(
         (name.as_str(), value.to_str().unwrap()),
@@ -820,8 +923,10 @@ async fn the_response_names_the_model_serving_it_when_the_primary_failed_before_
     );
 }
 
+/// `/metrics` names every configured model: it is served on the admin listener only, and the
+/// clients' port answers it like any path it does not serve.
 #[tokio::test]
-async fn metrics_count_each_attempt_by_model_class_and_strategy_on_the_metrics_page() {
+async fn metrics_count_each_attempt_by_model_class_and_strategy_on_the_admin_listener_only() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     // The gateway's tasks run on this test's thread: they record into this recorder.
@@ -835,7 +940,15 @@ async fn metrics_count_each_attempt_by_model_class_and_strategy_on_the_metrics_p
     let gateway = listener.local_addr().unwrap();
     tokio::spawn(server::serve(
         listener,
-        proxy::build(&config).with_metrics(handle),
+        proxy::build(&config),
+        config.server.clone(),
+        std::future::pending(),
+    ));
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap();
+    tokio::spawn(server::serve(
+        admin_listener,
+        admin::Admin::new(handle),
         config.server.clone(),
         std::future::pending(),
     ));
@@ -855,17 +968,29 @@ async fn metrics_count_each_attempt_by_model_class_and_strategy_on_the_metrics_p
     );
 
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let res = client
-        .request(
-            Request::get(format!("http://{}/metrics", gw.gateway))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let page =
-        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let get = |addr: SocketAddr, path: &str| {
+        let req = Request::get(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let res = client.request(req).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let (status, public) = get(gw.gateway, "/metrics").await;
+    assert_eq!(status, 404, "{public}");
+    for model in [CLAUDE_PRIMARY, CLAUDE_NO_PREFILL, "midstream_"] {
+        assert!(!public.contains(model), "{public}");
+    }
+    assert_eq!(
+        get(admin, "/healthz").await,
+        (StatusCode::OK, "ok\n".into())
+    );
+    let (status, page) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
     for line in [
         format!(
             r#"midstream_attempts_total{{target="{CLAUDE_PRIMARY}",strategy="original",class="transport"}} 1"#

@@ -2,6 +2,9 @@
 //! the client's own error format; and the gateway keeps serving afterwards.
 
 #[allow(dead_code)]
+#[path = "../examples/gateway/budget.rs"]
+mod budget;
+#[allow(dead_code)]
 #[path = "../examples/gateway/config.rs"]
 mod config;
 #[allow(dead_code)]

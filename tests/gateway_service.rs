@@ -8,6 +8,9 @@
 //! Alone in its binary: it installs a global tracing subscriber to read the logs.
 
 #[allow(dead_code)]
+#[path = "../examples/gateway/budget.rs"]
+mod budget;
+#[allow(dead_code)]
 #[path = "../examples/gateway/config.rs"]
 mod config;
 #[allow(dead_code)]
@@ -25,7 +28,7 @@ mod support;
 mod token;
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,32 +46,12 @@ use tokio::task::JoinHandle;
 const NEVER: Duration = Duration::from_secs(30);
 
 fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| Writer)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .init();
-    });
-    LOGS.get_or_init(Mutex::default)
-}
-
-struct Writer;
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        logs().lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    support::global_logs::install(tracing::Level::INFO)
 }
 
 struct Running {
     addr: SocketAddr,
+    demo: demo::Demo,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<()>,
 }
@@ -87,7 +70,7 @@ async fn start(pace: Duration, server: &str, fallback: &str) -> Running {
     let demo = demo::Demo::new(pace);
     let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(demo.serve(upstream));
+    tokio::spawn(demo.clone().serve(upstream));
     let text = demo::gateway_config(upstream_addr, "127.0.0.1:0".parse().unwrap())
         .replace(
             "[fallback]\n",
@@ -109,6 +92,7 @@ async fn start(pace: Duration, server: &str, fallback: &str) -> Running {
     ));
     Running {
         addr,
+        demo,
         stop: Some(stop),
         serving,
     }
@@ -491,4 +475,160 @@ async fn healthz_answers_ok() {
         let want: &[u8] = if method == "GET" { b"ok\n" } else { b"" };
         assert_eq!(&bytes[..], want, "{method}");
     }
+}
+
+/// Sends a POST's head with `expect: 100-continue` and reads the `100 Continue`: hyper sends
+/// it when the body is first read, so the gateway has taken the request in (and reserved its
+/// share of the body budget) when this returns.
+async fn post_head_taken_in(addr: SocketAddr, headers: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         expect: 100-continue\r\nconnection: close\r\n{headers}\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(NEVER, conn.read(&mut byte))
+            .await
+            .expect("the gateway reads the body")
+            .unwrap();
+        assert_eq!(n, 1, "closed early: {}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    conn
+}
+
+/// One request through a hyper-util client: its status, `retry-after` and body.
+async fn post(addr: SocketAddr, path: &str, fault: &str, body: String) -> (u16, String, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("x-demo-fault", fault)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        retry_after,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+fn chat_body() -> String {
+    json!({"model": demo::GPT_PRIMARY, "stream": true,
+           "messages": [{"role": "user", "content": "hi"}]})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_beyond_the_body_budget_gets_503_in_its_dialect_until_the_answer_holding_it_ends()
+{
+    let body = messages_body();
+    let size = body.len();
+    // Room for exactly one body of this size.
+    let gw = start(
+        Duration::ZERO,
+        &format!("max_request_bytes_held = {size}"),
+        &format!("max_request_bytes = {size}"),
+    )
+    .await;
+    let mut first = post_head_taken_in(
+        gw.addr,
+        &format!("content-length: {size}\r\nx-demo-fault: none\r\n"),
+    )
+    .await;
+
+    let (status, retry_after, anthropic) =
+        post(gw.addr, "/v1/messages", "none", messages_body()).await;
+    assert_eq!((status, retry_after.as_str()), (503, "1"), "{anthropic}");
+    let anthropic: serde_json::Value = serde_json::from_str(&anthropic).unwrap();
+    assert_eq!(anthropic["type"], "error");
+    assert_eq!(anthropic["error"]["type"], "overloaded_error");
+    let (status, retry_after, chat) =
+        post(gw.addr, "/v1/chat/completions", "none", chat_body()).await;
+    assert_eq!((status, retry_after.as_str()), (503, "1"), "{chat}");
+    let chat: serde_json::Value = serde_json::from_str(&chat).unwrap();
+    assert_eq!(chat["error"]["type"], "server_error");
+    assert_eq!(chat["error"]["code"], "overloaded");
+    assert!(
+        gw.demo.calls().is_empty(),
+        "nothing reached the upstream while the first body was still arriving"
+    );
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("request body budget full")
+            && logs.contains(&format!("max_request_bytes_held={size}")),
+        "{logs}"
+    );
+
+    // The first body arrives and is answered in full; its share is back once the answer ends
+    // (hyper drops the response body before it writes the end of it).
+    first.write_all(body.as_bytes()).await.unwrap();
+    let got = String::from_utf8_lossy(&until_closed(&mut first).await).into_owned();
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.contains("message_stop"),
+        "{got}"
+    );
+    let (status, _, text) = post(gw.addr, "/v1/messages", "none", messages_body()).await;
+    assert_eq!(status, 200, "{text}");
+    let answer = support::check(support::Dialect::Anthropic, false, text.as_bytes()).unwrap();
+    assert!(answer.error.is_none(), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_holds_the_most_a_body_may_be_until_it_ends_then_what_arrived() {
+    let body = messages_body();
+    let size = body.len();
+    // Two bodies of this size, or one of unknown length.
+    let gw = start(
+        Duration::ZERO,
+        &format!("max_request_bytes_held = {}", 2 * size),
+        &format!("max_request_bytes = {}\nidle_timeout_ms = 0", 2 * size),
+    )
+    .await;
+    // The primary stalls for good: the first answer stays open, holding its body.
+    let mut first = post_head_taken_in(
+        gw.addr,
+        "transfer-encoding: chunked\r\nx-demo-fault: stall@3\r\n",
+    )
+    .await;
+    let (status, _, text) = post(gw.addr, "/v1/messages", "none", messages_body()).await;
+    assert_eq!(status, 503, "the unknown length reserved it all: {text}");
+
+    first
+        .write_all(format!("{size:x}\r\n{body}\r\n0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The answer's head comes after the body was read whole (the layer collects it first).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("message_start") {
+        let n = tokio::time::timeout(NEVER, first.read(&mut buf))
+            .await
+            .expect("the first answer starts")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+
+    // Now it holds only what arrived: one more body of the same size fits.
+    let (status, _, text) = post(gw.addr, "/v1/messages", "none", messages_body()).await;
+    assert_eq!(status, 200, "{text}");
+    let answer = support::check(support::Dialect::Anthropic, false, text.as_bytes()).unwrap();
+    assert!(answer.error.is_none(), "{answer:?}");
 }

@@ -195,7 +195,8 @@ async fn endless_comments_are_relayed_but_count_as_a_stall() {
         tick: None,
         every: Some(Duration::from_millis(500)),
     };
-    let layer = MidStreamFallbackLayer::new(chain()).idle_timeout(Duration::from_secs(10));
+    // No content yet: the first-token deadline is the one that runs.
+    let layer = MidStreamFallbackLayer::new(chain()).first_token_timeout(Duration::from_secs(10));
     let (bytes, calls) = through_layer(layer, primary).await;
     assert_eq!(
         check(Dialect::Anthropic, false, &bytes).unwrap().text,
@@ -533,13 +534,13 @@ async fn what_a_never_ending_error_body_sent_is_kept_for_the_error_report() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_fallback_that_never_sends_headers_before_the_stream_is_given_up_on_after_the_idle_timeout(
+async fn a_fallback_that_never_sends_headers_before_the_stream_is_given_up_on_after_its_first_token_deadline(
 ) {
     let chain = FallbackChain::new()
         .model("fallback", Prefill::Assistant)
         .model("fallback-2", Prefill::Assistant)
         .fallbacks("primary", ["fallback", "fallback-2"]);
-    let layer = MidStreamFallbackLayer::new(chain).idle_timeout(Duration::from_secs(10));
+    let layer = MidStreamFallbackLayer::new(chain).first_token_timeout(Duration::from_secs(10));
     let (status, bytes, called, _) = bounded_waits(
         &[
             ("primary", Answer::HangingError(529, OVERLOADED_WHOLE)),
@@ -554,6 +555,26 @@ async fn a_fallback_that_never_sends_headers_before_the_stream_is_given_up_on_af
         WHOLE
     );
     assert_eq!(called, ["primary", "fallback", "fallback-2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_that_never_sends_headers_falls_back_after_its_first_token_deadline() {
+    let started = tokio::time::Instant::now();
+    let layer = MidStreamFallbackLayer::new(chain())
+        .first_token_timeout(Duration::from_secs(10))
+        .idle_timeout(Duration::from_secs(300));
+    let (status, bytes, called, _) = bounded_waits(&[("primary", Answer::NoHeaders)], layer).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(called, ["primary", "fallback"]);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(10),
+        "the first-token deadline, not the idle timeout"
+    );
 }
 
 const TEXT_START: &str = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
@@ -697,7 +718,7 @@ async fn an_upstream_that_only_pings_counts_as_stalled() {
     let primary = Endless {
         next: Box::new(|n| match n {
             0 => Some(Bytes::from_static(START.as_bytes())),
-            // Pings for 100 s; the idle timeout is 10 s.
+            // Pings for 100 s; the first-token deadline is 10 s.
             n if n > 200 => None,
             _ => Some(Bytes::from_static(
                 b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
@@ -707,7 +728,7 @@ async fn an_upstream_that_only_pings_counts_as_stalled() {
         tick: None,
         every: Some(Duration::from_millis(500)),
     };
-    let layer = MidStreamFallbackLayer::new(chain()).idle_timeout(Duration::from_secs(10));
+    let layer = MidStreamFallbackLayer::new(chain()).first_token_timeout(Duration::from_secs(10));
     let (bytes, calls) = through_layer(layer, primary).await;
     assert_eq!(
         check(Dialect::Anthropic, false, &bytes).unwrap().text,
@@ -719,6 +740,41 @@ async fn an_upstream_that_only_pings_counts_as_stalled() {
         .count();
     assert!(
         (15..=21).contains(&pings),
-        "{pings} pings relayed: a stream that only pings stalls after the idle timeout"
+        "{pings} pings relayed: a stream that only pings stalls after the first-token deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_after_the_first_token_count_as_a_stall_after_the_idle_timeout() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let primary = Endless {
+        next: Box::new(|n| match n {
+            0 => Some(Bytes::from(
+                START.to_owned() + TEXT_START + &text_delta("\"A short\""),
+            )),
+            n if n > 200 => None,
+            _ => Some(Bytes::from_static(
+                b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
+            )),
+        }),
+        sent: sent.clone(),
+        tick: None,
+        every: Some(Duration::from_millis(500)),
+    };
+    let layer = MidStreamFallbackLayer::new(chain())
+        .first_token_timeout(Duration::from_secs(60))
+        .idle_timeout(Duration::from_secs(10));
+    let (bytes, calls) = through_layer(layer, primary).await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &bytes).unwrap().text,
+        WHOLE
+    );
+    assert_eq!(calls.len(), 1, "the fallback continued the answer");
+    let pings = String::from_utf8_lossy(&bytes)
+        .matches("event: ping")
+        .count();
+    assert!(
+        (15..=21).contains(&pings),
+        "{pings} pings relayed: pings after content stall after the idle timeout"
     );
 }

@@ -5,6 +5,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -12,32 +13,28 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{json, Value};
 use support::*;
 use tower::{Layer, ServiceExt};
-use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, ReplayBody};
+use tower_midstream::{
+    Backoff, Breaker, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, ReplayBody,
+};
 
 #[tokio::test(start_paused = true)]
 async fn each_failure_and_attempt_is_logged_with_target_strategy_and_class() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(writer.clone()))
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     let upstream = broken_after(Dialect::Anthropic, &HELLO, 2);
     let chain = one_fallback(Prefill::Assistant);
-    let out = send(
-        MidStreamFallbackLayer::new(chain),
-        &upstream,
-        Dialect::Anthropic,
-        &anthropic_request(),
+    let (out, logs) = logged_at(
+        tracing::Level::INFO,
+        send(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            Dialect::Anthropic,
+            &anthropic_request(),
+        ),
     )
     .await;
     assert_eq!(
         check(Dialect::Anthropic, false, &out.bytes).unwrap().text,
         HELLO.concat()
     );
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     let failed = line_with(&logs, "upstream attempt failed");
     for field in [
         r#"midstream.attempt=1 "#,
@@ -67,14 +64,6 @@ async fn each_failure_and_attempt_is_logged_with_target_strategy_and_class() {
 /// never a bare word (the `to=fallback` next to `to="original"` of old).
 #[tokio::test(start_paused = true)]
 async fn every_field_is_a_quoted_string_a_number_or_a_flag() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || LogWriter(writer.clone()))
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
     // A stall, a fallback that answers 503, another that completes, and a request that gives
     // up: every event and span field the layer has.
     let upstream = broken_after(Dialect::OpenAi, &HELLO, 2).then(Scripted::Status {
@@ -86,22 +75,24 @@ async fn every_field_is_a_quoted_string_a_number_or_a_flag() {
         .model("fallback", Prefill::Prefix)
         .model("fallback-2", Prefill::Prefix)
         .fallbacks("primary", ["fallback", "fallback-2"]);
-    send(
-        MidStreamFallbackLayer::new(chain.clone()),
-        &upstream,
-        Dialect::OpenAi,
-        &openai_request(),
-    )
+    let gives_up = broken_after(Dialect::OpenAi, &HELLO, 2);
+    let ((), logs) = logged_at(tracing::Level::INFO, async {
+        send(
+            MidStreamFallbackLayer::new(chain.clone()),
+            &upstream,
+            Dialect::OpenAi,
+            &openai_request(),
+        )
+        .await;
+        send(
+            MidStreamFallbackLayer::new(chain).max_attempts(1),
+            &gives_up,
+            Dialect::OpenAi,
+            &openai_request(),
+        )
+        .await;
+    })
     .await;
-    let upstream = broken_after(Dialect::OpenAi, &HELLO, 2);
-    send(
-        MidStreamFallbackLayer::new(chain).max_attempts(1),
-        &upstream,
-        Dialect::OpenAi,
-        &openai_request(),
-    )
-    .await;
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("giving up"), "{logs}");
     let mut checked = 0;
     for line in logs.lines() {
@@ -253,14 +244,66 @@ async fn the_span_tree_of_a_request_that_fell_back_twice_is_the_one_the_readme_s
         "README.md's span tree differs from what the code records (above)"
     );
 }
+#[tokio::test(start_paused = true)]
+async fn the_attempt_policy_logs_the_rule_that_acted_the_wait_chosen_and_circuit_changes() {
+    const FAILED: &str = r#"{"type":"error","error":{"type":"api_error","message":"Internal"}}"#;
+    // The primary answers 500, then 503 on its retry; the fallback answers.
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        },
+    )
+    .then(Scripted::Status {
+        status: 500,
+        content_type: "application/json",
+        body: FAILED,
+    })
+    .then(Scripted::Status {
+        status: 503,
+        content_type: "application/json",
+        body: FAILED,
+    });
+    let chain = one_fallback(Prefill::Assistant)
+        .retries(1)
+        .backoff(Backoff::new(Duration::from_millis(500), Duration::from_secs(8)).jitter(|| 1.0))
+        .circuit_breaker(Breaker::new(2, Duration::from_secs(30)));
+    let (out, logs) = logged(send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    ))
+    .await;
+    assert_eq!(
+        check(Dialect::Anthropic, false, &out.bytes).unwrap().text,
+        HELLO.concat()
+    );
+    for needle in [
+        "midstream.rule=\"same_target_retry\"",
+        "midstream.wait_s=0.5",
+        "falling back after a wait",
+        "midstream.circuit=\"open\"",
+        "midstream.target=\"primary\"",
+    ] {
+        assert!(logs.contains(needle), "{needle} not in:\n{logs}");
+    }
+}
+
 /// Runs `f` with every log line of this thread captured; returns what `f` gave and the logs.
 async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+    logged_at(tracing::Level::DEBUG, f).await
+}
+
+/// [`logged`], with lines up to `level` only.
+async fn logged_at<F: std::future::Future>(level: tracing::Level, f: F) -> (F::Output, String) {
     let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || LogWriter(writer.clone()))
         .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(level)
         .finish();
     let out = {
         let _guard = tracing::subscriber::set_default(subscriber);
@@ -418,9 +461,15 @@ const KEY: &str = "gw-upstream-key-0123456789abcdef";
 /// Where an upstream may quote the key it was sent, and what reaches the client.
 #[tokio::test(start_paused = true)]
 async fn an_upstream_quoting_its_key_never_gets_it_to_the_client_or_the_log() {
-    let quoted = format!(
-        "Incorrect API key provided: {KEY}. Masked: sk-proj-abcd****************************wxyz."
+    // Keys in the shapes real messages put them in: after a space, a newline (which the
+    // layer escapes to `\n`), `=`, `/`; and one given key that straddles the 2 KiB cut of a
+    // logged message, so that cutting before redacting would leave its first half.
+    let shapes = format!(
+        "Incorrect API key provided: {KEY}. Masked: sk-proj-abcd****************************wxyz.\n\
+         Incorrect API key:\nsk-proj-NEWLINE0123456789 api_key=sk-proj-QUERY0123456789 \
+         via proxy/sk-ant-PATH0123456789 Authorization=Bearer BEARER0123456789abcdef "
     );
+    let quoted = format!("{shapes}{}{KEY}", "x".repeat(2030 - shapes.len()));
     let json_quoted = serde_json::to_string(&quoted).unwrap();
     let leak: &'static str = Box::leak(
         json!({"type":"error","error":{"type":"overloaded_error","message":quoted}})
@@ -486,7 +535,14 @@ async fn an_upstream_quoting_its_key_never_gets_it_to_the_client_or_the_log() {
             body.contains("[redacted]"),
             "{what}: the client was told:\n{body}"
         );
-        for secret in [KEY, "sk-proj-abcd"] {
+        for secret in [
+            &KEY[..11],
+            "sk-proj-abcd",
+            "NEWLINE0123",
+            "QUERY0123",
+            "PATH0123",
+            "BEARER0123",
+        ] {
             assert!(
                 !body.contains(secret),
                 "{what}: the key reached the client:\n{body}"
@@ -500,4 +556,39 @@ async fn an_upstream_quoting_its_key_never_gets_it_to_the_client_or_the_log() {
             }
         }
     }
+}
+
+/// An upstream that compresses its event stream turns fallback off for it: the operator is
+/// told, at a level they see, once for the response.
+#[tokio::test]
+async fn an_encoded_event_stream_passing_through_unwatched_is_a_warning() {
+    let svc = tower::service_fn(|_req: Request<ReplayBody<Full<Bytes>>>| async {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"\x1f\x8b\x08\x00")));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
+        r.headers_mut()
+            .insert("content-encoding", "gzip".parse().unwrap());
+        Ok::<_, Infallible>(r)
+    });
+    let svc = MidStreamFallbackLayer::new(FallbackChain::new()).layer(svc);
+    let req = Request::post("/v1/messages")
+        .body(Full::new(Bytes::from(anthropic_request().to_string())))
+        .unwrap();
+    let (bytes, logs) = logged(async {
+        let res = svc.oneshot(req).await.unwrap();
+        assert!(!res.body().is_watched());
+        res.into_body().collect().await.unwrap().to_bytes()
+    })
+    .await;
+    assert_eq!(&bytes[..], b"\x1f\x8b\x08\x00", "passed on as it came");
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("passes through unwatched"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(
+        warnings[0].contains(" WARN ") && warnings[0].contains("content_encoding=gzip"),
+        "{}",
+        warnings[0]
+    );
 }

@@ -87,8 +87,8 @@ async fn a_request_that_fell_back_twice_is_counted_by_target_class_and_strategy(
         content_type: "application/json",
         body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
     });
-    let layer = MidStreamFallbackLayer::new(chain(Dialect::Anthropic, true))
-        .observer(MetricsObserver::new());
+    let observer = MetricsObserver::new().targets(["primary", "fallback", "fallback-2"]);
+    let layer = MidStreamFallbackLayer::new(chain(Dialect::Anthropic, true)).observer(observer);
     read_all(layer, upstream, "primary").await;
 
     let got = figures(&recorder);
@@ -170,5 +170,43 @@ async fn a_model_not_listed_is_counted_as_other() {
     assert!(
         !got.keys().any(|k| k.contains("made-up")),
         "a client's model is never a label: {got:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_list_every_target_is_other_unless_all_are_asked_for() {
+    let answer = || {
+        Upstream::new(
+            Dialect::Anthropic,
+            Whole {
+                text: HELLO.concat(),
+                ..Whole::default()
+            },
+        )
+    };
+    let key = |target: &str| {
+        format!("midstream_attempts_total{{class=completed,strategy=original,target={target}}}")
+    };
+
+    let recorder = DebuggingRecorder::new();
+    let local = metrics::set_default_local_recorder(&recorder);
+    let layer = MidStreamFallbackLayer::new(chain(Dialect::Anthropic, true))
+        .observer(MetricsObserver::new());
+    read_all(layer, answer(), "made-up-by-a-client").await;
+    let got = figures(&recorder);
+    assert_eq!(got.get(&key("other")), Some(&"1".to_owned()), "{got:#?}");
+    assert!(!got.keys().any(|k| k.contains("made-up")), "{got:#?}");
+    drop(local);
+
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let layer = MidStreamFallbackLayer::new(chain(Dialect::Anthropic, true))
+        .observer(MetricsObserver::new().record_all_targets());
+    read_all(layer, answer(), "made-up-by-a-client").await;
+    let got = figures(&recorder);
+    assert_eq!(
+        got.get(&key("made-up-by-a-client")),
+        Some(&"1".to_owned()),
+        "{got:#?}"
     );
 }

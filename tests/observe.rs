@@ -311,6 +311,54 @@ async fn a_request_that_gives_up_reports_every_failure() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retryable_status_with_no_attempt_left_gives_up_with_its_error_on_the_report_and_the_response(
+) {
+    let body = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    for max_attempts in [1, 2] {
+        let recorded = Arc::new(Recorded::default());
+        let status = Scripted::Status {
+            status: 503,
+            content_type: "application/json",
+            body,
+        };
+        let upstream = Upstream::new(Dialect::Anthropic, Whole::default())
+            .then(status.clone())
+            .then(status);
+        let chain = tower_midstream::FallbackChain::new().fallbacks("primary", ["fallback"]);
+        let sent = send_through(
+            MidStreamFallbackLayer::new(chain)
+                .max_attempts(max_attempts)
+                .observer(recorded.clone()),
+            upstream,
+            Arc::default(),
+        )
+        .await;
+        assert_eq!(sent.head.status, 503, "{max_attempts} attempts");
+        assert_eq!(&sent.bytes[..], body.as_bytes(), "passed on as it came");
+        let on_response = sent
+            .head
+            .extensions
+            .get::<tower_midstream::FallbackError>()
+            .cloned()
+            .expect("the response carries the error");
+        assert_eq!(on_response.attempts().len(), max_attempts as usize);
+        drop(sent);
+        let requests = recorded.requests.lock().unwrap().clone();
+        assert_eq!(requests[0].outcome(), RequestOutcome::GaveUp);
+        let err = requests[0].error().expect("the report carries the error");
+        assert_eq!(
+            err.original().class(),
+            FailureClass::Status(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert_eq!(err.attempts().len(), max_attempts as usize);
+        let attempts = recorded.attempts.lock().unwrap().clone();
+        assert!(attempts
+            .iter()
+            .all(|a| matches!(a.outcome(), AttemptOutcome::Failed(_))));
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_client_error_passed_on_is_reported_as_such() {
     let recorded = Arc::new(Recorded::default());
     let upstream = Upstream::new(Dialect::Anthropic, Whole::default()).then(Scripted::Status {

@@ -41,7 +41,7 @@ fn the_strategy_follows_what_reached_the_client_and_what_the_target_accepts() {
         Prefill,
         WhenNoPrefill,
         Result<Strategy, &str>,
-    ); 8] = [
+    ); 9] = [
         (&nothing, Prefill::None, when, Ok(Strategy::Restart)),
         (
             &text,
@@ -68,8 +68,19 @@ fn the_strategy_follows_what_reached_the_client_and_what_the_target_accepts() {
             when,
             Err("tool calls already reached the client"),
         ),
-        // Text too long to continue: it can only start over.
-        (&overflowed, Prefill::Assistant, when, Ok(Strategy::Restart)),
+        // Text too long to continue: a clean error, unless the operator chose restarts.
+        (
+            &overflowed,
+            Prefill::Assistant,
+            when,
+            Err("longer than the transcript limit"),
+        ),
+        (
+            &overflowed,
+            Prefill::Assistant,
+            WhenNoPrefill::Restart,
+            Ok(Strategy::Restart),
+        ),
         // Extended thinking forbids prefill whatever the target accepts.
         (
             &thinking,
@@ -235,4 +246,42 @@ async fn a_model_listed_as_its_own_fallback_is_tried_again() {
         calls[1].body["messages"][1],
         json!({"role":"assistant","content":"Hello there,"})
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_past_the_transcript_limit_ends_with_an_error_rather_than_a_second_answer() {
+    let deltas = ["Hello, ", "wor", "ld!"];
+    for when in [WhenNoPrefill::Error, WhenNoPrefill::Instruction] {
+        let upstream = broken_after(support::Dialect::Anthropic, &deltas, 2);
+        let chain = FallbackChain::new()
+            .model("fallback", Prefill::Assistant)
+            .fallbacks("primary", ["fallback"])
+            .when_no_prefill(when);
+        let layer = MidStreamFallbackLayer::new(chain).max_transcript_bytes(4);
+        let out = send(
+            layer,
+            &upstream,
+            support::Dialect::Anthropic,
+            &anthropic_request(),
+        )
+        .await;
+        let got = check(support::Dialect::Anthropic, false, &out.bytes).unwrap();
+        assert_eq!(
+            got.text, "Hello, wor",
+            "{when:?}: nothing after the partial answer"
+        );
+        let message = got.error.expect("an error event");
+        assert!(message.contains("stream broken"), "{when:?}: {message}");
+        assert_eq!(
+            upstream.calls().len(),
+            1,
+            "{when:?}: no fallback was called"
+        );
+        let err = out.error.expect("a typed FallbackError");
+        assert!(
+            err.reason().contains("transcript limit"),
+            "{when:?}: {}",
+            err.reason()
+        );
+    }
 }

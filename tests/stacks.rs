@@ -325,3 +325,83 @@ async fn an_inner_service_that_cannot_become_ready_answers_502() {
         .unwrap()
         .contains("closed"));
 }
+
+/// The README's handler takes `Extension<Attempt>`: every request it gets through the layer
+/// has one, also those the layer does not watch (opted out, or a path of no generation
+/// endpoint such as Anthropic's token counter).
+#[tokio::test]
+async fn a_handler_taking_the_attempt_gets_it_also_for_requests_the_layer_does_not_watch() {
+    let app = axum::Router::new()
+        .route(
+            "/v1/messages",
+            axum::routing::post(
+                |axum::Extension(attempt): axum::Extension<tower_midstream::Attempt>| async move {
+                    format!("attempt {}", attempt.number())
+                },
+            ),
+        )
+        .route(
+            "/v1/messages/count_tokens",
+            axum::routing::post(
+                |axum::Extension(attempt): axum::Extension<tower_midstream::Attempt>| async move {
+                    format!("attempt {}", attempt.number())
+                },
+            ),
+        )
+        .layer(MidStreamFallbackLayer::new(chain()));
+    let opted_out = {
+        let mut req = Request::post("/v1/messages")
+            .body(axum::body::Body::from(request_json()))
+            .unwrap();
+        req.extensions_mut().insert(tower_midstream::NoFallback);
+        req
+    };
+    let count_tokens = Request::post("/v1/messages/count_tokens")
+        .body(axum::body::Body::from(request_json()))
+        .unwrap();
+    for req in [opted_out, count_tokens] {
+        let path = req.uri().path().to_owned();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(&read_all(res.into_body()).await[..], b"attempt 1", "{path}");
+    }
+}
+
+/// What `redact` promises holds for every request through the layer: an error body quoting a
+/// key is redacted also when fallback is off for the request, or its path is not watched.
+#[tokio::test]
+async fn an_error_body_quoting_a_key_is_redacted_also_on_requests_the_layer_does_not_watch() {
+    const KEY: &str = "tenant-key-0123456789";
+    let quoting = tower::service_fn(|_req: Request<ReplayBody<Full<Bytes>>>| async {
+        let body = format!(
+            r#"{{"type":"error","error":{{"type":"authentication_error","message":"bad key {KEY}"}}}}"#
+        );
+        let mut res = http::Response::new(Full::new(Bytes::from(body)));
+        *res.status_mut() = http::StatusCode::UNAUTHORIZED;
+        Ok::<_, Infallible>(res)
+    });
+    let svc = MidStreamFallbackLayer::new(chain())
+        .redact(tower_midstream::Redactor::new().secret(KEY))
+        .layer(quoting);
+    let mut opted_out = Request::post("/v1/messages")
+        .body(Full::new(request_json()))
+        .unwrap();
+    opted_out
+        .extensions_mut()
+        .insert(tower_midstream::NoFallback);
+    let count_tokens = Request::post("/v1/messages/count_tokens")
+        .body(Full::new(request_json()))
+        .unwrap();
+    let watched = Request::post("/v1/messages")
+        .body(Full::new(request_json()))
+        .unwrap();
+    for req in [opted_out, count_tokens, watched] {
+        let path = req.uri().path().to_owned();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        let bytes = read_all(res.into_body()).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(KEY), "{path}: {text}");
+        assert!(text.contains("bad key [redacted]"), "{path}: {text}");
+    }
+}

@@ -6,6 +6,9 @@
 //! Alone in its binary: it installs a global tracing subscriber to read the logs.
 
 #[allow(dead_code)]
+#[path = "../examples/gateway/budget.rs"]
+mod budget;
+#[allow(dead_code)]
 #[path = "../examples/gateway/config.rs"]
 mod config;
 #[allow(dead_code)]
@@ -23,7 +26,7 @@ mod support;
 mod token;
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,28 +43,7 @@ const CLIENT_KEY: &str = "sk-client-own-secret-key";
 
 /// Everything logged by this test binary (a global subscriber: tasks run on other threads).
 fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_writer(|| Writer)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .init();
-    });
-    LOGS.get_or_init(Mutex::default)
-}
-
-struct Writer;
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        logs().lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    support::global_logs::install(tracing::Level::DEBUG)
 }
 
 struct Two {
@@ -492,6 +474,23 @@ async fn an_unknown_model_is_not_told_which_models_exist() {
         "{text}"
     );
     assert!(!text.contains("`m`") && !text.contains(": m"), "{text}");
+    // A model that exists, asked for on another endpoint: the same answer as one that does
+    // not, so that probing endpoints does not tell which names exist.
+    let on_chat = |model: &str| {
+        let req = Request::post(format!("http://{gateway}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(m_body(model))
+            .unwrap();
+        async move {
+            let res = client().request(req).await.unwrap();
+            let status = res.status();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (unknown, served) = (on_chat("gpt-9").await, on_chat("m").await);
+    assert_eq!(served.0, 404);
+    assert_eq!(served, (unknown.0, unknown.1.replace("gpt-9", "m")));
     assert!(seen.lock().unwrap().is_empty());
 }
 

@@ -13,8 +13,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 use serde::Deserialize;
 use tower_midstream::{
-    Address, Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor, Target,
-    WhenNoPrefill,
+    Address, Backoff, Breaker, Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor,
+    RetryBudget, Target, WhenNoPrefill,
 };
 
 use crate::token::{AccessToken, DEFAULT_REFRESH};
@@ -23,6 +23,9 @@ use crate::token::{AccessToken, DEFAULT_REFRESH};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics` (and `/healthz`) are served, if anywhere: not on `listen`, since the
+    /// metrics name every configured model.
+    pub admin_listen: Option<SocketAddr>,
     pub server: Server,
     pub fallback: Fallback,
     pub upstreams: Vec<Upstream>,
@@ -51,6 +54,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// After SIGTERM, how long open streams may take to finish.
     pub shutdown_grace: Duration,
+    /// Request bodies held at once by the whole process, in bytes: each is kept until its
+    /// answer ends (it is replayed to fallbacks). See `budget.rs`.
+    pub max_request_bytes_held: usize,
 }
 
 impl Default for Server {
@@ -64,6 +70,7 @@ impl Default for Server {
             max_concurrent_streams: 32,
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            max_request_bytes_held: 256 << 20,
         }
     }
 }
@@ -77,6 +84,21 @@ pub struct Fallback {
     pub when_no_prefill: WhenNoPrefill,
     pub instruction: Option<String>,
     pub max_request_bytes: usize,
+    pub policy: Policy,
+}
+
+/// `[fallback]`'s attempt policy (issue 11): deadlines, same-target retries, circuits.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub first_token_timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Same-target retries per second, all requests together.
+    pub retry_budget: u32,
+    /// Failures in a row that open a target's circuit; `None`: no circuit breaking.
+    pub breaker_failures: Option<u32>,
+    pub breaker_cooldown: Duration,
 }
 
 /// `[[upstreams]]`: a provider endpoint.
@@ -126,24 +148,55 @@ pub struct Model {
     pub upstream_model: String,
     pub prefill: Prefill,
     pub fallbacks: Vec<String>,
+    /// Where a "prompt too long" 400 restarts.
+    pub context_window_fallbacks: Vec<String>,
+    /// Its own same-target retries and deadlines, where set.
+    pub retries: Option<u32>,
+    pub first_token_timeout: Option<Option<Duration>>,
+    pub idle_timeout: Option<Option<Duration>>,
 }
 
 impl Config {
     /// The planner: what each model accepts and which models stand in for it.
     pub fn chain(&self) -> FallbackChain {
-        let mut chain = FallbackChain::new().when_no_prefill(self.fallback.when_no_prefill);
+        let policy = &self.fallback.policy;
+        let mut chain = FallbackChain::new()
+            .when_no_prefill(self.fallback.when_no_prefill)
+            .retries(policy.retries)
+            .backoff(Backoff::new(policy.retry_base, policy.retry_cap))
+            .retry_budget(RetryBudget::new(
+                policy.retry_budget,
+                Duration::from_secs(1),
+            ));
+        if let Some(failures) = policy.breaker_failures {
+            chain = chain.circuit_breaker(Breaker::new(failures, policy.breaker_cooldown));
+        }
         if let Some(text) = &self.fallback.instruction {
             chain = chain.instruction(text.clone());
         }
         for model in &self.models {
             let address = self.upstreams[model.upstream].address.clone();
-            chain = chain.target(
-                Target::new(model.name.clone())
-                    .prefill(model.prefill)
-                    .at(address),
-            );
+            let mut target = Target::new(model.name.clone())
+                .prefill(model.prefill)
+                .at(address);
+            if let Some(retries) = model.retries {
+                target = target.retries(retries);
+            }
+            if let Some(deadline) = model.first_token_timeout {
+                target = target.first_token_timeout(deadline);
+            }
+            if let Some(idle) = model.idle_timeout {
+                target = target.idle_timeout(idle);
+            }
+            chain = chain.target(target);
             if !model.fallbacks.is_empty() {
                 chain = chain.fallbacks(model.name.clone(), model.fallbacks.iter().cloned());
+            }
+            if !model.context_window_fallbacks.is_empty() {
+                chain = chain.context_window_fallbacks(
+                    model.name.clone(),
+                    model.context_window_fallbacks.iter().cloned(),
+                );
             }
         }
         chain
@@ -154,6 +207,7 @@ impl Config {
         MidStreamFallbackLayer::new(self.chain())
             .max_attempts(self.fallback.max_attempts)
             .idle_timeout(self.fallback.idle_timeout)
+            .first_token_timeout(self.fallback.policy.first_token_timeout)
             .keep_alive(self.fallback.keep_alive)
             .max_request_bytes(self.fallback.max_request_bytes)
             .redact(self.redactor())
@@ -192,6 +246,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct File {
     listen: Option<String>,
+    admin_listen: Option<String>,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
@@ -211,6 +266,14 @@ struct FallbackFile {
     when_no_prefill: Option<String>,
     instruction: Option<String>,
     max_request_bytes: Option<usize>,
+    // The attempt policy (issue 11).
+    first_token_timeout_ms: Option<u64>,
+    retries: Option<u32>,
+    retry_base_ms: Option<u64>,
+    retry_cap_ms: Option<u64>,
+    retry_budget_per_s: Option<u32>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -224,6 +287,7 @@ struct ServerFile {
     max_concurrent_streams: Option<u32>,
     max_header_bytes: Option<usize>,
     shutdown_grace_ms: Option<u64>,
+    max_request_bytes_held: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +324,11 @@ struct ModelFile {
     prefill: Option<String>,
     #[serde(default)]
     fallbacks: Vec<String>,
+    #[serde(default)]
+    context_window_fallbacks: Vec<String>,
+    retries: Option<u32>,
+    first_token_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -285,6 +354,25 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         )
     })?;
 
+    let admin_listen = match file.admin_listen.as_deref() {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                err(
+                    "admin_listen".into(),
+                    format!("`{text}` is not an address and port such as \"127.0.0.1:9464\""),
+                )
+            })?;
+            if addr == listen && addr.port() != 0 {
+                return Err(err(
+                    "admin_listen".into(),
+                    "must differ from `listen`: clients must not reach the metrics".into(),
+                ));
+            }
+            Some(addr)
+        }
+    };
+
     let mut warnings = Vec::new();
     let server = server(file.server).map_err(|(key, msg)| err(format!("server.{key}"), msg))?;
 
@@ -306,6 +394,28 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };
+    let retry_base = Duration::from_millis(f.retry_base_ms.unwrap_or(500));
+    let retry_cap = Duration::from_millis(f.retry_cap_ms.unwrap_or(8_000));
+    if retry_cap < retry_base {
+        return Err(err(
+            "fallback.retry_cap_ms".into(),
+            format!(
+                "must be at least retry_base_ms ({} ms)",
+                retry_base.as_millis()
+            ),
+        ));
+    }
+    let breaker_failures = match f.breaker_failures.unwrap_or(0) {
+        0 => None,
+        n => Some(n),
+    };
+    let breaker_cooldown = Duration::from_millis(f.breaker_cooldown_ms.unwrap_or(30_000));
+    if breaker_failures.is_some() && breaker_cooldown.is_zero() {
+        return Err(err(
+            "fallback.breaker_cooldown_ms".into(),
+            "must be above 0 when breaker_failures is set".into(),
+        ));
+    }
     let fallback = Fallback {
         max_attempts,
         idle_timeout: millis(f.idle_timeout_ms, 60_000),
@@ -313,7 +423,26 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         when_no_prefill,
         instruction: f.instruction,
         max_request_bytes: f.max_request_bytes.unwrap_or(4 << 20),
+        policy: Policy {
+            first_token_timeout: millis(f.first_token_timeout_ms, 60_000),
+            retries: f.retries.unwrap_or(0),
+            retry_base,
+            retry_cap,
+            retry_budget: f.retry_budget_per_s.unwrap_or(20),
+            breaker_failures,
+            breaker_cooldown,
+        },
     };
+    if server.max_request_bytes_held < fallback.max_request_bytes {
+        return Err(err(
+            "server.max_request_bytes_held".into(),
+            format!(
+                "must be at least fallback.max_request_bytes ({}), or a request of that size \
+                 could never be served",
+                fallback.max_request_bytes
+            ),
+        ));
+    }
 
     if file.upstreams.is_empty() {
         return Err(err(
@@ -471,14 +600,25 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             upstream_model: m.upstream_model.clone().unwrap_or_else(|| m.name.clone()),
             prefill,
             fallbacks: m.fallbacks.clone(),
+            context_window_fallbacks: m.context_window_fallbacks.clone(),
+            retries: m.retries,
+            first_token_timeout: m.first_token_timeout_ms.map(|ms| millis(Some(ms), 0)),
+            idle_timeout: m.idle_timeout_ms.map(|ms| millis(Some(ms), 0)),
         });
     }
 
     // Fallbacks are checked once every model is known, so they may refer forward.
     for (i, m) in models.iter().enumerate() {
         let dialect = upstreams[m.upstream].dialect;
-        for (j, target) in m.fallbacks.iter().enumerate() {
-            let key = format!("models[{i}] ({:?}).fallbacks[{j}]", m.name);
+        let lists = [
+            ("fallbacks", &m.fallbacks),
+            ("context_window_fallbacks", &m.context_window_fallbacks),
+        ];
+        for (j, list, target) in lists
+            .iter()
+            .flat_map(|(list, l)| l.iter().enumerate().map(move |(j, t)| (j, *list, t)))
+        {
+            let key = format!("models[{i}] ({:?}).{list}[{j}]", m.name);
             let Some(&t) = model_index.get(target.as_str()) else {
                 return Err(err(
                     key,
@@ -505,6 +645,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
 
     Ok(Config {
         listen,
+        admin_listen,
         server,
         fallback,
         upstreams,
@@ -549,6 +690,9 @@ fn server(f: ServerFile) -> Result<Server, (&'static str, String)> {
         shutdown_grace: f
             .shutdown_grace_ms
             .map_or(default.shutdown_grace, Duration::from_millis),
+        max_request_bytes_held: f
+            .max_request_bytes_held
+            .unwrap_or(default.max_request_bytes_held),
     })
 }
 

@@ -10,7 +10,8 @@
 //! the upstream the config names, with that upstream's own key. When a stream fails half-way,
 //! `tower_midstream::MidStreamFallbackLayer` continues it on the model's fallbacks and the
 //! client reads one stream. `x-midstream-fallback: off` turns that off for one request.
-//! `GET /metrics` shows the layer's counters and histograms in Prometheus' text format.
+//! `GET /metrics`, on the admin listener (`admin_listen`), shows the layer's counters and
+//! histograms in Prometheus' text format.
 //!
 //! Without `--config`, it starts a demo upstream on loopback (see `demo.rs` for the models and
 //! the `x-demo-*` headers that script failures), the gateway in front of it, and prints
@@ -18,6 +19,7 @@
 //! ```text
 //! demo_upstream=http://127.0.0.1:PORT
 //! gateway=http://127.0.0.1:PORT
+//! admin=http://127.0.0.1:PORT
 //! ```
 //!
 //! as its first lines on stdout (for harnesses), then `curl` commands to try. Logs go to
@@ -28,6 +30,8 @@
 //! * `--config FILE`: proxy to the upstreams in FILE (see `gateway.example.toml`).
 //! * `--listen ADDR`: where the gateway listens (default: the config's `listen`; in the demo,
 //!   127.0.0.1:0, an ephemeral port).
+//! * `--admin-listen ADDR`: where `/metrics` is served (default: the config's `admin_listen`,
+//!   none if it has none; in the demo, 127.0.0.1:0).
 //! * `--demo-upstream-only`: start only the demo upstream and print `demo_upstream=...`.
 //! * `--demo-listen ADDR`: where the demo upstream listens (default 127.0.0.1:0).
 //! * `--demo-pace-ms N`: the demo's delay between events (default 40; 0 for tests).
@@ -38,8 +42,11 @@
 //! `ok` while it serves.
 //!
 //! The modules: `config` (the file), `server` (connections, their limits, shutdown), `proxy`
-//! (the layer and the router to the upstreams), `demo` (the demo upstream).
+//! (the layer and the router to the upstreams), `budget` (what request bodies may hold, all
+//! together), `admin` (`/metrics`), `demo` (the demo upstream).
 
+mod admin;
+mod budget;
 mod config;
 mod demo;
 mod proxy;
@@ -53,12 +60,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-const USAGE: &str = "usage: gateway [--config FILE] [--listen ADDR] [--demo-upstream-only] \
-[--demo-listen ADDR] [--demo-pace-ms N] [--print-demo-config]";
+const USAGE: &str = "usage: gateway [--config FILE] [--listen ADDR] [--admin-listen ADDR] \
+[--demo-upstream-only] [--demo-listen ADDR] [--demo-pace-ms N] [--print-demo-config]";
 
 struct Args {
     config: Option<String>,
     listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     demo_only: bool,
     demo_listen: SocketAddr,
     demo_pace: Duration,
@@ -69,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         config: None,
         listen: None,
+        admin_listen: None,
         demo_only: false,
         demo_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         demo_pace: Duration::from_millis(40),
@@ -85,6 +94,9 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--config" => args.config = Some(value("--config")?),
             "--listen" => args.listen = Some(addr("--listen", value("--listen")?)?),
+            "--admin-listen" => {
+                args.admin_listen = Some(addr("--admin-listen", value("--admin-listen")?)?)
+            }
             "--demo-upstream-only" => args.demo_only = true,
             "--demo-listen" => args.demo_listen = addr("--demo-listen", value("--demo-listen")?)?,
             "--demo-pace-ms" => {
@@ -150,13 +162,16 @@ async fn run(args: Args) -> Result<(), String> {
         if let Some(listen) = args.listen {
             config.listen = listen;
         }
+        if let Some(admin) = args.admin_listen {
+            config.admin_listen = Some(admin);
+        }
         for warning in &config.warnings {
             tracing::warn!(target: "gateway", "{warning}");
         }
-        let listener = bind(config.listen, "gateway").await?;
-        println!("gateway=http://{}", listener.local_addr().unwrap());
+        let listeners = Listeners::bind(&config).await?;
+        listeners.print();
         tracing::info!(target: "gateway", models = config.models.len(), upstreams = config.upstreams.len(), "gateway ready");
-        return serve(listener, &config).await;
+        return serve(listeners, &config).await;
     }
 
     let demo_listener = bind(args.demo_listen, "demo upstream").await?;
@@ -172,14 +187,49 @@ async fn run(args: Args) -> Result<(), String> {
     }
     tokio::spawn(demo.serve(demo_listener));
 
-    let listen = args.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let config = config::parse(&demo::gateway_config(demo_addr, listen), &|_| None)
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listen = args.listen.unwrap_or(loopback);
+    let mut config = config::parse(&demo::gateway_config(demo_addr, listen), &|_| None)
         .expect("the demo config is valid");
-    let listener = bind(config.listen, "gateway").await?;
-    let addr = listener.local_addr().unwrap();
-    println!("gateway=http://{addr}");
-    println!("{}", try_it(addr));
-    serve(listener, &config).await
+    config.admin_listen = Some(args.admin_listen.unwrap_or(loopback));
+    let listeners = Listeners::bind(&config).await?;
+    listeners.print();
+    println!("{}", try_it(&listeners));
+    serve(listeners, &config).await
+}
+
+/// The clients' listener, and the admin one if the config has one.
+struct Listeners {
+    gateway: TcpListener,
+    admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Both bound before either serves: a bad address stops the gateway before it listens.
+    async fn bind(config: &config::Config) -> Result<Self, String> {
+        let gateway = bind(config.listen, "gateway").await?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(bind(addr, "admin_listen").await?),
+            None => None,
+        };
+        Ok(Listeners { gateway, admin })
+    }
+
+    fn gateway_addr(&self) -> SocketAddr {
+        self.gateway.local_addr().unwrap()
+    }
+
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|l| l.local_addr().unwrap())
+    }
+
+    /// The lines harnesses read.
+    fn print(&self) {
+        println!("gateway=http://{}", self.gateway_addr());
+        if let Some(admin) = self.admin_addr() {
+            println!("admin=http://{admin}");
+        }
+    }
 }
 
 /// The process's `metrics` recorder: Prometheus' text format, rendered on `GET /metrics`.
@@ -206,11 +256,27 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
-async fn serve(listener: TcpListener, config: &config::Config) -> Result<(), String> {
+async fn serve(listeners: Listeners, config: &config::Config) -> Result<(), String> {
     warn_if_few_descriptors(config.server.max_connections);
+    match listeners.admin {
+        Some(admin) => {
+            // No shutdown of its own: scrapers see the drain, and it ends with the process.
+            let admin = server::serve(
+                admin,
+                admin::Admin::new(metrics()?),
+                config.server.clone(),
+                std::future::pending(),
+            );
+            tokio::spawn(admin);
+        }
+        None => tracing::info!(
+            target: "gateway",
+            "no admin_listen in the config: /metrics is not served"
+        ),
+    }
     server::serve(
-        listener,
-        proxy::build(config).with_metrics(metrics()?),
+        listeners.gateway,
+        proxy::build(config),
         config.server.clone(),
         stop_signal(),
     )
@@ -267,7 +333,9 @@ fn warn_if_few_descriptors(max_connections: usize) {
     }
 }
 
-fn try_it(addr: SocketAddr) -> String {
+fn try_it(listeners: &Listeners) -> String {
+    let addr = listeners.gateway_addr();
+    let admin = listeners.admin_addr().unwrap_or(addr);
     let question = r#""messages":[{"role":"user","content":"Why do streams break?"}]"#;
     format!(
         r#"
@@ -285,7 +353,7 @@ Try (the log on stderr says which failure it saw and which strategy it used):
 
 Script other failures with a header, e.g. -H 'x-demo-fault: stall@20' or
 -H 'x-demo-fault: error@20' or -H 'x-demo-fault: 529'; turn fallback off with
--H 'x-midstream-fallback: off'. What the gateway counted: curl http://{addr}/metrics
+-H 'x-midstream-fallback: off'. What the gateway counted: curl http://{admin}/metrics
 See examples/gateway/demo.rs or README.md.
 "#,
         claude = demo::CLAUDE_PRIMARY,

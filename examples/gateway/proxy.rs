@@ -13,8 +13,12 @@
 //! (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`...) and its query string never reach an
 //! upstream; response headers about the operator's account (`set-cookie`,
 //! `anthropic-organization-id`, `openai-organization`...) never reach a client, and neither do
-//! the upstream's key (redacted from error bodies), the names of the configured models, or
-//! which upstream failed and how (that goes to the log).
+//! the upstream's key (redacted from error bodies), the list of configured models (a model
+//! that exists but is asked for on the wrong endpoint gets the same 404 as one that does not;
+//! `/metrics` is on the admin listener, see `admin.rs`), or which upstream failed and how (that
+//! goes to the log). `x-midstream-served-by` names the model serving the answer by its name in
+//! the config (the alias clients use, never `upstream_model`), and may name a fallback the
+//! client did not ask for: that one is the operator's choice to show.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -34,7 +38,6 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tower::{Service, ServiceExt};
@@ -43,6 +46,7 @@ use tower_midstream::{
     Provenance, Redactor, ReplayBody, Target,
 };
 
+use crate::budget::{BodyBudget, BudgetFull, Counted, Held, Reservation};
 use crate::config::{Config, Upstream};
 use crate::token::token_of;
 
@@ -51,8 +55,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the router answers with: the upstream's body, or an error it made itself.
 pub type RouterBody = Either<Incoming, Full<Bytes>>;
 
-/// What clients receive.
-pub type GatewayBody = Either<FallbackBody<RouterBody>, Full<Bytes>>;
+/// What clients receive: the layer's body, holding its request's share of the body budget
+/// until it is dropped, or an answer the gateway made itself.
+pub type GatewayBody = Either<Held<FallbackBody<RouterBody>>, Full<Bytes>>;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -124,8 +129,9 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Gateway {
     service: MidStreamFallback<Router, FallbackChain>,
-    /// Renders `GET /metrics`, when the process has a Prometheus recorder.
-    metrics: Option<PrometheusHandle>,
+    /// What the request bodies in flight may hold, all requests together.
+    budget: Arc<BodyBudget>,
+    max_request_bytes: usize,
 }
 
 /// Builds the gateway for `config`, with a client that speaks HTTP/1.1 and HTTP/2 over TLS
@@ -142,7 +148,8 @@ pub fn build(config: &Config) -> Gateway {
     let observer = MetricsObserver::new().targets(config.models.iter().map(|m| m.name.as_str()));
     Gateway {
         service: tower::Layer::layer(&config.layer().observer(observer), router),
-        metrics: None,
+        budget: BodyBudget::new(config.server.max_request_bytes_held),
+        max_request_bytes: config.fallback.max_request_bytes,
     }
 }
 
@@ -161,13 +168,6 @@ pub fn connector() -> HttpsConnector<HttpConnector> {
 }
 
 impl Gateway {
-    /// Serves `GET /metrics` from `handle` (the layer's figures feed the `metrics` facade:
-    /// whatever recorder the process installed, this one renders them for Prometheus).
-    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
-        self.metrics = Some(handle);
-        self
-    }
-
     /// Answers one client request; never fails: errors become responses in the client's
     /// dialect.
     pub async fn handle<B>(&self, mut req: Request<B>) -> Response<GatewayBody>
@@ -175,7 +175,7 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(response) = local_route(&req, self.metrics.as_ref()) {
+        if let Some(response) = local_route(&req) {
             return response.map(Either::Right);
         }
         let started = Instant::now();
@@ -184,11 +184,15 @@ impl Gateway {
         if opted_out(req.headers()) {
             req.extensions_mut().insert(NoFallback);
         }
+        let Ok(reservation) = self.reserve(&req) else {
+            return busy(client_dialect(&req)).map(Either::Right);
+        };
+        let req = req.map(|body| Counted::new(body, reservation.clone()));
         // The layer answers every failure itself, in the client's dialect: a 502 once the
         // fallbacks failed too, or at once for a request without fallback. The router's error
         // says only what kind of failure it was (its log line names the upstream).
         let mut response = match self.service.clone().oneshot(req).await {
-            Ok(response) => response.map(Either::Left),
+            Ok(response) => response.map(|body| Either::Left(Held::new(body, reservation))),
             Err(never) => match never {},
         };
         if let Some(value) = served_by(response.extensions().get::<Provenance>()) {
@@ -204,6 +208,41 @@ impl Gateway {
         );
         response
     }
+}
+
+impl Gateway {
+    /// Reserves what this request's body may hold until its answer ends (see `budget.rs`): a
+    /// POST's only, since no other request has its body read.
+    fn reserve<B>(&self, req: &Request<B>) -> Result<Option<Arc<Reservation>>, BudgetFull> {
+        if req.method() != Method::POST {
+            return Ok(None);
+        }
+        // hyper holds the body to its content-length; without one, the most it may be.
+        let bytes = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|len| usize::try_from(len).ok())
+            .map_or(self.max_request_bytes, |len| {
+                len.min(self.max_request_bytes)
+            });
+        self.budget.reserve(bytes).map(Some)
+    }
+}
+
+/// The body budget is full: a 503 the SDKs retry, in the client's dialect.
+fn busy(dialect: Dialect) -> Response<Full<Bytes>> {
+    let mut response = error(
+        dialect,
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Overloaded,
+        "the gateway holds as many request bodies as it may; retry shortly",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Names the model whose response the client is getting (a fallback's, when the primary failed
@@ -230,21 +269,10 @@ fn opted_out(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
-/// Requests the gateway answers itself, before the layer: `/healthz`, and `/metrics` when the
-/// process has a Prometheus recorder.
-fn local_route<B>(
-    req: &Request<B>,
-    metrics: Option<&PrometheusHandle>,
-) -> Option<Response<Full<Bytes>>> {
+/// Requests the gateway answers itself, before the layer: `/healthz`. (`/metrics` is on the
+/// admin listener: it names every configured model.)
+fn local_route<B>(req: &Request<B>) -> Option<Response<Full<Bytes>>> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Full::new(metrics?.render().into()));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            Some(response)
-        }
         (&Method::GET | &Method::HEAD, "/healthz") => {
             let mut response = Response::new(Full::new(Bytes::from_static(b"ok\n")));
             response.headers_mut().insert(
@@ -394,27 +422,24 @@ impl Router {
                 }
             }
         };
-        let Some(route) = self.routes.get(&model.name) else {
-            // Not the list of models: which ones the operator serves is theirs to tell.
-            return local(
-                StatusCode::NOT_FOUND,
-                ErrorKind::ModelNotFound,
-                &format!("model `{}` is not served by this gateway", model.name),
-            );
-        };
-        let upstream = &route.upstream;
-        if upstream.dialect != endpoint {
+        // Not the list of models, nor whether a name exists on another endpoint: which models
+        // the operator serves is theirs to tell.
+        let Some(route) = self
+            .routes
+            .get(&model.name)
+            .filter(|r| r.upstream.dialect == endpoint)
+        else {
             return local(
                 StatusCode::NOT_FOUND,
                 ErrorKind::ModelNotFound,
                 &format!(
-                    "model `{}` is served over the {} API: send it to POST {}",
+                    "model `{}` is not served by this gateway on POST {}",
                     model.name,
-                    upstream.dialect.name(),
-                    endpoint_of(upstream.dialect)
+                    parts.uri.path()
                 ),
             );
-        }
+        };
+        let upstream = &route.upstream;
         let vertex = !upstream.address.is_native();
         if vertex && path == "/v1/messages/count_tokens" {
             return local(
@@ -593,16 +618,6 @@ fn vertex_path(path: &str) -> bool {
         && (path.ends_with(":streamRawPredict") || path.ends_with(":rawPredict"))
 }
 
-fn endpoint_of(dialect: Dialect) -> &'static str {
-    if dialect == Dialect::ANTHROPIC_MESSAGES {
-        "/v1/messages"
-    } else if dialect == Dialect::GEMINI {
-        "/v1beta/models/{model}:streamGenerateContent?alt=sse"
-    } else {
-        "/v1/chat/completions"
-    }
-}
-
 /// `base_url` (with its path prefix) followed by the endpoint's path. The client's query
 /// string is not passed on (it is the client's word, and may carry its key); Gemini's stream
 /// gets the one query it needs, `alt=sse`.
@@ -746,6 +761,8 @@ enum ErrorKind {
     NotFound,
     ModelNotFound,
     Upstream,
+    /// The gateway's own capacity, not an upstream's: clients retry it.
+    Overloaded,
 }
 
 /// An error response in the format the client's SDK parses.
@@ -769,6 +786,7 @@ fn error(
             ErrorKind::TooLarge => "request_too_large",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::Upstream => "api_error",
+            ErrorKind::Overloaded => "overloaded_error",
         };
         serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
     } else {
@@ -777,6 +795,7 @@ fn error(
             ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
             ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
             ErrorKind::Upstream => ("server_error", None),
+            ErrorKind::Overloaded => ("server_error", Some("overloaded")),
         };
         serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     };

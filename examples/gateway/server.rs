@@ -10,7 +10,9 @@
 //! period, then cut what is left
 //! ```
 //!
-//! Every limit is a key of the config's `[server]` section (`config::Server`).
+//! Every limit is a key of the config's `[server]` section (`config::Server`). The same loop
+//! serves the clients' listener (the [`Gateway`]) and the admin listener (`admin::Admin`),
+//! each a [`Handler`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,12 +36,33 @@ use tower_http::timeout::TimeoutBody;
 use crate::config::Server;
 use crate::proxy::{BoxError, Gateway, GatewayBody};
 
-/// Serves `gateway` on `listener` (HTTP/1.1 and h2c) within `limits`, until `shutdown`
+/// A request as a handler gets it: its body bounded in time.
+pub type ClientBody = TimeoutBody<Deadline<Incoming>>;
+
+/// What a listener answers with.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// The response to one request; never fails: errors are responses.
+    fn answer(
+        &self,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<GatewayBody>> + Send;
+}
+
+impl Handler for Gateway {
+    fn answer(
+        &self,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<GatewayBody>> + Send {
+        self.handle(req)
+    }
+}
+
+/// Serves `handler` on `listener` (HTTP/1.1 and h2c) within `limits`, until `shutdown`
 /// completes; then stops accepting and returns once every connection has finished, or when
 /// the grace period is over (what is left is cut).
 pub async fn serve(
     listener: TcpListener,
-    gateway: Gateway,
+    handler: impl Handler,
     limits: Server,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -75,9 +98,9 @@ pub async fn serve(
             () = &mut shutdown => break,
             Some(_) = connections.join_next() => continue,
         };
-        let (gateway, limits, stopping) = (gateway.clone(), limits.clone(), stopping.clone());
+        let (handler, limits, stopping) = (handler.clone(), limits.clone(), stopping.clone());
         connections.spawn(async move {
-            serve_connection(stream, gateway, &limits, stopping).await;
+            serve_connection(stream, handler, &limits, stopping).await;
             drop(slot);
         });
     }
@@ -129,14 +152,14 @@ pub async fn accept(listener: &TcpListener) -> TcpStream {
 /// flight, and gracefully (the requests in flight finish) once `stopping` turns true.
 async fn serve_connection(
     stream: TcpStream,
-    gateway: Gateway,
+    handler: impl Handler,
     limits: &Server,
     mut stopping: watch::Receiver<bool>,
 ) {
     let (active, mut watch_active) = watch::channel(0usize);
     let body_limits = (limits.request_body_timeout, limits.request_body_deadline);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let gateway = gateway.clone();
+        let handler = handler.clone();
         // Counted from the start: a request whose answer is dropped halfway stops counting.
         let guard = InFlight::new(active.clone());
         async move {
@@ -146,7 +169,7 @@ async fn serve_connection(
                     Deadline::new(body_limits.1, body),
                 )
             });
-            let response = gateway.handle(req).await;
+            let response = handler.answer(req).await;
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 body,
                 _guard: guard,

@@ -24,7 +24,7 @@ use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
 use crate::strategy::{RewriteError, Strategy};
-use crate::untrusted::{escaped, Redactor};
+use crate::untrusted::Redactor;
 
 pub(crate) use crate::rewrite::Continuation;
 
@@ -392,6 +392,8 @@ pub(crate) struct StreamFailure {
     pub(crate) detail: String,
     /// The upstream's own error type (`overloaded_error`...), to name to the client.
     pub(crate) error_type: Option<Arc<str>>,
+    /// How long a failed response asked to wait before a retry.
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl StreamFailure {
@@ -400,11 +402,13 @@ impl StreamFailure {
             class,
             detail: detail.into(),
             error_type: None,
+            retry_after: None,
         }
     }
 
     /// The failure with the secrets taken out of what the upstream said, before it is logged,
-    /// kept in the history or told to the client.
+    /// kept in the history or told to the client. A second pass: upstream words are cleaned
+    /// where they enter; this catches what came in another way (a transport error's text).
     pub(crate) fn redacted(mut self, redactor: &Redactor) -> Self {
         if let Cow::Owned(detail) = redactor.redact(&self.detail) {
             self.detail = detail;
@@ -419,8 +423,12 @@ impl StreamFailure {
 }
 
 /// The `type` and `message` of an error body (`{"error":{"type":..,"message":..}}`, the shape
-/// both Anthropic and OpenAI use), for naming a failure.
-pub(crate) fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+/// both Anthropic and OpenAI use), for naming a failure: secrets out, control characters
+/// escaped.
+pub(crate) fn describe_error_body(
+    body: &[u8],
+    redactor: &Redactor,
+) -> (Option<String>, Option<String>) {
     #[derive(serde::Deserialize)]
     struct Outer {
         error: Option<Inner>,
@@ -435,10 +443,10 @@ pub(crate) fn describe_error_body(body: &[u8]) -> (Option<String>, Option<String
         .ok()
         .and_then(|o| o.error)
     {
-        // Upstream words, bound for logs and the client: control characters escaped here.
+        // Upstream words, bound for logs and the client: cleaned here, where they enter.
         Some(inner) => (
-            inner.kind.as_deref().map(escaped),
-            inner.message.as_deref().map(escaped),
+            inner.kind.as_deref().map(|t| redactor.clean(t)),
+            inner.message.as_deref().map(|t| redactor.clean(t)),
         ),
         None => (None, None),
     }

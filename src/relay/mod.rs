@@ -48,7 +48,7 @@ use crate::outbox::Outbox;
 use crate::sse::Event;
 use crate::strategy::Strategy;
 use crate::transcript::Transcript;
-use crate::untrusted::escaped;
+use crate::untrusted::Redactor;
 
 use attempt::{Attempt, NotOpen, Open};
 use hold::{Budget, Held, HeldKind, OverBudget};
@@ -419,7 +419,7 @@ impl Relay {
             }
             Item::Error(error) => {
                 if !error.client {
-                    return Err(in_band_failure(&error, src));
+                    return Err(in_band_failure(&error, src, out.redactor()));
                 }
                 // A retry elsewhere would fail alike: the client gets the upstream's own words.
                 self.prelude(out);
@@ -739,10 +739,9 @@ impl Relay {
             }
             Item::Terminal => self.encoder.terminal(out),
             Item::Error(error) if !self.same_wire() => {
-                let kind =
-                    value_text(src, error.kind).map_or_else(|| "error".into(), |k| escaped(&k));
-                let message =
-                    value_text(src, error.message).map_or_else(String::new, |m| escaped(&m));
+                let clean = |span| value_text(src, span).map(|t| out.redactor().clean(&t));
+                let kind = clean(error.kind).unwrap_or_else(|| "error".into());
+                let message = clean(error.message).unwrap_or_default();
                 self.encoder
                     .error(&ErrorKind::Named(kind.into()), &message, out);
             }
@@ -850,9 +849,10 @@ fn value_text(src: &Source<'_>, span: Span) -> Option<String> {
     Some(raw.to_owned())
 }
 
-fn in_band_failure(error: &InBand, src: &Source<'_>) -> StreamFailure {
-    // Upstream words, bound for logs and the client: control characters escaped here.
-    let text = |span| value_text(src, span).map(|t| escaped(&t));
+fn in_band_failure(error: &InBand, src: &Source<'_>, redactor: &Redactor) -> StreamFailure {
+    // Upstream words, bound for logs and the client: secrets out, then control characters
+    // escaped, here.
+    let text = |span| value_text(src, span).map(|t| redactor.clean(&t));
     let kind = text(error.kind);
     let name = kind.clone().or_else(|| text(error.code));
     let message = text(error.message).filter(|m| !m.is_empty());
@@ -866,6 +866,7 @@ fn in_band_failure(error: &InBand, src: &Source<'_>) -> StreamFailure {
         class: FailureClass::InBand,
         detail,
         error_type: kind.map(Arc::from),
+        retry_after: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod fuzz;
+pub mod global_logs;
 pub mod probe;
 pub mod span_tree;
 pub mod upstream;

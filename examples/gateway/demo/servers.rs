@@ -1,5 +1,5 @@
 //! The OpenAI-compatible servers whose Chat Completions shapes the demo can take
-//! (`x-demo-server`). Each is a row of quirks, from DESIGN.md, issue 9 and recorded streams
+//! (`x-demo-server`). Each is a row of quirks, from issue 9 and recorded streams
 //! (tests/fixtures/openrouter_midstream_error.sse); where no recording names the server that
 //! sends a quirk, the row says the demo chose it.
 
@@ -161,8 +161,8 @@ pub const SERVERS: &[Server] = &[
     },
     Server {
         name: "gemini-compat",
-        // Tool calls without `index`, each whole in one delta (DESIGN.md). No `[DONE]`: the
-        // demo's choice of a server that omits it (DESIGN.md names none).
+        // Tool calls without `index`, each whole in one delta (issue 9, item 6). No `[DONE]`:
+        // the demo's choice of a server that omits it (no recording names one).
         tool_index: false,
         whole_tool_calls: true,
         done: false,
