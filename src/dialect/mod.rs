@@ -302,6 +302,13 @@ pub(crate) trait Decode: Send {
     fn fast_text<'a>(&mut self, _name: Option<&[u8]>, _data: &'a [u8]) -> Option<FastText<'a>> {
         None
     }
+
+    /// The output tokens the attempt's events said it had generated so far, for a wire whose
+    /// every event carries a running count the client sees (Gemini's `usageMetadata`): a
+    /// fallback's counts must start above it. `None` where events carry no such count.
+    fn output_so_far(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A piece of text read by [`Decode::fast_text`].

@@ -790,7 +790,10 @@ impl Relay {
 
     /// The current attempt failed: drop what it held back and count what it spent.
     pub(crate) fn abandon(&mut self) {
-        self.transcript.add_spent(self.attempt.spent);
+        // The upstream's own running count, where the client saw one, is the better bound.
+        let reported = self.attempt.decoder.output_so_far().unwrap_or(0);
+        let reported = u32::try_from(reported).unwrap_or(u32::MAX);
+        self.transcript.add_spent(self.attempt.spent.max(reported));
         self.attempt.spent = 0;
         self.attempt.drop_open();
         self.ready.clear();

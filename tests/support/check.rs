@@ -352,6 +352,9 @@ pub fn gemini(bytes: &[u8], events: &[Sse]) -> Result<Answer, String> {
     let mut envelope: Option<(Value, Value)> = None;
     let mut finished = false;
     let mut tools = Vec::new();
+    // The running output count the client has seen: google-genai hands every chunk's
+    // usageMetadata to the caller as the answer's usage so far, so it never goes down.
+    let mut output_so_far = 0;
     for (i, ev) in events.iter().enumerate() {
         need(ev.event.is_none(), "an event: line in a Gemini stream")?;
         need(!finished, &format!("chunk {i} after the finishReason"))?;
@@ -400,6 +403,16 @@ pub fn gemini(bytes: &[u8], events: &[Sse]) -> Result<Answer, String> {
             } else if let Some(t) = part["text"].as_str() {
                 answer.text.push_str(t);
             }
+        }
+        if let Some(count) = chunk["usageMetadata"].get("candidatesTokenCount") {
+            let count = count
+                .as_u64()
+                .ok_or(format!("chunk {i}: candidatesTokenCount is not a count"))?;
+            need(
+                count >= output_so_far,
+                &format!("chunk {i}: candidatesTokenCount went down ({output_so_far} -> {count})"),
+            )?;
+            output_so_far = count;
         }
         if candidate.get("finishReason").is_some_and(|f| !f.is_null()) {
             finished = true;
