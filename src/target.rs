@@ -126,7 +126,9 @@ impl Target {
     ///
     /// let request = http::Request::post("/v1/messages")
     ///     .header("anthropic-version", "2023-06-01")
-    ///     .body(Bytes::from_static(br#"{"model":"claude","max_tokens":9,"stream":true,"messages":[]}"#))?;
+    ///     .body(Bytes::from_static(
+    ///         br#"{"model":"claude","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"Hi"}]}"#,
+    ///     ))?;
     /// let vertex = Target::new("claude-sonnet-4-5@20250929").at(Address::vertex("p", "us-east5"));
     /// let sent = vertex.readdress(Dialect::ANTHROPIC_MESSAGES, &request)?;
     /// assert_eq!(
@@ -135,7 +137,7 @@ impl Target {
     /// );
     /// assert_eq!(
     ///     &sent.body()[..],
-    ///     br#"{"anthropic_version":"vertex-2023-10-16","max_tokens":9,"stream":true,"messages":[]}"#
+    ///     br#"{"anthropic_version":"vertex-2023-10-16","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"Hi"}]}"#
     /// );
     /// assert!(sent.headers().get("anthropic-version").is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
