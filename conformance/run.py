@@ -123,11 +123,15 @@ DIALECTS = [
         ("gpt-prefix", "demo-gpt-prefix", "prefix", []),
         ("gpt-no-prefix", "demo-gpt-no-prefix", "none", []),
     ], answers=("text", "tool", "parallel-tools"), status="503", tail=3),
-    # google-genai through the gateway is not listed yet: after a seam the fallback's
-    # mid-stream chunks carry its own cumulative usageMetadata, which goes down (seams.gemini
-    # rejects it; 88 of 416 sampled cases in the run of 2026-11-29). Entries to restore:
-    # Dialect("google-genai", "gemini", "demo-gemini", "gemini", models=[...], answers=("text",
-    # "tool", "thinking"), status="503", tail=1, every=3) and its v1beta twin.
+    # google-genai's default API version (v1 in 3.x) and v1beta; the finish rides on the last chunk.
+    Dialect("google-genai", "gemini", "demo-gemini", "gemini", models=[
+        ("gemini-a", "demo-gemini-primary", "none", ["gemini-prefill"]),
+        ("gemini-b", "demo-gemini-primary", "none", ["gemini-no-prefill"]),
+        ("gemini-prefill", "demo-gemini-prefill", "assistant", []),
+        ("gemini-no-prefill", "demo-gemini-no-prefill", "none", []),
+    ], answers=("text", "tool", "thinking"), status="503", tail=1, every=3),
+    Dialect("google-genai-v1beta", "gemini", "demo-gemini", "gemini", models=[],
+            answers=("text",), status="503", tail=1, every=4),
     # The anthropic SDK on the Anthropic API, its fallbacks Claude on Vertex AI.
     Dialect("anthropic", "anthropic", "demo-anthropic", "claude-vx", models=[
         ("claude-vx-a", "demo-claude-primary", "none", ["claude-vx-prefill"]),
