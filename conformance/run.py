@@ -18,7 +18,16 @@ thinking then text (Anthropic)) x each failure class (reset, stall, in-band erro
 at every event position of the primary's stream; a retryable status before the stream) x a
 fallback that accepts prefill and one that rejects it. Plus: every attempt fails; the primary
 answers a non-retryable 400; the per-request opt-out; a fallback declared to accept prefill
-that answers it with 400.
+that answers it with 400. Across dialects (issue 14): the anthropic SDK with fallbacks on the
+OpenAI Chat upstream and the openai SDK with fallbacks on the Anthropic one, each answer that
+can cross x each failure class at sampled positions (the first and last few, and every
+`CROSS_STEP`-th: the Rust matrix in tests/cross_dialect.rs keeps every position).
+
+OpenAI-compatible servers (issue 9, `x-demo-server`, positions sampled): reasoning in
+`reasoning_content` (DeepSeek) and `reasoning` (vLLM, usage on the finish chunk), kept once
+when a failure cuts it; a refusal; `n: 2` (restarted while the client has no choice's answer,
+else a clean error the SDK raises); `id:` lines with CRLF while keep-alives flow during a slow
+fallback (the openai SDK dispatches an event at every blank line after an `id:`).
 
 Prints a matrix client x dialect x failure class at the end; exits non-zero if any case fails.
 
@@ -69,6 +78,8 @@ import seams  # noqa: E402
 
 IDLE_MS = 300
 WORKERS = 4
+# Across dialects, every CROSS_STEP-th failure position (plus the first and last few).
+CROSS_STEP = 5
 
 # What the client is told when every attempt fails: the original failure's class, by fault.
 ORIGINAL = {"reset": "stream broken", "stall": "stream stalled", "error": "error event in stream",
@@ -85,18 +96,28 @@ class Dialect:
     status; `tail` the events after the answer is complete (a failure there needs no fallback);
     `prefill_rejected` a model whose first fallback is declared to take prefill but answers it
     with 400; `every` samples failure positions (every k-th, plus the first and last two) to
-    keep CI within its budget (the Rust splice matrix keeps every position). A model may name
-    its own upstream as a fifth element (a fallback on Claude on Vertex AI, UPSTREAMS). A new
-    dialect's gateway cases are one more entry in DIALECTS."""
+    keep CI within its budget (the Rust splice matrix keeps every position); `cross` the cases
+    whose fallbacks speak another dialect. A model may name its own upstream as a fifth element
+    (a fallback on Claude on Vertex AI, UPSTREAMS). A new dialect's gateway cases are one more
+    entry in DIALECTS."""
 
     def __init__(self, wrapper, dialect, upstream, prefix, models, answers, status, tail, prefill_rejected=None,
-                 every=1):
+                 every=1, cross=None):
         self.wrapper, self.dialect, self.upstream, self.prefix = wrapper, dialect, upstream, prefix
         self.models, self.answers, self.status, self.tail = models, answers, status, tail
-        self.prefill_rejected, self.every = prefill_rejected, every
+        self.prefill_rejected, self.every, self.cross = prefill_rejected, every, cross
 
     def positions(self, n):
         return sorted(set(range(0, n, self.every)) | {p for p in (0, 1, n - 2, n - 1) if 0 <= p < n})
+
+
+class Cross:
+    """Fallbacks in another dialect: `to` names it; `prefill` and `no_prefill` are primaries
+    (in DIALECTS' models) whose fallback there accepts prefill or rejects it; `answers` the
+    answers whose request can cross (extended thinking cannot: it is never sent there)."""
+
+    def __init__(self, to, answers, prefill, no_prefill):
+        self.to, self.answers, self.prefill, self.no_prefill = to, answers, prefill, no_prefill
 
 
 # Upstreams that are not a plain dialect endpoint with an API key: Claude on Vertex AI, its
@@ -116,13 +137,23 @@ DIALECTS = [
         ("claude-no-prefill", "demo-claude-no-prefill", "none", []),
         # Declared to take prefill, but the model behind it rejects it with 400.
         ("claude-liar", "demo-claude-no-prefill", "assistant", []),
-    ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c"),
+        # Fallbacks on the OpenAI Chat upstream.
+        ("claude-x", "demo-claude-primary", "none", ["gpt-prefix"]),
+        ("claude-y", "demo-claude-primary", "none", ["gpt-no-prefix"]),
+    ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c",
+        cross=Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y")),
     Dialect("openai", "openai-chat", "demo-openai", "gpt", models=[
         ("gpt-a", "demo-gpt-primary", "none", ["gpt-prefix"]),
         ("gpt-b", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
+        # Two fallbacks: the first may be made slow (it stalls) while keep-alives flow.
+        ("gpt-c", "demo-gpt-primary", "none", ["gpt-prefix", "gpt-no-prefix"]),
         ("gpt-prefix", "demo-gpt-prefix", "prefix", []),
         ("gpt-no-prefix", "demo-gpt-no-prefix", "none", []),
-    ], answers=("text", "tool", "parallel-tools"), status="503", tail=3),
+        # Fallbacks on the Anthropic upstream.
+        ("gpt-x", "demo-gpt-primary", "none", ["claude-prefill"]),
+        ("gpt-y", "demo-gpt-primary", "none", ["claude-no-prefill"]),
+    ], answers=("text", "tool", "parallel-tools"), status="503", tail=3,
+        cross=Cross("anthropic", ("text", "tool", "parallel-tools"), "gpt-x", "gpt-y")),
     # google-genai's default API version (v1 in 3.x) and v1beta; the finish rides on the last chunk.
     Dialect("google-genai", "gemini", "demo-gemini", "gemini", models=[
         ("gemini-a", "demo-gemini-primary", "none", ["gemini-prefill"]),
@@ -220,17 +251,49 @@ def client(kind: str, base: str) -> "clients.Wrapper":
 # ---- cases -------------------------------------------------------------------------------
 
 class Case:
-    def __init__(self, dialect, answer, failure, fault, model, fallback, expect="whole", usage=True, extra=None):
+    def __init__(self, dialect, answer, failure, fault, model, fallback, expect="whole", usage=True, extra=None,
+                 route=None, server=None, n=1):
         self.dialect, self.answer, self.failure, self.fault = dialect, answer, failure, fault
         self.model, self.fallback, self.expect, self.usage = model, fallback, expect, usage
         self.extra = extra or {}
+        # The dialects the case goes through, as the matrix shows them.
+        self.route = route or dialect.dialect
+        # An OpenAI-compatible server's shapes (x-demo-server), and the number of choices.
+        self.server, self.n = server, n
+        if server:
+            self.extra["x-demo-server"] = server
 
     @property
     def sdk(self):
         return self.dialect.wrapper
 
     def name(self):
-        return f"{self.sdk}/{self.answer}/{self.fault}/{self.fallback}"
+        server = f"{self.server}/" if self.server else ""
+        # A fallback of another dialect: the route, so that such cases can be picked by name.
+        route = f"{self.route}/" if self.route != self.dialect.dialect else ""
+        n = f"/n={self.n}" if self.n > 1 else ""
+        return f"{self.sdk}/{route}{server}{self.answer}{n}/{self.fault}/{self.fallback}"
+
+    def ask_kwargs(self):
+        """What the SDK wrapper is asked besides the answer: the reasoning field to read, n."""
+        field = SERVER_REASONING.get(self.server)
+        kwargs = {"reasoning_field": field} if field else {}
+        if self.n > 1:
+            kwargs["n"] = self.n
+        return kwargs
+
+    def seams(self):
+        """What seams.py must expect of this server's stream."""
+        shape = dict(SERVER_SEAMS.get(self.server, {}))
+        if self.n > 1:
+            shape["choices"] = self.n
+        return shape
+
+
+# What seams.py expects of the Chat servers the server cases use, and their reasoning field
+# (conformance/direct.py has the whole table).
+SERVER_SEAMS = {"vllm": {"usage_on_finish": True}}
+SERVER_REASONING = {"vllm": "reasoning", "deepseek": "reasoning_content"}
 
 
 def is_bad_request(err) -> bool:
@@ -240,10 +303,36 @@ def is_bad_request(err) -> bool:
 def run_case(case: Case, gateway: str, wholes):
     c = client(case.sdk, gateway)
     headers = {"x-demo-fault": case.fault, **case.extra}
-    want = wholes[(case.sdk, case.answer)]
+    want = wholes[(case.sdk, case.answer, case.server, case.n)]
+    if case.expect == "whole-or-error":
+        # Several choices: restarted invisibly while the client had none of them, else a clean
+        # error naming the original failure (the SDK raises the API's error, nothing else).
+        try:
+            got = c.ask(case.model, case.answer, headers, case.usage, **case.ask_kwargs())
+        except clients.API_ERRORS as err:
+            if ORIGINAL[case.failure] not in str(err):
+                raise AssertionError(f"the error does not name the original failure: {err}")
+            c.check_seams(case.usage, expect_error=True, **case.seams())
+            return
+        c.check_seams(case.usage, **case.seams())
+        if got != want:
+            raise AssertionError(f"the answer differs:\n got {got}\nwant {want}")
+        return
     if case.expect == "whole":
-        got = c.ask(case.model, case.answer, headers, case.usage)
-        c.check_seams(case.usage)
+        got = c.ask(case.model, case.answer, headers, case.usage, **case.ask_kwargs())
+        c.check_seams(case.usage, **case.seams())
+        field = SERVER_REASONING.get(case.server)
+        if field and case.answer == "thinking":
+            # Live reasoning cut by the failure is kept once; the fallback adds no second copy.
+            joined, whole_reasoning = c.reasoning(field), wholes[("reasoning", case.server)]
+            if not joined or not whole_reasoning.startswith(joined):
+                raise AssertionError(f"reasoning is not a part of the whole from its start: {joined!r}")
+        if case.fallback == "slow-fallback":
+            raw = c.raw()
+            if b": keep-alive\n" not in raw:
+                raise AssertionError("no keep-alive while the fallback took its time")
+            if b": keep-alive\n\n" in raw:
+                raise AssertionError("a keep-alive with a blank line after an id: line")
         if got[0] != want[0]:
             raise AssertionError(f"text differs:\n got {got[0]!r}\nwant {want[0]!r}")
         if got[1] != want[1]:
@@ -286,6 +375,44 @@ def event_count(gateway: str, sdk: str, answer: str, model: str) -> int:
     return len(seams.parse(bytes(c.tee.body)))
 
 
+def sampled(n: int, every: int = 4):
+    """Failure positions: the first and last few, and every `every`-th between (the Rust
+    splice matrix keeps every position)."""
+    return sorted({0, 1, 2, n - 3, n - 2, n - 1, *range(0, n, every)} & set(range(n)))
+
+
+def server_cases(gateway: str, wholes):
+    """OpenAI-compatible servers as they really stream (issue 9): reasoning in either field,
+    a refusal, two choices, and `id:` lines with keep-alives while a fallback takes its time."""
+    d = next(d for d in DIALECTS if d.dialect == "openai-chat")
+    out = []
+    for server, answer, n in (("deepseek", "thinking", 1), ("vllm", "thinking", 1), ("openai", "refusal", 1),
+                              ("openai", "text", 2)):
+        probe = Case(d, answer, "none", "none", "gpt-a", "none", server=server, n=n)
+        c = client(d.wrapper, gateway)
+        headers = {"x-demo-fault": "none", **probe.extra}
+        wholes[(d.wrapper, answer, server, n)] = c.ask("gpt-a", answer, headers, True, **probe.ask_kwargs())
+        c.check_seams(True, **probe.seams())
+        field = SERVER_REASONING.get(server)
+        if field:
+            wholes[("reasoning", server)] = c.reasoning(field)
+        count = len(seams.parse(bytes(c.tee.body)))
+        for failure in ("reset", "stall", "error", "truncate"):
+            for at in sampled(count):
+                out.append(Case(d, answer, failure, f"{failure}@{at}", "gpt-a", "prefill",
+                                expect="whole-or-error" if n > 1 else "whole", usage=at % 2 == 0,
+                                server=server, n=n))
+    # `id:` lines, CRLF: the primary breaks, fallback 1 answers its headers and then stalls
+    # (keep-alives flow, after the primary's `id:` lines), fallback 2 answers.
+    probe = Case(d, "text", "none", "none", "gpt-c", "none", server="framed")
+    c = client(d.wrapper, gateway)
+    wholes[(d.wrapper, "text", "framed", 1)] = c.ask("gpt-c", "text", {"x-demo-fault": "none", **probe.extra}, True)
+    for at in (2, 5, 9):
+        out.append(Case(d, "text", "reset", f"reset@{at}, demo-gpt-prefix=stall@0", "gpt-c", "slow-fallback",
+                        server="framed"))
+    return out
+
+
 def cases(gateway: str):
     """Every dialect x answer x failure class x position x kind of fallback, plus the cases
     around them: every attempt failing, a client error, the opt-out, a lying fallback."""
@@ -294,7 +421,7 @@ def cases(gateway: str):
         for answer in d.answers:
             sdk, primary = d.wrapper, f"{d.prefix}-a"
             c = client(sdk, gateway)
-            wholes[(sdk, answer)] = c.ask(primary, answer, {"x-demo-fault": "none"}, True)
+            wholes[(sdk, answer, None, 1)] = c.ask(primary, answer, {"x-demo-fault": "none"}, True)
             c.check_seams(True)
             n = event_count(gateway, sdk, answer, primary)
             for fallback, model in [("prefill", primary), ("no-prefill", f"{d.prefix}-b")]:
@@ -316,7 +443,24 @@ def cases(gateway: str):
             if d.prefill_rejected:
                 for at in (2, n // 2):
                     out.append(Case(d, answer, "reset", f"reset@{at}", d.prefill_rejected, "prefill-rejected"))
+            if d.cross and answer in d.cross.answers:
+                out += cross_cases(d, answer, n)
+    out += server_cases(gateway, wholes)
     return wholes, out
+
+
+def cross_cases(d, answer, n):
+    """The primary in the client's dialect fails; its fallback speaks `d.cross.to`."""
+    route = f"{d.dialect}>{d.cross.to}"
+    positions = sorted({0, 1, 2, n - 2, n - 1, *range(0, n, CROSS_STEP)} & set(range(n)))
+    out = []
+    for fallback, model in [("prefill", d.cross.prefill), ("no-prefill", d.cross.no_prefill)]:
+        for failure in ("reset", "stall", "error", "truncate"):
+            for at in positions:
+                out.append(Case(d, answer, failure, f"{failure}@{at}", model, fallback, usage=at % 2 == 0,
+                                route=route))
+        out.append(Case(d, answer, "status", d.status, model, fallback, route=route))
+    return out
 
 
 def main():
@@ -339,6 +483,10 @@ def main():
         print(f"conformance: gateway at {gateway}, logs in {log.name}", flush=True)
 
         wholes, all_cases = cases(gateway)
+        # Comma-separated substrings of case names, for quick local runs.
+        only = [o for o in os.environ.get("CONFORMANCE_ONLY", "").split(",") if o]
+        if only:
+            all_cases = [c for c in all_cases if any(o in c.name() for o in only)]
         print(f"conformance: {len(all_cases)} cases", flush=True)
         results = defaultdict(Counter)
         failures = []
@@ -354,14 +502,16 @@ def main():
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for case, error in pool.map(one, all_cases):
                 client_name = client(case.sdk, gateway).version()
-                results[(client_name, f"{case.dialect.dialect}:{case.dialect.prefix}", case.failure)]["failed" if error else "passed"] += 1
+                # A fallback in the client's dialect: which of its entries (Claude on Vertex AI...).
+                route = case.route if case.route != case.dialect.dialect else f"{case.route}:{case.dialect.prefix}"
+                results[(client_name, route, case.failure)]["failed" if error else "passed"] += 1
                 if error:
                     failures.append(f"{case.name()} ({case.model}): {error}")
 
         print(f"\nconformance matrix ({time.time() - started:.0f} s)\n")
-        print(f"{'client':<20} {'dialect:models':<20} {'failure class':<16} {'passed':>7} {'failed':>7}")
+        print(f"{'client':<20} {'dialect':<24} {'failure class':<16} {'passed':>7} {'failed':>7}")
         for (client_name, dialect, failure), counts in sorted(results.items()):
-            print(f"{client_name:<20} {dialect:<20} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
+            print(f"{client_name:<20} {dialect:<24} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
         total = sum(c["passed"] for c in results.values())
         print(f"\n{total} passed, {len(failures)} failed")
         for f in failures[:20]:

@@ -108,6 +108,15 @@ impl Address {
         }
     }
 
+    /// The dialect every request to this address is in, where the address implies one
+    /// (Claude on Vertex AI: Anthropic Messages); `None` for the dialect's own.
+    pub fn dialect(&self) -> Option<Dialect> {
+        match self.0 {
+            Kind::Native => None,
+            Kind::Vertex(_) => Some(Dialect::ANTHROPIC_MESSAGES),
+        }
+    }
+
     /// `native` or `vertex`, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self.0 {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 
 use crate::address::Address;
+use crate::dialect::Dialect;
 use crate::strategy::Strategy;
 
 /// The attempt a request belongs to, in the extensions of every request the layer sends to the
@@ -16,10 +17,17 @@ use crate::strategy::Strategy;
 /// client's request names (its body's `model`, or its path's for Gemini and Claude on Vertex
 /// AI); on later ones, the target the planner chose (with
 /// [`FallbackChain`](crate::FallbackChain), the fallback model, which the layer has also
-/// written where its [`address`](Self::address) says: the body's `model`, or the path). The first attempt's is read from the body when first
-/// asked for (by the inner service, the layer's spans when a subscriber listens to them, the
-/// observer), or on the first failure, once; a request nobody asks about costs no read of its
-/// body.
+/// written where its [`address`](Self::address) says: the body's `model`, or the path). The
+/// first attempt's is read from the body when first asked for (by the inner service, the
+/// layer's spans when a subscriber listens to them, the observer), or on the first failure,
+/// once; a request nobody asks about costs no read of its body.
+///
+/// [`dialect`](Self::dialect) is the wire format of this attempt's request: the client's, unless
+/// the target speaks another ([`Target::dialect`](crate::Target::dialect), or Claude on Vertex
+/// AI's address for a client of another dialect); then the layer has translated the body, and
+/// set the path's endpoint to that dialect's (`/v1/messages` becomes `/v1/chat/completions`) or
+/// to the address's, and the inner service routes the request (its upstream, its credentials)
+/// by it and by [`address`](Self::address).
 ///
 /// In an axum handler behind the layer, take it with `Extension<Attempt>`:
 ///
@@ -45,6 +53,7 @@ pub struct Attempt {
     address: Address,
     strategy: Option<Strategy>,
     hedge: bool,
+    dialect: Option<Dialect>,
 }
 
 #[derive(Clone)]
@@ -128,6 +137,7 @@ impl Attempt {
             address: Address::native(),
             strategy: None,
             hedge: false,
+            dialect: None,
         }
     }
 
@@ -140,6 +150,7 @@ impl Attempt {
             address,
             strategy: None,
             hedge: false,
+            dialect: None,
         }
     }
 
@@ -158,6 +169,7 @@ impl Attempt {
             address: Address::native(),
             strategy: Some(strategy),
             hedge: false,
+            dialect: None,
         }
     }
 
@@ -173,6 +185,18 @@ impl Attempt {
     /// asked for elsewhere re-addresses it there ([`Target::readdress`](crate::Target::readdress)).
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// The same attempt, its request in `dialect`.
+    pub fn in_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = Some(dialect);
+        self
+    }
+
+    /// The wire format of this attempt's request. The layer always sets it; `None` only for an
+    /// attempt made by hand without [`in_dialect`](Self::in_dialect).
+    pub fn dialect(&self) -> Option<Dialect> {
+        self.dialect
     }
 
     /// 1 for the request as the client sent it, 2 for the first fallback, and so on.
@@ -225,6 +249,8 @@ impl Attempt {
     }
 }
 
+// The dialect follows from the target (a chain declares each target's once): not compared, so
+// that an attempt made by hand equals the layer's.
 impl PartialEq for Attempt {
     fn eq(&self, other: &Self) -> bool {
         self.number == other.number
@@ -249,6 +275,7 @@ impl fmt::Debug for Attempt {
         d.field("address", &self.address)
             .field("strategy", &self.strategy)
             .field("hedge", &self.hedge)
+            .field("dialect", &self.dialect)
             .finish()
     }
 }

@@ -21,7 +21,7 @@ use crate::error::{BoxError, FailureClass};
 use crate::plan::RetryPlanner;
 use crate::recovery::Recovery;
 use crate::replay::ReplayBody;
-use crate::respond::{error_response, gave_up, plain_text, watch};
+use crate::respond::{error_response, gave_up, plain_text, readable_stream, watch};
 use crate::transcript::Transcript;
 use crate::untrusted::{describe, Redactor};
 
@@ -57,6 +57,18 @@ where
     let mut outcome = first;
     loop {
         let failure = match outcome {
+            // From a target of another dialect, only an event stream the layer can read and
+            // translate may reach the client.
+            Ok(response)
+                if response.status().is_success()
+                    && recovery.attempt_dialect() != dialect
+                    && !readable_stream(response.headers()) =>
+            {
+                StreamFailure::new(
+                    FailureClass::Malformed,
+                    "a fallback of another dialect did not answer with a readable event stream",
+                )
+            }
             Ok(response) if response.status().is_success() => {
                 return Ok(watch(response, recovery));
             }

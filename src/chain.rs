@@ -108,6 +108,12 @@ struct Shared {
     any_deadlines: bool,
 }
 
+impl Shared {
+    fn fallbacks_of(&self, model: &str) -> &[Arc<str>] {
+        self.fallbacks.get(model).unwrap_or(&self.default_fallbacks)
+    }
+}
+
 impl FallbackChain {
     /// A chain with no fallbacks: every failure gives up until some are added.
     pub fn new() -> Self {
@@ -226,10 +232,7 @@ impl FallbackChain {
 
     /// The fallbacks of `model`, in order: its own list, else the default list.
     pub fn fallbacks_of(&self, model: &str) -> &[Arc<str>] {
-        self.shared
-            .fallbacks
-            .get(model)
-            .unwrap_or(&self.shared.default_fallbacks)
+        self.shared.fallbacks_of(model)
     }
 
     /// Whether `target` may be tried now (always, without circuit breaking).
@@ -240,14 +243,14 @@ impl FallbackChain {
         }
     }
 
-    /// The first of `candidates` whose circuit admits an attempt, else the one that failed
-    /// least recently; with its position.
+    /// The first of `candidates` (each with its position) whose circuit admits an attempt,
+    /// else the one that failed least recently; with its position.
     fn pick<'a>(
         &self,
-        candidates: impl Iterator<Item = &'a Arc<str>>,
+        candidates: impl Iterator<Item = (usize, &'a Arc<str>)>,
     ) -> Option<(usize, Arc<str>)> {
         let mut least_recent: Option<(usize, &Arc<str>, tokio::time::Instant)> = None;
-        for (at, target) in candidates.enumerate() {
+        for (at, target) in candidates {
             match self.admit(target) {
                 Admission::Closed | Admission::Probe => return Some((at, target.clone())),
                 Admission::Open { since } => {
@@ -267,20 +270,33 @@ impl FallbackChain {
         })
     }
 
+    /// `name` as declared, else a target taken to accept no prefill, at its dialect's own
+    /// address, speaking the client's dialect.
+    fn declared(&self, name: &str) -> Target {
+        self.target_of(name)
+            .cloned()
+            .unwrap_or_else(|| Target::new(name))
+    }
+
+    /// Logs why `target` is passed over.
+    fn pass_over(target: &str, reason: &str) {
+        tracing::info!(
+            target: TARGET,
+            {
+                midstream.rule = "cannot_take_request",
+                midstream.target = target,
+                midstream.reason = reason,
+            },
+            "passing over a target that cannot take this request"
+        );
+    }
+
     /// `plan`, a retry on `target`, with that target's deadlines if it was declared.
     fn on_target(&self, target: &str, plan: Plan) -> Plan {
         match self.target_of(target) {
             Some(declared) => plan.with_deadlines(declared.deadlines()),
             None => plan,
         }
-    }
-
-    /// The target called `name` as declared; a model never declared is a name at its
-    /// dialect's own address.
-    fn declared(&self, name: &str) -> Target {
-        self.target_of(name)
-            .cloned()
-            .unwrap_or_else(|| Target::new(name))
     }
 
     /// The same target again, after a wait, if it has retries left, the failure is worth one
@@ -340,9 +356,12 @@ impl FallbackChain {
             },
             "retrying the same target"
         );
-        // Where the failed attempt went: the same model at the same address.
-        let again = Target::new(target).at(failure.address().clone());
-        let plan = failure.retry(again, Strategy::Restart).after(wait);
+        // In the dialect it was tried in, at the address it was sent to.
+        let again = self
+            .declared(target)
+            .dialect(failure.attempt_dialect())
+            .at(failure.address().clone());
+        let plan = failure.retry_to(&again, Strategy::Restart).after(wait);
         Some(self.on_target(target, plan))
     }
 
@@ -351,11 +370,29 @@ impl FallbackChain {
         let Some(model) = failure.model() else {
             return Plan::give_up("the request names no model");
         };
-        let list = self.shared.larger_context.get(&model);
-        let Some(target) = list.and_then(|l| l.get(self.next_larger)).cloned() else {
-            return Plan::give_up(format!("no larger-context target left for {model}"));
+        let shared = Arc::clone(&self.shared);
+        let list = shared
+            .larger_context
+            .get(&model)
+            .map_or(&[][..], |l| &l[..]);
+        // Targets of another dialect that cannot take this request are passed over.
+        let mut skipped = String::new();
+        let target = loop {
+            let Some(name) = list.get(self.next_larger) else {
+                return Plan::give_up(format!(
+                    "no larger-context target left for {model}{skipped}"
+                ));
+            };
+            self.next_larger += 1;
+            let target = self.declared(name);
+            match failure.cannot_send_to(&target) {
+                None => break target,
+                Some(reason) => {
+                    Self::pass_over(name, &reason);
+                    skipped.push_str(&format!("; {name} cannot take this request: {reason}"));
+                }
+            }
         };
-        self.next_larger += 1;
         tracing::info!(
             target: TARGET,
             {
@@ -363,8 +400,7 @@ impl FallbackChain {
             },
             "the prompt is too long: restarting on a larger-context target"
         );
-        let plan = failure.retry(self.declared(&target), Strategy::Restart);
-        self.on_target(&target, plan)
+        self.on_target(target.name(), failure.retry_to(&target, Strategy::Restart))
     }
 
     fn instruction_strategy(&self) -> Strategy {
@@ -389,7 +425,18 @@ impl RetryPlanner for FallbackChain {
             return First::as_sent();
         };
         let list = self.fallbacks_of(&model);
-        let candidates = std::iter::once(&model).chain(list.iter());
+        // The first attempt is not translated: a fallback of another dialect waits its turn.
+        let client = request.dialect();
+        let candidates = std::iter::once(&model)
+            .chain(list.iter())
+            .enumerate()
+            .filter(|(at, name)| {
+                *at == 0
+                    || self
+                        .target_of(name)
+                        .and_then(Target::speaks)
+                        .map_or(true, |d| d == client)
+            });
         let (first, target) = match self.pick(candidates) {
             Some((at, target)) if at > 0 => {
                 self.next = at;
@@ -455,24 +502,40 @@ impl RetryPlanner for FallbackChain {
         let Some(model) = failure.model() else {
             return Plan::give_up("the request names no model");
         };
-        let list = self.fallbacks_of(&model);
+        let shared = Arc::clone(&self.shared);
+        let list = shared.fallbacks_of(&model);
         let rest = list.get(self.next..).unwrap_or_default();
-        let Some((at, target)) = self.pick(rest.iter()) else {
-            return Plan::give_up(if list.is_empty() {
+        // Targets of another dialect that cannot take this request are passed over before
+        // their circuit is asked (asking may hand out its one probe).
+        let mut skipped: Vec<(Arc<str>, Cow<'static, str>)> = Vec::new();
+        let candidates = rest.iter().enumerate().filter(|(_, name)| {
+            let Some(reason) = failure.cannot_send_to(&self.declared(name)) else {
+                return true;
+            };
+            Self::pass_over(name, &reason);
+            skipped.push((Arc::clone(name), reason));
+            false
+        });
+        let Some((at, name)) = self.pick(candidates) else {
+            let mut why = if list.is_empty() {
                 format!("no fallback for {model}")
             } else {
                 format!("all {} fallbacks for {model} tried", list.len())
-            });
+            };
+            for (name, reason) in &skipped {
+                why.push_str(&format!("; {name} cannot take this request: {reason}"));
+            }
+            return Plan::give_up(why);
         };
         self.next += at + 1;
+        let target = self.declared(&name);
         let when = self.shared.when_no_prefill;
-        let target = self.declared(&target);
-        let on_target = |plan: Plan| plan.with_deadlines(target.deadlines());
+        let on_target = |plan: Plan| self.on_target(target.name(), plan);
         match failure.strategy_for(target.accepts(), when) {
             Ok(Strategy::Instruction(_)) => {
-                on_target(failure.retry(&target, self.instruction_strategy()))
+                on_target(failure.retry_to(&target, self.instruction_strategy()))
             }
-            Ok(strategy) => on_target(failure.retry(&target, strategy)),
+            Ok(strategy) => on_target(failure.retry_to(&target, strategy)),
             Err(_) if when == WhenNoPrefill::Error && failure.cannot_continue().is_none() => {
                 Plan::give_up(format!(
                     "{} does not accept prefill and when_no_prefill is `error`",

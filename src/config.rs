@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::clock::Timing;
 use crate::dialect::{Dialect, Limits};
 use crate::observe::Observers;
+use crate::reasoning::Reasoning;
 use crate::untrusted::Redactor;
 
 /// Options shared by every request through one layer.
@@ -21,6 +22,7 @@ pub(crate) struct Config {
     pub(crate) max_transcript_bytes: usize,
     pub(crate) max_event_bytes: usize,
     pub(crate) max_held_bytes: usize,
+    pub(crate) reasoning: Reasoning,
     pub(crate) dialect: Option<Dialect>,
     pub(crate) observer: Observers,
     pub(crate) redactor: Redactor,
@@ -38,6 +40,7 @@ impl Default for Config {
             max_transcript_bytes: 1 << 20,
             max_event_bytes: 1 << 20,
             max_held_bytes: 4 << 20,
+            reasoning: Reasoning::Live,
             dialect: None,
             observer: Observers::default(),
             redactor: Redactor::new(),
@@ -59,6 +62,7 @@ impl Config {
         Limits {
             transcript: self.max_transcript_bytes,
             held: self.max_held_bytes,
+            reasoning: self.reasoning,
         }
     }
 }

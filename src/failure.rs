@@ -16,6 +16,7 @@ use crate::plan::Plan;
 use crate::strategy::{Prefill, RewriteError, Strategy};
 use crate::target::Target;
 use crate::transcript::Transcript;
+use crate::translate;
 
 /// What the planner is told about a failure.
 ///
@@ -34,6 +35,8 @@ pub struct Failure<'a> {
     pub(crate) target: Option<&'a str>,
     pub(crate) address: &'a Address,
     pub(crate) dialect: Dialect,
+    /// The wire format of the failed attempt's request.
+    pub(crate) attempt_dialect: Dialect,
     pub(crate) request: &'a Request<Bytes>,
     pub(crate) index: &'a RequestIndex,
     pub(crate) transcript: &'a Transcript,
@@ -89,6 +92,12 @@ impl<'a> Failure<'a> {
         self.dialect
     }
 
+    /// The wire format of the failed attempt's request: the client's, unless its target speaks
+    /// another.
+    pub fn attempt_dialect(&self) -> Dialect {
+        self.attempt_dialect
+    }
+
     /// The request as the client sent it, body included.
     pub fn request(&self) -> &Request<Bytes> {
         self.request
@@ -111,24 +120,34 @@ impl<'a> Failure<'a> {
         self.dialect.spec().prefill_allowed(self.index)
     }
 
-    /// Whether any of the answer reached the client (text or a tool call). While none has, a
-    /// restart elsewhere is invisible to the client; reasoning alone does not count, since the
-    /// layer drops a fallback's reasoning once the client has some.
+    /// Whether any of the answer reached the client (text, a refusal, a tool call, anything
+    /// of one of several choices). While none has, a restart elsewhere is invisible to the
+    /// client; reasoning alone does not count, since the layer drops a fallback's reasoning
+    /// once the client has some.
     pub fn answer_started(&self) -> bool {
-        !self.transcript.text().is_empty()
-            || self.transcript.tool_calls() > 0
-            || self.transcript.overflowed()
+        let t = self.transcript;
+        !t.text().is_empty()
+            || t.tool_calls() > 0
+            || t.refused()
+            || t.overflowed()
+            || (t.several_choices() && !t.is_empty())
     }
 
-    /// Why the answer the client has cannot be continued elsewhere, if it cannot: it outgrew
-    /// the transcript limit (the text to continue from is gone), or tool calls already reached
+    /// Why the answer the client has cannot be continued elsewhere, if it cannot: it has
+    /// several choices and some reached the client, it outgrew the transcript limit (the text
+    /// to continue from is gone), a refusal reached the client, or tool calls already reached
     /// the client (a continuation request cannot carry them faithfully). A restart is still
     /// possible, but the client would see a second answer after the first.
     pub fn cannot_continue(&self) -> Option<&'static str> {
-        if self.transcript.overflowed() {
+        let t = self.transcript;
+        if t.several_choices() && !t.is_empty() {
+            Some("the answer has several choices (n > 1), which no request can continue")
+        } else if t.overflowed() {
             Some("the answer so far is longer than the transcript limit")
-        } else if self.transcript.tool_calls() > 0 {
+        } else if t.tool_calls() > 0 {
             Some("tool calls already reached the client")
+        } else if t.refused() {
+            Some("a refusal already reached the client")
         } else {
             None
         }
@@ -172,7 +191,9 @@ impl<'a> Failure<'a> {
         if !self.answer_started() {
             return Ok(Strategy::Restart);
         }
-        let overflowed_text = self.transcript.overflowed() && self.transcript.tool_calls() == 0;
+        let t = self.transcript;
+        let overflowed_text =
+            t.overflowed() && t.tool_calls() == 0 && !t.refused() && !t.several_choices();
         if overflowed_text && when_no_prefill == WhenNoPrefill::Restart {
             return Ok(Strategy::Restart);
         }
@@ -209,14 +230,20 @@ impl<'a> Failure<'a> {
             .history
             .iter()
             .any(|a| a.target() == Some(target) && a.strategy() == Some(&instead));
-        (!tried).then(|| self.retry(Target::new(target).at(self.address.clone()), instead))
+        // In the dialect it was tried in, at the address it went to; it takes no prefill
+        // after all.
+        let again = Target::new(target)
+            .dialect(self.attempt_dialect)
+            .at(self.address.clone());
+        (!tried).then(|| self.retry_to(&again, instead))
     }
 
     /// The request for the next attempt: the original, sent to `target` (a model name, or a
     /// [`Target`] with its [`Address`]: its name placed in the body's `model` or in the path,
     /// as the address says) and the partial answer added as `strategy` says. `max_tokens` (or
     /// `max_completion_tokens`, `maxOutputTokens`) shrinks by the tokens already kept when the
-    /// answer is continued.
+    /// answer is continued. A [`Target`] that speaks another dialect gets the request
+    /// translated, as [`rewrite_for`](Self::rewrite_for) says.
     ///
     /// Fails with a clear message when the body is not a request this dialect can rewrite
     /// (not JSON, no `messages` array, a prefill kind the dialect does not have, an address
@@ -226,26 +253,111 @@ impl<'a> Failure<'a> {
         target: impl Into<Target>,
         strategy: &Strategy,
     ) -> Result<Request<Bytes>, RewriteError> {
+        self.rewrite_for(&target.into(), strategy)
+    }
+
+    /// [`rewrite`](Self::rewrite) into a [`Plan::retry`] (a [`Plan::retry_in`] for a target of
+    /// another dialect), or a give-up that says why the request could not be rewritten.
+    pub fn retry(&self, target: impl Into<Target>, strategy: Strategy) -> Plan {
+        self.retry_to(&target.into(), strategy)
+    }
+
+    /// Why the request cannot be sent to `target` at all, if it cannot: `target` speaks
+    /// another dialect than the client's, and the request carries something that dialect has
+    /// no form for (extended thinking, a server tool, a document, structured output, a
+    /// parameter only the client's provider has...), or is not streamed. A planner skips such
+    /// a target; [`FallbackChain`](crate::FallbackChain) does. `None` for a target of the
+    /// client's own dialect.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_midstream::{Dialect, Failure, Target};
+    ///
+    /// let request = http::Request::post("/v1/messages").body(Bytes::from_static(
+    ///     br#"{"model":"a","max_tokens":99,"stream":true,"thinking":{"type":"enabled","budget_tokens":64},
+    ///         "messages":[{"role":"user","content":"Hi"}]}"#,
+    /// ))?;
+    /// let scenario = Failure::builder(Dialect::ANTHROPIC_MESSAGES, request);
+    /// let gpt = Target::new("gpt-4.1").dialect(Dialect::OPENAI_CHAT);
+    /// let why = scenario.build().cannot_send_to(&gpt).unwrap();
+    /// assert!(why.contains("extended thinking"));
+    /// # Ok::<(), http::Error>(())
+    /// ```
+    pub fn cannot_send_to(&self, target: &Target) -> Option<Cow<'static, str>> {
+        let to = target.speaks().unwrap_or(self.dialect);
+        if to == self.dialect {
+            return None;
+        }
+        translate::translate(
+            self.dialect,
+            to,
+            self.request.body(),
+            target.name(),
+            target.accepts(),
+        )
+        .err()
+        // It may quote the client's request (a parameter's name): fit for a log line.
+        .map(|why| crate::untrusted::escaped(&why.0).into())
+    }
+
+    /// The request for the next attempt, to `target`, in the dialect it speaks: as
+    /// [`rewrite`](Self::rewrite) for a target of the client's dialect; for another, the
+    /// client's request translated (see [`cannot_send_to`](Self::cannot_send_to)), the answer
+    /// so far carried in that dialect's own form as `strategy` says, and the path set as the
+    /// target's address says, else the endpoint set to that dialect's (`…/messages` and
+    /// `…/chat/completions` swap).
+    pub fn rewrite_for(
+        &self,
+        target: &Target,
+        strategy: &Strategy,
+    ) -> Result<Request<Bytes>, RewriteError> {
         let continuation = Continuation {
             text: self.transcript.text(),
             kept_tokens: self.transcript.kept_tokens(),
         };
-        target.into().request_for(
+        let to = target.speaks().unwrap_or(self.dialect);
+        if to == self.dialect {
+            return target.request_for(
+                self.dialect,
+                self.request,
+                self.index,
+                strategy,
+                &continuation,
+            );
+        }
+        let translated = translate::translate(
             self.dialect,
-            self.request,
-            self.index,
-            strategy,
-            &continuation,
+            to,
+            self.request.body(),
+            target.name(),
+            target.accepts(),
         )
+        .map_err(|why| {
+            RewriteError::new(format!(
+                "cannot translate the request to {}: {}",
+                to.name(),
+                crate::untrusted::escaped(&why.0)
+            ))
+        })?;
+        // The translation names its model in its body; the target's address places it.
+        let index = to.index("", &translated);
+        let translated = crate::replay::rebuild(self.request, translated);
+        let mut request = target.request_for(to, &translated, &index, strategy, &continuation)?;
+        if request.uri() == self.request.uri() {
+            translate::set_endpoint(&mut request, self.dialect, to);
+        }
+        Ok(request)
     }
 
-    /// [`rewrite`](Self::rewrite) into a [`Plan::retry`], or a give-up that says why the
-    /// request could not be rewritten.
-    pub fn retry(&self, target: impl Into<Target>, strategy: Strategy) -> Plan {
-        let target = target.into();
-        match self.rewrite(&target, &strategy) {
-            Ok(request) => Plan::retry(target, strategy, request),
-            Err(err) => Plan::give_up(format!(
+    /// [`rewrite_for`](Self::rewrite_for) into a plan ([`Plan::retry_in`] for a target of
+    /// another dialect), or a give-up that says why the request could not be written for it.
+    pub fn retry_to(&self, target: &Target, strategy: Strategy) -> Plan {
+        match (self.rewrite_for(target, &strategy), target.speaks()) {
+            (Ok(request), Some(to)) if to != self.dialect => {
+                Plan::retry_in(target.clone(), to, strategy, request)
+            }
+            (Ok(request), _) => Plan::retry(target.clone(), strategy, request),
+            (Err(err), _) => Plan::give_up(format!(
                 "cannot rewrite the request for {}: {err}",
                 target.name()
             )),
@@ -283,6 +395,7 @@ pub struct FailureBuilder {
     dialect: Dialect,
     /// Where the failed attempt went.
     address: Address,
+    attempt_dialect: Dialect,
     request: Request<Bytes>,
     index: RequestIndex,
     transcript: Transcript,
@@ -305,6 +418,7 @@ impl FailureBuilder {
         FailureBuilder {
             dialect,
             address: index.named.address(),
+            attempt_dialect: dialect,
             request,
             index,
             transcript: Transcript::new(usize::MAX),
@@ -344,6 +458,13 @@ impl FailureBuilder {
         let failed = self.failed();
         failed.target = Some(target.name().into());
         failed.strategy = Some(strategy);
+        self
+    }
+
+    /// The failed attempt's request was in `dialect` (default: the client's): its target
+    /// speaks another.
+    pub fn attempt_in(mut self, dialect: Dialect) -> Self {
+        self.attempt_dialect = dialect;
         self
     }
 
@@ -414,6 +535,7 @@ impl FailureBuilder {
             target: failed.target.as_deref(),
             address: &self.address,
             dialect: self.dialect,
+            attempt_dialect: self.attempt_dialect,
             request: &self.request,
             index: &self.index,
             transcript: &self.transcript,

@@ -26,34 +26,77 @@ pub(crate) struct Scanned {
 /// Reads the JSON string literal at the start of `b` (its UTF-8 is not checked here), if it is
 /// one that reads exactly; `None` for anything else, including a literal that does not end
 /// in `b`. Never looks past the end of `b`.
+#[inline]
 pub(crate) fn scan_literal(b: &[u8]) -> Option<Scanned> {
     if b.first() != Some(&b'"') {
         return None;
     }
-    let mut i = 1;
-    let mut plain = true;
-    loop {
-        // Sixteen ordinary bytes at a time: the test has no early exit, so it vectorizes.
-        while let Some(chunk) = b.get(i..i + 16) {
-            let special = chunk.iter().fold(false, |any, &c| {
-                any | (c == b'"') | (c == b'\\') | (c < 0x20)
-            });
-            if special {
-                break;
-            }
-            i += 16;
-        }
-        let c = *b.get(i)?;
-        match c {
-            b'"' => return Some(Scanned { len: i + 1, plain }),
-            b'\\' => {
-                plain = false;
-                i += 1 + escape_len(b.get(i + 1..)?)?;
-            }
-            c if c < 0x20 => return None,
-            _ => i += 1,
-        }
+    // Nearly every literal has no escape: that case is a word scan inlined into the caller.
+    let i = next_special(b, 1);
+    match *b.get(i)? {
+        b'"' => Some(Scanned {
+            len: i + 1,
+            plain: true,
+        }),
+        b'\\' => scan_escaped(b, i),
+        // A raw control character.
+        _ => None,
     }
+}
+
+/// The rest of [`scan_literal`] from its first escape, at `i`.
+#[inline(never)]
+fn scan_escaped(b: &[u8], mut i: usize) -> Option<Scanned> {
+    loop {
+        match *b.get(i)? {
+            b'"' => {
+                return Some(Scanned {
+                    len: i + 1,
+                    plain: false,
+                })
+            }
+            b'\\' => i += 1 + escape_len(b.get(i + 1..)?)?,
+            // A raw control character.
+            _ => return None,
+        }
+        i = next_special(b, i);
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The index of the first byte from `i` that a string literal cannot hold as it is (`"`, `\`
+/// or a control character), or `b.len()` if there is none. Eight bytes at a time while eight
+/// remain: a per-byte loop over the chunk's ~20 literals was most of what proving a Chat chunk
+/// valid cost.
+#[inline]
+fn next_special(b: &[u8], mut i: usize) -> usize {
+    while let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let found = specials(u64::from_le_bytes(word));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `w` that is `"`, `\` or below 0x20. Exact for the lowest such
+/// byte (little-endian: the first in the input), which is all [`next_special`] reads: a
+/// subtraction's borrow only carries upward from a byte that is itself flagged. Bytes from 0x80
+/// up are never flagged (`!w` clears them).
+fn specials(w: u64) -> u64 {
+    let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+    let backslash = (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+    let control = w.wrapping_sub(ONES * 0x20);
+    (quote | backslash | control) & !w & HIGHS
 }
 
 /// The length of the escape after a backslash (`n`, `u00e9`, a `\uXXXX\uXXXX` surrogate
@@ -490,28 +533,6 @@ pub(crate) fn elements(json: &str) -> Option<Vec<&str>> {
     Some(items.into_iter().map(RawValue::get).collect())
 }
 
-/// The raw JSON text of the first element of the array `json` (`Some(None)` for an empty
-/// array), the rest checked and skipped without allocating; `None` when it is not one valid
-/// array.
-pub(crate) fn first(json: &str) -> Option<Option<&str>> {
-    struct First;
-    impl<'de> Visitor<'de> for First {
-        type Value = Option<&'de str>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let first = seq.next_element::<&'de RawValue>()?.map(RawValue::get);
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(first)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(json);
-    let out = de.deserialize_seq(First).ok()?;
-    de.end().ok()?;
-    Some(out)
-}
-
 /// The text of the JSON string `raw` (borrowed when it has no escapes); `None` for any other
 /// value, or a string that does not read exactly.
 pub(crate) fn text(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
@@ -686,6 +707,100 @@ mod tests {
     }
 
     #[test]
+    fn every_byte_at_every_offset_is_classed_as_the_grammar_says() {
+        // Offsets 0 to 20 put the byte in each lane of the eight-byte words and in the
+        // byte-by-byte tail, with and without a word after it.
+        for c in 0..=255u8 {
+            for before in 0..=20 {
+                for after in [0, 1, 7, 8, 9, 17] {
+                    let mut lit = vec![b'"'];
+                    lit.extend(std::iter::repeat_n(b'a', before));
+                    lit.push(c);
+                    lit.extend(std::iter::repeat_n(b'a', after));
+                    lit.push(b'"');
+                    let want = match c {
+                        b'"' => Some(Scanned {
+                            len: before + 2,
+                            plain: true,
+                        }),
+                        // `\a` is no escape.
+                        b'\\' => None,
+                        c if c < 0x20 => None,
+                        _ => Some(Scanned {
+                            len: lit.len(),
+                            plain: true,
+                        }),
+                    };
+                    assert_eq!(
+                        scan_literal(&lit),
+                        want,
+                        "{c:#x} after {before}, {after} more"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_literal_cut_anywhere_never_reads_and_never_panics() {
+        let whole = r#""ab\n\u00e9cdefgh\ud83d\ude00ijklmnopq\"\\\/rstu""#;
+        assert!(scan_literal(whole.as_bytes()).is_some());
+        for end in 0..whole.len() {
+            assert_eq!(scan_literal(&whole.as_bytes()[..end]), None, "cut at {end}");
+        }
+        // An escape's first bytes at the very end of the input, in every lane.
+        for before in 0..=17 {
+            let head = format!("\"{}", "x".repeat(before));
+            for tail in [
+                "\\",
+                "\\u",
+                "\\u0",
+                "\\ud83d",
+                "\\ud83d\\",
+                "\\ud83d\\u",
+                "\\ud83d\\ude0",
+            ] {
+                let cut = format!("{head}{tail}");
+                assert_eq!(scan_literal(cut.as_bytes()), None, "{cut:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_scan_agrees_with_serde_on_escapes_in_every_lane() {
+        let escapes = [
+            "\\n",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\b",
+            "\\f",
+            "\\r",
+            "\\t",
+            "\\u0041",
+            "\\uD83D\\uDE00",
+            "\\x",
+            "\\u12G4",
+            "\\ud800",
+            "\\udc00",
+            "\\ud800\\u0041",
+            "\\U0041",
+            "\\ ",
+        ];
+        for esc in escapes {
+            for before in 0..=17 {
+                let lit = format!("\"{}{esc}yz\"", "x".repeat(before));
+                let serde_reads = serde_json::from_str::<String>(&lit).is_ok();
+                let ours = scan_literal(lit.as_bytes());
+                assert_eq!(ours.is_some(), serde_reads, "{lit}");
+                if let Some(s) = ours {
+                    assert_eq!((s.len, s.plain), (lit.len(), false), "{lit}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn members_are_read_as_they_came_whatever_their_order_or_spelling() {
         let json = r#"{"b":[1, {"x":2}], "\u0061":"A\n", "c":null, "z":{}}"#;
         assert_eq!(
@@ -702,9 +817,6 @@ mod tests {
         for bad in ["[1]", r#"{"a":1"#, r#"{"a":1} x"#, r#"{"a":tru}"#, ""] {
             assert_eq!(members(bad, ["a"]), None, "{bad}");
         }
-        assert_eq!(first("[3, [4], 5]"), Some(Some("3")));
-        assert_eq!(first("[]"), Some(None));
-        assert_eq!(first("[1,"), None);
         assert_eq!(text(r#""plain""#).as_deref(), Some("plain"));
         assert_eq!(text(r#""a\tb""#).as_deref(), Some("a\tb"));
         assert_eq!(text(r#""bad \x""#), None);

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use crate::config::Config;
 use crate::dialect::Dialect;
 use crate::observe::{Observer, Observers};
+use crate::reasoning::Reasoning;
 use crate::service::MidStreamFallback;
 use crate::untrusted::Redactor;
 
@@ -117,6 +118,13 @@ impl<P> MidStreamFallbackLayer<P> {
     /// stream is malformed and falls back.
     pub fn max_held_bytes(mut self, bytes: usize) -> Self {
         self.config().max_held_bytes = bytes;
+        self
+    }
+
+    /// Whether reasoning with nothing to wait for (OpenAI-compatible servers' reasoning
+    /// deltas) streams live, the default, or is held until complete: see [`Reasoning`].
+    pub fn reasoning(mut self, reasoning: Reasoning) -> Self {
+        self.config().reasoning = reasoning;
         self
     }
 

@@ -102,6 +102,16 @@
 //! * Text streams live. Tool calls and reasoning blocks are held back until complete (tool
 //!   calls until the end of the message), so that a failure inside one is recoverable and no
 //!   client ever sees a truncated tool call. They are sent compacted: one delta per block.
+//! * Reasoning without a signature (OpenAI-compatible servers' `delta.reasoning_content` and
+//!   `delta.reasoning`) streams live by default, or is held until complete: see [`Reasoning`].
+//!   Either way a fallback's own reasoning is dropped once the client has reasoning or content.
+//!   A Chat refusal (`delta.refusal`) is held until complete.
+//! * A stream with several choices (Chat `n > 1`) goes out as it came, nothing held; it restarts
+//!   elsewhere only while none of its answers reached the client, and otherwise ends with an
+//!   error event naming the failure.
+//! * Keep-alives the layer writes never include a blank line once an upstream `id:` line reached
+//!   the client (the openai Python SDK would dispatch an empty event at it); a line end never
+//!   goes out on its own.
 //! * At a seam, the continuation joins the open text block; an echo of the partial answer or
 //!   whitespace the prefill had to strip is dropped; usage covers every attempt.
 //! * If every attempt fails, the stream ends cleanly with an error event naming the original
@@ -109,6 +119,58 @@
 //!   [`FallbackBody::fallback_error`]. When no attempt produced a response at all, the client
 //!   gets the original failed response as it came (or a 502 in its dialect after a connection
 //!   failure), with the `FallbackError` in the response's extensions.
+//!
+//! # Across dialects
+//!
+//! The fallback that saves an answer during a provider's outage is often another provider's
+//! model. A [`Target`] may declare the wire format it speaks ([`Target::dialect`]): a request
+//! for it is translated from the client's dialect (Anthropic Messages and OpenAI Chat
+//! Completions, both ways), the path's endpoint swapped (`…/v1/messages` and
+//! `…/v1/chat/completions`), and [`Attempt::dialect`] names the dialect so that the inner
+//! service routes it (upstream, credentials). Its stream is read with its own dialect's reader
+//! and written to the client in the client's: one start, the client's ids and envelope, text
+//! continued in the open block, tool calls with dense indices, one stop reason mapped
+//! (`end_turn`/`stop`, `max_tokens`/`length`, `tool_use`/`tool_calls`, `refusal`/`content_filter`),
+//! usage over every attempt where the client's dialect reports it (a Chat client gets its usage
+//! chunk only if it asked for one). The continuation follows the target: a restart while the
+//! client has nothing; else the target's own prefill form ([`Prefill`]) or the instruction.
+//!
+//! Carried across: the system prompt, text, images (URL and base64), tool definitions and
+//! `tool_choice` (`any` is `required`), parallel tool use, assistant tool calls and tool
+//! results (results first in their Anthropic turn), stop sequences, the token limit
+//! (`max_tokens` is required by Anthropic: 8192 when a Chat client set none), temperature
+//! (at most 1 for Anthropic) and top_p, streaming usage. Tool-call ids that fit the other API
+//! (Anthropic: `^[a-zA-Z0-9_-]+$`; Chat: at most 40 characters) are kept; one that does not,
+//! or a call without an id, gets a derived one (`toolu_…`, `call_…`), the same for the call and
+//! for the result the client sends back in its next turn.
+//!
+//! Dropped, because it changes how the answer is made, not what a valid answer is: Anthropic
+//! `metadata`, `service_tier`, `top_k`, `cache_control`, the beta `fallbacks`, thinking blocks
+//! of earlier turns while thinking is off; Chat `user`, `seed`, penalties, `logit_bias`,
+//! `reasoning_effort`, `verbosity`, `prediction`, `store`, `metadata`, `service_tier`, prompt
+//! cache keys, message `name`s, image `detail`, `is_error` of a tool result (its text says it),
+//! vLLM's continuation flags (the final assistant message is the prefill).
+//!
+//! Never carried: a request that needs one of these is not sent to a target of another
+//! dialect; [`FallbackChain`] passes over such a target (and says so in the log and in the
+//! give-up reason) and gives up with the original failure if nothing else is left
+//! ([`Failure::cannot_send_to`] says why for your own planner):
+//!
+//! * Anthropic: extended thinking (signed blocks come only from Anthropic, and the client's
+//!   next turn needs them), server tools and their blocks (web search, code execution, MCP),
+//!   documents and search results (and their citations), images by Files API id,
+//!   `container`, `context_management`, `mcp_servers` and any parameter not listed above;
+//!   more than 4 stop sequences for Chat; images in tool results for Chat; image types other
+//!   than JPEG, PNG, GIF and WebP for Anthropic.
+//! * Chat: `n` above 1, `logprobs`, structured output (`response_format` other than `text`),
+//!   audio (input or output), files, web search, legacy `functions`, custom tools, a system
+//!   message after the first turn, and any parameter not listed above.
+//! * Either: a request that is not streamed, or that ends with an assistant message of its own
+//!   for a target that continues none.
+//!
+//! A client error (HTTP 4xx, in-band) from a target of another dialect answers the translation,
+//! not the client's request: the next fallback is tried. A fallback's tool call whose arguments
+//! are not a JSON object is a failure of that attempt, never passed on.
 //!
 //! # Where to put this layer
 //!
@@ -211,6 +273,7 @@ mod observe;
 mod outbox;
 mod plan;
 mod provenance;
+mod reasoning;
 mod recovery;
 mod relay;
 mod replay;
@@ -223,7 +286,9 @@ mod stream;
 mod target;
 mod trace;
 mod transcript;
+mod translate;
 mod untrusted;
+mod walk;
 
 pub use address::{Address, VERTEX_ANTHROPIC_VERSION};
 pub use attempt::Attempt;
@@ -240,6 +305,7 @@ pub use metrics::MetricsObserver;
 pub use observe::{AttemptOutcome, AttemptReport, Observer, RequestOutcome, RequestReport, Usage};
 pub use plan::{First, FirstAttempt, Plan, RetryPlanner};
 pub use provenance::Provenance;
+pub use reasoning::Reasoning;
 pub use replay::ReplayBody;
 pub use service::{MidStreamFallback, NoFallback};
 pub use strategy::{Prefill, RewriteError, Strategy, DEFAULT_INSTRUCTION};

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::Request;
 
 use crate::attempt::{Attempt, ModelInBody};
+use crate::dialect::Dialect;
 use crate::failure::Failure;
 use crate::observe::AttemptOutcome;
 use crate::strategy::Strategy;
@@ -132,12 +133,19 @@ impl First {
 #[derive(Debug)]
 pub struct FirstAttempt<'a> {
     pub(crate) model: &'a ModelInBody,
+    pub(crate) dialect: Dialect,
 }
 
 impl FirstAttempt<'_> {
     /// The `model` the client asked for (its body is read for it once, on the first ask).
     pub fn model(&self) -> Option<&str> {
         self.model.get().map(|m| &**m)
+    }
+
+    /// The client's dialect: the first attempt goes out as the client wrote it, so only to a
+    /// target that speaks it.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 }
 
@@ -153,6 +161,8 @@ pub(crate) enum PlanKind {
         target: Target,
         strategy: Strategy,
         request: Request<Bytes>,
+        /// The request's wire format; `None`: the client's.
+        dialect: Option<Dialect>,
         /// How long to wait before sending it (a backoff, a `Retry-After`).
         after: Duration,
         timing: Deadlines,
@@ -204,6 +214,27 @@ impl Plan {
             target: target.into(),
             strategy,
             request,
+            dialect: None,
+            after: Duration::ZERO,
+            timing: Deadlines::default(),
+        })
+    }
+
+    /// Send `request`, written in `dialect` (not the client's), next: as
+    /// [`retry`](Self::retry), and the layer reads the new stream in `dialect` and writes it
+    /// to the client in the client's own. [`Failure::retry_to`] makes such a plan from a
+    /// [`Target`](crate::Target) declared to speak another dialect, translating the request.
+    pub fn retry_in(
+        target: impl Into<Target>,
+        dialect: Dialect,
+        strategy: Strategy,
+        request: Request<Bytes>,
+    ) -> Self {
+        Plan(PlanKind::Retry {
+            target: target.into(),
+            strategy,
+            request,
+            dialect: Some(dialect),
             after: Duration::ZERO,
             timing: Deadlines::default(),
         })
@@ -275,6 +306,14 @@ impl Plan {
     pub fn strategy(&self) -> Option<&Strategy> {
         match &self.0 {
             PlanKind::Retry { strategy, .. } => Some(strategy),
+            PlanKind::GiveUp(_) => None,
+        }
+    }
+
+    /// The wire format of a retry's request, when it is not the client's.
+    pub fn dialect(&self) -> Option<Dialect> {
+        match &self.0 {
+            PlanKind::Retry { dialect, .. } => *dialect,
             PlanKind::GiveUp(_) => None,
         }
     }

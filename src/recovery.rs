@@ -33,6 +33,7 @@ use crate::json::RequestIndex;
 use crate::observe::{AttemptOutcome, AttemptReport, RequestOutcome, RequestReport, Usage};
 use crate::plan::{FirstAttempt, PlanKind, RetryPlanner};
 use crate::provenance::Provenance;
+use crate::relay::AttemptWire;
 use crate::replay::{self, ReplayBody};
 use crate::rewrite::Continuation;
 use crate::strategy::Strategy;
@@ -65,6 +66,9 @@ pub(crate) struct Recovery<S, P> {
     waiting_since: Option<Instant>,
     provenance: Provenance,
     fate: Fate,
+    /// Whether the client's stream reports usage, read from its request the first time an
+    /// attempt in another dialect needs to know.
+    client_usage: Option<bool>,
 }
 
 /// How the request ended, once known: one value, so that giving up always carries its error.
@@ -183,7 +187,7 @@ impl<S, P> Recovery<S, P> {
             model.set(named.path_model(request.uri().path()).as_deref());
         }
         let current = InFlight::new(
-            Attempt::first_in(&model, named.address()),
+            Attempt::first_in(&model, named.address()).in_dialect(dialect),
             &span,
             config.timing(),
         );
@@ -204,6 +208,7 @@ impl<S, P> Recovery<S, P> {
             waiting_since: None,
             provenance: Provenance::default(),
             fate: Fate::Running,
+            client_usage: None,
         };
         // A span that listens wants the model from the start, so that every line logged
         // inside the first attempt names it: read the body now rather than at a failure.
@@ -218,9 +223,34 @@ impl<S, P> Recovery<S, P> {
         self.dialect
     }
 
+    /// The request body as the client sent it.
+    pub(crate) fn request_body(&self) -> &Bytes {
+        self.request.body()
+    }
+
     /// Whether the budget allows another attempt at all.
     pub(crate) fn can_retry(&self) -> bool {
         self.current.attempt.number() < self.config.max_attempts
+    }
+
+    /// The wire format of the attempt in flight's request (a target may speak another dialect
+    /// than the client's).
+    pub(crate) fn attempt_dialect(&self) -> Dialect {
+        self.current.attempt.dialect().unwrap_or(self.dialect)
+    }
+
+    /// What the relay needs to read the attempt in flight's stream: its wire, and (for a wire
+    /// not the client's) whether the client's stream reports usage.
+    pub(crate) fn attempt_wire(&mut self) -> AttemptWire {
+        let wire = self.attempt_dialect();
+        let client_wants_usage = wire != self.dialect
+            && *self.client_usage.get_or_insert_with(|| {
+                crate::translate::asks_for_usage(self.dialect, self.request.body())
+            });
+        AttemptWire {
+            wire,
+            client_wants_usage,
+        }
     }
 
     /// The strategy of the attempt in flight.
@@ -419,6 +449,7 @@ impl<S, P> Recovery<S, P> {
                 target: last.target.as_deref(),
                 address: self.current.attempt.address(),
                 dialect: self.dialect,
+                attempt_dialect: self.current.attempt.dialect().unwrap_or(self.dialect),
                 request: &self.request,
                 index,
                 transcript,
@@ -431,12 +462,14 @@ impl<S, P> Recovery<S, P> {
                 target,
                 strategy,
                 request,
+                dialect,
                 after,
                 timing,
             } => {
                 let number = self.current.attempt.number() + 1;
                 let attempt = Attempt::fallback(number, target.name(), strategy.clone())
-                    .at(target.address().clone());
+                    .at(target.address().clone())
+                    .in_dialect(dialect.unwrap_or(self.dialect));
                 let timing = timing.over(self.config.timing());
                 self.current = InFlight::new(attempt, &self.span, timing);
                 self.current.wait = after;
@@ -478,7 +511,10 @@ impl<S, P> Recovery<S, P> {
         S: Service<Request<ReplayBody<B>>>,
         P: RetryPlanner,
     {
-        let first = self.planner.first(&FirstAttempt { model: &self.model });
+        let first = self.planner.first(&FirstAttempt {
+            model: &self.model,
+            dialect: self.dialect,
+        });
         self.current.timing = first.timing.over(self.current.timing);
         let first = match first.target.and_then(|target| self.restarted_on(target)) {
             Some(request) => request,
@@ -509,7 +545,9 @@ impl<S, P> Recovery<S, P> {
             )
             .ok()?;
         let timing = self.current.timing;
-        let attempt = Attempt::first(Some(target.name().into())).at(target.address().clone());
+        let attempt = Attempt::first(Some(target.name().into()))
+            .at(target.address().clone())
+            .in_dialect(self.dialect);
         self.current = InFlight::new(attempt, &self.span, timing);
         Some(request)
     }

@@ -57,6 +57,11 @@ where
     Response::from_parts(parts, FallbackBody::watched(Box::pin(watched)))
 }
 
+/// An event stream in plain bytes: what the layer can read.
+pub(crate) fn readable_stream(headers: &http::HeaderMap) -> bool {
+    is_event_stream(headers) && content_coding(headers).is_none()
+}
+
 pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)

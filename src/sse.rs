@@ -106,9 +106,8 @@ impl Fields {
         &self.data
     }
 
-    /// The `id:` field's value (the last one), if any. Nothing reads it yet: it is here for
-    /// the clients that track it (the openai Python SDK does).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The `id:` field's value (the last one), if any: once one reaches the client, the
+    /// openai Python SDK dispatches an event at every blank line.
     pub(crate) fn id(&self) -> Option<Range<usize>> {
         self.id.clone()
     }
@@ -116,6 +115,12 @@ impl Fields {
     /// Whether the event has a field at all (else it is only comments and empty lines).
     pub(crate) fn has_fields(&self) -> bool {
         self.has_fields
+    }
+
+    /// Whether the event is only line ends: no line at all, not even a comment (the LF of a
+    /// CRLF a frame cut from the event before, or a stray empty line).
+    pub(crate) fn is_blank(&self) -> bool {
+        self.lines == 0
     }
 
     /// The event is its `data:` lines and at most one `event:` line, nothing else: whoever

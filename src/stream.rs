@@ -99,7 +99,8 @@ where
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    pub(crate) fn new(body: ResBody, recovery: Recovery<S, P>) -> Self {
+    pub(crate) fn new(body: ResBody, mut recovery: Recovery<S, P>) -> Self {
+        let first = recovery.attempt_wire();
         let config = &recovery.config;
         let (sent, timing) = recovery.deadlines();
         Watch {
@@ -109,7 +110,12 @@ where
             clock: Clock::new(sent, timing, config.keep_alive),
             framer: Framer::new(config.max_event_bytes),
             out: Outbox::new(config.redactor.clone()),
-            relay: Relay::new(recovery.dialect(), config.limits()),
+            relay: Relay::new(
+                recovery.dialect(),
+                first,
+                config.limits(),
+                recovery.request_body().clone(),
+            ),
             error: None,
             recovery,
         }
@@ -184,7 +190,7 @@ where
                         this.state.as_mut().project_replace(State::Ended)
                     {
                         this.framer.reset();
-                        this.relay.splice(&strategy, this.recovery.dialect());
+                        this.relay.splice(&strategy, this.recovery.attempt_wire());
                         this.state.set(State::Streaming {
                             body: Box::pin(body),
                         });

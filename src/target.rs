@@ -18,21 +18,28 @@ use crate::strategy::{Prefill, RewriteError, Strategy};
 /// example gateway's config read it from one place.
 ///
 /// ```
-/// use tower_midstream::{Address, FallbackChain, Prefill, Target};
+/// use tower_midstream::{Address, Dialect, FallbackChain, Prefill, Target};
 ///
 /// let chain = FallbackChain::new()
 ///     .target(Target::new("claude-sonnet-4-5").prefill(Prefill::Assistant))
 ///     .target(Target::new("claude-sonnet-4-6")) // rejects prefill: gets the instruction
 ///     // The model in the URL, the body without `model`: Claude on Vertex AI.
 ///     .target(Target::new("claude-sonnet-4-6@default").at(Address::vertex("proj", "global")))
-///     .fallbacks("claude-sonnet-4-6", ["claude-sonnet-4-5", "claude-sonnet-4-6@default"]);
+///     // Another provider, reached in another wire format: requests are translated.
+///     .target(Target::new("gpt-4.1").dialect(Dialect::OPENAI_CHAT))
+///     .fallbacks(
+///         "claude-sonnet-4-6",
+///         ["claude-sonnet-4-5", "claude-sonnet-4-6@default", "gpt-4.1"],
+///     );
 /// assert_eq!(chain.target_of("claude-sonnet-4-5").unwrap().accepts(), Prefill::Assistant);
+/// assert_eq!(chain.target_of("gpt-4.1").unwrap().speaks(), Some(Dialect::OPENAI_CHAT));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     name: Arc<str>,
     prefill: Prefill,
     address: Address,
+    dialect: Option<Dialect>,
     /// Its attempts' deadlines, where they differ from the layer's.
     deadlines: Deadlines,
     /// Its same-target retries, where they differ from the chain's.
@@ -41,12 +48,13 @@ pub struct Target {
 
 impl Target {
     /// The model called `name`, taken to reject prefill until declared otherwise, at its
-    /// dialect's own address ([`Address::native`]).
+    /// dialect's own address ([`Address::native`]), speaking whatever dialect the client speaks.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         Target {
             name: name.into(),
             prefill: Prefill::None,
             address: Address::native(),
+            dialect: None,
             deadlines: Deadlines::default(),
             retries: None,
         }
@@ -96,6 +104,16 @@ impl Target {
         self
     }
 
+    /// The wire format it is reached in. A target that speaks another dialect than the
+    /// client's gets the client's request translated (and its stream translated back); a
+    /// request carrying something the translation cannot carry is never sent to it (see the
+    /// crate documentation, "Across dialects"). Undeclared, a target speaks the client's
+    /// dialect, whichever that is.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = Some(dialect);
+        self
+    }
+
     /// Its name: the model a request for it names, in its body or its path as its
     /// [`address`](Self::address) says.
     pub fn name(&self) -> &str {
@@ -105,6 +123,12 @@ impl Target {
     /// How it accepts prefill, as declared.
     pub fn accepts(&self) -> Prefill {
         self.prefill
+    }
+
+    /// The dialect it was declared to speak, else the one its address implies (Claude on
+    /// Vertex AI speaks Anthropic Messages); `None`: the client's.
+    pub fn speaks(&self) -> Option<Dialect> {
+        self.dialect.or_else(|| self.address.dialect())
     }
 
     /// Where requests for it name their model.

@@ -13,6 +13,12 @@ pub struct Transcript {
     text: String,
     started: bool,
     thinking: bool,
+    refused: bool,
+    /// The stream has several choices (Chat `n > 1`): `text` is the first choice's only up
+    /// to where they began, and nothing of them can be continued.
+    several_choices: bool,
+    /// Some choice's answer reached the client (several choices only).
+    choice_answered: bool,
     tool_calls: usize,
     kept_tokens: u32,
     spent_tokens: u32,
@@ -33,10 +39,15 @@ impl Transcript {
         &self.text
     }
 
-    /// Nothing of the answer has reached the client: no text, no reasoning, no tool call.
-    /// (Envelope events such as Anthropic's `message_start` may have.)
+    /// Nothing of the answer has reached the client: no text, no reasoning, no refusal, no
+    /// tool call, nothing of any choice. (Envelope events such as Anthropic's `message_start`
+    /// or Chat's first chunk may have.)
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty() && !self.thinking && self.tool_calls == 0
+        self.text.is_empty()
+            && !self.thinking
+            && !self.refused
+            && !self.choice_answered
+            && self.tool_calls == 0
     }
 
     /// The client has received at least one event of this response.
@@ -47,6 +58,18 @@ impl Transcript {
     /// A reasoning (thinking) block reached the client.
     pub fn has_thinking(&self) -> bool {
         self.thinking
+    }
+
+    /// A refusal (Chat `delta.refusal`) reached the client, whole: it is part of the answer,
+    /// and no continuation request can carry it.
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// The response has several choices (Chat `n > 1`): it can restart elsewhere while none
+    /// of them reached the client ([`is_empty`](Self::is_empty)), but never be continued.
+    pub fn several_choices(&self) -> bool {
+        self.several_choices
     }
 
     /// How many complete tool calls reached the client.
@@ -93,6 +116,18 @@ impl Transcript {
 
     pub(crate) fn mark_thinking(&mut self) {
         self.thinking = true;
+    }
+
+    pub(crate) fn mark_refused(&mut self) {
+        self.refused = true;
+    }
+
+    pub(crate) fn mark_several_choices(&mut self) {
+        self.several_choices = true;
+    }
+
+    pub(crate) fn mark_choice_answered(&mut self) {
+        self.choice_answered = true;
     }
 
     pub(crate) fn add_tool_call(&mut self) {

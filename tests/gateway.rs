@@ -528,6 +528,151 @@ async fn the_clients_credentials_never_reach_the_upstream_and_each_upstream_gets
 }
 
 #[tokio::test]
+async fn a_model_falls_back_to_a_model_of_another_provider_in_its_own_dialect() {
+    // A Claude model whose fallback is on the OpenAI upstream, and a GPT model whose fallback
+    // is on the Anthropic one.
+    let config = |addr: SocketAddr| {
+        demo_config(addr)
+            + &format!(
+                "\n[[models]]\nname = \"claude-cross\"\nupstream = \"demo-anthropic\"\nupstream_model = \"{CLAUDE_PRIMARY}\"\nfallbacks = [\"{GPT_PREFIX}\"]\n\
+                 \n[[models]]\nname = \"gpt-cross\"\nupstream = \"demo-openai\"\nupstream_model = \"{GPT_PRIMARY}\"\nfallbacks = [\"{CLAUDE_NO_PREFILL}\"]\n"
+            )
+    };
+    let gw = start_with(config, &|_| None).await;
+    let cases = [
+        (
+            Wire::Anthropic,
+            "claude-cross",
+            GPT_PREFIX,
+            "/v1/chat/completions",
+        ),
+        (Wire::OpenAi, "gpt-cross", CLAUDE_NO_PREFILL, "/v1/messages"),
+    ];
+    for (wire, model, fallback, path) in cases {
+        for (answer, tools) in [("text", 0), ("tool", 1)] {
+            // The whole answer, as the primary gives it when nothing fails.
+            let headers = [("x-demo-answer", answer), ("x-demo-fault", "none")];
+            let body = wire.request(model, true).to_string();
+            let whole = wire
+                .check(gw.send(wire.path(), &headers, body).await.bytes())
+                .unwrap();
+            for fault in ["reset@6", "stall@6", "error@6", "truncate@6", "529"] {
+                let headers = [
+                    ("x-demo-answer", answer),
+                    ("x-demo-fault", fault),
+                    ("anthropic-beta", "some-feature"),
+                ];
+                let body = wire.request(model, true).to_string();
+                let reply = gw.send(wire.path(), &headers, body).await;
+                let case = format!("{wire:?} {answer} {fault}");
+                assert_eq!(reply.status, 200, "{case}");
+                let got = wire
+                    .check(reply.bytes())
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(got.error, None, "{case}");
+                assert_eq!(got.text, whole.text, "{case}");
+                assert_eq!(got.tools, whole.tools, "{case}");
+                assert_eq!(got.tools.len(), tools, "{case}");
+            }
+        }
+        let calls = gw.calls_to(fallback);
+        assert_eq!(calls.len(), 10, "{wire:?}: every case fell back");
+        for call in &calls {
+            assert_eq!(call.path, path, "{wire:?}: the fallback's own endpoint");
+            match wire {
+                // Anthropic's client, a Chat model that takes `prefix`.
+                Wire::Anthropic => {
+                    assert_eq!(call.body["stream_options"]["include_usage"], true);
+                    assert_eq!(call.headers.get("anthropic-beta"), None);
+                    assert_eq!(call.headers.get("anthropic-version"), None);
+                }
+                // Chat's client, a Claude model that rejects prefill: never sent one.
+                Wire::OpenAi => {
+                    assert!(!call.ends_with_assistant());
+                    assert!(call.body["max_tokens"].is_u64());
+                    assert_eq!(call.headers["anthropic-version"], "2023-06-01");
+                }
+            }
+        }
+        assert!(
+            calls.iter().any(|c| c.body["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "assistant"))),
+            "{wire:?}: a continuation carried the partial answer"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_client_is_continued_by_every_openai_compatible_server_shape() {
+    // Key orders, usage on the finish chunk, `id:` lines and CRLF, tool calls whole or without
+    // `index`, reasoning deltas: read by the Chat decoder, written for an Anthropic client.
+    let config = |addr: SocketAddr| {
+        demo_config(addr)
+            + &format!(
+                "\n[[models]]\nname = \"claude-cross\"\nupstream = \"demo-anthropic\"\nupstream_model = \"{CLAUDE_PRIMARY}\"\nfallbacks = [\"{GPT_PREFIX}\"]\n"
+            )
+    };
+    let gw = start_with(config, &|_| None).await;
+    for answer in ["text", "tool", "parallel-tools", "thinking"] {
+        let headers = [("x-demo-answer", answer), ("x-demo-fault", "none")];
+        let body = Wire::Anthropic.request("claude-cross", true).to_string();
+        let whole = Wire::Anthropic
+            .check(
+                gw.send("/v1/messages", &headers, body.clone())
+                    .await
+                    .bytes(),
+            )
+            .unwrap();
+        for server in [
+            "openai",
+            "azure",
+            "vllm",
+            "deepseek",
+            "openrouter",
+            "gemini-compat",
+            "framed",
+        ] {
+            if answer == "thinking" && !["vllm", "deepseek", "openrouter"].contains(&server) {
+                // Only these stream reasoning (the demo answers 400 otherwise).
+                continue;
+            }
+            for fault in ["reset@5", "529"] {
+                let headers = [
+                    ("x-demo-answer", answer),
+                    ("x-demo-fault", fault),
+                    ("x-demo-server", server),
+                ];
+                let reply = gw.send("/v1/messages", &headers, body.clone()).await;
+                let case = format!("{answer} {server} {fault}");
+                let got = Wire::Anthropic
+                    .check(reply.bytes())
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(got.error, None, "{case}");
+                assert_eq!(got.text, whole.text, "{case}");
+                assert_eq!(got.tools, whole.tools, "{case}");
+                assert!(!got.thinking, "{case}: no reasoning crosses providers");
+                for id in &got.tool_ids {
+                    assert!(
+                        !id.is_empty()
+                            && id
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+                        "{case}: tool id {id:?}"
+                    );
+                }
+                let want = if got.tools.is_empty() {
+                    "end_turn"
+                } else {
+                    "tool_use"
+                };
+                assert_eq!(got.stop_reason.as_deref(), Some(want), "{case}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn unknown_paths_get_a_404_that_names_the_endpoints() {
     let gw = start().await;
     let reply = gw.send("/v1/completions", &[], "{}").await;
@@ -582,6 +727,64 @@ fn a_valid_config_builds_the_chain_and_the_layer() {
 }
 
 #[test]
+fn a_fallback_of_another_dialect_is_declared_with_the_dialect_of_its_upstream() {
+    let text = GOOD.replace(
+        "fallbacks = [\"claude-sonnet-4-5\"]",
+        "fallbacks = [\"claude-sonnet-4-5\", \"gpt-4o\"]",
+    );
+    let config = config::parse(&text, &|_| None).unwrap();
+    assert_eq!(config.models[0].fallbacks, ["claude-sonnet-4-5", "gpt-4o"]);
+    let chain = config.chain();
+    let gpt = chain.target_of("gpt-4o").unwrap();
+    assert_eq!(gpt.speaks(), Some(tower_midstream::Dialect::OPENAI_CHAT));
+    let claude = chain.target_of("claude-sonnet-4-5").unwrap();
+    assert_eq!(
+        claude.speaks(),
+        Some(tower_midstream::Dialect::ANTHROPIC_MESSAGES)
+    );
+    assert_eq!(claude.accepts(), tower_midstream::Prefill::Assistant);
+    // A larger-context target may be of another dialect too.
+    let text = GOOD.replace(
+        "fallbacks = [\"claude-sonnet-4-5\"]",
+        "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"gpt-4o\"]",
+    );
+    let config = config::parse(&text, &|_| None).unwrap();
+    assert_eq!(config.models[0].context_window_fallbacks, ["gpt-4o"]);
+}
+
+#[test]
+fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### Across providers")
+        .nth(1)
+        .expect("README.md has an Across providers section");
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("a toml block in it");
+    let config = config::parse(toml, &|_| Some("key".to_owned())).unwrap();
+    let chain = config.chain();
+    let claude = tower_midstream::Dialect::ANTHROPIC_MESSAGES;
+    let openai = tower_midstream::Dialect::OPENAI_CHAT;
+    assert_eq!(
+        chain.fallbacks_of("claude-sonnet-4-6")[1].as_ref(),
+        "gpt-4.1"
+    );
+    assert_eq!(chain.target_of("gpt-4.1").unwrap().speaks(), Some(openai));
+    assert_eq!(
+        chain.fallbacks_of("gpt-4.1")[0].as_ref(),
+        "claude-sonnet-4-5"
+    );
+    assert_eq!(
+        chain.target_of("claude-sonnet-4-5").unwrap().speaks(),
+        Some(claude)
+    );
+}
+
+#[test]
 fn the_attempt_policy_keys_have_careful_defaults_and_reach_the_chain() {
     let defaults = config::parse(GOOD, &|_| None).unwrap();
     let policy = &defaults.fallback.policy;
@@ -627,6 +830,7 @@ fn the_attempt_policy_keys_have_careful_defaults_and_reach_the_chain() {
             .retries(1)
             .first_token_timeout(Duration::from_secs(90))
             .idle_timeout(None)
+            .dialect(tower_midstream::Dialect::ANTHROPIC_MESSAGES)
     );
     let _ = set.layer();
 }
@@ -643,14 +847,6 @@ fn config_errors_name_the_key() {
         (
             GOOD.replace("dialect = \"openai-chat\"", "dialect = \"openai\""),
             vec!["upstreams[1]", "dialect", "openai-chat"],
-        ),
-        // A fallback that speaks another dialect.
-        (
-            GOOD.replace(
-                "fallbacks = [\"claude-sonnet-4-5\"]",
-                "fallbacks = [\"gpt-4o\"]",
-            ),
-            vec!["models[0]", "fallbacks[0]", "dialect"],
         ),
         // A model whose upstream does not exist.
         (
@@ -726,13 +922,6 @@ fn config_errors_name_the_key() {
                 "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"claude-1m\"]",
             ),
             vec!["models[0]", "context_window_fallbacks[0]", "claude-1m"],
-        ),
-        (
-            GOOD.replace(
-                "fallbacks = [\"claude-sonnet-4-5\"]",
-                "fallbacks = [\"claude-sonnet-4-5\"]\ncontext_window_fallbacks = [\"gpt-4o\"]",
-            ),
-            vec!["models[0]", "context_window_fallbacks[0]", "dialect"],
         ),
         (
             format!("[fallback]\nretry_base_ms = 1000\nretry_cap_ms = 10\n{GOOD}"),

@@ -127,6 +127,134 @@ async fn every_fixture_survives_every_failure_class_at_every_event_position() {
     assert!(runs > 500, "the matrix ran only {runs} cases");
 }
 
+/// One run of a stream that ends in an in-band error: `primary` from the first call, and the
+/// fallbacks answer as `upstream` was set up. Checks what the client got; returns the calls made.
+async fn error_case(
+    e: &ErrorFixture,
+    upstream: &Upstream,
+    prefill: bool,
+    want: &check::Answer,
+    error_data: &str,
+) -> Result<usize, String> {
+    let f = &e.fixture;
+    let layer = MidStreamFallbackLayer::new(chain(f.dialect, prefill))
+        .idle_timeout(Duration::from_secs(10));
+    let body = Bytes::from(request_body(f).to_string());
+    let out = run(layer, upstream, path(f.dialect), body).await;
+    let shown = |why: String| format!("{why}\n{}", String::from_utf8_lossy(&out.bytes));
+    let got = check(f.dialect, f.usage, &out.bytes).map_err(shown)?;
+    if e.client_error {
+        // The whole answer up to the error, then the error exactly as the server sent it.
+        let last = check::parse_sse_as_openai_python(&out.bytes)
+            .into_iter()
+            .rfind(|ev| ev.data != "[DONE]")
+            .map(|ev| ev.data);
+        if last.as_deref() != Some(error_data) {
+            return Err(shown(format!(
+                "the last event is not the error as it came: {last:?}"
+            )));
+        }
+        let mut answered = got.clone();
+        answered.error = None;
+        same_answer(&answered, want).map_err(shown)?;
+    } else {
+        same_answer(&got, want).map_err(shown)?;
+        if out.error.is_some() {
+            return Err(shown("a FallbackError on a stream that completed".into()));
+        }
+    }
+    let calls = upstream.calls();
+    if !prefill && calls.iter().skip(1).any(trailing_assistant) {
+        return Err("a prefill reached a model that rejects it".into());
+    }
+    Ok(calls.len())
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_in_band_error_fixture_survives_every_failure_class_at_every_event_before_its_error()
+{
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for e in ERROR_FIXTURES {
+        let f = &e.fixture;
+        let bytes = fixture(f.name);
+        let events = events_of(&bytes);
+        let at = events
+            .iter()
+            .position(|ev| check::parse_sse(ev).iter().any(|s| is_error_data(&s.data)))
+            .unwrap_or_else(|| panic!("{} has no in-band error", f.name));
+        let error_data = check::parse_sse(&events[at]).remove(0).data;
+        // The error event and what the server sent after it (`[DONE]`).
+        let ending = Bytes::from(events[at..].concat());
+        let whole = whole_of(f.dialect, &Bytes::from(events[..at].concat()));
+        let want = expected(&whole);
+        for prefill in [true, false] {
+            let fresh = || {
+                let upstream = Upstream::new(f.dialect, whole.clone());
+                match prefill {
+                    true => upstream,
+                    false => upstream
+                        .rejecting_prefill("fallback")
+                        .rejecting_prefill("fallback-2"),
+                }
+            };
+            // The stream as the server sent it: its own error is the only failure, and a
+            // healthy fallback finishes a server's error.
+            let upstream = fresh().then(Scripted::Stream {
+                bytes: bytes.clone(),
+                cuts: vec![],
+                fault: None,
+            });
+            runs += 1;
+            let case = format!("{} prefill={prefill} as it came", f.name);
+            match error_case(e, &upstream, prefill, &want, &error_data).await {
+                Err(why) => failures.push(format!("{case}: {why}")),
+                Ok(calls) if calls != if e.client_error { 1 } else { 2 } => {
+                    failures.push(format!("{case}: {calls} calls"))
+                }
+                Ok(_) => {}
+            }
+            // A failure before the error; the fallback answers the same way and meets the same
+            // error, which a second fallback finishes when it is the server's.
+            for fault in FAULTS {
+                for p in 0..at {
+                    let upstream =
+                        fresh()
+                            .end_model_answer_with(ending.clone())
+                            .then(Scripted::Stream {
+                                bytes: Bytes::from(events[..p].concat()),
+                                cuts: vec![],
+                                fault: Some(fault),
+                            });
+                    runs += 1;
+                    let case = format!(
+                        "{} prefill={prefill} {fault:?} after {p} of {} events",
+                        f.name,
+                        events.len()
+                    );
+                    // The primary, the fallback that meets the error, and for a server's
+                    // error the one that finishes.
+                    let want_calls = if e.client_error { 2 } else { 3 };
+                    match error_case(e, &upstream, prefill, &want, &error_data).await {
+                        Err(why) => failures.push(format!("{case}: {why}")),
+                        Ok(calls) if calls != want_calls => {
+                            failures.push(format!("{case}: {calls} calls, not {want_calls}"))
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    assert!(runs > 200, "the matrix ran only {runs} cases");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_retryable_status_before_the_stream_restarts_on_the_fallback_invisibly() {
     for f in FIXTURES {

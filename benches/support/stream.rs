@@ -26,14 +26,18 @@ pub enum Shape {
     Chat,
     /// OpenAI Chat Completions with sorted keys (`choices` first), as Azure OpenAI sends them.
     ChatSorted,
+    /// OpenAI Chat Completions in vLLM's order (`id`, `object`, `created`, `model`, `choices`,
+    /// `usage`; `stop_reason` last in each choice).
+    ChatVllm,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 4] = [
+    pub const ALL: [Shape; 5] = [
         Shape::Anthropic,
         Shape::AnthropicSorted,
         Shape::Chat,
         Shape::ChatSorted,
+        Shape::ChatVllm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Shape {
             Shape::AnthropicSorted => "anthropic-sorted",
             Shape::Chat => "chat",
             Shape::ChatSorted => "chat-sorted",
+            Shape::ChatVllm => "chat-vllm",
         }
     }
 
@@ -53,12 +58,12 @@ impl Shape {
     pub fn path(self) -> &'static str {
         match self {
             Shape::Anthropic | Shape::AnthropicSorted => "/v1/messages",
-            Shape::Chat | Shape::ChatSorted => "/v1/chat/completions",
+            Shape::Chat | Shape::ChatSorted | Shape::ChatVllm => "/v1/chat/completions",
         }
     }
 
     pub fn is_chat(self) -> bool {
-        matches!(self, Shape::Chat | Shape::ChatSorted)
+        matches!(self, Shape::Chat | Shape::ChatSorted | Shape::ChatVllm)
     }
 
     /// Events besides the deltas.
@@ -135,11 +140,24 @@ fn anthropic_sorted_events(model: &str, id: &str, pieces: &[&str]) -> Vec<Bytes>
         .collect()
 }
 
-/// The events of an OpenAI Chat stream with include_usage, keys in the API's order or sorted.
-fn chat_events(model: &str, id: &str, pieces: &[&str], sorted: bool) -> Vec<Bytes> {
+/// The order a Chat server writes keys in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Api,
+    Sorted,
+    Vllm,
+}
+
+/// The events of an OpenAI Chat stream with include_usage, keys in a server's order.
+fn chat_events(model: &str, id: &str, pieces: &[&str], order: Order) -> Vec<Bytes> {
+    let sorted = order == Order::Sorted;
     let chunk = |delta: &str, finish: &str, choices: bool, usage: &str| -> Bytes {
         let choices = if choices {
-            if sorted {
+            if order == Order::Vllm {
+                format!(
+                    r#"[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}]"#
+                )
+            } else if sorted {
                 format!(
                     r#"[{{"delta":{delta},"finish_reason":{finish},"index":0,"logprobs":null}}]"#
                 )
@@ -151,7 +169,11 @@ fn chat_events(model: &str, id: &str, pieces: &[&str], sorted: bool) -> Vec<Byte
         } else {
             "[]".to_owned()
         };
-        Bytes::from(if sorted {
+        Bytes::from(if order == Order::Vllm {
+            format!(
+                "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":1782955818,\"model\":\"{model}\",\"choices\":{choices},\"usage\":{usage}}}\n\n"
+            )
+        } else if sorted {
             format!(
                 "data: {{\"choices\":{choices},\"created\":1782955818,\"id\":\"{id}\",\"model\":\"{model}\",\"object\":\"chat.completion.chunk\",\"system_fingerprint\":\"fp_d0469e1700\",\"usage\":{usage}}}\n\n"
             )
@@ -216,8 +238,11 @@ pub fn shaped_events(shape: Shape, deltas: usize) -> Arc<Vec<Bytes>> {
             let events = match shape {
                 Shape::Anthropic => anthropic_events("primary", "msg_primary", &refs),
                 Shape::AnthropicSorted => anthropic_sorted_events("primary", "msg_primary", &refs),
-                Shape::Chat => chat_events("primary", "chatcmpl-primary", &refs, false),
-                Shape::ChatSorted => chat_events("primary", "chatcmpl-primary", &refs, true),
+                Shape::Chat => chat_events("primary", "chatcmpl-primary", &refs, Order::Api),
+                Shape::ChatSorted => {
+                    chat_events("primary", "chatcmpl-primary", &refs, Order::Sorted)
+                }
+                Shape::ChatVllm => chat_events("primary", "chatcmpl-primary", &refs, Order::Vllm),
             };
             let joined = Bytes::from(events.concat());
             let mut at = 0;

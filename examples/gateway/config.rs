@@ -175,10 +175,13 @@ impl Config {
             chain = chain.instruction(text.clone());
         }
         for model in &self.models {
-            let address = self.upstreams[model.upstream].address.clone();
+            // Each model speaks its upstream's dialect (a fallback of another dialect than the
+            // client's gets the request translated), at its upstream's address.
+            let upstream = &self.upstreams[model.upstream];
             let mut target = Target::new(model.name.clone())
                 .prefill(model.prefill)
-                .at(address);
+                .dialect(upstream.dialect)
+                .at(upstream.address.clone());
             if let Some(retries) = model.retries {
                 target = target.retries(retries);
             }
@@ -627,13 +630,15 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
                     ),
                 ));
             };
-            // A model may list itself: one more try on it, as `FallbackChain` allows.
+            // A model may list itself: one more try on it, as `FallbackChain` allows. A
+            // fallback of another dialect gets the request translated, where the layer can.
             let target_dialect = upstreams[models[t].upstream].dialect;
-            if target_dialect != dialect {
+            if !dialect.translates_to(target_dialect) {
                 return Err(err(
                     key,
                     format!(
-                        "`{target}` speaks {} but `{}` speaks {}: a fallback must speak its primary's dialect",
+                        "`{target}` speaks {} and `{}` speaks {}: requests are not translated \
+                         between these dialects",
                         target_dialect.name(),
                         m.name,
                         dialect.name()

@@ -632,7 +632,8 @@ fn upstream_uri(base: &Uri, path: &str) -> Result<Uri, BoxError> {
 }
 
 /// The client's headers minus credentials, hop-by-hop and gateway headers, plus the
-/// upstream's own.
+/// upstream's own. Anthropic's own headers (`anthropic-version`, `anthropic-beta`) go to
+/// Anthropic upstreams only: a request translated for another provider has no use for them.
 fn forwarded_headers(client: &HeaderMap, upstream: &Upstream) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(client.len() + 4);
     let listed_in_connection: Vec<String> = client
@@ -651,6 +652,7 @@ fn forwarded_headers(client: &HeaderMap, upstream: &Upstream) -> HeaderMap {
             || NOT_FORWARDED.contains(&n)
             || CLIENT_CLAIMS.contains(&n)
             || n.starts_with("x-forwarded-")
+            || (n.starts_with("anthropic-") && upstream.dialect != Dialect::ANTHROPIC_MESSAGES)
             || listed_in_connection
                 .iter()
                 .any(|c| c.replace('_', "-") == n)

@@ -13,16 +13,19 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{
-    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules, Unreadable,
-    Wire,
+    sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules,
+    Unreadable, Wire,
 };
 use crate::json::{
     members, not_null, scan_literal, text, to_vec, write_str, RequestIndex, RequestShape,
 };
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
+use crate::relay::item::{
+    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+};
 use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::translate::ids;
 
 pub(crate) const WIRE: Wire = Wire {
     name: "anthropic",
@@ -39,6 +42,7 @@ pub(crate) const WIRE: Wire = Wire {
     stamps_every_event: false,
     terminal: "message_stop",
     trims_continuation: true,
+    live_reasoning: false,
 };
 
 /// Reads each attempt's stream, writes the client's.
@@ -246,6 +250,7 @@ fn other_event(name: &str, data: &str) -> Result<Item, Unreadable> {
             Item::Finish(Stop {
                 reason: span(not_null(reason)),
                 usage,
+                report: Span::default(),
             })
         }
         "message_stop" => Item::Terminal,
@@ -330,12 +335,27 @@ struct MessagesEncoder {
     /// The message's id and model (JSON values), for a start written from another wire's.
     id: String,
     model: String,
+    input_tokens: Option<u64>,
+    /// Tool calls the client has: a turn that has some ends for `tool_use`.
+    tool_uses: u32,
+    /// Another wire's stop, held for its usage (Chat reports it after the stop): written with
+    /// the terminal event.
+    closing: Option<Closing>,
+}
+
+/// A `message_delta` still to write.
+#[derive(Debug)]
+struct Closing {
+    reason: &'static str,
+    output_tokens: u64,
+    input_tokens: Option<u64>,
 }
 
 impl Encode for MessagesEncoder {
     fn begin(&mut self, start: &Start, src: &Source<'_>) {
         self.id = src.get(start.id).to_owned();
         self.model = src.get(start.model).to_owned();
+        self.input_tokens = start.input_tokens;
     }
 
     fn start(&mut self, out: &mut Outbox) {
@@ -349,9 +369,10 @@ impl Encode for MessagesEncoder {
         out.push(sse_event(
             Some("message_start"),
             format!(
-                r#"{{"type":"message_start","message":{{"id":{},"type":"message","role":"assistant","model":{},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":0,"output_tokens":0}}}}}}"#,
+                r#"{{"type":"message_start","message":{{"id":{},"type":"message","role":"assistant","model":{},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":{},"output_tokens":0}}}}}}"#,
                 or_empty(&self.id),
-                or_empty(&self.model)
+                or_empty(&self.model),
+                self.input_tokens.unwrap_or(0)
             )
             .as_bytes(),
         ));
@@ -389,19 +410,36 @@ impl Encode for MessagesEncoder {
 
     fn held(&mut self, index: u32, held: &Held, out: &mut Outbox) {
         let ours = held.wire.is(&WIRE) && !held.native.is_empty();
+        if held.kind == HeldKind::ToolCall {
+            self.tool_uses += 1;
+        }
         let start = if ours {
             held.native.clone()
         } else {
             match held.kind {
                 HeldKind::ToolCall => {
                     let mut block = br#"{"type":"tool_use","id":"#.to_vec();
-                    write_str(&mut block, &held.id);
+                    // Another wire's id, fitted to Anthropic's pattern (or made, if it had none).
+                    let id = if held.id.is_empty() {
+                        let seed = [
+                            self.id.as_str(),
+                            &index.to_string(),
+                            &held.name,
+                            &held.arguments,
+                        ];
+                        ids::minted("toolu_", &seed).into()
+                    } else {
+                        ids::anthropic(&held.id)
+                    };
+                    write_str(&mut block, &id);
                     block.extend_from_slice(br#","name":"#);
                     write_str(&mut block, &held.name);
                     block.extend_from_slice(br#","input":{}}"#);
                     String::from_utf8(block).expect("JSON text is UTF-8")
                 }
                 HeldKind::Reasoning => r#"{"type":"thinking","thinking":"","signature":""}"#.into(),
+                // A refusal is answer text here.
+                HeldKind::Refusal => r#"{"type":"text","text":""}"#.into(),
                 // Only its own wire can write these again.
                 HeldKind::RedactedReasoning | HeldKind::Other => return,
             }
@@ -415,13 +453,11 @@ impl Encode for MessagesEncoder {
                 &held.arguments,
             ));
         }
-        if !held.reasoning.is_empty() {
-            out.push(delta_event(
-                index,
-                "thinking_delta",
-                "thinking",
-                &held.reasoning,
-            ));
+        if !held.text.is_empty() {
+            out.push(match held.kind {
+                HeldKind::Refusal => delta_event(index, "text_delta", "text", &held.text),
+                _ => delta_event(index, "thinking_delta", "thinking", &held.text),
+            });
         }
         if let Some(signature) = &held.signature {
             out.push(delta_event(
@@ -450,28 +486,59 @@ impl Encode for MessagesEncoder {
                 return;
             }
         }
-        let reason = src.get(stop.reason);
-        let reason = if reason.starts_with('"') {
-            reason
-        } else {
-            r#""end_turn""#
+        // Another wire's stop: its usage may come after it (Chat's last chunk), and Anthropic
+        // reports usage with the stop, so it is written with the terminal event.
+        let reason = match stop_kind_of(&stop, src) {
+            StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tool_uses > 0 => {
+                "tool_use"
+            }
+            StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "end_turn",
+            StopKind::MaxTokens => "max_tokens",
+            StopKind::ToolUse => "tool_use",
+            StopKind::Refusal => "refusal",
+            StopKind::ContextWindow => "model_context_window_exceeded",
         };
-        let tokens = stop.usage.and_then(|u| u.output_tokens).unwrap_or(0) + u64::from(base);
-        out.push(sse_event(
-            Some("message_delta"),
-            format!(
-                r#"{{"type":"message_delta","delta":{{"stop_reason":{reason},"stop_sequence":null}},"usage":{{"output_tokens":{tokens}}}}}"#
-            )
-            .as_bytes(),
-        ));
+        let usage = stop.usage.unwrap_or_default();
+        self.closing = Some(Closing {
+            reason,
+            output_tokens: usage.output_tokens.unwrap_or(0) + u64::from(base),
+            input_tokens: usage.input_tokens,
+        });
     }
 
-    // Anthropic reports usage only with the stop reason (`message_delta`).
-    fn usage(&mut self, _: Usage, _: u32, _: &Source<'_>, _: &mut Outbox) {}
+    // Anthropic reports usage only with the stop reason (`message_delta`): another wire's
+    // usage goes into the one still to write.
+    fn usage(&mut self, usage: Usage, base: u32, _: &Source<'_>, _: &mut Outbox) {
+        if let Some(closing) = &mut self.closing {
+            if let Some(tokens) = usage.output_tokens {
+                closing.output_tokens = tokens + u64::from(base);
+            }
+            closing.input_tokens = usage.input_tokens.or(closing.input_tokens);
+        }
+    }
 
-    fn usage_estimate(&mut self, _: u32, _: &mut Outbox) {}
+    fn usage_estimate(&mut self, tokens: u32, _: &mut Outbox) {
+        if let Some(closing) = &mut self.closing {
+            closing.output_tokens = closing.output_tokens.max(u64::from(tokens));
+        }
+    }
 
     fn terminal(&mut self, out: &mut Outbox) {
+        if let Some(closing) = self.closing.take() {
+            let Closing {
+                reason,
+                output_tokens,
+                input_tokens,
+            } = closing;
+            let input = input_tokens.map_or(String::new(), |n| format!(r#","input_tokens":{n}"#));
+            out.push(sse_event(
+                Some("message_delta"),
+                format!(
+                    r#"{{"type":"message_delta","delta":{{"stop_reason":"{reason}","stop_sequence":null}},"usage":{{"output_tokens":{output_tokens}{input}}}}}"#
+                )
+                .as_bytes(),
+            ));
+        }
         out.push(sse_event(
             Some("message_stop"),
             br#"{"type":"message_stop"}"#,
@@ -487,7 +554,8 @@ impl Encode for MessagesEncoder {
         out.push(sse_event(Some("error"), &error_json(kind, message)));
     }
 
-    fn keep_alive(&self) -> Bytes {
+    // The anthropic SDKs skip events without a name or data, even after an `id:` field.
+    fn keep_alive(&self, _after_id: bool) -> Bytes {
         Bytes::from_static(b": keep-alive\n\n")
     }
 }
@@ -578,6 +646,18 @@ impl Rules for AnthropicMessages {
     fn min_token_limit(&self, index: &RequestIndex) -> u64 {
         // The API requires `max_tokens` above the thinking budget.
         thinking_budget(index).map_or(1, |budget| budget + 1)
+    }
+
+    fn stop_kind(&self, reason: &str) -> StopKind {
+        match reason {
+            "end_turn" => StopKind::EndTurn,
+            "max_tokens" => StopKind::MaxTokens,
+            "tool_use" => StopKind::ToolUse,
+            "stop_sequence" => StopKind::StopSequence,
+            "refusal" => StopKind::Refusal,
+            "model_context_window_exceeded" => StopKind::ContextWindow,
+            _ => StopKind::Other,
+        }
     }
 }
 

@@ -66,6 +66,8 @@ pub(crate) const WIRE: Wire = Wire {
     stamps_every_event: true,
     terminal: "finishReason",
     trims_continuation: false,
+    // Thought parts wait for the signature on the part after them.
+    live_reasoning: false,
 };
 
 /// Reads each attempt's stream, writes the client's.
@@ -198,6 +200,7 @@ impl Decode for ChunkDecoder {
                 items.push(Item::Finish(Stop {
                     reason: Span::of(data, reason),
                     usage,
+                    report: Span::default(),
                 }));
                 items.push(Item::Terminal);
             }
@@ -611,11 +614,11 @@ impl Encode for ChunkEncoder {
                         self.signature = Some(signature.clone());
                     }
                 }
-                if held.reasoning.is_empty() {
+                if held.text.is_empty() {
                     return;
                 }
                 let mut part = br#"{"text":"#.to_vec();
-                write_str(&mut part, &held.reasoning);
+                write_str(&mut part, &held.text);
                 part.extend_from_slice(br#","thought":true}"#);
                 part
             }
@@ -631,6 +634,8 @@ impl Encode for ChunkEncoder {
                 }
                 to_vec(&json!({ "functionCall": call }))
             }
+            // A refusal is answer text here.
+            HeldKind::Refusal => self.text_part(&held.text),
             // Only its own wire can write these again.
             HeldKind::RedactedReasoning | HeldKind::Other => return,
         };
@@ -695,7 +700,7 @@ impl Encode for ChunkEncoder {
         out.push(frame(&error_json(kind, message)));
     }
 
-    fn keep_alive(&self) -> Bytes {
+    fn keep_alive(&self, _after_id: bool) -> Bytes {
         // Both Google clients skip a blank line between events, and nothing else: google-genai
         // reads a comment as JSON, @google/genai drops an event with an `event:` line.
         Bytes::from_static(b"\r\n")

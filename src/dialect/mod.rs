@@ -22,7 +22,7 @@ use crate::error::FailureClass;
 use crate::json::{write_str, RequestIndex, RequestShape};
 use crate::outbox::Outbox;
 use crate::relay::hold::Held;
-use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, Usage};
+use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, StopKind, Usage};
 use crate::strategy::{RewriteError, Strategy};
 use crate::untrusted::Redactor;
 
@@ -152,6 +152,9 @@ pub(crate) struct Wire {
     /// rejects a prefill ending in whitespace); the seam then expects the model to send it
     /// again.
     pub(crate) trims_continuation: bool,
+    /// Its reasoning is text with nothing to wait for (no signature, as Chat's reasoning
+    /// deltas): it may stream live ([`Reasoning::Live`](crate::Reasoning::Live)).
+    pub(crate) live_reasoning: bool,
     /// Its decoder and encoder (a [`Codec`]).
     pub(crate) codec: &'static dyn Codecs,
     pub(crate) rules: &'static dyn Rules,
@@ -286,6 +289,28 @@ pub(crate) trait Rules: Send + Sync + 'static {
     fn attempt_bound_keys(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// Whether the request (its body) asks for a usage report at the end of its stream (Chat's
+    /// `stream_options.include_usage`): only then may the layer write an estimate when the
+    /// upstream's report is lost.
+    fn asks_usage(&self, _request: &[u8]) -> bool {
+        false
+    }
+
+    /// What a stop reason of this wire (its text: `end_turn`, `length`) means, for an encoder
+    /// of another wire.
+    fn stop_kind(&self, _reason: &str) -> StopKind {
+        StopKind::Other
+    }
+}
+
+/// The stop reason of the event in `src` (of any wire), in no wire's terms.
+pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>) -> StopKind {
+    let raw = src.get(stop.reason);
+    match crate::json::text(raw) {
+        Some(reason) => src.wire.spec().rules.stop_kind(&reason),
+        None => StopKind::Other,
+    }
 }
 
 /// Reads one attempt's stream: each event into the dialect-neutral items the core decides on.
@@ -309,6 +334,10 @@ pub(crate) trait Decode: Send {
     fn output_so_far(&self) -> Option<u64> {
         None
     }
+
+    /// The client's stream has several choices (the relay is in its multi-choice mode): read
+    /// every event as one of them, from the first ([`Item::ChoiceStart`]...).
+    fn expect_choices(&mut self) {}
 }
 
 /// A piece of text read by [`Decode::fast_text`].
@@ -358,6 +387,11 @@ pub(crate) trait Encode: Send {
     /// Text for the client's block `index`.
     fn text(&mut self, index: u32, text: &str, out: &mut Outbox);
 
+    /// Reasoning streaming live, for the client's block `index`; `native` is the block's start
+    /// as its wire wrote it (Chat's delta key), or empty. Only for wires with
+    /// [`Wire::live_reasoning`].
+    fn reasoning(&mut self, _index: u32, _native: &str, _text: &str, _out: &mut Outbox) {}
+
     /// A delta the core does not read (the event in `src`), for the client's block `index`.
     fn other_delta(&mut self, index: u32, src: &Source<'_>, out: &mut Outbox);
 
@@ -384,12 +418,20 @@ pub(crate) trait Encode: Send {
     /// stream (its envelope).
     fn restamp(&mut self, src: &Source<'_>, out: &mut Outbox);
 
+    /// An event of a stream with several choices, fitted to the client's stream: its
+    /// envelope, no second start for the first `had` choices (the client has theirs), `base`
+    /// output tokens of earlier attempts added to its usage.
+    fn choices_event(&mut self, src: &Source<'_>, _base: u32, _had: u32, out: &mut Outbox) {
+        self.restamp(src, out);
+    }
+
     /// The error event that ends a stream the layer gives up on.
     fn error(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox);
 
     /// What to send while waiting for a fallback, so that the client and the timeouts around
-    /// it do not give up.
-    fn keep_alive(&self) -> Bytes;
+    /// it do not give up. `after_id`: an event with an `id:` field reached the client, whose
+    /// parser may then dispatch an event at any blank line.
+    fn keep_alive(&self, after_id: bool) -> Bytes;
 }
 
 /// A failure seen inside a stream.
@@ -459,11 +501,12 @@ pub(crate) fn describe_error_body(
     }
 }
 
-/// Limits a relay keeps to.
+/// Limits a relay keeps to, and how it delivers reasoning.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) transcript: usize,
     pub(crate) held: usize,
+    pub(crate) reasoning: crate::Reasoning,
 }
 
 /// The kind of an error told to the client, mapped to each format's error types.

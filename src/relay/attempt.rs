@@ -18,10 +18,13 @@ pub(super) struct Attempt {
     /// Its events may go out as they came: the client reads the same wire, and either saw
     /// nothing before this attempt or the wire does not repeat its envelope in every event.
     pub(super) as_came: bool,
-    /// Its blocks that are open, by block number, ascending; a closed one in the middle stays
-    /// as `None` until the ones before it close, so every lookup is a binary search at worst
-    /// and closing blocks in order costs O(1) each.
-    open: VecDeque<(u32, Option<Open>)>,
+    /// Its blocks that are open, by block number: the block numbered `next - open.len() + k`
+    /// is at position `k`. A closed one in the middle stays as `None` until the ones before it
+    /// close, so every lookup is one subtraction and closing blocks in order costs O(1) each,
+    /// however many are open (a stream of 60,000 tool calls costs four times one of 15,000).
+    open: VecDeque<Option<Open>>,
+    /// The number the next block must have: decoders number blocks densely.
+    next: u32,
     /// Its first text block has been placed (routed into the client's open one, or not).
     pub(super) routed: bool,
     pub(super) seam: Option<SeamText>,
@@ -50,8 +53,11 @@ impl std::fmt::Debug for Attempt {
 pub(super) enum Open {
     /// Text, going to the client's block `client`.
     Text { client: u32 },
+    /// Reasoning streaming live to the client's block `client` (a wire whose reasoning has no
+    /// signature to wait for, when the layer streams reasoning live).
+    Thinking { client: u32 },
     /// Held until complete.
-    Held(Held),
+    Held(Box<Held>),
     /// Not for the client (a fallback's own reasoning once the client has content).
     Dropped,
 }
@@ -74,6 +80,7 @@ impl Attempt {
             verbatim,
             as_came,
             open: VecDeque::new(),
+            next: 0,
             routed: false,
             seam,
             spent: 0,
@@ -82,40 +89,44 @@ impl Attempt {
         }
     }
 
-    /// Block `block` opens. Blocks are numbered in the order they start, so a start that is
-    /// not above every open block is out of order.
+    /// Block `block` opens. Blocks are numbered densely in the order they start, so any other
+    /// number is out of order.
     pub(super) fn open(&mut self, block: u32, open: Open) -> Result<(), NotOpen> {
-        if self.open.back().is_some_and(|(b, _)| *b >= block) {
+        if block != self.next {
             return Err(NotOpen);
         }
-        self.open.push_back((block, Some(open)));
+        self.next = self.next.checked_add(1).ok_or(NotOpen)?;
+        self.open.push_back(Some(open));
         Ok(())
     }
 
     fn position(&self, block: u32) -> Option<usize> {
-        // The block being streamed is nearly always the last one opened.
-        match self.open.back() {
-            Some((b, _)) if *b == block => Some(self.open.len() - 1),
-            _ => self.open.binary_search_by_key(&block, |(b, _)| *b).ok(),
-        }
+        super::step();
+        let first = self.next - self.open.len() as u32;
+        let at = block.checked_sub(first)? as usize;
+        (at < self.open.len()).then_some(at)
     }
 
     pub(super) fn get_mut(&mut self, block: u32) -> Option<&mut Open> {
         let at = self.position(block)?;
-        self.open[at].1.as_mut()
+        self.open.get_mut(at)?.as_mut()
     }
 
     /// Block `block` is complete.
     pub(super) fn close(&mut self, block: u32) -> Option<Open> {
         let at = self.position(block)?;
-        let open = self.open[at].1.take();
-        while self.open.front().is_some_and(|(_, o)| o.is_none()) {
+        let open = self.open.get_mut(at)?.take();
+        while self.open.front().is_some_and(Option::is_none) {
+            super::step();
             self.open.pop_front();
         }
-        while self.open.back().is_some_and(|(_, o)| o.is_none()) {
-            self.open.pop_back();
-        }
+        // Closed blocks at the back are kept: the numbers after them stay in step.
         open
+    }
+
+    /// Every block still open, in order, leaving none.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = Open> + '_ {
+        self.open.drain(..).flatten()
     }
 
     /// The attempt failed: everything it held goes.

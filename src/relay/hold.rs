@@ -8,8 +8,8 @@ use super::item::BlockKind;
 /// no content at all still count.
 const OVERHEAD: usize = std::mem::size_of::<Held>();
 
-/// A tool call, reasoning block or block of another kind, kept until complete and then sent
-/// compacted (one delta per kind of content). Kept as content, not as SSE: memory follows what
+/// A tool call, reasoning block, refusal or block of another kind, kept until complete and
+/// then sent compacted (one delta per kind of content). Kept as content, not as SSE: memory follows what
 /// the model generated, not the raw bytes relayed.
 #[derive(Debug)]
 pub(crate) struct Held {
@@ -22,7 +22,8 @@ pub(crate) struct Held {
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) arguments: String,
-    pub(crate) reasoning: String,
+    /// Its text: reasoning, or a refusal.
+    pub(crate) text: String,
     pub(crate) signature: Option<String>,
     /// Deltas of kinds the core does not read, each as its event's data came.
     others: Vec<String>,
@@ -36,6 +37,7 @@ pub(crate) enum HeldKind {
     ToolCall,
     Reasoning,
     RedactedReasoning,
+    Refusal,
     Other,
 }
 
@@ -45,6 +47,7 @@ impl HeldKind {
             BlockKind::ToolCall { .. } => HeldKind::ToolCall,
             BlockKind::Reasoning => HeldKind::Reasoning,
             BlockKind::RedactedReasoning => HeldKind::RedactedReasoning,
+            BlockKind::Refusal => HeldKind::Refusal,
             BlockKind::Text | BlockKind::Other => HeldKind::Other,
         }
     }
@@ -63,7 +66,7 @@ impl Held {
             id: String::new(),
             name: String::new(),
             arguments: String::new(),
-            reasoning: String::new(),
+            text: String::new(),
             signature: None,
             others: Vec::new(),
             others_size: 0,
@@ -88,7 +91,7 @@ impl Held {
             + self.id.len()
             + self.name.len()
             + self.arguments.len()
-            + self.reasoning.len()
+            + self.text.len()
             + self.signature.as_ref().map_or(0, String::len)
             + self.others_size
     }

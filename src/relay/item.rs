@@ -117,6 +117,8 @@ pub(crate) enum Item {
     Reasoning { block: u32, literal: Literal },
     /// A reasoning block's signature.
     Signature { block: u32, literal: Literal },
+    /// A piece of a refusal (Chat `delta.refusal`).
+    Refusal { block: u32, literal: Literal },
     /// A delta of a kind the core does not read (Anthropic `citations_delta`...): the whole
     /// event is its content.
     OtherDelta { block: u32 },
@@ -142,6 +144,17 @@ pub(crate) enum Item {
     /// The stream takes a shape the core does not read (several candidates, Gemini's
     /// `candidateCount` > 1): this event and the rest go out as they come, unwatched.
     Unwatched,
+    /// From here on the stream carries several answers at once (Chat `n > 1`, Gemini
+    /// `candidateCount > 1`): its events then say only [`ChoiceStart`](Item::ChoiceStart),
+    /// [`ChoiceContent`](Item::ChoiceContent) and [`ChoiceFinish`](Item::ChoiceFinish) of each
+    /// choice, besides the stream's own items (start, usage, terminal, errors).
+    Choices,
+    /// Choice `choice` appears for the first time in this attempt (choices appear in order).
+    ChoiceStart { choice: u32 },
+    /// Part of choice `choice`'s answer (text, reasoning, a refusal, a tool call).
+    ChoiceContent { choice: u32 },
+    /// Choice `choice` is complete.
+    ChoiceFinish { choice: u32 },
     /// Nothing the core needs; it goes on as it came where it can.
     Other,
 }
@@ -169,6 +182,9 @@ pub(crate) enum BlockKind {
     Reasoning,
     /// Reasoning the provider encrypted: its whole content is in the block's start.
     RedactedReasoning,
+    /// A refusal (Chat `delta.refusal`): held until complete, like a tool call, so that no
+    /// seam can repeat part of it.
+    Refusal,
     /// A block of a kind only its own wire knows (Anthropic server tools...).
     Other,
 }
@@ -180,11 +196,35 @@ impl BlockKind {
 }
 
 /// Why an answer stopped (a JSON value as it came), and the usage when the wire reports it
-/// with the stop (Anthropic `message_delta`).
-#[derive(Debug, Clone, Copy)]
+/// with the stop (Anthropic `message_delta`, a Chat finish chunk carrying `usage`).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Stop {
     pub(crate) reason: Span,
     pub(crate) usage: Option<Usage>,
+    /// The usage report as the wire wrote it there (Chat's `usage` object), for an encoder of
+    /// the same wire to keep what it does not model.
+    pub(crate) report: Span,
+}
+
+/// Why an answer stopped, in no wire's terms: how a stop reason of one wire is told to a
+/// client of another (each wire reads its own values with `Rules::stop_kind`, and its encoder
+/// writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopKind {
+    /// The model finished (Anthropic `end_turn`, Chat `stop`).
+    EndTurn,
+    /// The token limit (`max_tokens`, `length`).
+    MaxTokens,
+    /// A tool call ends the turn (`tool_use`, `tool_calls`).
+    ToolUse,
+    /// A stop sequence matched (Chat reports it as `stop`).
+    StopSequence,
+    /// Refused or filtered (`refusal`, `content_filter`).
+    Refusal,
+    /// The context window is full (Anthropic `model_context_window_exceeded`).
+    ContextWindow,
+    /// A value the reading wire does not know: written as the end of the turn.
+    Other,
 }
 
 /// Tokens an attempt reports.
@@ -216,8 +256,10 @@ impl Item {
             | Item::ToolArgs { .. }
             | Item::Reasoning { .. }
             | Item::Signature { .. }
+            | Item::Refusal { .. }
             | Item::OtherDelta { .. }
-            | Item::ToolName { .. } => Carried::Content,
+            | Item::ToolName { .. }
+            | Item::ChoiceContent { .. } => Carried::Content,
             Item::BlockStart { kind, .. } if *kind != BlockKind::Text => Carried::Content,
             _ => Carried::Event,
         }

@@ -15,26 +15,43 @@
 //! The rules, for every dialect:
 //! * Text streams live. The stop of a text block is held until something else must follow
 //!   it, so that after a failure the continuation can go on in the same block.
-//! * Every other block (tool calls, reasoning, kinds only one wire knows) is held until it is
-//!   complete: clients turn a stopped tool call into a call with whatever arguments arrived,
-//!   and reasoning is useless without its signature. Reasoning goes out at its stop; tool
-//!   calls wait for the end of the message (or a following text block), because a failure
+//! * Every other block (tool calls, reasoning, refusals, kinds only one wire knows) is held
+//!   until it is complete: clients turn a stopped tool call into a call with whatever
+//!   arguments arrived, reasoning with a signature is useless without it, and a refusal the
+//!   fallback would repeat must not be half sent. Reasoning and refusals go out at their stop;
+//!   tool calls wait for the end of the message (or a following text block), because a failure
 //!   between two parallel calls would otherwise leave the client with a call the fallback
 //!   repeats. Everything held counts against `max_held_bytes`.
+//! * Reasoning with no signature to wait for (a wire's `live_reasoning`, Chat's reasoning
+//!   deltas) streams live instead when the layer is told so ([`Reasoning::Live`], the
+//!   default): a model may reason for a minute, and a chat UI should show it thinking.
 //! * After a seam: one start (the first the client saw), block numbers dense, the first
 //!   continuation text routed into the client's open text block, the fallback's own
-//!   reasoning dropped once the client has content, one stop reason, usage summed over
-//!   attempts, one terminal event.
+//!   reasoning dropped once the client has reasoning or content (so it is never repeated, nor
+//!   appended after the answer), one stop reason, usage summed over attempts, one terminal
+//!   event.
 //!
-//! Streams with several choices (Chat `n > 1`, Gemini `candidateCount > 1`) are not read
-//! here yet: their items would need a choice index, and their place is a mode of their own
-//! beside [`Mode::Streaming`], relayed as they came and recoverable only while nothing
-//! reached the client. Until then a decoder that sees one says [`Item::Unwatched`], and the
-//! rest of the stream passes through as it comes ([`Mode::Passthrough`]).
+//! Across dialects (a fallback that speaks another wire than the client's): the attempt's own
+//! decoder reads its events and the client's encoder writes every one of them, nothing goes
+//! out as it came; the start, ids, stop reason, usage and keep-alives are the client's wire's.
+//! What only the attempt's wire can write (its reasoning, whose signatures never cross
+//! providers; kinds of blocks only it knows) is dropped, and a tool call whose arguments are
+//! not a JSON object counts as a failure of the attempt rather than reaching the client.
+//!
+//! Streams with several choices (Chat `n > 1`) have a mode of their own, [`Mode::Choices`]
+//! (in `choices.rs`): their events go out as they came, nothing is held, and they can restart
+//! elsewhere only while none of their answers reached the client; once some did, a failure
+//! ends the stream with an error event (a continuation request cannot carry several partial
+//! answers). Gemini's decoder does not read several candidates (`candidateCount > 1`) into
+//! that mode yet: it says [`Item::Unwatched`], and the rest of the stream passes through as
+//! it comes ([`Mode::Passthrough`]).
 
 mod attempt;
+mod choices;
 pub(crate) mod hold;
 pub(crate) mod item;
+#[cfg(test)]
+mod linear;
 mod seam;
 
 use std::sync::Arc;
@@ -45,12 +62,14 @@ use crate::dialect::{sse_event, Dialect, Encode, ErrorKind, Limits, StreamFailur
 use crate::error::FailureClass;
 use crate::json::unescape_into;
 use crate::outbox::Outbox;
+use crate::reasoning::Reasoning;
 use crate::sse::Event;
 use crate::strategy::Strategy;
 use crate::transcript::Transcript;
 use crate::untrusted::Redactor;
 
 use attempt::{Attempt, NotOpen, Open};
+use choices::Several;
 use hold::{Budget, Held, HeldKind, OverBudget};
 use item::{read_literal, BlockKind, Carried, InBand, Item, Literal, Source, Span, Stop};
 use seam::SeamText;
@@ -66,15 +85,33 @@ pub(crate) enum Step {
 }
 
 /// Where the stream is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Mode {
     /// Events are read, and the client gets what the rules say.
     Streaming,
+    /// Several answers interleave (Chat `n > 1`): see `choices.rs`.
+    Choices(Several),
     /// The upstream sent an error a retry cannot fix, or a stream the core does not read
     /// ([`Item::Unwatched`]): the rest goes out as it comes.
     Passthrough,
     /// The terminal event went out.
     Done,
+}
+
+/// Counts one step of a loop over open or held blocks, in the crate's own tests only: the
+/// linear-cost tests compare these counts for streams of different sizes.
+#[cfg(test)]
+pub(crate) fn step() {
+    STEPS.with(|s| s.set(s.get() + 1));
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) fn step() {}
+
+#[cfg(test)]
+thread_local! {
+    pub(crate) static STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// What the client has.
@@ -87,12 +124,23 @@ struct Client {
     start_owed: bool,
     /// A text block it has open.
     open_text: Option<u32>,
+    /// A reasoning block streaming live that it has open.
+    open_reasoning: Option<u32>,
+    /// Its latest live reasoning block, and the block's start as its wire wrote it.
+    live_reasoning: Option<(u32, String)>,
     /// The index its next block gets.
     next_block: u32,
     finish_sent: bool,
     usage_sent: bool,
-    /// The upstream said usage comes before the end: a closing written here reports it too.
+    /// A stream of another wire is being translated for it and its own stream reports usage
+    /// (Anthropic's always; Chat's when asked): the translation reports it too.
     usage_coming: bool,
+    /// An upstream event with an `id:` field reached it: the openai Python SDK then dispatches
+    /// an event at every blank line, so keep-alives must not have one.
+    saw_id: bool,
+    /// The last bytes it got were the upstream's previous event as it came: an empty line the
+    /// framer handed out alone (the LF of a CRLF cut by a frame) may follow them.
+    last_as_came: bool,
 }
 
 /// What became of one item of an event.
@@ -104,6 +152,16 @@ enum Outcome {
     Render(u32),
     /// Nothing goes out for it now (held, dropped, or already known).
     Quiet,
+}
+
+/// What the relay is told about an attempt's stream before reading it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptWire {
+    /// The wire the attempt speaks.
+    pub(crate) wire: Dialect,
+    /// For a wire not the client's: the client's own stream reports usage (Chat's
+    /// `include_usage`), so the translated one must too.
+    pub(crate) client_wants_usage: bool,
 }
 
 /// Watches one response stream across attempts.
@@ -118,6 +176,11 @@ pub(crate) struct Relay {
     /// Complete tool blocks waiting for the end of the message or a text block.
     ready: Vec<Held>,
     budget: Budget,
+    /// Whether reasoning without a signature streams live.
+    reasoning: Reasoning,
+    /// The request as the client sent it: read only when a closing the layer writes depends on
+    /// what it asked for (a usage report).
+    request: Bytes,
     attempt: Attempt,
     /// The items of the event being read, and what became of each: kept for their capacity.
     items: Vec<Item>,
@@ -135,16 +198,24 @@ impl std::fmt::Debug for dyn Encode {
 }
 
 impl Relay {
-    pub(crate) fn new(wire: Dialect, limits: Limits) -> Self {
+    /// A relay for a client that reads `wire` and sent `request`, starting with an attempt of
+    /// `first`.
+    pub(crate) fn new(wire: Dialect, first: AttemptWire, limits: Limits, request: Bytes) -> Self {
+        let same = first.wire == wire;
         Relay {
             mode: Mode::Streaming,
             wire,
             encoder: wire.spec().codec.encoder(),
             transcript: Transcript::new(limits.transcript),
-            client: Client::default(),
+            client: Client {
+                usage_coming: !same && first.client_wants_usage,
+                ..Client::default()
+            },
             ready: Vec::new(),
             budget: Budget::new(limits.held),
-            attempt: Attempt::new(wire, true, true, None, 0),
+            reasoning: limits.reasoning,
+            request,
+            attempt: Attempt::new(first.wire, true, same, None, 0),
             items: Vec::new(),
             outcomes: Vec::new(),
             joined: String::new(),
@@ -172,14 +243,26 @@ impl Relay {
 
     /// What to send while waiting for a fallback.
     pub(crate) fn keep_alive(&self) -> Bytes {
-        self.encoder.keep_alive()
+        self.encoder.keep_alive(self.client.saw_id)
+    }
+
+    /// Forwards `ev` as it came, noting what the client's parser has now seen.
+    fn forward(&mut self, ev: &Event<'_>, out: &mut Outbox) {
+        out.forward(ev);
+        self.as_came(ev);
+    }
+
+    /// `ev` went out as it came (forwarded or, for an error, redacted).
+    fn as_came(&mut self, ev: &Event<'_>) {
+        self.client.last_as_came = true;
+        self.client.saw_id |= ev.fields.id().is_some();
     }
 
     fn same_wire(&self) -> bool {
         self.attempt.wire == self.wire
     }
 
-    /// Whether an event without data (comments, `id:`) may go out as it came: from the
+    /// Whether a comment may go out as it came: from the
     /// client's own wire, to clients that skip what is not data.
     fn passes_fieldless(&self) -> bool {
         self.same_wire() && !self.wire.spec().rules.data_lines_only()
@@ -187,13 +270,25 @@ impl Relay {
 
     /// One complete event of the current attempt.
     pub(crate) fn on_event(&mut self, ev: &Event<'_>, out: &mut Outbox) -> Step {
-        if self.mode == Mode::Streaming && self.fast(ev, out) {
+        let after_as_came = std::mem::take(&mut self.client.last_as_came);
+        if ev.fields.is_blank() {
+            // Only line ends: the LF of a CRLF that a frame cut from the event before, or a
+            // stray empty line. It may follow that event's own bytes, never anything else:
+            // after an `id:` field, a blank line on its own is an empty event to the openai
+            // Python SDK, and a JSON error.
+            if after_as_came && self.same_wire() {
+                self.forward(ev, out);
+            }
+            return Step::Continue(Carried::Nothing);
+        }
+        let streaming = matches!(self.mode, Mode::Streaming);
+        if streaming && self.fast(ev, out) {
             return Step::Continue(Carried::Content);
         }
-        if self.mode != Mode::Streaming {
+        if !streaming && !matches!(self.mode, Mode::Choices(_)) {
             // After a client error or the terminal event, the rest goes out as it comes.
             if self.same_wire() {
-                out.forward(ev);
+                self.forward(ev, out);
             }
             return Step::Continue(if ev.fields.has_fields() {
                 Carried::Event
@@ -207,19 +302,18 @@ impl Relay {
         };
         let fields = ev.fields;
         if !fields.has_fields() {
-            // Comments and blank lines: keep-alives. They prove the connection, not progress.
+            // Comments: keep-alives. They prove the connection, not progress.
             if self.passes_fieldless() {
-                out.forward(ev);
+                self.forward(ev, out);
             }
             return Step::Continue(Carried::Nothing);
         }
         let mut joined = std::mem::take(&mut self.joined);
         let data = match fields.data() {
             [] => {
-                // A field but no data (`id:`, `retry:`): nothing for the client to read.
-                if self.passes_fieldless() {
-                    out.forward(ev);
-                }
+                // A field but no data (`id:`, `retry:`, a field no one knows): nothing for the
+                // client to read, and dropped: the openai Python SDK dispatches it as an empty
+                // event (a JSON error) once it has seen an `id:`, and a `retry:` always.
                 self.joined = joined;
                 return Step::Continue(Carried::Event);
             }
@@ -235,16 +329,23 @@ impl Relay {
                 &joined[..]
             }
         };
+        if data.is_empty() {
+            // An empty `data:` is as unreadable to every SDK (all of them read data as JSON),
+            // and as empty of content: dropped like a field with no data.
+            self.joined = joined;
+            return Step::Continue(Carried::Event);
+        }
         let name = fields.event().and_then(|r| raw.get(r));
         let step = self.read(ev, name, data, out);
         self.joined = joined;
         step
     }
 
-    /// The happy path, for the event nearly every stream is made of: a piece of text that can
-    /// go out as it came. The decoder reads it from bytes and proves it valid on the way; the
-    /// event must have nothing else (one `data:` line, maybe an `event:` line), so that every
-    /// byte forwarded was read. Anything else, or any doubt, takes the general path.
+    /// The happy path, for the event nearly every stream is made of: a piece of text (or of
+    /// reasoning streaming live) that can go out as it came. The decoder reads it from bytes
+    /// and proves the whole event valid on the way; the event must have nothing else (one
+    /// `data:` line, maybe an `event:` line), so that every byte forwarded was read. Anything
+    /// else, or any doubt, takes the general path.
     fn fast(&mut self, ev: &Event<'_>, out: &mut Outbox) -> bool {
         let fields = ev.fields;
         if !self.attempt.as_came || !fields.plain() {
@@ -260,13 +361,22 @@ impl Relay {
         let Some(text) = self.attempt.decoder.fast_text(name, data) else {
             return false;
         };
-        if !self.as_came_into(text.block) {
+        let generated = text.literal.len() > 2;
+        let thinking = matches!(
+            self.attempt.get_mut(text.block),
+            Some(Open::Thinking { client }) if *client == text.block
+        );
+        if thinking {
+            if generated {
+                self.attempt.spent += 1;
+                self.transcript.mark_thinking();
+            }
+        } else if self.as_came_into(text.block) {
+            self.keep(generated, |t| read_literal(text.literal, text.plain, t));
+        } else {
             return false;
         }
-        self.keep(text.literal.len() > 2, |t| {
-            read_literal(text.literal, text.plain, t)
-        });
-        out.forward(ev);
+        self.forward(ev, out);
         true
     }
 
@@ -283,6 +393,16 @@ impl Relay {
             name,
             wire: self.attempt.wire,
         };
+        if matches!(self.mode, Mode::Streaming)
+            && self.items.iter().any(|i| matches!(i, Item::Choices))
+        {
+            if let Err(failure) = self.enter_choices(out) {
+                return Step::Fail(failure);
+            }
+        }
+        if matches!(self.mode, Mode::Choices(_)) {
+            return self.read_choices(ev, &src, out);
+        }
         self.outcomes.clear();
         let mut carried = Carried::Nothing;
         let mut rendering = false;
@@ -316,8 +436,9 @@ impl Relay {
             if with_error {
                 // Its message may quote the key the upstream was sent.
                 out.forward_error(ev);
+                self.as_came(ev);
             } else {
-                out.forward(ev);
+                self.forward(ev, out);
             }
             if with_start {
                 self.started();
@@ -367,6 +488,7 @@ impl Relay {
             Item::Text { block, literal } => self.text(block, literal, src)?,
             Item::ToolArgs { block, literal }
             | Item::Reasoning { block, literal }
+            | Item::Refusal { block, literal }
             | Item::Signature { block, literal } => self.held_delta(item, block, literal, src)?,
             Item::ToolName { block, id, name } => {
                 if let Some(Open::Held(held)) = self.attempt.get_mut(block) {
@@ -389,7 +511,7 @@ impl Relay {
                     self.report(usage);
                 }
                 self.prelude(out);
-                if self.client.finish_sent && !self.attempt.verbatim {
+                if self.client.finish_sent && !(self.attempt.verbatim && as_came) {
                     // Some servers repeat their stop; clients count on exactly one, so after a
                     // seam the client's stream has one. (A stream the client gets as it came
                     // keeps its own repetitions.)
@@ -408,17 +530,25 @@ impl Relay {
                 self.client.usage_sent = true;
                 pass(as_came && self.attempt.usage_base == 0, 0)
             }
-            Item::UsageComing => {
-                self.client.usage_coming = true;
-                Outcome::AsCame(0)
-            }
+            Item::UsageComing if same_wire => pass(as_came, 0),
+            // Another wire's promise says nothing of what the client asked for.
+            Item::UsageComing => Outcome::Quiet,
             Item::Terminal => {
                 self.prelude(out);
+                if !same_wire && self.client.usage_coming && !self.client.usage_sent {
+                    // The client asked for a usage report and the attempt's wire gave none.
+                    self.ensure_started(out);
+                    let tokens = self.transcript.kept_tokens() + self.transcript.spent_tokens();
+                    self.encoder.usage_estimate(tokens, out);
+                    self.client.usage_sent = true;
+                }
                 self.mode = Mode::Done;
                 pass(as_came, 0)
             }
             Item::Error(error) => {
-                if !error.client {
+                // A client error from a target of another wire answers the translation, not
+                // the client's own request: another fallback may do better.
+                if !error.client || !same_wire {
                     return Err(in_band_failure(&error, src, out.redactor()));
                 }
                 // A retry elsewhere would fail alike: the client gets the upstream's own words.
@@ -438,6 +568,11 @@ impl Relay {
             Item::Other if as_came => Outcome::AsCame(0),
             Item::Other if same_wire => Outcome::Render(0),
             Item::Other => Outcome::Quiet,
+            // Read in `Mode::Choices` only, which the first of them enters.
+            Item::Choices
+            | Item::ChoiceStart { .. }
+            | Item::ChoiceContent { .. }
+            | Item::ChoiceFinish { .. } => Outcome::Quiet,
         })
     }
 
@@ -474,13 +609,34 @@ impl Relay {
                 Outcome::Render(client)
             });
         }
-        if kind.is_reasoning() && !self.attempt.verbatim && !self.transcript.is_empty() {
-            // The client already has content; this attempt's own reasoning about how to
-            // continue is not part of the answer.
+        let foreign = !self.same_wire() && !matches!(kind, BlockKind::ToolCall { .. });
+        if foreign || kind.is_reasoning() && !self.attempt.verbatim && !self.transcript.is_empty() {
+            // The client already has reasoning or content: this attempt's own reasoning would
+            // repeat what it has, or come after the answer began. Nor does what only another
+            // wire can write go on: reasoning whose signature the client's provider would
+            // refuse, kinds of blocks the client's wire has no form for.
             self.attempt
                 .open(block, Open::Dropped)
                 .map_err(not_open("a block start out of order"))?;
             return Ok(Outcome::Quiet);
+        }
+        if kind == BlockKind::Reasoning
+            && self.reasoning == Reasoning::Live
+            && self.attempt.wire.spec().live_reasoning
+        {
+            self.prelude(out);
+            let client = self.client.next_block;
+            self.client.next_block += 1;
+            self.client.open_reasoning = Some(client);
+            self.client.live_reasoning = Some((client, src.get(native).to_owned()));
+            self.attempt
+                .open(block, Open::Thinking { client })
+                .map_err(not_open("a block start out of order"))?;
+            return Ok(if client == block && self.attempt.as_came {
+                Outcome::AsCame(client)
+            } else {
+                Outcome::Render(client)
+            });
         }
         let mut held = Held::new(HeldKind::of(kind), src.wire, src.get(native));
         if let BlockKind::ToolCall { id, name } = kind {
@@ -489,7 +645,7 @@ impl Relay {
         }
         self.budget.take(held.size()).map_err(over_budget)?;
         self.attempt
-            .open(block, Open::Held(held))
+            .open(block, Open::Held(Box::new(held)))
             .map_err(not_open("a block start out of order"))?;
         Ok(Outcome::Quiet)
     }
@@ -508,6 +664,9 @@ impl Relay {
             Some(Open::Dropped) => {
                 self.count_spent(literal);
                 return Ok(Outcome::Quiet);
+            }
+            Some(Open::Thinking { .. }) => {
+                return Err(unreadable_failure("answer text in a reasoning block"))
             }
             None => return Err(unreadable_failure("text for a block that is not open")),
         };
@@ -536,7 +695,8 @@ impl Relay {
         Ok(Outcome::Render(client))
     }
 
-    /// Tool-call arguments, reasoning or a signature for the attempt's block `block`.
+    /// Tool-call arguments, reasoning, a refusal or a signature for the attempt's block
+    /// `block`.
     fn held_delta(
         &mut self,
         item: Item,
@@ -552,7 +712,9 @@ impl Relay {
                 let before = held.size();
                 match item {
                     Item::ToolArgs { .. } => literal.read_into(src.data, &mut held.arguments),
-                    Item::Reasoning { .. } => literal.read_into(src.data, &mut held.reasoning),
+                    Item::Reasoning { .. } | Item::Refusal { .. } => {
+                        literal.read_into(src.data, &mut held.text)
+                    }
                     _ => {
                         let mut signature = String::new();
                         literal.read_into(src.data, &mut signature);
@@ -563,8 +725,19 @@ impl Relay {
                 self.budget.take(grew).map_err(over_budget)?;
                 Ok(Outcome::Quiet)
             }
+            // Reasoning streaming live.
+            Some(&mut Open::Thinking { client }) if matches!(item, Item::Reasoning { .. }) => {
+                if !literal.is_empty() {
+                    self.transcript.mark_thinking();
+                }
+                Ok(if client == block && self.attempt.as_came {
+                    Outcome::AsCame(client)
+                } else {
+                    Outcome::Render(client)
+                })
+            }
             // A delta of another kind in a text block (as citations are): passed on.
-            Some(Open::Text { .. }) => self.other_delta(block, src),
+            Some(Open::Text { .. }) | Some(Open::Thinking { .. }) => self.other_delta(block, src),
             Some(Open::Dropped) => Ok(Outcome::Quiet),
             None => Err(unreadable_failure("a delta for a block that is not open")),
         }
@@ -599,8 +772,7 @@ impl Relay {
     /// A delta the core does not read, for the attempt's block `block`.
     fn other_delta(&mut self, block: u32, src: &Source<'_>) -> Result<Outcome, StreamFailure> {
         match self.attempt.get_mut(block) {
-            Some(Open::Text { client }) => {
-                let client = *client;
+            Some(&mut Open::Text { client }) | Some(&mut Open::Thinking { client }) => {
                 Ok(if client == block && self.attempt.as_came {
                     Outcome::AsCame(client)
                 } else {
@@ -623,14 +795,29 @@ impl Relay {
         match self.attempt.close(block) {
             // Held until something else follows, so a continuation can still join it.
             Some(Open::Text { .. }) | Some(Open::Dropped) => {}
+            Some(Open::Thinking { client }) => {
+                if self.client.open_reasoning == Some(client) {
+                    self.client.open_reasoning = None;
+                    if client == block && self.attempt.as_came {
+                        return Ok(Outcome::AsCame(client));
+                    }
+                    self.ensure_started(out);
+                    self.encoder.block_stop(client, out);
+                }
+            }
             Some(Open::Held(held)) => {
-                if held.kind.is_reasoning() {
+                if held.wire != self.wire && held.kind == HeldKind::ToolCall {
+                    if let Some(why) = unfit_arguments(&held, out.redactor()) {
+                        return Err(StreamFailure::new(FailureClass::Malformed, why));
+                    }
+                }
+                if held.kind.is_reasoning() || held.kind == HeldKind::Refusal {
                     self.prelude(out);
                     self.budget.give(held.size());
-                    self.emit_held(held, out);
+                    self.emit_held(*held, out);
                 } else {
                     // Still counted while it waits.
-                    self.ready.push(held);
+                    self.ready.push(*held);
                 }
             }
             None => return Err(unreadable_failure("a stop for a block that is not open")),
@@ -649,6 +836,11 @@ impl Relay {
     }
 
     fn close_text(&mut self, out: &mut Outbox) {
+        if let Some(index) = self.client.open_reasoning.take() {
+            // Live reasoning cut short by a failure: the answer follows it.
+            self.ensure_started(out);
+            self.encoder.block_stop(index, out);
+        }
         if let Some(index) = self.client.open_text.take() {
             // What the seam filter still holds goes into the block before it closes.
             if let Some(seam) = &mut self.attempt.seam {
@@ -669,14 +861,15 @@ impl Relay {
     }
 
     fn emit_held(&mut self, held: Held, out: &mut Outbox) {
+        step();
         let index = self.client.next_block;
         self.client.next_block += 1;
         self.ensure_started(out);
         self.encoder.held(index, &held, out);
-        if held.kind.is_reasoning() {
-            self.transcript.mark_thinking();
-        } else {
-            self.transcript.add_tool_call();
+        match held.kind {
+            HeldKind::Reasoning | HeldKind::RedactedReasoning => self.transcript.mark_thinking(),
+            HeldKind::Refusal => self.transcript.mark_refused(),
+            HeldKind::ToolCall | HeldKind::Other => self.transcript.add_tool_call(),
         }
     }
 
@@ -705,9 +898,18 @@ impl Relay {
         };
         let base = self.attempt.usage_base;
         match item {
-            // A start goes out with the first event written after it.
-            Item::Start(_) | Item::UsageComing | Item::ToolName { .. } | Item::BlockStop { .. } => {
+            Item::BlockStop { .. } if as_came && self.is_live_reasoning(client) => {
+                self.encoder.block_stop(client, out);
             }
+            // A start goes out with the first event written after it.
+            Item::Start(_)
+            | Item::UsageComing
+            | Item::ToolName { .. }
+            | Item::BlockStop { .. }
+            | Item::Choices
+            | Item::ChoiceStart { .. }
+            | Item::ChoiceContent { .. }
+            | Item::ChoiceFinish { .. } => {}
             Item::BlockStart { kind, native, .. } => {
                 self.ensure_started(out);
                 self.encoder.block_start(client, kind, native, src, out);
@@ -722,8 +924,16 @@ impl Relay {
                     self.encoder.text(client, &self.send, out);
                 }
             }
+            Item::Reasoning { literal, .. } if self.is_live_reasoning(client) => {
+                self.ensure_started(out);
+                self.text.clear();
+                literal.read_into(src.data, &mut self.text);
+                let native = self.client.live_reasoning.as_ref().map_or("", |(_, n)| n);
+                self.encoder.reasoning(client, native, &self.text, out);
+            }
             Item::ToolArgs { .. }
             | Item::Reasoning { .. }
+            | Item::Refusal { .. }
             | Item::Signature { .. }
             | Item::OtherDelta { .. } => {
                 self.ensure_started(out);
@@ -732,6 +942,17 @@ impl Relay {
             Item::Finish(stop) => {
                 self.ensure_started(out);
                 self.encoder.finish(stop, base, src, out);
+                // Usage that came with another wire's stop, for a client whose wire reports it
+                // on its own.
+                if let (false, true, Some(usage)) =
+                    (self.same_wire(), self.client.usage_coming, stop.usage)
+                {
+                    let usage = item::Usage {
+                        input_tokens: usage.input_tokens.or(self.attempt.reported.input_tokens),
+                        ..usage
+                    };
+                    self.encoder.usage(usage, base, src, out);
+                }
             }
             Item::Usage(usage) => {
                 self.ensure_started(out);
@@ -753,10 +974,15 @@ impl Relay {
         }
     }
 
+    /// Whether the client's block `client` is reasoning streaming live.
+    fn is_live_reasoning(&self, client: u32) -> bool {
+        matches!(&self.client.live_reasoning, Some((c, _)) if *c == client)
+    }
+
     /// The current attempt's body ended.
     pub(crate) fn on_end(&mut self) -> Step {
         match self.mode {
-            Mode::Streaming => Step::Fail(StreamFailure::new(
+            Mode::Streaming | Mode::Choices(_) => Step::Fail(StreamFailure::new(
                 FailureClass::Truncated,
                 format!(
                     "the stream ended before {}",
@@ -770,16 +996,23 @@ impl Relay {
     /// If the client has the whole answer and only closing events are missing, write them and
     /// return true (also when the stream is already complete).
     pub(crate) fn close(&mut self, out: &mut Outbox) -> bool {
-        if self.mode != Mode::Streaming {
-            return true;
-        }
-        if !self.client.finish_sent {
+        let whole = match &self.mode {
+            Mode::Streaming => self.client.finish_sent,
+            Mode::Choices(several) => several.all_finished(),
+            Mode::Passthrough | Mode::Done => return true,
+        };
+        if !whole {
             return false;
         }
-        if self.client.usage_coming && !self.client.usage_sent {
-            // The usage report was lost with the connection: report what is known (a lower
-            // bound of the output tokens) rather than none at all.
-            let tokens = self.transcript.kept_tokens() + self.transcript.spent_tokens();
+        if !self.client.usage_sent && self.wire.spec().rules.asks_usage(&self.request) {
+            // The client asked for a usage report (not every server announces it with
+            // `usage: null` on each chunk) and it was lost with the connection: report what is
+            // known, a lower bound of the output tokens (every attempt's non-empty deltas, each
+            // counted once), rather than none at all. Never one it did not ask for.
+            let tokens = self
+                .transcript
+                .spent_tokens()
+                .saturating_add(self.attempt.spent);
             self.encoder.usage_estimate(tokens, out);
             self.client.usage_sent = true;
         }
@@ -800,9 +1033,13 @@ impl Relay {
         self.budget.clear();
     }
 
-    /// The events that follow come from a new attempt, in `wire`'s format, made with
+    /// The events that follow come from a new attempt, in `next`'s wire, made with
     /// `strategy`.
-    pub(crate) fn splice(&mut self, strategy: &Strategy, wire: Dialect) {
+    pub(crate) fn splice(&mut self, strategy: &Strategy, next: AttemptWire) {
+        let wire = next.wire;
+        if wire != self.wire && next.client_wants_usage {
+            self.client.usage_coming = true;
+        }
         let spec = wire.spec();
         let text = self.transcript.text();
         let seam = (!text.is_empty()).then(|| {
@@ -828,6 +1065,9 @@ impl Relay {
             seam,
             self.transcript.spent_tokens(),
         );
+        if matches!(self.mode, Mode::Choices(_)) {
+            self.attempt.decoder.expect_choices();
+        }
     }
 
     /// End the stream with an error event in the client's format.
@@ -886,6 +1126,24 @@ fn unreadable_failure(what: &str) -> StreamFailure {
 
 fn not_open(what: &'static str) -> impl Fn(NotOpen) -> StreamFailure {
     move |_| unreadable_failure(what)
+}
+
+/// Why a complete tool call from another wire cannot reach the client, if it cannot: its
+/// arguments are not a JSON object (Anthropic clients parse them as the call's `input`). An
+/// empty string is no arguments.
+fn unfit_arguments(held: &Held, redactor: &Redactor) -> Option<String> {
+    let args = held.arguments.trim();
+    if args.is_empty() {
+        return None;
+    }
+    let object =
+        args.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(args).is_ok();
+    (!object).then(|| {
+        format!(
+            "the tool call `{}` has arguments that are not a JSON object",
+            redactor.clean(&held.name)
+        )
+    })
 }
 
 fn over_budget(over: OverBudget) -> StreamFailure {

@@ -14,6 +14,17 @@ pub struct Sse {
 /// Parses a whole SSE byte stream: LF, CRLF or CR line ends, comments ignored, multi-line data
 /// joined with `\n`, an event dispatched at each blank line (an unterminated one is dropped).
 pub fn parse_sse(bytes: &[u8]) -> Vec<Sse> {
+    parse(bytes, false)
+}
+
+/// Parses a stream as the openai Python SDK does: once an `id:` field was seen, every blank
+/// line dispatches an event, an empty one if it has no data (which then fails as JSON).
+pub fn parse_sse_as_openai_python(bytes: &[u8]) -> Vec<Sse> {
+    parse(bytes, true)
+}
+
+fn parse(bytes: &[u8], ids_dispatch: bool) -> Vec<Sse> {
+    let mut last_id = false;
     let text = std::str::from_utf8(bytes).expect("the stream is UTF-8");
     let mut events = Vec::new();
     let mut event: Option<String> = None;
@@ -34,6 +45,11 @@ pub fn parse_sse(bytes: &[u8]) -> Vec<Sse> {
                     event: event.take(),
                     data: d,
                 });
+            } else if ids_dispatch && last_id {
+                events.push(Sse {
+                    event: event.take(),
+                    data: String::new(),
+                });
             }
             event = None;
             continue;
@@ -49,6 +65,7 @@ pub fn parse_sse(bytes: &[u8]) -> Vec<Sse> {
             None => (line, ""),
         };
         match name {
+            "id" => last_id = true,
             "event" => event = Some(value.to_owned()),
             "data" => match &mut data {
                 Some(d) => {
@@ -68,11 +85,19 @@ pub fn parse_sse(bytes: &[u8]) -> Vec<Sse> {
 pub struct Answer {
     pub text: String,
     pub thinking: bool,
+    /// Reasoning text as the client accumulated it (Chat reasoning deltas).
+    pub reasoning: String,
+    /// Refusal text (Chat `delta.refusal`).
+    pub refusal: String,
     /// (name, arguments as parsed JSON)
     pub tools: Vec<(String, Value)>,
     /// The error event the stream ended with, if any.
     pub error: Option<String>,
     pub output_tokens: Option<u64>,
+    /// The one stop reason (`stop_reason`, `finish_reason`).
+    pub stop_reason: Option<String>,
+    /// The tool calls' ids, in order: what the client's next turn refers to.
+    pub tool_ids: Vec<String>,
 }
 
 /// Checks an Anthropic Messages stream against the seam rules and accumulates its answer.
@@ -188,6 +213,7 @@ pub fn anthropic(events: &[Sse]) -> Result<Answer, String> {
                 )?;
                 message_delta = true;
                 answer.output_tokens = data["usage"]["output_tokens"].as_u64();
+                answer.stop_reason = data["delta"]["stop_reason"].as_str().map(str::to_owned);
             }
             "message_stop" => {
                 need(message_delta, "message_stop without message_delta")?;
@@ -205,6 +231,12 @@ pub fn anthropic(events: &[Sse]) -> Result<Answer, String> {
         if ev.event.as_deref() == Some("content_block_start") {
             let data: Value = serde_json::from_str(&ev.data).unwrap();
             if data["content_block"]["type"] == "tool_use" {
+                answer.tool_ids.push(
+                    data["content_block"]["id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                );
                 tool_names.push(
                     data["content_block"]["name"]
                         .as_str()
@@ -246,6 +278,12 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
             answer.error = Some(err["message"].as_str().unwrap_or("").to_owned());
             continue;
         }
+        // vLLM's `{"object":"error",...}`: openai-python yields it as a chunk without choices
+        // rather than raising, so a client can only tell it by `object`; it ends the answer.
+        if chunk["object"] == "error" {
+            answer.error = Some(chunk["message"].as_str().unwrap_or("").to_owned());
+            continue;
+        }
         need(!usage_seen, "a chunk after the usage chunk")?;
         let env = (
             chunk["id"].clone(),
@@ -256,21 +294,45 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
             None => envelope = Some(env),
             Some(e) => need(*e == env, "id/created/model changed across the stream")?,
         }
+        let finishing = chunk["choices"][0]
+            .get("finish_reason")
+            .is_some_and(|f| !f.is_null());
         if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            // Its own chunk (OpenAI), or on the finish chunk (vLLM and others).
             need(
-                chunk["choices"].as_array().is_some_and(|c| c.is_empty()),
-                "usage chunk with choices",
+                chunk["choices"].as_array().is_some_and(|c| c.is_empty()) || finishing,
+                "usage on a chunk that neither is the usage chunk nor finishes",
             )?;
             usage_seen = true;
             answer.output_tokens = usage["completion_tokens"].as_u64();
-            continue;
         }
+        need(
+            chunk["choices"].as_array().is_some_and(|c| c.len() <= 1),
+            "several choices in a stream checked as one",
+        )?;
         let Some(choice) = chunk["choices"].get(0) else {
             continue;
         };
+        need(
+            choice["index"].as_u64() == Some(0),
+            "a choice other than the first",
+        )?;
         let delta = &choice["delta"];
         if delta.get("role").is_some_and(|r| !r.is_null()) {
             roles += 1;
+        }
+        for key in ["reasoning_content", "reasoning"] {
+            if let Some(text) = delta[key].as_str().filter(|t| !t.is_empty()) {
+                need(
+                    answer.text.is_empty() && tools.is_empty() && answer.refusal.is_empty(),
+                    "reasoning after the answer began",
+                )?;
+                answer.reasoning.push_str(text);
+                answer.thinking = true;
+            }
+        }
+        if let Some(text) = delta["refusal"].as_str() {
+            answer.refusal.push_str(text);
         }
         if let Some(text) = delta["content"].as_str() {
             answer.text.push_str(text);
@@ -307,8 +369,10 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
                 }
             }
         }
-        if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+        if finishing {
+            let reason = &choice["finish_reason"];
             finishes += 1;
+            answer.stop_reason = reason.as_str().map(str::to_owned);
         }
     }
     need(roles <= 1, "role sent more than once")?;
@@ -317,7 +381,8 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
         need(done, "no [DONE]")?;
         need(usage_seen == expect_usage, "usage chunk presence")?;
     }
-    for (_, name, args) in tools {
+    for (id, name, args) in tools {
+        answer.tool_ids.push(id);
         let parsed: Value = serde_json::from_str(if args.is_empty() { "{}" } else { &args })
             .map_err(|e| format!("tool call {name} has incomplete JSON {args:?}: {e}"))?;
         answer.tools.push((name, parsed));

@@ -151,6 +151,38 @@ pub const FIXTURES: &[Fixture] = &[
         thinking: false,
         usage: true,
     },
+    // OpenAI-compatible servers as they really stream (written: see SOURCES.md).
+    Fixture {
+        name: "deepseek_reasoning_content.sse",
+        dialect: Dialect::OpenAi,
+        thinking: true,
+        usage: true,
+    },
+    Fixture {
+        name: "vllm_reasoning_usage_on_finish.sse",
+        dialect: Dialect::OpenAi,
+        thinking: true,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_refusal.sse",
+        dialect: Dialect::OpenAi,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "gemini_compat_tools_no_index.sse",
+        dialect: Dialect::OpenAi,
+        thinking: false,
+        usage: false,
+    },
+    Fixture {
+        name: "framed_ids_crlf.sse",
+        dialect: Dialect::OpenAi,
+        thinking: false,
+        usage: true,
+    },
+    // Gemini's own API, recorded (see SOURCES.md).
     Fixture {
         name: "gemini_text.sse",
         dialect: Dialect::Gemini,
@@ -176,6 +208,59 @@ pub const FIXTURES: &[Fixture] = &[
         usage: true,
     },
 ];
+
+/// A written stream that ends in an in-band error (see SOURCES.md), with the kind of error.
+pub struct ErrorFixture {
+    pub fixture: Fixture,
+    /// A client's error (4xx) reaches the client as it came; a server's (5xx) falls back.
+    pub client_error: bool,
+}
+
+pub const ERROR_FIXTURES: &[ErrorFixture] = &[
+    ErrorFixture {
+        fixture: Fixture {
+            name: "vllm_error_object_400.sse",
+            dialect: Dialect::OpenAi,
+            thinking: false,
+            usage: true,
+        },
+        client_error: true,
+    },
+    ErrorFixture {
+        fixture: Fixture {
+            name: "vllm_error_object_500.sse",
+            dialect: Dialect::OpenAi,
+            thinking: false,
+            usage: true,
+        },
+        client_error: false,
+    },
+    ErrorFixture {
+        fixture: Fixture {
+            name: "openrouter_finish_error_400.sse",
+            dialect: Dialect::OpenAi,
+            thinking: true,
+            usage: false,
+        },
+        client_error: true,
+    },
+    ErrorFixture {
+        fixture: Fixture {
+            name: "openrouter_finish_error_502.sse",
+            dialect: Dialect::OpenAi,
+            thinking: true,
+            usage: false,
+        },
+        client_error: false,
+    },
+];
+
+/// Whether an OpenAI event's data is an in-band error (an `error` object, or vLLM's
+/// `"object":"error"`).
+pub fn is_error_data(data: &str) -> bool {
+    serde_json::from_str::<Value>(data)
+        .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()) || v["object"] == "error")
+}
 
 /// The events of an LF or CRLF stream, each with its blank line.
 pub fn events_of(bytes: &Bytes) -> Vec<Bytes> {
@@ -243,17 +328,39 @@ pub fn whole_of(dialect: Dialect, bytes: &Bytes) -> Whole {
         }
         Dialect::OpenAi => {
             let mut tools: Vec<(String, String)> = Vec::new();
+            let mut last_id = String::new();
             for ev in &events {
                 if ev.data == "[DONE]" {
                     continue;
                 }
                 let v: Value = serde_json::from_str(&ev.data).unwrap();
                 let delta = &v["choices"][0]["delta"];
+                for key in ["reasoning_content", "reasoning"] {
+                    if let Some(t) = delta[key].as_str().filter(|t| !t.is_empty()) {
+                        whole.reasoning_key = key;
+                        whole.thinking.get_or_insert_with(String::new).push_str(t);
+                    }
+                }
+                if let Some(t) = delta["refusal"].as_str().filter(|t| !t.is_empty()) {
+                    whole.refusal.get_or_insert_with(String::new).push_str(t);
+                }
                 if let Some(t) = delta["content"].as_str() {
                     whole.text.push_str(t);
                 }
                 for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                    let i = call["index"].as_u64().unwrap() as usize;
+                    // Without `index` (Gemini's endpoint): a new call for each new id.
+                    let i = match call["index"].as_u64() {
+                        Some(i) => i as usize,
+                        None => {
+                            let id = call["id"].as_str().unwrap_or("");
+                            if id.is_empty() || id == last_id {
+                                tools.len() - 1
+                            } else {
+                                last_id = id.to_owned();
+                                tools.len()
+                            }
+                        }
+                    };
                     if i == tools.len() {
                         tools.push((
                             call["function"]["name"].as_str().unwrap().into(),
@@ -312,6 +419,10 @@ pub fn expected(whole: &Whole) -> check::Answer {
             .collect(),
         error: None,
         output_tokens: None,
+        stop_reason: None,
+        tool_ids: Vec::new(),
+        reasoning: whole.thinking.clone().unwrap_or_default(),
+        refusal: whole.refusal.clone().unwrap_or_default(),
     }
 }
 
@@ -414,7 +525,8 @@ pub fn check(dialect: Dialect, usage: bool, bytes: &[u8]) -> Result<check::Answe
     let events = check::parse_sse(bytes);
     match dialect {
         Dialect::Anthropic => check::anthropic(&events),
-        Dialect::OpenAi => check::openai(&events, usage),
+        // As the openai Python SDK reads it: a blank line after an `id:` is an event.
+        Dialect::OpenAi => check::openai(&check::parse_sse_as_openai_python(bytes), usage),
         Dialect::Gemini => check::gemini(bytes, &events),
     }
 }
@@ -440,6 +552,21 @@ pub fn same_answer(got: &check::Answer, want: &check::Answer) -> Result<(), Stri
         return Err(format!(
             "thinking present: got {}, want {}",
             got.thinking, want.thinking
+        ));
+    }
+    // Chat reasoning streams live: a failure may cut it, and the fallback's own is then
+    // dropped, so the client has a part of it from its start, never a second copy. (Its
+    // presence is `thinking`; the Anthropic checker does not collect its text.)
+    if !want.reasoning.starts_with(&got.reasoning) {
+        return Err(format!(
+            "reasoning is not a part of the whole from its start:\n got: {:?}\nwant: {:?}",
+            got.reasoning, want.reasoning
+        ));
+    }
+    if got.refusal != want.refusal {
+        return Err(format!(
+            "refusal differs:\n got: {:?}\nwant: {:?}",
+            got.refusal, want.refusal
         ));
     }
     Ok(())

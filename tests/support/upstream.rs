@@ -48,7 +48,12 @@ pub const FAULTS: [Fault; 4] = [Fault::Reset, Fault::Stall, Fault::InBand, Fault
 /// What the model would answer in full.
 #[derive(Debug, Clone, Default)]
 pub struct Whole {
+    /// Reasoning (Anthropic thinking; Chat reasoning deltas, under `reasoning_key`).
     pub thinking: Option<String>,
+    /// The Chat delta key reasoning streams under (`reasoning_content` when empty).
+    pub reasoning_key: &'static str,
+    /// A refusal instead of text (Chat `delta.refusal`).
+    pub refusal: Option<String>,
     pub text: String,
     /// (name, arguments JSON)
     pub tools: Vec<(String, String)>,
@@ -60,6 +65,8 @@ pub struct Call {
     pub uri: String,
     pub headers: http::HeaderMap,
     pub body: Value,
+    /// The dialect the layer's `Attempt` extension named, if the call came through the layer.
+    pub dialect: Option<tower_midstream::Dialect>,
 }
 
 /// One scripted response, used for the next call instead of the model.
@@ -92,10 +99,15 @@ struct Inner {
     script: Mutex<VecDeque<Scripted>>,
     /// The next model answers are cut after this many events, with this fault.
     cuts: Mutex<VecDeque<(usize, Fault)>>,
+    /// The next model answers stop before their finish and end with these bytes instead.
+    endings: Mutex<VecDeque<Bytes>>,
     /// The model repeats the partial answer before continuing it (some servers echo a prefix).
     echo: bool,
     /// A partial answer that is not the start of the whole one is continued anyway.
     lenient: bool,
+    /// Each call is answered in the dialect of the endpoint it was sent to (a model of
+    /// another provider, reached through a translated request), not always in `dialect`.
+    by_path: bool,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -108,8 +120,10 @@ impl Upstream {
                 rejects_prefill: Vec::new(),
                 script: Mutex::new(VecDeque::new()),
                 cuts: Mutex::new(VecDeque::new()),
+                endings: Mutex::new(VecDeque::new()),
                 echo: false,
                 lenient: false,
+                by_path: false,
                 calls: Mutex::new(Vec::new()),
             }),
         }
@@ -139,9 +153,34 @@ impl Upstream {
         self
     }
 
+    /// Answer each call in the dialect of its endpoint (`/v1/messages`, `/v1/chat/completions`).
+    pub fn speaking_by_path(mut self) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure before use")
+            .by_path = true;
+        self
+    }
+
+    /// The dialect a call to `uri` is answered in.
+    fn dialect_of(&self, uri: &http::Uri) -> Dialect {
+        let path = uri.path();
+        match self.inner.by_path {
+            true if path.ends_with("/chat/completions") => Dialect::OpenAi,
+            true if path.ends_with("/messages") => Dialect::Anthropic,
+            _ => self.inner.dialect,
+        }
+    }
+
     /// The next answer of the model breaks after `events` events with `fault`.
     pub fn cut_model_answer(self, events: usize, fault: Fault) -> Self {
         self.inner.cuts.lock().unwrap().push_back((events, fault));
+        self
+    }
+
+    /// The next answer of the model reaches the end of its content, then sends `ending` (an
+    /// in-band error as a server sends it) instead of its finish, usage and `[DONE]`.
+    pub fn end_model_answer_with(self, ending: Bytes) -> Self {
+        self.inner.endings.lock().unwrap().push_back(ending);
         self
     }
 
@@ -162,17 +201,22 @@ impl Upstream {
         B::Error: std::fmt::Debug,
     {
         let (parts, body) = req.into_parts();
+        let dialect = self.dialect_of(&parts.uri);
         let bytes = body.collect().await.expect("request body").to_bytes();
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         self.inner.calls.lock().unwrap().push(Call {
             uri: parts.uri.to_string(),
             headers: parts.headers.clone(),
             body: json.clone(),
+            dialect: parts
+                .extensions
+                .get::<tower_midstream::Attempt>()
+                .and_then(|a| a.dialect()),
         });
         if let Some(scripted) = self.inner.script.lock().unwrap().pop_front() {
-            return scripted_response(scripted, self.inner.dialect);
+            return scripted_response(scripted, dialect);
         }
-        if self.inner.dialect == Dialect::Gemini {
+        if dialect == Dialect::Gemini {
             return self.gemini_model(&parts.uri, &json);
         }
         // Claude on Vertex AI: the model in the path, none in the body.
@@ -181,7 +225,7 @@ impl Upstream {
         {
             body.entry("model").or_insert(Value::String(model));
         }
-        self.model(&json)
+        self.model(&json, dialect)
     }
 
     /// Gemini: the model from the path, the conversation in `contents`.
@@ -206,7 +250,7 @@ impl Upstream {
             })
             .unwrap_or_default();
         let thinking = req["generationConfig"]["thinkingConfig"]["includeThoughts"] == true;
-        self.stream_rest(&partial, |whole, remaining| {
+        self.stream_rest(Dialect::Gemini, &partial, |whole, remaining| {
             gemini_stream(
                 &model,
                 thinking.then(|| whole.thinking.clone()).flatten(),
@@ -220,6 +264,7 @@ impl Upstream {
     /// the next scripted cut says.
     fn stream_rest(
         &self,
+        dialect: Dialect,
         partial: &str,
         stream: impl FnOnce(&Whole, &str) -> String,
     ) -> Response<ScriptBody> {
@@ -233,11 +278,12 @@ impl Upstream {
             remaining.insert_str(0, partial);
         }
         let bytes = Bytes::from(stream(whole, &remaining));
-        self.cut(bytes)
+        self.cut(bytes, dialect)
     }
 
-    /// `bytes`, cut after the next scripted number of events, with its fault.
-    fn cut(&self, bytes: Bytes) -> Response<ScriptBody> {
+    /// `bytes`, cut after the next scripted number of events, with its fault (an in-band
+    /// error in `dialect`).
+    fn cut(&self, bytes: Bytes, dialect: Dialect) -> Response<ScriptBody> {
         match self.inner.cuts.lock().unwrap().pop_front() {
             None => sse(ScriptBody::new(bytes, &[], None)),
             Some((events, fault)) => {
@@ -246,20 +292,19 @@ impl Upstream {
                     .take(events)
                     .flat_map(|e| e.to_vec())
                     .collect();
-                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault))
-                    .with_in_band(self.inner.dialect))
+                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault)).with_in_band(dialect))
             }
         }
     }
 
     /// The model: continue the whole answer after the partial answer in the request.
-    fn model(&self, req: &Value) -> Response<ScriptBody> {
+    fn model(&self, req: &Value, dialect: Dialect) -> Response<ScriptBody> {
         let model = req["model"].as_str().unwrap_or("").to_owned();
         let messages = req["messages"].as_array().cloned().unwrap_or_default();
         let last = messages.last().cloned().unwrap_or(Value::Null);
         let rejects = self.inner.rejects_prefill.contains(&model);
         let mut partial = String::new();
-        if self.inner.dialect == Dialect::Anthropic {
+        if dialect == Dialect::Anthropic {
             if last["role"] == "assistant" {
                 if rejects {
                     return plain(400, ANTHROPIC_PREFILL_400);
@@ -290,10 +335,10 @@ impl Upstream {
         if self.inner.echo {
             remaining.insert_str(0, &partial);
         }
-        let thinking = self.inner.dialect == Dialect::Anthropic
+        let thinking = dialect == Dialect::Anthropic
             && req["thinking"]["type"] == "enabled"
             && whole.thinking.is_some();
-        let bytes = match self.inner.dialect {
+        let bytes = match dialect {
             Dialect::Anthropic => anthropic_stream(
                 &model,
                 thinking.then(|| whole.thinking.clone().unwrap()),
@@ -302,13 +347,24 @@ impl Upstream {
             ),
             Dialect::OpenAi => openai_stream(
                 &model,
+                whole,
                 &remaining,
-                &whole.tools,
                 req["stream_options"]["include_usage"] == true,
             ),
             Dialect::Gemini => unreachable!("Gemini requests are answered by gemini_model"),
         };
-        self.cut(Bytes::from(bytes))
+        let mut bytes = Bytes::from(bytes);
+        if let Some(ending) = self.inner.endings.lock().unwrap().pop_front() {
+            assert_eq!(self.inner.dialect, Dialect::OpenAi, "Chat endings only");
+            // The finish chunk, the usage chunk when asked for, and `[DONE]`.
+            let tail = 2 + usize::from(req["stream_options"]["include_usage"] == true);
+            let events = crate::support::events_of(&bytes);
+            let kept = events.len().saturating_sub(tail);
+            let mut out: Vec<u8> = events[..kept].iter().flat_map(|e| e.to_vec()).collect();
+            out.extend_from_slice(&ending);
+            bytes = Bytes::from(out);
+        }
+        self.cut(bytes, dialect)
     }
 }
 
@@ -460,7 +516,8 @@ fn anthropic_stream(
     out
 }
 
-fn openai_stream(model: &str, text: &str, tools: &[(String, String)], usage: bool) -> String {
+fn openai_stream(model: &str, whole: &Whole, text: &str, usage: bool) -> String {
+    let tools = &whole.tools;
     let mut out = String::new();
     let envelope = |choices: Value, usage_field: Value| {
         let mut v = json!({"id":"chatcmpl-fallback","object":"chat.completion.chunk","created":1700000000,"model":model,"choices":choices});
@@ -475,6 +532,29 @@ fn openai_stream(model: &str, text: &str, tools: &[(String, String)], usage: boo
         Value::Null,
     ));
     let mut deltas = 0;
+    // A reasoning model reasons again, whatever partial answer it is given.
+    if let Some(thinking) = &whole.thinking {
+        let key = match whole.reasoning_key {
+            "" => "reasoning_content",
+            key => key,
+        };
+        for p in pieces(thinking, 9) {
+            deltas += 1;
+            push(envelope(
+                json!([{"index":0,"delta":{key:p},"finish_reason":null}]),
+                Value::Null,
+            ));
+        }
+    }
+    if let Some(refusal) = &whole.refusal {
+        for p in pieces(refusal, 6) {
+            deltas += 1;
+            push(envelope(
+                json!([{"index":0,"delta":{"refusal":p},"finish_reason":null}]),
+                Value::Null,
+            ));
+        }
+    }
     for p in pieces(text, 4) {
         deltas += 1;
         push(envelope(

@@ -1,0 +1,228 @@
+//! Requests across dialects: the client's request read into a [`Conversation`] (in no wire
+//! format's terms), written in the target's dialect, so that a fallback may be another
+//! provider's model. The stream comes back through the same core as any other (the attempt's
+//! decoder, the client's encoder: see `crate::relay`); what is here is the request.
+//!
+//! Each dialect has a reader and a writer ([`Format`]). A reader refuses what its dialect can
+//! say and no other can carry ([`Untranslatable`]): a request that needs it is never sent to a
+//! target of another dialect, and the planner moves on. What it drops instead changes how the
+//! answer is made, not what a valid answer is (caching hints, a user id, sampling knobs that
+//! only one provider has); the crate documentation lists both.
+//!
+//! A new dialect is a file here with its `Format`, and one line in [`format`].
+
+mod anthropic;
+mod conversation;
+pub(crate) mod ids;
+mod openai_chat;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::dialect::Dialect;
+use crate::strategy::Prefill;
+
+pub(crate) use conversation::*;
+
+/// Something a request carries that the target's dialect has no form for; or a request this
+/// reader cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Untranslatable(pub(crate) Cow<'static, str>);
+
+impl Untranslatable {
+    pub(crate) fn new(why: impl Into<Cow<'static, str>>) -> Self {
+        Untranslatable(why.into())
+    }
+}
+
+impl fmt::Display for Untranslatable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A dialect's requests, read and written.
+pub(crate) trait Format: Sync {
+    /// The request `body` as a conversation, or what in it no other dialect can carry.
+    fn read(&self, body: &[u8]) -> Result<Conversation, Untranslatable>;
+
+    /// `conversation` as a streaming request for `model`. A conversation that ends with an
+    /// assistant turn is continued in the form `prefill` names (the target's).
+    fn write(
+        &self,
+        conversation: &Conversation,
+        model: &str,
+        prefill: Prefill,
+    ) -> Result<Vec<u8>, Untranslatable>;
+}
+
+/// The reader and writer of `dialect`'s requests, if it has them.
+fn format(dialect: Dialect) -> Option<&'static dyn Format> {
+    match dialect.name() {
+        "anthropic" => Some(&anthropic::Messages),
+        "openai-chat" => Some(&openai_chat::Chat),
+        _ => None,
+    }
+}
+
+impl Dialect {
+    /// Whether a request in this dialect can be sent to a target that speaks `to`: the same
+    /// dialect, or one the request can be translated into (Anthropic Messages and OpenAI Chat
+    /// Completions, both ways). What a given request carries may still keep it from a target
+    /// ([`Failure::cannot_send_to`](crate::Failure::cannot_send_to)).
+    ///
+    /// ```
+    /// use tower_midstream::Dialect;
+    ///
+    /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
+    /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
+    /// ```
+    pub fn translates_to(self, to: Dialect) -> bool {
+        self == to || (format(self).is_some() && format(to).is_some())
+    }
+}
+
+/// The client's request `body` (in `from`) as a request of `to` for `model`, whose own prefill
+/// form is `prefill`; or why it cannot be.
+pub(crate) fn translate(
+    from: Dialect,
+    to: Dialect,
+    body: &[u8],
+    model: &str,
+    prefill: Prefill,
+) -> Result<Bytes, Untranslatable> {
+    let (reader, writer) = match (format(from), format(to)) {
+        (Some(r), Some(w)) => (r, w),
+        (None, _) => return Err(no_translation(from)),
+        (_, None) => return Err(no_translation(to)),
+    };
+    let conversation = reader.read(body)?;
+    if !conversation.stream {
+        return Err(Untranslatable::new(
+            "the request is not streamed (only event streams are translated back)",
+        ));
+    }
+    if conversation.ends_with_assistant() && prefill == Prefill::None {
+        return Err(Untranslatable::new(
+            "the request ends with an assistant message to continue, and the target does not \
+             continue one (no prefill)",
+        ));
+    }
+    writer.write(&conversation, model, prefill).map(Bytes::from)
+}
+
+fn no_translation(dialect: Dialect) -> Untranslatable {
+    Untranslatable::new(format!(
+        "requests of the {} dialect are not translated yet",
+        dialect.name()
+    ))
+}
+
+/// Points `request` at `to`'s endpoint: a path ending in `from`'s (`/v1/messages`) ends in
+/// `to`'s instead (`/v1/chat/completions`), the query kept. Any other path is left as it is:
+/// the inner service routes by [`Attempt::dialect`](crate::Attempt::dialect).
+pub(crate) fn set_endpoint<B>(request: &mut http::Request<B>, from: Dialect, to: Dialect) {
+    let uri = request.uri();
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    let Some(base) = trimmed.strip_suffix(from.spec().path) else {
+        return;
+    };
+    let mut path_and_query = format!("{base}{}", to.spec().path);
+    if let Some(query) = uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+/// Whether the client's stream reports usage (a Chat client asks with
+/// `stream_options.include_usage`; Anthropic's always does), so that a stream translated for it
+/// does too, and only then.
+pub(crate) fn asks_for_usage(dialect: Dialect, body: &[u8]) -> bool {
+    format(dialect)
+        .and_then(|f| f.read(body).ok())
+        .is_some_and(|c| c.stream_usage)
+}
+
+/// The members of the top-level object `body`, in order, each once; a key twice is refused (a
+/// client might read either).
+fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out: Self::Value = Vec::new();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if out.iter().any(|(k, _)| *k == key) {
+                    return Err(serde::de::Error::custom(format!("`{key}` twice")));
+                }
+                let value = map.next_value::<&'de RawValue>()?;
+                out.push((key, value));
+            }
+            Ok(out)
+        }
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Untranslatable::new("the request body is not a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let out = de
+        .deserialize_map(Members)
+        .and_then(|out| de.end().map(|()| out))
+        .map_err(|e| Untranslatable::new(format!("the request body is not readable: {e}")))?;
+    Ok(out)
+}
+
+/// `raw` as a `T`, or an error naming `what`.
+fn parse<'a, T: serde::Deserialize<'a>>(
+    raw: &'a RawValue,
+    what: &str,
+) -> Result<T, Untranslatable> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| Untranslatable::new(format!("`{what}` is not readable: {e}")))
+}
+
+/// Whether `raw` is `null`: a member present with null reads as absent.
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// `raw`, which must be a JSON object (tool arguments), owned.
+fn object(raw: &RawValue, what: &str) -> Result<Box<RawValue>, Untranslatable> {
+    let text = raw.get().trim();
+    if !text.starts_with('{') {
+        return Err(Untranslatable::new(format!("{what} is not a JSON object")));
+    }
+    RawValue::from_string(text.to_owned())
+        .map_err(|e| Untranslatable::new(format!("{what} is not JSON: {e}")))
+}
+
+/// The JSON object in the string `text` (Chat's tool-call `arguments`); an empty string is `{}`.
+fn object_in(text: &str, what: &str) -> Result<Box<RawValue>, Untranslatable> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(RawValue::from_string("{}".to_owned()).expect("{} is JSON"));
+    }
+    if !text.starts_with('{') {
+        return Err(Untranslatable::new(format!("{what} are not a JSON object")));
+    }
+    RawValue::from_string(text.to_owned())
+        .map_err(|e| Untranslatable::new(format!("{what} are not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

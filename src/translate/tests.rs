@@ -1,0 +1,418 @@
+use serde_json::{json, Value};
+
+use super::*;
+
+const ANTHROPIC: Dialect = Dialect::ANTHROPIC_MESSAGES;
+const CHAT: Dialect = Dialect::OPENAI_CHAT;
+
+fn translated(from: Dialect, to: Dialect, body: &Value, prefill: Prefill) -> Value {
+    let out = translate(from, to, body.to_string().as_bytes(), "target", prefill)
+        .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_slice(&out).expect("JSON")
+}
+
+fn refused(from: Dialect, to: Dialect, body: &Value) -> String {
+    translate(
+        from,
+        to,
+        body.to_string().as_bytes(),
+        "target",
+        Prefill::None,
+    )
+    .expect_err("untranslatable")
+    .to_string()
+}
+
+const PNG: &str = "iVBORw0KGgo=";
+
+#[test]
+fn an_anthropic_request_is_written_as_chat_completions_field_by_field() {
+    let body = json!({
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 1000,
+        "stream": true,
+        "system": [{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral"}},
+                   {"type":"text","text":"Answer in French."}],
+        "messages": [
+            {"role":"user","content":[
+                {"type":"text","text":"What is in this picture, and the weather?"},
+                {"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}},
+                {"type":"image","source":{"type":"url","url":"https://example.com/a.jpg"}}]},
+            {"role":"assistant","content":[
+                {"type":"text","text":"Let me check."},
+                {"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{"city":"Paris","unit":"c"}}]},
+            {"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"toolu_01A","content":"18 degrees"},
+                {"type":"text","text":"And tomorrow?"}]}
+        ],
+        "tools": [{"name":"get_weather","description":"Weather now","input_schema":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"cache_control":{"type":"ephemeral"}}],
+        "tool_choice": {"type":"any","disable_parallel_tool_use":true},
+        "stop_sequences": ["END"],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "metadata": {"user_id":"u-1"},
+        "top_k": 5
+    });
+    let want = json!({
+        "model": "target",
+        "messages": [
+            {"role":"system","content":"Be brief."},
+            {"role":"system","content":"Answer in French."},
+            {"role":"user","content":[
+                {"type":"text","text":"What is in this picture, and the weather?"},
+                {"type":"image_url","image_url":{"url":format!("data:image/png;base64,{PNG}")}},
+                {"type":"image_url","image_url":{"url":"https://example.com/a.jpg"}}]},
+            {"role":"assistant","content":"Let me check.","tool_calls":[
+                {"id":"toolu_01A","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\",\"unit\":\"c\"}"}}]},
+            {"role":"tool","tool_call_id":"toolu_01A","content":"18 degrees"},
+            {"role":"user","content":"And tomorrow?"}
+        ],
+        "max_completion_tokens": 1000,
+        "stop": ["END"],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "tools": [{"type":"function","function":{"name":"get_weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}],
+        "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "stream": true,
+        "stream_options": {"include_usage": true}
+    });
+    assert_eq!(translated(ANTHROPIC, CHAT, &body, Prefill::None), want);
+}
+
+#[test]
+fn a_chat_request_is_written_as_anthropic_messages_field_by_field() {
+    let body = json!({
+        "model": "gpt-4.1",
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [
+            {"role":"developer","content":"Be brief."},
+            {"role":"user","name":"ann","content":[
+                {"type":"text","text":"Weather here?"},
+                {"type":"image_url","image_url":{"url":format!("data:image/png;base64,{PNG}"),"detail":"low"}}]},
+            {"role":"assistant","content":null,"tool_calls":[
+                {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},
+                {"id":"functions.get_time:1","type":"function","function":{"name":"get_time","arguments":""}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"18 degrees"},
+            {"role":"tool","tool_call_id":"functions.get_time:1","content":[{"type":"text","text":"noon"}]},
+            {"role":"user","content":"Thanks. Tomorrow?"}
+        ],
+        "tools": [
+            {"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true}},
+            {"type":"function","function":{"name":"get_time","description":"Time now"}}],
+        "tool_choice": {"type":"function","function":{"name":"get_weather"}},
+        "max_completion_tokens": 300,
+        "stop": "END",
+        "temperature": 1.4,
+        "top_p": 0.5,
+        "user": "u-1",
+        "seed": 7
+    });
+    let time_id = ids::anthropic("functions.get_time:1").into_owned();
+    let want = json!({
+        "model": "target",
+        "max_tokens": 300,
+        "system": "Be brief.",
+        "messages": [
+            {"role":"user","content":[
+                {"type":"text","text":"Weather here?"},
+                {"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}}]},
+            {"role":"assistant","content":[
+                {"type":"tool_use","id":"call_1","name":"get_weather","input":{"city":"Paris"}},
+                {"type":"tool_use","id":time_id,"name":"get_time","input":{}}]},
+            {"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"call_1","content":"18 degrees"},
+                {"type":"tool_result","tool_use_id":time_id,"content":"noon"},
+                {"type":"text","text":"Thanks. Tomorrow?"}]}
+        ],
+        "stop_sequences": ["END"],
+        // Anthropic's range ends at 1; top_p is left out beside a temperature.
+        "temperature": 1.0,
+        "tools": [
+            {"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true},
+            {"name":"get_time","description":"Time now","input_schema":{"type":"object","properties":{}}}],
+        "tool_choice": {"type":"tool","name":"get_weather"},
+        "stream": true
+    });
+    assert_eq!(translated(CHAT, ANTHROPIC, &body, Prefill::None), want);
+}
+
+#[test]
+fn a_chat_request_without_a_limit_gets_anthropics_required_one() {
+    let body = json!({"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]});
+    let out = translated(CHAT, ANTHROPIC, &body, Prefill::None);
+    assert_eq!(out["max_tokens"], anthropic::DEFAULT_MAX_TOKENS);
+    assert_eq!(out["messages"], json!([{"role":"user","content":"Hi"}]));
+}
+
+#[test]
+fn a_clients_own_prefill_is_continued_in_the_targets_form_or_refused() {
+    let anthropic = json!({"model":"m","max_tokens":9,"stream":true,"messages":[
+        {"role":"user","content":"JSON please"},{"role":"assistant","content":"{"}]});
+    let prefix = translated(ANTHROPIC, CHAT, &anthropic, Prefill::Prefix);
+    assert_eq!(
+        prefix["messages"][1],
+        json!({"role":"assistant","content":"{","prefix":true})
+    );
+    let vllm = translated(ANTHROPIC, CHAT, &anthropic, Prefill::ContinueFinalMessage);
+    assert_eq!(
+        vllm["messages"][1],
+        json!({"role":"assistant","content":"{"})
+    );
+    assert_eq!(
+        (
+            &vllm["continue_final_message"],
+            &vllm["add_generation_prompt"]
+        ),
+        (&json!(true), &json!(false))
+    );
+    assert!(refused(ANTHROPIC, CHAT, &anthropic).contains("does not continue one"));
+
+    let chat = json!({"model":"m","stream":true,"messages":[
+        {"role":"user","content":"Hi"},{"role":"assistant","content":"Hello \n"}]});
+    let out = translated(CHAT, ANTHROPIC, &chat, Prefill::Assistant);
+    assert_eq!(
+        out["messages"][1],
+        json!({"role":"assistant","content":"Hello"}),
+        "Anthropic refuses a prefill ending in whitespace"
+    );
+}
+
+#[test]
+fn what_another_dialect_cannot_carry_is_refused_with_its_name() {
+    let anthropic = |extra: Value| {
+        let mut body = json!({"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"Hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        refused(ANTHROPIC, CHAT, &body)
+    };
+    for (extra, says) in [
+        (
+            json!({"thinking":{"type":"enabled","budget_tokens":1024}}),
+            "extended thinking",
+        ),
+        (
+            json!({"tools":[{"type":"web_search_20250305","name":"web_search"}]}),
+            "server tool",
+        ),
+        (
+            json!({"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"}}]}]}),
+            "document",
+        ),
+        (
+            json!({"messages":[{"role":"user","content":[{"type":"image","source":{"type":"file","file_id":"f"}}]}]}),
+            "source `file`",
+        ),
+        (
+            json!({"messages":[{"role":"assistant","content":[{"type":"server_tool_use","id":"s","name":"web_search","input":{}}]}]}),
+            "server_tool_use",
+        ),
+        (json!({"mcp_servers":[]}), "`mcp_servers`"),
+        (json!({"container":"c"}), "`container`"),
+        (json!({"stream":false}), "not streamed"),
+        (
+            json!({"stop_sequences":["a","b","c","d","e"]}),
+            "stop sequences",
+        ),
+        (
+            json!({"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}}]}]}]}),
+            "image in a tool result",
+        ),
+    ] {
+        let why = anthropic(extra.clone());
+        assert!(why.contains(says), "{extra}: {why}");
+    }
+    let chat = |extra: Value| {
+        let mut body =
+            json!({"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        refused(CHAT, ANTHROPIC, &body)
+    };
+    for (extra, says) in [
+        (json!({"n":2}), "`n`"),
+        (json!({"logprobs":true}), "logprobs"),
+        (
+            json!({"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}}),
+            "structured output",
+        ),
+        (json!({"modalities":["text","audio"]}), "modalities"),
+        (json!({"audio":{"voice":"alloy","format":"wav"}}), "`audio`"),
+        (json!({"web_search_options":{}}), "`web_search_options`"),
+        (json!({"functions":[]}), "`functions`"),
+        (json!({"guided_json":{}}), "`guided_json`"),
+        (
+            json!({"tools":[{"type":"custom","custom":{"name":"x"}}]}),
+            "type `custom`",
+        ),
+        (
+            json!({"messages":[{"role":"user","content":"Hi"},{"role":"system","content":"Now French."}]}),
+            "system message after the first turn",
+        ),
+        (
+            json!({"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"x","format":"wav"}}]}]}),
+            "`input_audio`",
+        ),
+        (
+            json!({"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/bmp;base64,Qk0="}}]}]}),
+            "image/bmp",
+        ),
+        (
+            json!({"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"[1]"}}]}]}),
+            "not a JSON object",
+        ),
+    ] {
+        let why = chat(extra.clone());
+        assert!(why.contains(says), "{extra}: {why}");
+    }
+}
+
+#[test]
+fn what_only_changes_how_the_answer_is_made_is_dropped() {
+    let body = json!({"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}],
+        "n":1,"logprobs":false,"response_format":{"type":"text"},"seed":1,"user":"u",
+        "presence_penalty":0.1,"frequency_penalty":0.1,"logit_bias":{"50256":-100},
+        "store":false,"metadata":{"a":"b"},"service_tier":"auto","reasoning_effort":"low",
+        "prompt_cache_key":"k","safety_identifier":"s","temperature":null});
+    let out = translated(CHAT, ANTHROPIC, &body, Prefill::None);
+    assert_eq!(
+        out,
+        json!({"model":"target","max_tokens":anthropic::DEFAULT_MAX_TOKENS,"messages":[{"role":"user","content":"Hi"}],"stream":true})
+    );
+}
+
+#[test]
+fn a_body_that_is_not_a_request_says_so() {
+    for body in [
+        &b"nope"[..],
+        b"[]",
+        br#"{"model":"a","model":"b"}"#,
+        br#"{"messages":"x"}"#,
+    ] {
+        let why = translate(ANTHROPIC, CHAT, body, "t", Prefill::None).unwrap_err();
+        assert!(!why.0.is_empty());
+    }
+}
+
+#[test]
+fn whether_the_client_asked_for_usage_is_read_from_its_request() {
+    let chat = |options: Value| {
+        let body = json!({"model":"m","stream":true,"stream_options":options,"messages":[]});
+        asks_for_usage(CHAT, body.to_string().as_bytes())
+    };
+    assert!(chat(json!({"include_usage":true})));
+    assert!(!chat(json!({"include_usage":false})));
+    assert!(!chat(Value::Null));
+    let anthropic = json!({"model":"m","max_tokens":1,"messages":[]});
+    assert!(asks_for_usage(ANTHROPIC, anthropic.to_string().as_bytes()));
+}
+
+#[test]
+fn the_endpoint_follows_the_dialect_and_keeps_the_query() {
+    let mut request = http::Request::post("http://h/api/v1/messages?beta=true")
+        .body(())
+        .unwrap();
+    set_endpoint(&mut request, ANTHROPIC, CHAT);
+    assert_eq!(request.uri(), "http://h/api/v1/chat/completions?beta=true");
+    set_endpoint(&mut request, CHAT, ANTHROPIC);
+    assert_eq!(request.uri(), "http://h/api/v1/messages?beta=true");
+    let mut other = http::Request::post("/generate").body(()).unwrap();
+    set_endpoint(&mut other, CHAT, ANTHROPIC);
+    assert_eq!(
+        other.uri(),
+        "/generate",
+        "a path of no dialect is left to the inner service"
+    );
+}
+
+/// Rich requests of both dialects, for the hostile-input tests.
+fn rich() -> [(Dialect, Value); 2] {
+    [
+        (
+            ANTHROPIC,
+            json!({"model":"m","max_tokens":9,"stream":true,"system":[{"type":"text","text":"S"}],
+                "messages":[{"role":"user","content":[{"type":"text","text":"Hi"},
+                    {"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}}]},
+                    {"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{"a":1}}]},
+                    {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"ok"}]}],
+                "tools":[{"name":"f","input_schema":{"type":"object"}}],
+                "tool_choice":{"type":"auto"},"stop_sequences":["x"],"temperature":0.5}),
+        ),
+        (
+            CHAT,
+            json!({"model":"m","stream":true,"stream_options":{"include_usage":true},
+                "messages":[{"role":"system","content":"S"},
+                    {"role":"user","content":[{"type":"text","text":"Hi"},
+                        {"type":"image_url","image_url":{"url":"https://e/x.png"}}]},
+                    {"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                    {"role":"tool","tool_call_id":"c","content":"ok"}],
+                "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+                "tool_choice":"auto","stop":["x"],"max_completion_tokens":9}),
+        ),
+    ]
+}
+
+#[test]
+fn a_request_cut_anywhere_is_refused_without_a_panic() {
+    for (from, body) in rich() {
+        let to = if from == ANTHROPIC { CHAT } else { ANTHROPIC };
+        let bytes = body.to_string().into_bytes();
+        assert!(translate(from, to, &bytes, "t", Prefill::None).is_ok());
+        for end in 0..bytes.len() {
+            let cut = translate(from, to, &bytes[..end], "t", Prefill::None);
+            assert!(cut.is_err(), "{}: cut at {end} read as whole", from.name());
+        }
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_anywhere_is_refused_or_read_without_a_panic() {
+    // Every member of the request, and of each message, replaced in turn by a value of each
+    // JSON type: a refusal or a translation, never a panic.
+    let wrong = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1e300),
+        json!("x"),
+        json!([]),
+        json!([null]),
+        json!({}),
+        json!({"type":"x"}),
+    ];
+    for (from, body) in rich() {
+        let to = if from == ANTHROPIC { CHAT } else { ANTHROPIC };
+        let mut paths: Vec<Vec<Value>> = Vec::new();
+        for (key, value) in body.as_object().unwrap() {
+            paths.push(vec![json!(key)]);
+            if let Some(messages) = value.as_array() {
+                for (i, m) in messages.iter().enumerate() {
+                    for inner in m.as_object().into_iter().flat_map(|o| o.keys()) {
+                        paths.push(vec![json!(key), json!(i), json!(inner)]);
+                    }
+                }
+            }
+        }
+        for path in paths {
+            for value in &wrong {
+                let mut mutated = body.clone();
+                let mut at = &mut mutated;
+                for step in &path {
+                    at = match step {
+                        Value::String(k) => &mut at[k.as_str()],
+                        Value::Number(i) => &mut at[i.as_u64().unwrap() as usize],
+                        _ => unreachable!(),
+                    };
+                }
+                *at = value.clone();
+                let bytes = mutated.to_string().into_bytes();
+                for prefill in [Prefill::None, Prefill::Assistant, Prefill::Prefix] {
+                    let _ = translate(from, to, &bytes, "t", prefill);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1159 @@
+//! Fallbacks of another dialect: an Anthropic Messages client continued by an OpenAI Chat
+//! model, and a Chat client by an Anthropic model. The client gets one stream in its own
+//! dialect that obeys its seam rules and holds the whole answer; the fallback gets a request
+//! in its own dialect, at its own endpoint, that carries the continuation in its own form.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use support::*;
+use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Target};
+
+fn other(dialect: Dialect) -> Dialect {
+    match dialect {
+        Dialect::Anthropic => Dialect::OpenAi,
+        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+    }
+}
+
+fn wire(dialect: Dialect) -> tower_midstream::Dialect {
+    match dialect {
+        Dialect::Anthropic => tower_midstream::Dialect::ANTHROPIC_MESSAGES,
+        Dialect::OpenAi => tower_midstream::Dialect::OPENAI_CHAT,
+        Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+    }
+}
+
+/// The prefill form a model of `dialect` takes, when it takes one.
+fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
+    match (prefill, dialect) {
+        (false, _) => Prefill::None,
+        (true, Dialect::Anthropic) => Prefill::Assistant,
+        (true, Dialect::OpenAi) => Prefill::Prefix,
+        (true, Dialect::Gemini) => unreachable!("Gemini's own API is not translated yet"),
+    }
+}
+
+/// `primary` (the client's dialect) falls back to `fallback` and `fallback-2`, both speaking
+/// the other dialect.
+fn cross_chain(client: Dialect, prefill: bool) -> FallbackChain {
+    let to = other(client);
+    let kind = prefill_of(to, prefill);
+    FallbackChain::new()
+        .target(Target::new("fallback").prefill(kind).dialect(wire(to)))
+        .target(Target::new("fallback-2").prefill(kind).dialect(wire(to)))
+        .fallbacks("primary", ["fallback", "fallback-2"])
+}
+
+/// The stop reason a client of `dialect` must end with.
+fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
+    match (dialect, tools) {
+        (Dialect::Anthropic, false) => "end_turn",
+        (Dialect::Anthropic, true) => "tool_use",
+        (Dialect::OpenAi, false) => "stop",
+        (Dialect::OpenAi, true) => "tool_calls",
+        (Dialect::Gemini, _) => unreachable!("Gemini's own API is not translated yet"),
+    }
+}
+
+/// Whether a tool-call id is one the client's API takes back in its next turn.
+fn valid_id(dialect: Dialect, id: &str) -> bool {
+    match dialect {
+        Dialect::Anthropic => {
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }
+        Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
+        Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+    }
+}
+
+/// What the client got, checked against its dialect's rules and the whole answer.
+fn client_got(
+    client: Dialect,
+    usage: bool,
+    out: &Outcome,
+    whole: &Whole,
+) -> Result<check::Answer, String> {
+    let shown = || String::from_utf8_lossy(&out.bytes).into_owned();
+    let got = check(client, usage, &out.bytes).map_err(|e| format!("{e}\n{}", shown()))?;
+    same_answer(&got, &expected(whole)).map_err(|e| format!("{e}\n{}", shown()))?;
+    let want = stop_reason(client, !whole.tools.is_empty());
+    if got.stop_reason.as_deref() != Some(want) {
+        return Err(format!(
+            "stop reason {:?}, want {want:?}\n{}",
+            got.stop_reason,
+            shown()
+        ));
+    }
+    if let Some(id) = got.tool_ids.iter().find(|id| !valid_id(client, id)) {
+        return Err(format!(
+            "the tool-call id {id:?} is not valid for the client"
+        ));
+    }
+    let mut ids = got.tool_ids.clone();
+    ids.sort();
+    ids.dedup();
+    if ids.len() != got.tool_ids.len() {
+        return Err(format!("tool-call ids repeat: {:?}", got.tool_ids));
+    }
+    if out.error.is_some() {
+        return Err("a FallbackError on a stream that completed".into());
+    }
+    Ok(got)
+}
+
+/// Every call after the first went to the fallback's own endpoint, in its own dialect.
+fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String> {
+    for call in calls.iter().skip(1) {
+        if !call.uri.ends_with(path(to)) {
+            return Err(format!("a fallback call went to {}", call.uri));
+        }
+        let body = &call.body;
+        let shaped = match to {
+            Dialect::Anthropic => {
+                body["max_tokens"].is_u64()
+                    && body.get("stream_options").is_none()
+                    && body["messages"].as_array().is_some_and(|m| {
+                        m.iter()
+                            .all(|m| m["role"] == "user" || m["role"] == "assistant")
+                    })
+            }
+            Dialect::OpenAi => {
+                body["stream_options"]["include_usage"] == true
+                    && body.get("max_tokens").is_none()
+                    && body.get("system").is_none()
+            }
+            Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+        };
+        if !shaped || body["stream"] != true {
+            return Err(format!("a fallback call is not a {to:?} request: {body}"));
+        }
+    }
+    Ok(())
+}
+
+fn trailing_assistant(call: &upstream::Call) -> bool {
+    call.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "assistant")
+}
+
+/// The recorded streams a fallback of the other dialect can continue (a request asking for
+/// extended thinking is never sent there; a refusal's text has no form in Anthropic's
+/// dialect, whose refusal is a stop reason alone; Gemini's own API is not translated yet).
+fn fixtures() -> impl Iterator<Item = &'static Fixture> {
+    FIXTURES.iter().filter(|f| {
+        f.dialect != Dialect::Gemini
+            && !f.thinking
+            && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_fixture_continues_on_a_fallback_of_the_other_dialect_after_every_failure_at_every_event(
+) {
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for f in fixtures() {
+        let bytes = fixture(f.name);
+        let events = events_of(&bytes);
+        let whole = whole_of(f.dialect, &bytes);
+        let to = other(f.dialect);
+        for prefill in [true, false] {
+            for fault in FAULTS {
+                for p in 0..events.len() {
+                    let mut upstream = Upstream::new(f.dialect, whole.clone()).speaking_by_path();
+                    if !prefill {
+                        upstream = upstream
+                            .rejecting_prefill("fallback")
+                            .rejecting_prefill("fallback-2");
+                    }
+                    let upstream = upstream.then(Scripted::Stream {
+                        bytes: Bytes::from(events[..p].concat()),
+                        cuts: vec![],
+                        fault: Some(fault),
+                    });
+                    let layer = MidStreamFallbackLayer::new(cross_chain(f.dialect, prefill))
+                        .idle_timeout(Duration::from_secs(10));
+                    let body = Bytes::from(request_body(f).to_string());
+                    let out = run(layer, &upstream, path(f.dialect), body).await;
+                    runs += 1;
+                    let case = format!(
+                        "{} to {to:?} prefill={prefill} {fault:?} after {p} of {} events",
+                        f.name,
+                        events.len()
+                    );
+                    if let Err(e) = client_got(f.dialect, f.usage, &out, &whole) {
+                        failures.push(format!("{case}: {e}"));
+                        continue;
+                    }
+                    let calls = upstream.calls();
+                    if let Err(e) = fallback_calls_in(to, &calls) {
+                        failures.push(format!("{case}: {e}"));
+                    }
+                    if !prefill && calls.iter().skip(1).any(trailing_assistant) {
+                        failures.push(format!("{case}: a prefill reached a model that rejects it"));
+                    }
+                    if calls.len() > 2 {
+                        failures.push(format!(
+                            "{case}: {} calls where one fallback suffices",
+                            calls.len()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    assert!(runs > 300, "the matrix ran only {runs} cases");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_of_the_other_dialect_that_fails_too_is_continued_by_one_of_the_clients() {
+    // primary (client's dialect) → fallback (the other) fails after k of its events →
+    // fallback-2 (the client's dialect again) finishes.
+    let mut failures = Vec::new();
+    for f in fixtures() {
+        let bytes = fixture(f.name);
+        let events = events_of(&bytes);
+        let whole = whole_of(f.dialect, &bytes);
+        let to = other(f.dialect);
+        let chain = |_| {
+            FallbackChain::new()
+                .target(
+                    Target::new("fallback")
+                        .prefill(prefill_of(to, true))
+                        .dialect(wire(to)),
+                )
+                .target(Target::new("fallback-2").prefill(prefill_of(f.dialect, true)))
+                .fallbacks("primary", ["fallback", "fallback-2"])
+        };
+        for p in [1, events.len() / 2, events.len() - 2] {
+            for fault in FAULTS {
+                for k in 0..30 {
+                    let upstream = Upstream::new(f.dialect, whole.clone())
+                        .speaking_by_path()
+                        .then(Scripted::Stream {
+                            bytes: Bytes::from(events[..p].concat()),
+                            cuts: vec![],
+                            fault: Some(Fault::Reset),
+                        })
+                        .cut_model_answer(k, fault);
+                    let layer = MidStreamFallbackLayer::new(chain(()))
+                        .idle_timeout(Duration::from_secs(10));
+                    let body = Bytes::from(request_body(f).to_string());
+                    let out = run(layer, &upstream, path(f.dialect), body).await;
+                    let case = format!(
+                        "{} primary cut at {p}, fallback {fault:?} after {k}",
+                        f.name
+                    );
+                    if let Err(e) = client_got(f.dialect, f.usage, &out, &whole) {
+                        failures.push(format!("{case}: {e}"));
+                        continue;
+                    }
+                    let calls = upstream.calls();
+                    if calls.len() > 3 {
+                        failures.push(format!("{case}: {} calls", calls.len()));
+                    }
+                    if let Some(third) = calls.get(2) {
+                        if !third.uri.ends_with(path(f.dialect))
+                            || third.body["model"] != "fallback-2"
+                        {
+                            failures.push(format!("{case}: the third call went to {}", third.uri));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A primary of `client`'s dialect that sends two pieces of [`HELLO`] and resets; the model
+/// answers in whichever dialect it is called in.
+fn hello_upstream(client: Dialect) -> Upstream {
+    let bytes = match client {
+        Dialect::Anthropic => anthropic_text_stream(&HELLO),
+        Dialect::OpenAi => openai_text_stream(&HELLO),
+        Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+    };
+    let lead = match client {
+        Dialect::Anthropic => 2,
+        Dialect::OpenAi => 1,
+        Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+    };
+    let whole = Whole {
+        text: HELLO.concat(),
+        ..Whole::default()
+    };
+    Upstream::new(client, whole)
+        .speaking_by_path()
+        .rejecting_prefill("no-prefill")
+        .then(Scripted::Stream {
+            bytes: Bytes::from(events_of(&bytes)[..lead + 2].concat()),
+            cuts: vec![],
+            fault: Some(Fault::Reset),
+        })
+}
+
+fn hello_request(client: Dialect) -> Value {
+    match client {
+        Dialect::Anthropic => anthropic_request(),
+        Dialect::OpenAi => openai_request(),
+        Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+    }
+}
+
+async fn hello_through(client: Dialect, target: Target) -> (Outcome, Vec<upstream::Call>) {
+    let name = target.name().to_owned();
+    let chain = FallbackChain::new()
+        .target(target)
+        .fallbacks("primary", [name]);
+    let upstream = hello_upstream(client);
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        client,
+        &hello_request(client),
+    )
+    .await;
+    (out, upstream.calls())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_continuation_is_sent_in_the_fallbacks_own_dialect_and_form() {
+    let hello = Whole {
+        text: HELLO.concat(),
+        ..Whole::default()
+    };
+    let instruction = tower_midstream::DEFAULT_INSTRUCTION;
+
+    // Anthropic client, Chat model that takes `prefix`.
+    let target = Target::new("prefix")
+        .prefill(Prefill::Prefix)
+        .dialect(wire(Dialect::OpenAi));
+    let (out, calls) = hello_through(Dialect::Anthropic, target).await;
+    client_got(Dialect::Anthropic, false, &out, &hello).unwrap();
+    assert_eq!(calls[1].uri, "/v1/chat/completions");
+    // The inner service can route by the attempt's dialect as well as by the path.
+    assert_eq!(calls[0].dialect, Some(wire(Dialect::Anthropic)));
+    assert_eq!(calls[1].dialect, Some(wire(Dialect::OpenAi)));
+    assert_eq!(
+        calls[1].body,
+        json!({
+            "model": "prefix",
+            "messages": [
+                {"role":"user","content":"Say hello."},
+                {"role":"assistant","content":"Hello there, ","prefix":true}
+            ],
+            "max_completion_tokens": 98,
+            "stream": true,
+            "stream_options": {"include_usage": true}
+        })
+    );
+
+    // Anthropic client, Chat model without prefill: the instruction.
+    let target = Target::new("no-prefill").dialect(wire(Dialect::OpenAi));
+    let (out, calls) = hello_through(Dialect::Anthropic, target).await;
+    client_got(Dialect::Anthropic, false, &out, &hello).unwrap();
+    assert_eq!(
+        calls[1].body,
+        json!({
+            "model": "no-prefill",
+            "messages": [
+                {"role":"user","content":"Say hello."},
+                {"role":"assistant","content":"Hello there, "},
+                {"role":"user","content":instruction}
+            ],
+            "max_completion_tokens": 98,
+            "stream": true,
+            "stream_options": {"include_usage": true}
+        })
+    );
+
+    // Chat client, Anthropic model that takes prefill: without its trailing whitespace.
+    let target = Target::new("prefill")
+        .prefill(Prefill::Assistant)
+        .dialect(wire(Dialect::Anthropic));
+    let (out, calls) = hello_through(Dialect::OpenAi, target).await;
+    client_got(Dialect::OpenAi, true, &out, &hello).unwrap();
+    assert_eq!(calls[1].uri, "/v1/messages");
+    assert_eq!(
+        calls[1].body,
+        json!({
+            "model": "prefill",
+            "max_tokens": 98,
+            "messages": [
+                {"role":"user","content":"Say hello."},
+                {"role":"assistant","content":"Hello there,"}
+            ],
+            "stream": true
+        })
+    );
+
+    // Chat client, Anthropic model without prefill.
+    let target = Target::new("no-prefill").dialect(wire(Dialect::Anthropic));
+    let (out, calls) = hello_through(Dialect::OpenAi, target).await;
+    client_got(Dialect::OpenAi, true, &out, &hello).unwrap();
+    assert_eq!(
+        calls[1].body,
+        json!({
+            "model": "no-prefill",
+            "max_tokens": 98,
+            "messages": [
+                {"role":"user","content":"Say hello."},
+                {"role":"assistant","content":"Hello there,"},
+                {"role":"user","content":instruction}
+            ],
+            "stream": true
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_status_restarts_on_the_other_dialect_with_the_request_translated() {
+    for f in fixtures() {
+        let bytes = fixture(f.name);
+        let whole = whole_of(f.dialect, &bytes);
+        let upstream = Upstream::new(f.dialect, whole.clone())
+            .speaking_by_path()
+            .then(Scripted::Status {
+                status: 529,
+                content_type: "application/json",
+                body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            });
+        let layer = MidStreamFallbackLayer::new(cross_chain(f.dialect, true));
+        let out = run(
+            layer,
+            &upstream,
+            path(f.dialect),
+            Bytes::from(request_body(f).to_string()),
+        )
+        .await;
+        assert_eq!(out.status, 200, "{}", f.name);
+        client_got(f.dialect, f.usage, &out, &whole).unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let calls = upstream.calls();
+        assert_eq!(calls.len(), 2);
+        let want = match f.dialect {
+            Dialect::Anthropic => json!({
+                "model": "fallback",
+                "messages": [{"role":"user","content":"Please answer."}],
+                "max_completion_tokens": 4096,
+                "stream": true,
+                "stream_options": {"include_usage": true}
+            }),
+            Dialect::OpenAi => json!({
+                "model": "fallback",
+                "max_tokens": 500,
+                "system": "Be brief.",
+                "messages": [{"role":"user","content":"Please answer."}],
+                "stream": true
+            }),
+            Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+        };
+        assert_eq!(calls[1].body, want, "{}", f.name);
+        assert_eq!(calls[1].uri, path(other(f.dialect)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn usage_after_a_seam_across_dialects_covers_every_attempt() {
+    let hello = Whole {
+        text: HELLO.concat(),
+        ..Whole::default()
+    };
+    // Anthropic client: two deltas from the primary, and the Chat fallback's own count.
+    let target = Target::new("prefix")
+        .prefill(Prefill::Prefix)
+        .dialect(wire(Dialect::OpenAi));
+    let (out, _) = hello_through(Dialect::Anthropic, target).await;
+    let got = client_got(Dialect::Anthropic, false, &out, &hello).unwrap();
+    let fallback_deltas = "friend!".chars().count().div_ceil(4) as u64;
+    assert_eq!(got.output_tokens, Some(2 + fallback_deltas));
+
+    // Chat client asking for usage: the Anthropic fallback's count, in one usage chunk.
+    let target = Target::new("prefill")
+        .prefill(Prefill::Assistant)
+        .dialect(wire(Dialect::Anthropic));
+    let (out, _) = hello_through(Dialect::OpenAi, target).await;
+    let got = client_got(Dialect::OpenAi, true, &out, &hello).unwrap();
+    let fallback_deltas = " friend!".chars().count().div_ceil(7) as u64;
+    assert_eq!(got.output_tokens, Some(2 + fallback_deltas));
+
+    // Chat client that did not ask: no usage chunk, though the translated request asks for one.
+    let mut request = openai_request();
+    request.as_object_mut().unwrap().remove("stream_options");
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("prefill")
+                .prefill(Prefill::Assistant)
+                .dialect(wire(Dialect::Anthropic)),
+        )
+        .fallbacks("primary", ["prefill"]);
+    // A primary not asked for usage has no `usage` key in its chunks.
+    let primary = String::from_utf8(openai_text_stream(&HELLO).to_vec())
+        .unwrap()
+        .replace(r#","usage":null"#, "");
+    let upstream = Upstream::new(Dialect::OpenAi, hello.clone())
+        .speaking_by_path()
+        .then(Scripted::Stream {
+            bytes: Bytes::from(events_of(&Bytes::from(primary))[..3].concat()),
+            cuts: vec![],
+            fault: Some(Fault::Reset),
+        });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::OpenAi,
+        &request,
+    )
+    .await;
+    client_got(Dialect::OpenAi, false, &out, &hello).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_carrying_what_the_other_dialect_cannot_take_is_never_sent_there() {
+    // Extended thinking (Anthropic) and structured output (Chat): the target of the other
+    // dialect is passed over for the next one of the client's own.
+    let thinking = FIXTURES
+        .iter()
+        .find(|f| f.name == "anthropic_thinking.sse")
+        .unwrap();
+    let text = FIXTURES
+        .iter()
+        .find(|f| f.name == "openai_chat_text.sse")
+        .unwrap();
+    let mut structured = request_body(text);
+    structured["response_format"] =
+        json!({"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object"}}});
+    for (f, body) in [(thinking, request_body(thinking)), (text, structured)] {
+        let bytes = fixture(f.name);
+        let events = events_of(&bytes);
+        let whole = whole_of(f.dialect, &bytes);
+        let to = other(f.dialect);
+        let primary = Scripted::Stream {
+            bytes: Bytes::from(events[..events.len() / 2].concat()),
+            cuts: vec![],
+            fault: Some(Fault::Reset),
+        };
+        let chain = FallbackChain::new()
+            .target(
+                Target::new("elsewhere")
+                    .prefill(prefill_of(to, true))
+                    .dialect(wire(to)),
+            )
+            .target(Target::new("fallback").prefill(prefill_of(f.dialect, true)))
+            .fallbacks("primary", ["elsewhere", "fallback"]);
+        let upstream = Upstream::new(f.dialect, whole.clone())
+            .speaking_by_path()
+            .then(primary.clone());
+        let out = run(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            path(f.dialect),
+            Bytes::from(body.to_string()),
+        )
+        .await;
+        let got = check(f.dialect, f.usage, &out.bytes).unwrap();
+        same_answer(&got, &expected(&whole)).unwrap();
+        let calls = upstream.calls();
+        assert_eq!(calls.len(), 2, "{}", f.name);
+        assert_eq!(calls[1].uri, path(f.dialect));
+        assert_eq!(calls[1].body["model"], "fallback");
+
+        // With nothing else left, the client hears of the original failure.
+        let chain = FallbackChain::new()
+            .target(Target::new("elsewhere").dialect(wire(to)))
+            .fallbacks("primary", ["elsewhere"]);
+        let upstream = Upstream::new(f.dialect, whole.clone())
+            .speaking_by_path()
+            .then(primary);
+        let out = run(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            path(f.dialect),
+            Bytes::from(body.to_string()),
+        )
+        .await;
+        assert_eq!(
+            upstream.calls().len(),
+            1,
+            "{}: nothing sent elsewhere",
+            f.name
+        );
+        let got = check(f.dialect, f.usage, &out.bytes).unwrap();
+        let error = got.error.expect("the stream ends with an error event");
+        assert!(error.contains("reset"), "{}: {error}", f.name);
+        let why = out.error.expect("the FallbackError").to_string();
+        assert!(why.contains("elsewhere cannot take this request"), "{why}");
+    }
+}
+
+fn sse_lines(events: &[(Option<&str>, Value)]) -> Bytes {
+    let mut out = String::new();
+    for (name, data) in events {
+        if let Some(name) = name {
+            out.push_str(&format!("event: {name}\n"));
+        }
+        out.push_str(&format!("data: {data}\n\n"));
+    }
+    Bytes::from(out)
+}
+
+fn chat_chunk(delta: Value, finish: Value) -> (Option<&'static str>, Value) {
+    (
+        None,
+        json!({"id":"chatcmpl-x","object":"chat.completion.chunk","created":7,"model":"other",
+               "choices":[{"index":0,"delta":delta,"finish_reason":finish}]}),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_in_the_middle_of_a_tool_call_leaves_the_client_the_whole_call_with_an_id_it_can_send_back(
+) {
+    let whole = Whole {
+        text: "Let me check.".into(),
+        tools: vec![("get_weather".into(), r#"{"city":"Paris"}"#.into())],
+        ..Whole::default()
+    };
+
+    // An Anthropic client; the primary breaks inside the tool call's arguments.
+    let primary = sse_lines(&[
+        (
+            Some("message_start"),
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"primary","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check."}}),
+        ),
+        (
+            Some("content_block_stop"),
+            json!({"type":"content_block_stop","index":0}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{}}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}),
+        ),
+    ]);
+    // The Chat fallback continues with the call, under an id Anthropic would refuse.
+    let fallback = sse_lines(&[
+        chat_chunk(json!({"role":"assistant","content":""}), Value::Null),
+        chat_chunk(
+            json!({"tool_calls":[{"index":0,"id":"functions.get_weather:0","type":"function","function":{"name":"get_weather","arguments":""}}]}),
+            Value::Null,
+        ),
+        chat_chunk(
+            json!({"tool_calls":[{"index":0,"function":{"arguments":"{\"city\""}}]}),
+            Value::Null,
+        ),
+        chat_chunk(
+            json!({"tool_calls":[{"index":0,"function":{"arguments":":\"Paris\"}"}}]}),
+            Value::Null,
+        ),
+        chat_chunk(json!({}), json!("tool_calls")),
+        (
+            None,
+            json!({"id":"chatcmpl-x","object":"chat.completion.chunk","created":7,"model":"other","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":6,"total_tokens":26}}),
+        ),
+    ]);
+    let fallback = Bytes::from([&fallback[..], b"data: [DONE]\n\n"].concat());
+    let upstream = Upstream::new(Dialect::Anthropic, whole.clone())
+        .speaking_by_path()
+        .then(Scripted::Stream {
+            bytes: primary,
+            cuts: vec![],
+            fault: Some(Fault::Reset),
+        })
+        .then(Scripted::Stream {
+            bytes: fallback,
+            cuts: vec![],
+            fault: None,
+        });
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("gpt")
+                .prefill(Prefill::Prefix)
+                .dialect(wire(Dialect::OpenAi)),
+        )
+        .fallbacks("primary", ["gpt"]);
+    let request = json!({"model":"primary","max_tokens":100,"stream":true,
+        "tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+        "messages":[{"role":"user","content":"Weather in Paris?"}]});
+    let out = send(
+        MidStreamFallbackLayer::new(chain.clone()),
+        &upstream,
+        Dialect::Anthropic,
+        &request,
+    )
+    .await;
+    let got = client_got(Dialect::Anthropic, false, &out, &whole).unwrap();
+    let id = got.tool_ids[0].clone();
+    assert!(id.starts_with("toolu_"), "{id}");
+    let sent = &upstream.calls()[1].body;
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role":"assistant","content":"Let me check.","prefix":true}),
+        "the text the client has is continued; the broken call is not"
+    );
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
+
+    // The client's next turn refers to that id; a request of that turn sent to the Chat model
+    // carries it for the call and its result alike.
+    let next = json!({"model":"primary","max_tokens":100,"stream":true,
+        "tools":request["tools"],
+        "messages":[
+            {"role":"user","content":"Weather in Paris?"},
+            {"role":"assistant","content":[{"type":"text","text":"Let me check."},
+                {"type":"tool_use","id":id,"name":"get_weather","input":{"city":"Paris"}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":id,"content":"18 degrees"}]}]});
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: "18 degrees.".into(),
+            ..Whole::default()
+        },
+    )
+    .speaking_by_path()
+    .lenient()
+    .then(Scripted::Status {
+        status: 529,
+        content_type: "application/json",
+        body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &next,
+    )
+    .await;
+    check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    let sent = &upstream.calls()[1].body;
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], json!(id));
+    assert_eq!(
+        sent["messages"][2],
+        json!({"role":"tool","tool_call_id":id,"content":"18 degrees"})
+    );
+
+    // A Chat client; the primary breaks inside the call; the Anthropic fallback finishes it.
+    let primary = sse_lines(&[
+        chat_chunk(
+            json!({"role":"assistant","content":"Let me check."}),
+            Value::Null,
+        ),
+        chat_chunk(
+            json!({"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}),
+            Value::Null,
+        ),
+        chat_chunk(
+            json!({"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]}),
+            Value::Null,
+        ),
+    ]);
+    let fallback = sse_lines(&[
+        (
+            Some("message_start"),
+            json!({"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01B","name":"get_weather","input":{}}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\"}"}}),
+        ),
+        (
+            Some("content_block_stop"),
+            json!({"type":"content_block_stop","index":0}),
+        ),
+        (
+            Some("message_delta"),
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":12}}),
+        ),
+        (Some("message_stop"), json!({"type":"message_stop"})),
+    ]);
+    let upstream = Upstream::new(Dialect::OpenAi, whole.clone())
+        .speaking_by_path()
+        .then(Scripted::Stream {
+            bytes: primary,
+            cuts: vec![],
+            fault: Some(Fault::Truncate),
+        })
+        .then(Scripted::Stream {
+            bytes: fallback,
+            cuts: vec![],
+            fault: None,
+        });
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("claude")
+                .prefill(Prefill::Assistant)
+                .dialect(wire(Dialect::Anthropic)),
+        )
+        .fallbacks("primary", ["claude"]);
+    let request = json!({"model":"primary","stream":true,"stream_options":{"include_usage":true},
+        "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],
+        "messages":[{"role":"user","content":"Weather in Paris?"}]});
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::OpenAi,
+        &request,
+    )
+    .await;
+    let got = client_got(Dialect::OpenAi, true, &out, &whole).unwrap();
+    assert_eq!(got.tool_ids, ["toolu_01B"]);
+    assert_eq!(
+        upstream.calls()[1].body["messages"][1],
+        json!({"role":"assistant","content":"Let me check."})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_error_from_a_fallback_of_the_other_dialect_moves_on_to_the_next() {
+    // The translation, not the client's request, is what a fallback of another dialect
+    // refuses: its 400 (before its stream, or in it) sends the request on to the next target.
+    let refusals = [
+        Scripted::Status {
+            status: 400,
+            content_type: "application/json",
+            body: r#"{"error":{"message":"Unrecognized request argument","type":"invalid_request_error","param":null,"code":null}}"#,
+        },
+        Scripted::Stream {
+            bytes: Bytes::from_static(b"data: {\"error\":{\"message\":\"Invalid tool schema\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}\n\n"),
+            cuts: vec![],
+            fault: None,
+        },
+    ];
+    for refusal in refusals {
+        let upstream = hello_upstream(Dialect::Anthropic).then(refusal);
+        // No prefill: a 400 to a prefill would first be retried with the instruction.
+        let chain = FallbackChain::new()
+            .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+            .target(Target::new("claude").prefill(Prefill::Assistant))
+            .fallbacks("primary", ["gpt", "claude"]);
+        let out = send(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            Dialect::Anthropic,
+            &anthropic_request(),
+        )
+        .await;
+        let hello = Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        };
+        client_got(Dialect::Anthropic, false, &out, &hello).unwrap();
+        let calls = upstream.calls();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1].uri, "/v1/chat/completions");
+        assert_eq!(calls[2].uri, "/v1/messages");
+        assert_eq!(calls[2].body["model"], "claude");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tool_call_whose_arguments_an_anthropic_client_cannot_read_is_never_passed_on() {
+    let whole = Whole {
+        text: "Let me check.".into(),
+        tools: vec![("get_weather".into(), r#"{"city":"Paris"}"#.into())],
+        ..Whole::default()
+    };
+    let bad = sse_lines(&[
+        chat_chunk(
+            json!({"role":"assistant","content":"Let me check."}),
+            Value::Null,
+        ),
+        chat_chunk(
+            json!({"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"Paris, please"}}]}),
+            Value::Null,
+        ),
+        chat_chunk(json!({}), json!("tool_calls")),
+    ]);
+    let bad = Bytes::from([&bad[..], b"data: [DONE]\n\n"].concat());
+    let upstream = Upstream::new(Dialect::Anthropic, whole.clone())
+        .speaking_by_path()
+        .then(Scripted::Status {
+            status: 529,
+            content_type: "application/json",
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        })
+        .then(Scripted::Stream {
+            bytes: bad,
+            cuts: vec![],
+            fault: None,
+        });
+    let chain = FallbackChain::new()
+        .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+        .target(Target::new("claude"))
+        .fallbacks("primary", ["gpt", "claude"]);
+    let request = json!({"model":"primary","max_tokens":100,"stream":true,
+        "messages":[{"role":"user","content":"Weather in Paris?"}]});
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &request,
+    )
+    .await;
+    let got = client_got(Dialect::Anthropic, false, &out, &whole).unwrap();
+    assert_eq!(got.tools[0].1, json!({"city":"Paris"}));
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[2].body["model"], "claude");
+}
+
+/// A whole answer "Hi." that ends for `reason`, in `dialect`.
+fn ending_with(dialect: Dialect, reason: &str) -> Bytes {
+    match dialect {
+        Dialect::OpenAi => {
+            let events = sse_lines(&[
+                chat_chunk(json!({"role":"assistant","content":""}), Value::Null),
+                chat_chunk(json!({"content":"Hi."}), Value::Null),
+                chat_chunk(json!({}), json!(reason)),
+                (
+                    None,
+                    json!({"id":"chatcmpl-x","object":"chat.completion.chunk","created":7,"model":"other","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}),
+                ),
+            ]);
+            Bytes::from([&events[..], b"data: [DONE]\n\n"].concat())
+        }
+        Dialect::Anthropic => sse_lines(&[
+            (
+                Some("message_start"),
+                json!({"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}}),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi."}}),
+            ),
+            (
+                Some("content_block_stop"),
+                json!({"type":"content_block_stop","index":0}),
+            ),
+            (
+                Some("message_delta"),
+                json!({"type":"message_delta","delta":{"stop_reason":reason,"stop_sequence":null},"usage":{"output_tokens":2}}),
+            ),
+            (Some("message_stop"), json!({"type":"message_stop"})),
+        ]),
+        Dialect::Gemini => unreachable!("Gemini's own API is not translated yet"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
+    let cases = [
+        (Dialect::OpenAi, "stop", "end_turn"),
+        (Dialect::OpenAi, "length", "max_tokens"),
+        (Dialect::OpenAi, "content_filter", "refusal"),
+        (Dialect::Anthropic, "end_turn", "stop"),
+        (Dialect::Anthropic, "stop_sequence", "stop"),
+        (Dialect::Anthropic, "max_tokens", "length"),
+        (
+            Dialect::Anthropic,
+            "model_context_window_exceeded",
+            "length",
+        ),
+        (Dialect::Anthropic, "refusal", "content_filter"),
+    ];
+    for (fallback, reason, told) in cases {
+        let client = other(fallback);
+        let upstream = Upstream::new(client, Whole::default())
+            .speaking_by_path()
+            .then(Scripted::Status {
+                status: 503,
+                content_type: "application/json",
+                body: r#"{"error":{"message":"busy"}}"#,
+            })
+            .then(Scripted::Stream {
+                bytes: ending_with(fallback, reason),
+                cuts: vec![],
+                fault: None,
+            });
+        let chain = FallbackChain::new()
+            .target(Target::new("other").dialect(wire(fallback)))
+            .fallbacks("primary", ["other"]);
+        let out = send(
+            MidStreamFallbackLayer::new(chain),
+            &upstream,
+            client,
+            &hello_request(client),
+        )
+        .await;
+        let got = check(client, client == Dialect::OpenAi, &out.bytes)
+            .unwrap_or_else(|e| panic!("{reason}: {e}"));
+        assert_eq!(got.text, "Hi.", "{reason}");
+        assert_eq!(got.stop_reason.as_deref(), Some(told), "{reason}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_of_the_other_dialect_that_refuses_its_declared_prefill_gets_the_instruction_in_its_own_dialect(
+) {
+    for client in [Dialect::Anthropic, Dialect::OpenAi] {
+        let to = other(client);
+        // Declared to take prefill; the model behind it answers a prefill with 400.
+        let target = Target::new("no-prefill")
+            .prefill(prefill_of(to, true))
+            .dialect(wire(to));
+        let (out, calls) = hello_through(client, target).await;
+        let hello = Whole {
+            text: HELLO.concat(),
+            ..Whole::default()
+        };
+        client_got(client, client == Dialect::OpenAi, &out, &hello).unwrap();
+        assert_eq!(calls.len(), 3, "{client:?}");
+        for call in &calls[1..] {
+            assert_eq!(call.uri, path(to), "{client:?}");
+        }
+        assert!(trailing_assistant(&calls[1]), "{client:?}: the prefill");
+        assert!(
+            !trailing_assistant(&calls[2]),
+            "{client:?}: then the instruction"
+        );
+        let last = calls[2].body["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(last["content"], tower_midstream::DEFAULT_INSTRUCTION);
+    }
+}
+
+#[test]
+fn why_a_target_cannot_take_a_request_is_fit_for_a_log_line() {
+    let body = json!({"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}],
+        "evil\nINFO forged line\u{1b}[2J":1});
+    let request = http::Request::post("/v1/chat/completions")
+        .body(Bytes::from(body.to_string()))
+        .unwrap();
+    let failure = tower_midstream::Failure::builder(wire(Dialect::OpenAi), request);
+    let claude = Target::new("claude").dialect(wire(Dialect::Anthropic));
+    let why = failure.build().cannot_send_to(&claude).expect("refused");
+    assert!(why.contains("evil"), "{why}");
+    assert!(!why.contains('\n') && !why.contains('\u{1b}'), "{why}");
+}
+
+/// Circuits that admit every target and remember which were asked.
+#[derive(Debug, Default, Clone)]
+struct AskedCircuits(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl tower_midstream::CircuitState for AskedCircuits {
+    fn admit(&self, target: &str) -> tower_midstream::Admission {
+        self.0.lock().unwrap().push(target.to_owned());
+        tower_midstream::Admission::Closed
+    }
+    fn record(&self, _: &str, _: bool) {}
+}
+
+fn anthropic_failure(body: Value) -> tower_midstream::FailureBuilder {
+    let request = http::Request::post("/v1/messages")
+        .body(Bytes::from(body.to_string()))
+        .unwrap();
+    tower_midstream::Failure::builder(wire(Dialect::Anthropic), request)
+}
+
+fn model_of(plan: &mut tower_midstream::Plan) -> Value {
+    let body: Value = serde_json::from_slice(plan.request_mut().expect("a retry").body()).unwrap();
+    body["model"].clone()
+}
+
+#[test]
+fn a_fallback_that_cannot_take_the_request_is_passed_over_before_its_circuit_is_asked() {
+    use tower_midstream::RetryPlanner;
+    // Asking a half-open circuit hands out its one probe: a target the request never goes to
+    // must not take it.
+    let circuits = AskedCircuits::default();
+    let mut chain = FallbackChain::new()
+        .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+        .target(Target::new("claude-b"))
+        .fallbacks("primary", ["gpt", "claude-b"])
+        .circuit_breaker(circuits.clone());
+    let thinking = json!({"model":"primary","max_tokens":4000,"stream":true,
+        "thinking":{"type":"enabled","budget_tokens":2000},
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain.plan(&anthropic_failure(thinking).build());
+    assert_eq!(model_of(&mut plan), "claude-b");
+    assert_eq!(plan.dialect(), None);
+    assert_eq!(*circuits.0.lock().unwrap(), ["claude-b"]);
+
+    // Without thinking, the circuits choose among both, in order.
+    let circuits = AskedCircuits::default();
+    let mut chain = FallbackChain::new()
+        .target(Target::new("gpt").dialect(wire(Dialect::OpenAi)))
+        .fallbacks("primary", ["gpt", "claude-b"])
+        .circuit_breaker(circuits.clone());
+    let plain = json!({"model":"primary","max_tokens":400,"stream":true,
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain.plan(&anthropic_failure(plain).build());
+    assert_eq!(model_of(&mut plan), "gpt");
+    assert_eq!(plan.dialect(), Some(wire(Dialect::OpenAi)));
+    assert_eq!(*circuits.0.lock().unwrap(), ["gpt"]);
+}
+
+#[test]
+fn a_context_window_fallback_of_another_dialect_gets_the_request_translated_or_is_passed_over() {
+    use tower_midstream::{FailureClass, RetryPlanner};
+    let chain = || {
+        FallbackChain::new()
+            .target(Target::new("gpt-long").dialect(wire(Dialect::OpenAi)))
+            .context_window_fallbacks("primary", ["gpt-long", "claude-long"])
+    };
+    let plain = json!({"model":"primary","max_tokens":400,"stream":true,"system":"Be brief.",
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain().plan(
+        &anthropic_failure(plain)
+            .class(FailureClass::ContextWindow)
+            .build(),
+    );
+    assert_eq!(plan.dialect(), Some(wire(Dialect::OpenAi)));
+    let request = plan.request_mut().unwrap();
+    assert!(request.uri().path().ends_with("/chat/completions"));
+    let body: Value = serde_json::from_slice(request.body()).unwrap();
+    assert_eq!(body["model"], "gpt-long");
+    assert_eq!(
+        body["messages"][0],
+        json!({"role":"system","content":"Be brief."})
+    );
+
+    // A request the Chat model cannot take goes to the next larger-context target instead.
+    let thinking = json!({"model":"primary","max_tokens":4000,"stream":true,
+        "thinking":{"type":"enabled","budget_tokens":2000},
+        "messages":[{"role":"user","content":"Hi"}]});
+    let mut plan = chain().plan(
+        &anthropic_failure(thinking)
+            .class(FailureClass::ContextWindow)
+            .build(),
+    );
+    assert_eq!(plan.dialect(), None);
+    assert_eq!(model_of(&mut plan), "claude-long");
+}
