@@ -167,6 +167,10 @@
 //!   message after the first turn, and any parameter not listed above.
 //! * Either: a request that is not streamed, or that ends with an assistant message of its own
 //!   for a target that continues none.
+//! * Gemini's own API ([`Dialect::GEMINI`]): nothing is translated to or from it yet; its
+//!   fallbacks are Gemini models. Claude on Vertex AI ([`Address::vertex`]) speaks Anthropic
+//!   Messages: a Chat client's request is translated for it and placed in its path; a request a
+//!   client sent to a Vertex path (with its `anthropic_version`) does not cross to Chat.
 //!
 //! A client error (HTTP 4xx, in-band) from a target of another dialect answers the translation,
 //! not the client's request: the next fallback is tried. A fallback's tool call whose arguments

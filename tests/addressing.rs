@@ -358,3 +358,55 @@ fn a_same_target_retry_and_a_larger_context_restart_keep_the_targets_address() {
     );
     assert!(!String::from_utf8_lossy(restarted.body()).contains("\"model\""));
 }
+
+#[test]
+fn a_chat_request_falls_back_to_claude_on_vertex_translated_then_placed_in_its_path() {
+    let anthropic = tower_midstream::Dialect::ANTHROPIC_MESSAGES;
+    let request = Request::post("/v1/chat/completions")
+        .body(Bytes::from(openai_request().to_string()))
+        .unwrap();
+    let failed =
+        Failure::builder(tower_midstream::Dialect::OPENAI_CHAT, request).sent_text("Hello there,");
+    // The same model on the Anthropic API, for the translation alone.
+    let native = Target::new(VERTEX_MODEL)
+        .prefill(Prefill::Assistant)
+        .dialect(anthropic);
+    let mut on_api = FallbackChain::new()
+        .target(native)
+        .fallbacks("primary", [VERTEX_MODEL])
+        .plan(&failed.build());
+    let translated: Value = serde_json::from_slice(on_api.request_mut().unwrap().body()).unwrap();
+
+    // A Vertex address implies Anthropic Messages: the chain translates without being told.
+    let mut plan = vertex_chain(Prefill::Assistant).plan(&failed.build());
+    assert_eq!(plan.dialect(), Some(anthropic));
+    assert_eq!(
+        plan.target().map(|t| t.address().clone()),
+        Some(Address::vertex("my-proj", "us-east5"))
+    );
+    let sent = plan.request_mut().expect("a retry on Claude on Vertex AI");
+    assert_eq!(sent.uri().path(), VERTEX_PATH);
+    let body: Value = serde_json::from_slice(sent.body()).unwrap();
+    let mut want = translated.clone();
+    want.as_object_mut().unwrap().remove("model");
+    want["anthropic_version"] = json!("vertex-2023-10-16");
+    assert_eq!(body, want);
+    assert_eq!(
+        body["messages"].as_array().unwrap().last().unwrap()["role"],
+        "assistant",
+        "the partial answer continued as a prefill: {body}"
+    );
+
+    // The other way is not taken: a request sent to a Vertex path carries Vertex's
+    // `anthropic_version`, which Chat has no form for; the chain says so and never sends it.
+    let mut vertex_body = anthropic_request();
+    vertex_body.as_object_mut().unwrap().remove("model");
+    vertex_body["anthropic_version"] = json!("vertex-2023-10-16");
+    let request = Request::post(VERTEX_PATH)
+        .body(Bytes::from(vertex_body.to_string()))
+        .unwrap();
+    let failed = Failure::builder(anthropic, request);
+    let gpt = Target::new("gpt-4.1").dialect(tower_midstream::Dialect::OPENAI_CHAT);
+    let why = failed.build().cannot_send_to(&gpt).expect("never sent");
+    assert!(why.contains("anthropic_version"), "{why}");
+}

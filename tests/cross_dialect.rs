@@ -1157,3 +1157,51 @@ fn a_context_window_fallback_of_another_dialect_gets_the_request_translated_or_i
     assert_eq!(plan.dialect(), None);
     assert_eq!(model_of(&mut plan), "claude-long");
 }
+
+#[test]
+fn no_request_crosses_to_or_from_geminis_own_api_yet_and_the_planner_says_why() {
+    use tower_midstream::{Dialect as Wire, Failure, RetryPlanner};
+    assert!(Wire::GEMINI.translates_to(Wire::GEMINI));
+    for other in [Wire::ANTHROPIC_MESSAGES, Wire::OPENAI_CHAT] {
+        assert!(!Wire::GEMINI.translates_to(other), "{other:?}");
+        assert!(!other.translates_to(Wire::GEMINI), "{other:?}");
+    }
+    let anthropic = http::Request::post("/v1/messages")
+        .body(Bytes::from(anthropic_request().to_string()))
+        .unwrap();
+    let gemini = http::Request::post("/v1beta/models/primary:streamGenerateContent?alt=sse")
+        .body(Bytes::from(gemini_request().to_string()))
+        .unwrap();
+    let cases = [
+        (
+            Wire::ANTHROPIC_MESSAGES,
+            anthropic,
+            Target::new("gemini-2.5-flash").dialect(Wire::GEMINI),
+        ),
+        (
+            Wire::GEMINI,
+            gemini,
+            Target::new("claude-sonnet-4-5").dialect(Wire::ANTHROPIC_MESSAGES),
+        ),
+    ];
+    for (client, request, target) in cases {
+        let failed = Failure::builder(client, request);
+        let why = failed.build().cannot_send_to(&target).expect("never sent");
+        assert!(
+            why.contains("gemini dialect are not translated"),
+            "{client:?}: {why}"
+        );
+        // The chain passes it over and gives up naming it, rather than send a guess.
+        let name = target.name().to_owned();
+        let plan = FallbackChain::new()
+            .target(target)
+            .fallbacks("primary", [name.as_str()])
+            .plan(&failed.build());
+        assert!(!plan.is_retry(), "{client:?}");
+        let shown = format!("{plan:?}");
+        assert!(
+            shown.contains(&format!("{name} cannot take this request")),
+            "{shown}"
+        );
+    }
+}

@@ -1545,6 +1545,31 @@ fn vertex_and_gemini_config_errors_name_the_key() {
             VERTEX_UPSTREAM.replace("prefill = \"none\"", "prefill = \"prefix\""),
             vec!["models[1]", "prefill", "gemini"],
         ),
+        // Gemini's own API is not translated (yet): no fallback across it, either way.
+        (
+            VERTEX_UPSTREAM.replace(
+                "prefill = \"none\"",
+                "prefill = \"none\"\nfallbacks = [\"claude-on-vertex\"]",
+            ),
+            vec![
+                "models[1]",
+                "fallbacks[0]",
+                "speaks gemini",
+                "not translated",
+            ],
+        ),
+        (
+            VERTEX_UPSTREAM.replace(
+                "prefill = \"assistant\"",
+                "prefill = \"assistant\"\ncontext_window_fallbacks = [\"gemini-2.5-flash\"]",
+            ),
+            vec![
+                "models[0]",
+                "context_window_fallbacks[0]",
+                "gemini-2.5-flash",
+                "not translated",
+            ],
+        ),
     ];
     for (text, needles) in cases {
         let err = config::parse(&text, &env)
