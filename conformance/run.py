@@ -169,12 +169,12 @@ DIALECTS = [
         ("claude-vx-b", "demo-claude-primary", "none", ["claude-vx-no-prefill"]),
         ("claude-vx-prefill", "demo-claude-prefill", "assistant", [], "demo-vertex"),
         ("claude-vx-no-prefill", "demo-claude-no-prefill", "none", [], "demo-vertex"),
-    ], answers=("text", "tool"), status="529", tail=2, every=4),
+    ], answers=("text", "tool"), status="529", tail=2, every=10),
     # AnthropicVertex: Claude on Vertex AI first, the Anthropic API after it.
     Dialect("anthropic-vertex", "anthropic", "demo-vertex", "vx", models=[
         ("vx-a", "demo-claude-primary", "none", ["claude-prefill"]),
         ("vx-b", "demo-claude-primary", "none", ["claude-no-prefill"]),
-    ], answers=("text", "thinking"), status="529", tail=2, every=4),
+    ], answers=("text", "thinking"), status="529", tail=2, every=10),
 ]
 
 
