@@ -359,6 +359,13 @@ impl ChunkDecoder {
             kind: BlockKind::ToolCall { id, name },
             native: Span::of(data, part),
         });
+        if let Some(args) = not_null(args) {
+            // For a client of another wire: the part itself is only Gemini's to write again.
+            items.push(Item::ToolArgsObject {
+                block,
+                json: Span::of(data, args),
+            });
+        }
         items.push(Item::BlockStop { block });
         Ok(())
     }

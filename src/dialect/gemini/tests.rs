@@ -133,16 +133,17 @@ fn thoughts_are_one_block_whose_signature_comes_with_the_next_part() {
             Item::Text { block: 1, .. }
         ]
     ));
-    let last = items(
-        &mut d,
-        r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "f","args": {}}}],"role": "model"},"finishReason": "STOP"}],"usageMetadata": {"promptTokenCount": 3,"candidatesTokenCount": 5,"thoughtsTokenCount": 2}}"#,
-    );
+    const LAST: &str = r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "f","args": {}}}],"role": "model"},"finishReason": "STOP"}],"usageMetadata": {"promptTokenCount": 3,"candidatesTokenCount": 5,"thoughtsTokenCount": 2}}"#;
+    let last = items(&mut d, LAST);
     match last.as_slice() {
         [Item::BlockStop { block: 1 }, Item::BlockStart {
             block: 2,
             kind: BlockKind::ToolCall { .. },
             ..
-        }, Item::BlockStop { block: 2 }, Item::Finish(stop), Item::Terminal] => {
+        }, Item::ToolArgsObject { block: 2, json }, Item::BlockStop { block: 2 }, Item::Finish(stop), Item::Terminal] =>
+        {
+            // The arguments, for an encoder of another wire.
+            assert_eq!(json.get(LAST), "{}");
             let usage = stop.usage.unwrap();
             assert_eq!(
                 (usage.output_tokens, usage.input_tokens),
