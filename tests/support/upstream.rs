@@ -167,6 +167,7 @@ impl Upstream {
         match self.inner.by_path {
             true if path.ends_with("/chat/completions") => Dialect::OpenAi,
             true if path.ends_with("/messages") => Dialect::Anthropic,
+            true if path.ends_with(":streamGenerateContent") => Dialect::Gemini,
             _ => self.inner.dialect,
         }
     }
