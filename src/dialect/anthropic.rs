@@ -488,10 +488,7 @@ impl Encode for MessagesEncoder {
         }
         // Another wire's stop: its usage may come after it (Chat's last chunk), and Anthropic
         // reports usage with the stop, so it is written with the terminal event.
-        let reason = match stop_kind_of(&stop, src) {
-            StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tool_uses > 0 => {
-                "tool_use"
-            }
+        let reason = match stop_kind_of(&stop, src, self.tool_uses) {
             StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "end_turn",
             StopKind::MaxTokens => "max_tokens",
             StopKind::ToolUse => "tool_use",

@@ -877,10 +877,7 @@ impl Encode for ChunkEncoder {
             raw
         } else {
             // Another wire's stop, in Chat's words.
-            match stop_kind_of(&stop, src) {
-                StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tools > 0 => {
-                    "\"tool_calls\""
-                }
+            match stop_kind_of(&stop, src, self.tools) {
                 StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "\"stop\"",
                 StopKind::MaxTokens | StopKind::ContextWindow => "\"length\"",
                 StopKind::ToolUse => "\"tool_calls\"",
