@@ -91,12 +91,12 @@ struct ImageUrl<'a> {
     url: Cow<'a, str>,
 }
 
+/// A tool or a named tool choice: its `type`, and its function if it is one (`F`).
 #[derive(Deserialize)]
-struct Tool<'a> {
+struct Typed<'a, F> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(borrow)]
-    function: Option<ToolFunction<'a>>,
+    function: Option<F>,
 }
 
 #[derive(Deserialize)]
@@ -105,14 +105,6 @@ struct ToolFunction<'a> {
     spec: ToolSpec<'a>,
     #[serde(borrow)]
     parameters: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct NamedChoice<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    function: Option<ChoiceFunction<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +146,7 @@ impl Format for Chat {
                     }
                 }
                 "tools" => {
-                    let tools: Vec<Tool<'_>> = parse(value, "tools")?;
+                    let tools: Vec<Typed<'_, ToolFunction<'_>>> = parse(value, "tools")?;
                     c.tools = tools.into_iter().map(tool).collect::<Result<_, _>>()?;
                 }
                 "tool_choice" => c.tool_choice = Some(tool_choice(value)?),
@@ -461,7 +453,7 @@ fn tool_call(call: &Call<'_>) -> Result<ToolCall, Untranslatable> {
     })
 }
 
-fn tool(t: Tool<'_>) -> Result<ToolDef, Untranslatable> {
+fn tool(t: Typed<'_, ToolFunction<'_>>) -> Result<ToolDef, Untranslatable> {
     match (t.kind.as_ref(), t.function) {
         ("function", Some(f)) => f.spec.def(f.parameters, "a function's `parameters`"),
         (kind, _) => Err(Untranslatable::new(format!(
@@ -480,7 +472,7 @@ fn tool_choice(raw: &RawValue) -> Result<ToolChoice, Untranslatable> {
             other => Err(Untranslatable::new(format!("the tool_choice `{other}`"))),
         };
     }
-    let named: NamedChoice<'_> = parse(raw, "tool_choice")?;
+    let named: Typed<'_, ChoiceFunction<'_>> = parse(raw, "tool_choice")?;
     match (named.kind.as_ref(), named.function) {
         ("function", Some(f)) => Ok(ToolChoice::Tool(f.name.into_owned())),
         (kind, _) => Err(Untranslatable::new(format!(
