@@ -238,9 +238,9 @@ impl<S, P> Recovery<S, P> {
     pub(crate) fn attempt_wire(&mut self) -> AttemptWire {
         let wire = self.attempt_dialect();
         let client_wants_usage = wire != self.dialect
-            && *self.client_usage.get_or_insert_with(|| {
-                crate::translate::asks_for_usage(self.dialect, self.request.body())
-            });
+            && *self
+                .client_usage
+                .get_or_insert_with(|| self.dialect.spec().rules.asks_usage(self.request.body()));
         AttemptWire {
             wire,
             client_wants_usage,

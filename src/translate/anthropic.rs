@@ -100,11 +100,7 @@ struct Choice<'a> {
 
 impl Format for Messages {
     fn read(&self, body: &[u8]) -> Result<Conversation, Untranslatable> {
-        let mut c = Conversation {
-            // Every Messages stream reports usage.
-            stream_usage: true,
-            ..Conversation::default()
-        };
+        let mut c = Conversation::default();
         for (key, value) in parameters(body)? {
             match key.as_ref() {
                 "messages" => {
