@@ -39,7 +39,7 @@ use crate::json::{not_null, text, to_vec, write_str, RequestIndex, RequestShape}
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
 use crate::relay::item::{
-    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+    BlockKind, Blocks, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
 };
 use crate::strategy::{Prefill, RewriteError, Strategy};
 use crate::translate::ids;
@@ -96,7 +96,8 @@ struct ChunkDecoder {
     /// The index after every tool call of the message so far (indexed or not), so that a call
     /// without one is placed after them without a search.
     after_tools: u32,
-    next_block: u32,
+    /// Numbers the blocks.
+    blocks: Blocks,
 }
 
 /// Which key a reasoning piece came under.
@@ -270,32 +271,6 @@ impl ChunkDecoder {
         }
     }
 
-    fn new_block(&mut self) -> u32 {
-        let block = self.next_block;
-        self.next_block += 1;
-        block
-    }
-
-    /// The block open in `slot` (the text's, the refusal's), opened as `kind` if none is.
-    fn open(
-        &mut self,
-        slot: fn(&mut Self) -> &mut Option<u32>,
-        kind: BlockKind,
-        items: &mut Vec<Item>,
-    ) -> u32 {
-        if let Some(block) = *slot(self) {
-            return block;
-        }
-        let block = self.new_block();
-        *slot(self) = Some(block);
-        items.push(Item::BlockStart {
-            block,
-            kind,
-            native: Span::default(),
-        });
-        block
-    }
-
     /// One choice's delta, in the order a message has its parts: reasoning, text, refusal,
     /// tool calls.
     fn delta(&mut self, data: &str, delta: &str, items: &mut Vec<Item>) -> Decoded {
@@ -364,13 +339,9 @@ impl ChunkDecoder {
                 if let Some(block) = self.text.take() {
                     items.push(Item::BlockStop { block });
                 }
-                let block = self.new_block();
+                let native = Span::of(data, key_literal);
+                let block = self.blocks.start(BlockKind::Reasoning, native, items);
                 self.reasoning = Some((block, key));
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::Reasoning,
-                    native: Span::of(data, key_literal),
-                });
                 block
             }
         };
@@ -391,7 +362,7 @@ impl ChunkDecoder {
                 items.push(Item::BlockStop { block });
             }
         }
-        let block = self.open(|d| &mut d.text, BlockKind::Text, items);
+        let block = self.blocks.open(&mut self.text, BlockKind::Text, items);
         items.push(Item::Text { block, literal });
     }
 
@@ -401,7 +372,9 @@ impl ChunkDecoder {
         }
         self.close_reasoning(items);
         self.close_tools(items);
-        let block = self.open(|d| &mut d.refusal, BlockKind::Refusal, items);
+        let block = self
+            .blocks
+            .open(&mut self.refusal, BlockKind::Refusal, items);
         items.push(Item::Refusal { block, literal });
     }
 
@@ -449,14 +422,12 @@ impl ChunkDecoder {
                 block
             }
             None => {
-                let block = self.new_block();
+                let native = kind.span();
+                let block = self
+                    .blocks
+                    .start(BlockKind::ToolCall { id, name }, native, items);
                 self.tools.insert(index, block);
                 self.tool_order.push(block);
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::ToolCall { id, name },
-                    native: kind.span(),
-                });
                 block
             }
         };
