@@ -537,12 +537,9 @@ impl Encode for MessagesEncoder {
         // Another wire's stop: its usage may come after it (Chat's last chunk), and Anthropic
         // reports usage with the stop, so it is written with the terminal event.
         let explanation = (!self.refusal.is_empty()).then(|| std::mem::take(&mut self.refusal));
-        let reason = match stop_kind_of(&stop, src) {
+        let reason = match stop_kind_of(&stop, src, self.tool_uses) {
             // The answer is a refusal, whatever its wire's stop (OpenAI's is `stop`).
             _ if explanation.is_some() => "refusal",
-            StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tool_uses > 0 => {
-                "tool_use"
-            }
             StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "end_turn",
             StopKind::MaxTokens => "max_tokens",
             StopKind::ToolUse => "tool_use",

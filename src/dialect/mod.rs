@@ -334,12 +334,20 @@ pub(crate) trait Rules: Send + Sync + 'static {
     }
 }
 
-/// The stop reason of the event in `src` (of any wire), in no wire's terms.
-pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>) -> StopKind {
+/// The stop reason of the event in `src` (of any wire), in no wire's terms, for a client that
+/// has had `tool_calls` calls: a turn that ended plainly after some ends for them (the clients
+/// run calls only on a tool-use stop).
+pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>, tool_calls: u32) -> StopKind {
     let raw = src.get(stop.reason);
-    match crate::json::text(raw) {
+    let kind = match crate::json::text(raw) {
         Some(reason) => src.wire.spec().rules.stop_kind(&reason),
         None => StopKind::Other,
+    };
+    match kind {
+        StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if tool_calls > 0 => {
+            StopKind::ToolUse
+        }
+        kind => kind,
     }
 }
 

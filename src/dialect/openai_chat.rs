@@ -35,15 +35,17 @@ use super::{
     sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules,
     Unreadable, Wire,
 };
-use crate::json::{not_null, scan_literal, text, to_vec, write_str, RequestIndex, RequestShape};
+use crate::json::{not_null, text, to_vec, write_str, RequestIndex, RequestShape};
 use crate::outbox::Outbox;
 use crate::relay::hold::{Held, HeldKind};
 use crate::relay::item::{
-    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+    BlockKind, Blocks, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
 };
 use crate::strategy::{Prefill, RewriteError, Strategy};
 use crate::translate::ids;
 use crate::walk::{self, Member};
+
+use fast::{fast_piece, Piece};
 
 pub(crate) const WIRE: Wire = Wire {
     name: "openai-chat",
@@ -95,7 +97,8 @@ struct ChunkDecoder {
     /// The index after every tool call of the message so far (indexed or not), so that a call
     /// without one is placed after them without a search.
     after_tools: u32,
-    next_block: u32,
+    /// Numbers the blocks.
+    blocks: Blocks,
 }
 
 /// Which key a reasoning piece came under.
@@ -244,16 +247,6 @@ impl Decode for ChunkDecoder {
     }
 }
 
-/// What a chunk that is nothing but one piece of text or reasoning holds.
-#[derive(Debug)]
-struct Piece<'a> {
-    /// Reasoning, under this key (its literal, quotes included); `None` for answer text.
-    reasoning: Option<(ReasoningKey, &'a str)>,
-    /// The JSON string literal, quotes included, that reads exactly.
-    literal: &'a str,
-    plain: bool,
-}
-
 impl ChunkDecoder {
     /// The block a piece read by [`fast_piece`] goes to, if the decoder is where that piece
     /// changes nothing else (the block is open, no other block must close first).
@@ -278,12 +271,6 @@ impl ChunkDecoder {
         if let Some((usage, _)) = usage {
             items.push(Item::Usage(usage));
         }
-    }
-
-    fn new_block(&mut self) -> u32 {
-        let block = self.next_block;
-        self.next_block += 1;
-        block
     }
 
     /// One choice's delta, in the order a message has its parts: reasoning, text, refusal,
@@ -354,13 +341,9 @@ impl ChunkDecoder {
                 if let Some(block) = self.text.take() {
                     items.push(Item::BlockStop { block });
                 }
-                let block = self.new_block();
+                let native = Span::of(data, key_literal);
+                let block = self.blocks.start(BlockKind::Reasoning, native, items);
                 self.reasoning = Some((block, key));
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::Reasoning,
-                    native: Span::of(data, key_literal),
-                });
                 block
             }
         };
@@ -381,19 +364,7 @@ impl ChunkDecoder {
                 items.push(Item::BlockStop { block });
             }
         }
-        let block = match self.text {
-            Some(block) => block,
-            None => {
-                let block = self.new_block();
-                self.text = Some(block);
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::Text,
-                    native: Span::default(),
-                });
-                block
-            }
-        };
+        let block = self.blocks.open(&mut self.text, BlockKind::Text, items);
         items.push(Item::Text { block, literal });
     }
 
@@ -403,19 +374,9 @@ impl ChunkDecoder {
         }
         self.close_reasoning(items);
         self.close_tools(items);
-        let block = match self.refusal {
-            Some(block) => block,
-            None => {
-                let block = self.new_block();
-                self.refusal = Some(block);
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::Refusal,
-                    native: Span::default(),
-                });
-                block
-            }
-        };
+        let block = self
+            .blocks
+            .open(&mut self.refusal, BlockKind::Refusal, items);
         items.push(Item::Refusal { block, literal });
     }
 
@@ -463,14 +424,12 @@ impl ChunkDecoder {
                 block
             }
             None => {
-                let block = self.new_block();
+                let native = kind.span();
+                let block = self
+                    .blocks
+                    .start(BlockKind::ToolCall { id, name }, native, items);
                 self.tools.insert(index, block);
                 self.tool_order.push(block);
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::ToolCall { id, name },
-                    native: kind.span(),
-                });
                 block
             }
         };
@@ -663,113 +622,6 @@ fn error_item(data: &str, message: Option<&str>, kind: Option<&str>, code: Optio
         kind: span_of(data, not_null(kind)),
         code: span_of(data, not_null(code)),
         message: span_of(data, not_null(message)),
-    })
-}
-
-/// The chunk nearly every stream is made of, proven valid JSON in one walk whatever order its
-/// keys come in: one choice (`index` 0 or absent, `finish_reason` null or absent) whose delta
-/// has one piece of text (`content`) or of reasoning (`reasoning_content`, `reasoning`), every
-/// other delta member null; no `error`, no `usage` but null. `None` for anything else (or any
-/// escaped key, which could hide a second member of the same name), which the general reader
-/// then reads.
-fn fast_piece(data: &str) -> Option<Piece<'_>> {
-    let b = data.as_bytes();
-    let mut found = None;
-    let mut choices = false;
-    walk::document(b, |i| {
-        walk::object(b, i, 0, |key, at| {
-            if !key.plain {
-                return None;
-            }
-            match key.raw {
-                b"\"choices\"" => {
-                    if std::mem::replace(&mut choices, true) {
-                        return None;
-                    }
-                    walk::array(b, at, 1, |n, at| {
-                        (n == 0).then_some(())?;
-                        fast_choice(b, at, &mut found)
-                    })
-                }
-                b"\"error\"" | b"\"usage\"" => walk::null(b, at),
-                _ => walk::value(b, at, 1),
-            }
-        })
-    })?;
-    let found: Found = found?;
-    let reasoning = match found.reasoning {
-        Some((key, at)) => Some((key, data.get(at..at + key_len(key))?)),
-        None => None,
-    };
-    Some(Piece {
-        reasoning,
-        literal: data.get(found.literal.0..found.literal.1)?,
-        plain: found.plain,
-    })
-}
-
-/// Where [`fast_piece`] found its piece.
-struct Found {
-    /// Reasoning: its key, and where the key's literal starts.
-    reasoning: Option<(ReasoningKey, usize)>,
-    literal: (usize, usize),
-    plain: bool,
-}
-
-fn key_len(key: ReasoningKey) -> usize {
-    match key {
-        ReasoningKey::Content => "\"reasoning_content\"".len(),
-        ReasoningKey::Plain => "\"reasoning\"".len(),
-    }
-}
-
-/// The only choice of a [`fast_piece`] chunk.
-fn fast_choice(b: &[u8], at: usize, found: &mut Option<Found>) -> Option<usize> {
-    let mut delta = false;
-    walk::object(b, at, 2, |key, at| {
-        if !key.plain {
-            return None;
-        }
-        match key.raw {
-            b"\"index\"" => (b.get(at) == Some(&b'0')).then_some(at + 1),
-            b"\"finish_reason\"" => walk::null(b, at),
-            b"\"delta\"" => {
-                if std::mem::replace(&mut delta, true) {
-                    return None;
-                }
-                fast_delta(b, at, found)
-            }
-            _ => walk::value(b, at, 3),
-        }
-    })
-}
-
-/// The delta of a [`fast_piece`] chunk: one piece, every other member null.
-fn fast_delta(b: &[u8], at: usize, found: &mut Option<Found>) -> Option<usize> {
-    walk::object(b, at, 3, |key, at| {
-        if !key.plain {
-            return None;
-        }
-        let reasoning = match key.raw {
-            b"\"content\"" => None,
-            raw => match ReasoningKey::of(raw) {
-                Some(r) => Some((r, key.at)),
-                None => return walk::null(b, at),
-            },
-        };
-        if b.get(at) == Some(&b'n') {
-            return walk::null(b, at);
-        }
-        let scanned = scan_literal(b.get(at..)?)?;
-        if found.is_some() {
-            return None;
-        }
-        *found = Some(Found {
-            reasoning,
-            literal: (at, at + scanned.len),
-            plain: scanned.plain,
-        });
-        Some(at + scanned.len)
     })
 }
 
@@ -1007,10 +859,7 @@ impl Encode for ChunkEncoder {
             raw
         } else {
             // Another wire's stop, in Chat's words.
-            match stop_kind_of(&stop, src) {
-                StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tools > 0 => {
-                    "\"tool_calls\""
-                }
+            match stop_kind_of(&stop, src, self.tools) {
                 StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "\"stop\"",
                 StopKind::MaxTokens | StopKind::ContextWindow => "\"length\"",
                 StopKind::ToolUse => "\"tool_calls\"",
@@ -1214,112 +1063,6 @@ fn is_client_error(kind: Option<&str>, code: Option<&str>) -> bool {
     }
 }
 
+mod fast;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rewrite::rewritten;
-
-    const BODY: &[u8] = br#"{"model":"a","max_completion_tokens":50,"messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"}],"stream":true}"#;
-
-    #[test]
-    fn prefix_prefill_marks_the_assistant_message() {
-        let how = Strategy::Prefill(Prefill::Prefix);
-        let v = rewritten(&WIRE, BODY, "b", &how, "Hello ", 3).unwrap();
-        assert_eq!(v["model"], "b");
-        assert_eq!(v["max_completion_tokens"], 47);
-        assert_eq!(
-            v["messages"][2],
-            json!({"role":"assistant","content":"Hello ","prefix":true})
-        );
-    }
-
-    #[test]
-    fn vllm_prefill_sets_continue_final_message() {
-        let how = Strategy::Prefill(Prefill::ContinueFinalMessage);
-        let v = rewritten(&WIRE, BODY, "b", &how, "Hi", 1).unwrap();
-        assert_eq!(v["messages"][2], json!({"role":"assistant","content":"Hi"}));
-        assert_eq!(v["continue_final_message"], true);
-        assert_eq!(v["add_generation_prompt"], false);
-    }
-
-    #[test]
-    fn instruction_follows_the_partial_answer_with_a_user_turn() {
-        let how = Strategy::Instruction("go on".into());
-        let v = rewritten(&WIRE, BODY, "b", &how, "Hi", 1).unwrap();
-        assert_eq!(v["messages"][2], json!({"role":"assistant","content":"Hi"}));
-        assert_eq!(v["messages"][3], json!({"role":"user","content":"go on"}));
-        assert!(v.get("continue_final_message").is_none());
-    }
-
-    fn piece(data: &str) -> Option<(Option<&str>, &str, bool)> {
-        fast_piece(data).map(|p| (p.reasoning.map(|(_, key)| key), p.literal, p.plain))
-    }
-
-    #[test]
-    fn the_fast_piece_is_read_whatever_order_a_server_writes_its_keys_in() {
-        let content = Some((None, r#"" \"hi\"""#, false));
-        for chunk in [
-            // OpenAI's order.
-            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","service_tier":"default","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":" \"hi\""},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x"}"#,
-            // Azure's: sorted, content filter results in the choice.
-            r#"{"choices":[{"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"delta":{"content":" \"hi\""},"finish_reason":null,"index":0,"logprobs":null}],"created":1,"id":"c","model":"m","object":"chat.completion.chunk","system_fingerprint":"fp"}"#,
-            // vLLM's: `stop_reason` in the choice.
-            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" \"hi\""},"logprobs":null,"finish_reason":null,"stop_reason":null}]}"#,
-            // DeepSeek's: the other pieces null beside the one there is.
-            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":" \"hi\"","reasoning_content":null},"logprobs":null,"finish_reason":null}]}"#,
-            // Whitespace anywhere JSON allows it.
-            "{ \"choices\" : [ { \"delta\" : { \"content\" : \" \\\"hi\\\"\" } , \"index\" : 0 } ] }",
-        ] {
-            assert_eq!(piece(chunk), content, "{chunk}");
-        }
-        let reasoning = r#"{"id":"c","choices":[{"index":0,"delta":{"content":null,"reasoning_content":"hm"},"finish_reason":null}]}"#;
-        assert_eq!(
-            piece(reasoning),
-            Some((Some(r#""reasoning_content""#), r#""hm""#, true))
-        );
-        let vllm =
-            r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning":"hm"},"finish_reason":null}]}"#;
-        assert_eq!(piece(vllm), Some((Some(r#""reasoning""#), r#""hm""#, true)));
-    }
-
-    #[test]
-    fn anything_but_a_lone_valid_piece_takes_the_exact_path() {
-        for other in [
-            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","tool_calls":[]},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null},{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
-            r#"{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"completion_tokens":1}}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","refusal":"no"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","reasoning":"b"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"delta":{"content":"b"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}"#,
-            r#"{"choices":[],"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
-            // An escaped key may name a member a second time.
-            r#"{"choices":[{"index":0,"delta":{"content":"a","\u0063ontent":"b"}}]}"#,
-            // Broken JSON around a valid piece: never forwarded as it came.
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":nul}]}"#,
-            r#"{"id":"c" "choices":[{"index":0,"delta":{"content":"a"}}]}"#,
-            r#"{"id":"c\x","choices":[{"index":0,"delta":{"content":"a"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"created":01}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"}}]} trailing"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"bad \ud800 surrogate"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{}}]}"#,
-        ] {
-            assert_eq!(piece(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn client_errors_in_band_are_recognized_by_type_or_code() {
-        assert!(is_client_error(None, Some("400")));
-        assert!(is_client_error(Some("invalid_request_error"), None));
-        assert!(is_client_error(None, Some("context_length_exceeded")));
-        assert!(!is_client_error(None, Some("429")));
-        assert!(!is_client_error(Some("server_error"), None));
-        assert!(!is_client_error(None, None));
-    }
-}
+mod tests;

@@ -296,3 +296,38 @@ impl<'a> Source<'a> {
         span.get(self.data)
     }
 }
+
+/// A decoder's block numbers: from 0, in the order the blocks start (what the core expects of
+/// every wire), each start announced as it is numbered.
+#[derive(Debug, Default)]
+pub(crate) struct Blocks {
+    next: u32,
+}
+
+impl Blocks {
+    /// A new block of `kind`, its start pushed onto `items`.
+    pub(crate) fn start(&mut self, kind: BlockKind, native: Span, items: &mut Vec<Item>) -> u32 {
+        let block = self.next;
+        self.next += 1;
+        items.push(Item::BlockStart {
+            block,
+            kind,
+            native,
+        });
+        block
+    }
+
+    /// The block open in `slot` (a decoder's text block...), or a new one of `kind` started
+    /// there.
+    pub(crate) fn open(
+        &mut self,
+        slot: &mut Option<u32>,
+        kind: BlockKind,
+        items: &mut Vec<Item>,
+    ) -> u32 {
+        match *slot {
+            Some(block) => block,
+            None => *slot.insert(self.start(kind, Span::default(), items)),
+        }
+    }
+}
