@@ -8,23 +8,10 @@
 //! Continuation: a trailing assistant message is a prefill, without trailing whitespace (the
 //! API rejects it), and not allowed with extended thinking.
 
-use bytes::Bytes;
+use super::prelude::*;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 
-use super::{
-    sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules,
-    Unreadable, Wire,
-};
-use crate::json::{
-    members, not_null, scan_literal, text, to_vec, write_str, RequestIndex, RequestShape,
-};
-use crate::outbox::Outbox;
-use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{
-    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
-};
-use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::json::scan_literal;
 use crate::translate::ids;
 
 pub(crate) const WIRE: Wire = Wire {
@@ -677,13 +664,7 @@ impl Rules for AnthropicMessages {
             Strategy::Prefill(Prefill::Assistant) if thinking_budget(index).is_some() => Err(
                 RewriteError::new("assistant prefill is not allowed with extended thinking"),
             ),
-            Strategy::Prefill(Prefill::Assistant)
-            | Strategy::Restart
-            | Strategy::Instruction(_) => Ok(()),
-            Strategy::Prefill(other) => Err(RewriteError::new(format!(
-                "prefill `{}` is not part of Anthropic Messages (use `assistant`)",
-                other.name()
-            ))),
+            _ => assistant_prefill_only(strategy, "Anthropic Messages (use `assistant`)"),
         }
     }
 

@@ -34,6 +34,27 @@ mod gemini;
 mod openai_chat;
 mod openai_responses;
 
+/// What every dialect file works with: the core's traits, the items its events become, and the
+/// JSON helpers its wire format is read and written with. A dialect file imports this and then
+/// only what is its own.
+mod prelude {
+    pub(super) use super::{
+        assistant_prefill_only, sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind,
+        FastText, Rewritten, Rules, Unreadable, Wire,
+    };
+    pub(super) use crate::json::{
+        members, not_null, text, to_vec, write_str, RequestIndex, RequestShape,
+    };
+    pub(super) use crate::outbox::Outbox;
+    pub(super) use crate::relay::hold::{Held, HeldKind};
+    pub(super) use crate::relay::item::{
+        BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+    };
+    pub(super) use crate::strategy::{Prefill, RewriteError, Strategy};
+    pub(super) use bytes::Bytes;
+    pub(super) use serde_json::{json, Value};
+}
+
 /// The wire format of a request and its stream.
 ///
 /// By default the layer recognizes it from the request path (`…/messages` for Anthropic
@@ -331,6 +352,20 @@ pub(crate) trait Rules: Send + Sync + 'static {
     /// of another wire.
     fn stop_kind(&self, _reason: &str) -> StopKind {
         StopKind::Other
+    }
+}
+
+/// For a wire whose only prefill is a trailing assistant turn: every strategy but another
+/// kind of prefill, which is not part of `wire` (named with what to use instead).
+pub(crate) fn assistant_prefill_only(strategy: &Strategy, wire: &str) -> Rewritten<()> {
+    match strategy {
+        Strategy::Prefill(crate::strategy::Prefill::Assistant)
+        | Strategy::Restart
+        | Strategy::Instruction(_) => Ok(()),
+        Strategy::Prefill(other) => Err(RewriteError::new(format!(
+            "prefill `{}` is not part of {wire}",
+            other.name()
+        ))),
     }
 }
 

@@ -26,22 +26,10 @@
 //! Continuation: a trailing assistant message, with `"prefix": true` for DeepSeek and Mistral,
 //! or `continue_final_message` for vLLM.
 
+use super::prelude::*;
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use serde_json::{json, Value};
-
-use super::{
-    sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules,
-    Unreadable, Wire,
-};
-use crate::json::{not_null, text, to_vec, write_str, RequestIndex, RequestShape};
-use crate::outbox::Outbox;
-use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{
-    BlockKind, Blocks, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
-};
-use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::relay::item::Blocks;
 use crate::translate::ids;
 use crate::walk::{self, Member};
 

@@ -28,21 +28,11 @@
 //! fallback elsewhere answers 400 and the layer moves on or gives up naming the original
 //! failure, as for any failed fallback.
 
-use bytes::Bytes;
+use super::prelude::*;
 use memchr::memmem::Finder;
 use std::sync::OnceLock;
 
-use super::{
-    sse_event, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules, Unreadable,
-    Wire,
-};
-use crate::json::{
-    members, not_null, patch_members, scan_literal, text, write_str, RequestIndex, RequestShape,
-};
-use crate::outbox::Outbox;
-use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
-use crate::strategy::{RewriteError, Strategy};
+use crate::json::{patch_members, scan_literal};
 use crate::transcript::Transcript;
 use crate::walk;
 
