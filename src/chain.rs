@@ -195,8 +195,9 @@ impl FallbackChain {
         self
     }
 
-    /// How many same-target retries all requests together may make per window (default:
-    /// [`RetryBudget::default`]); past it, failures move on to the next target at once.
+    /// How many same-target retries (and hedges) all requests together may make per window
+    /// (default: [`RetryBudget::default`]); past it, failures move on to the next target at
+    /// once, and a slow attempt gets no hedge.
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
         Arc::make_mut(&mut self.shared).budget = Arc::new(budget);
         self
