@@ -641,3 +641,50 @@ async fn a_cancelled_loser_is_no_failure_for_its_circuit() {
     assert_eq!(got.text(Dialect::Anthropic), ANSWER.concat());
     assert_eq!(upstream.models(), ["primary", "fallback", "primary"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_trace_says_that_a_hedge_started_and_which_attempt_won() {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || Lines(writer.clone()))
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let upstream = Scripted::new(Dialect::Anthropic).then(
+        "primary",
+        Reply::content_after(Dialect::Anthropic, secs(30)),
+    );
+    let got = send(hedged(chain(&["fallback"])), &upstream).await;
+    assert_eq!(got.text(Dialect::Anthropic), ANSWER.concat());
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let started = logs
+        .lines()
+        .find(|l| l.contains("hedge started"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(started.contains("midstream.rule=\"hedge\""), "{started}");
+    assert!(started.contains("midstream.racing=1"), "{started}");
+    let won = logs
+        .lines()
+        .find(|l| l.contains("hedge race won"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        won.contains("midstream.winner=2 midstream.winner_is_hedge=true midstream.loser=1"),
+        "{won}"
+    );
+}
+
+/// Log lines, kept for a test to read.
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
