@@ -130,10 +130,16 @@
 //! service routes it (upstream, credentials). Its stream is read with its own dialect's reader
 //! and written to the client in the client's: one start, the client's ids and envelope, text
 //! continued in the open block, tool calls with dense indices, one stop reason mapped
-//! (`end_turn`/`stop`, `max_tokens`/`length`, `tool_use`/`tool_calls`, `refusal`/`content_filter`),
+//! (`end_turn`/`stop`, `max_tokens`/`length`, `tool_use`/`tool_calls`, `content_filter` to `refusal`),
 //! usage over every attempt where the client's dialect reports it (a Chat client gets its usage
-//! chunk only if it asked for one). The continuation follows the target: a restart while the
-//! client has nothing; else the target's own prefill form ([`Prefill`]) or the instruction.
+//! chunk only if it asked for one). A refusal keeps its words: a Chat model's `delta.refusal`
+//! reaches an Anthropic client as `stop_reason: "refusal"` with the words in
+//! `stop_details.explanation` (no answer text), and an Anthropic refusal reaches a Chat client
+//! as OpenAI's own refusals come: a `delta.refusal` of its explanation (or, without one, "The
+//! model refused to answer.") and `finish_reason: "stop"`, which every path of the openai SDK
+//! accepts (its `category` has no Chat form). The continuation follows the target: a
+//! restart while the client has nothing; else the target's own prefill form ([`Prefill`]) or
+//! the instruction.
 //!
 //! Carried across: the system prompt, text, images (URL and base64), tool definitions and
 //! `tool_choice` (`any` is `required`), parallel tool use, assistant tool calls and tool

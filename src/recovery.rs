@@ -271,9 +271,9 @@ impl<S, P> Recovery<S, P> {
     /// What a relay needs to read a stream in `wire`.
     fn wire_of(&mut self, wire: Dialect) -> AttemptWire {
         let client_wants_usage = wire != self.dialect
-            && *self.client_usage.get_or_insert_with(|| {
-                crate::translate::asks_for_usage(self.dialect, self.request.body())
-            });
+            && *self
+                .client_usage
+                .get_or_insert_with(|| self.dialect.spec().rules.asks_usage(self.request.body()));
         AttemptWire {
             wire,
             client_wants_usage,

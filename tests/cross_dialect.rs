@@ -141,8 +141,8 @@ fn trailing_assistant(call: &upstream::Call) -> bool {
 }
 
 /// The recorded streams a fallback of the other dialect can continue (a request asking for
-/// extended thinking is never sent there; a refusal's text has no form in Anthropic's
-/// dialect, whose refusal is a stop reason alone).
+/// extended thinking is never sent there; a refusal, whose stop reason depends on which
+/// dialect's model gave it, has tests of its own).
 fn fixtures() -> impl Iterator<Item = &'static Fixture> {
     FIXTURES
         .iter()
@@ -969,7 +969,7 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
             "model_context_window_exceeded",
             "length",
         ),
-        (Dialect::Anthropic, "refusal", "content_filter"),
+        (Dialect::Anthropic, "refusal", "stop"),
     ];
     for (fallback, reason, told) in cases {
         let client = other(fallback);
@@ -999,6 +999,15 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
             .unwrap_or_else(|e| panic!("{reason}: {e}"));
         assert_eq!(got.text, "Hi.", "{reason}");
         assert_eq!(got.stop_reason.as_deref(), Some(told), "{reason}");
+        if client == Dialect::OpenAi {
+            // A refusal without words gets the layer's: a Chat refusal is told in words.
+            let said = if reason == "refusal" {
+                "The model refused to answer."
+            } else {
+                ""
+            };
+            assert_eq!(got.refusal, said, "{reason}");
+        }
     }
 }
 
@@ -1143,4 +1152,453 @@ fn a_context_window_fallback_of_another_dialect_gets_the_request_translated_or_i
     );
     assert_eq!(plan.dialect(), None);
     assert_eq!(model_of(&mut plan), "claude-long");
+}
+
+/// The events a client got, in order: each `event:` name and its data as JSON (`[DONE]` as a
+/// string). A Chat chunk's `created` must be one number across the stream, and is left out.
+fn client_events(bytes: &[u8]) -> Vec<(Option<String>, Value)> {
+    let mut created = None;
+    check::parse_sse(bytes)
+        .into_iter()
+        .map(|ev| {
+            let mut data: Value =
+                serde_json::from_str(&ev.data).unwrap_or_else(|_| Value::String(ev.data.clone()));
+            if let Some(c) = data.as_object_mut().and_then(|o| o.remove("created")) {
+                assert!(c.is_u64(), "created is a number: {c}");
+                assert_eq!(
+                    *created.get_or_insert_with(|| c.clone()),
+                    c,
+                    "created is constant"
+                );
+            }
+            (ev.event, data)
+        })
+        .collect()
+}
+
+fn named(name: &str, data: Value) -> (Option<String>, Value) {
+    (Some(name.to_owned()), data)
+}
+
+/// An Anthropic stream that says `text` and stops for a refusal, with `explanation` in its
+/// `stop_details` when there is one.
+fn anthropic_refusal(text: &str, explanation: Option<&str>) -> Bytes {
+    let mut events = vec![(
+        Some("message_start"),
+        json!({"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}),
+    )];
+    if !text.is_empty() {
+        events.extend([
+            (
+                Some("content_block_start"),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}}),
+            ),
+            (
+                Some("content_block_stop"),
+                json!({"type":"content_block_stop","index":0}),
+            ),
+        ]);
+    }
+    // Another key order than the SDK's types, as servers may send.
+    let details = explanation.map_or(
+        Value::Null,
+        |words| json!({"explanation":words,"category":"cyber","type":"refusal"}),
+    );
+    events.extend([
+        (
+            Some("message_delta"),
+            json!({"type":"message_delta","delta":{"stop_sequence":null,"stop_details":details,"stop_reason":"refusal"},"usage":{"output_tokens":4}}),
+        ),
+        (Some("message_stop"), json!({"type":"message_stop"})),
+    ]);
+    sse_lines(&events)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chat_fallbacks_refusal_reaches_an_anthropic_client_as_a_refusal_stop_with_its_words() {
+    let words = "I'm sorry, but I can't help with that.";
+    let refusal = json!({"type":"message_delta","delta":{"stop_reason":"refusal","stop_sequence":null,
+        "stop_details":{"type":"refusal","category":null,"explanation":words}},
+        "usage":{"output_tokens":8,"input_tokens":31}});
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("gpt")
+                .prefill(Prefill::Prefix)
+                .dialect(wire(Dialect::OpenAi)),
+        )
+        .fallbacks("primary", ["gpt"]);
+
+    // Nothing reached the client: the refusal is the whole answer. No text block: an
+    // Anthropic refusal is a stop reason, its words in `stop_details` (anthropic-python 2.12
+    // `RawMessageDeltaEvent.delta.stop_details`).
+    let upstream = Upstream::new(Dialect::Anthropic, Whole::default())
+        .speaking_by_path()
+        .then(Scripted::Status {
+            status: 529,
+            content_type: "application/json",
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        })
+        .then(Scripted::Stream {
+            bytes: fixture("openai_refusal.sse"),
+            cuts: vec![],
+            fault: None,
+        });
+    let out = send(
+        MidStreamFallbackLayer::new(chain.clone()),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    )
+    .await;
+    check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    assert_eq!(
+        client_events(&out.bytes),
+        [
+            named(
+                "message_start",
+                json!({"type":"message_start","message":{"id":"chatcmpl-Refusal0000000000000000000","type":"message","role":"assistant","model":"gpt-4o-2024-08-06","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}})
+            ),
+            named("message_delta", refusal.clone()),
+            named("message_stop", json!({"type":"message_stop"})),
+        ]
+    );
+
+    // After text from the primary: the client keeps it, and the refusal ends the message.
+    let upstream = hello_upstream(Dialect::Anthropic).then(Scripted::Stream {
+        bytes: fixture("openai_refusal.sse"),
+        cuts: vec![],
+        fault: None,
+    });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    )
+    .await;
+    let got = check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    assert_eq!(got.text, "Hello there, ");
+    let mut refusal = refusal;
+    refusal["usage"]["output_tokens"] = json!(2 + 8);
+    let events = client_events(&out.bytes);
+    assert_eq!(
+        events[events.len() - 3..],
+        [
+            named(
+                "content_block_stop",
+                json!({"type":"content_block_stop","index":0})
+            ),
+            named("message_delta", refusal),
+            named("message_stop", json!({"type":"message_stop"})),
+        ]
+    );
+    assert_eq!(
+        events.len(),
+        7,
+        "start, block start, two deltas, then these"
+    );
+    assert_eq!(
+        upstream.calls()[1].body["messages"][1],
+        json!({"role":"assistant","content":"Hello there, ","prefix":true})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_fallbacks_refusal_reaches_a_chat_client_as_openais_own_refusal_a_refusal_delta_and_stop(
+) {
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("claude")
+                .prefill(Prefill::Assistant)
+                .dialect(wire(Dialect::Anthropic)),
+        )
+        .fallbacks("primary", ["claude"]);
+    let chunk = |delta: Value, finish: Value| {
+        (
+            None,
+            json!({"id":"msg_2","object":"chat.completion.chunk","model":"claude",
+                "choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}]}),
+        )
+    };
+    let usage = |completion: u64| {
+        (
+            None,
+            json!({"id":"msg_2","object":"chat.completion.chunk","model":"claude","choices":[],
+                "usage":{"prompt_tokens":9,"completion_tokens":completion,"total_tokens":9 + completion}}),
+        )
+    };
+    let done = (None, json!("[DONE]"));
+
+    // Nothing reached the client: the explanation is the refusal's words (`message.refusal`
+    // to the openai SDK), and the stop is `stop`, as OpenAI's own refusals have it (with
+    // `content_filter` the SDK's stream helper raises on its final completion). Without an
+    // explanation, the layer's words: a Chat client learns of a refusal from them.
+    for (explanation, said) in [
+        (
+            Some("This could enable cyber harm."),
+            "This could enable cyber harm.",
+        ),
+        (None, "The model refused to answer."),
+    ] {
+        let events = vec![
+            chunk(json!({"role":"assistant","refusal":said}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            usage(4),
+            done.clone(),
+        ];
+        let upstream = Upstream::new(Dialect::OpenAi, Whole::default())
+            .speaking_by_path()
+            .then(Scripted::Status {
+                status: 503,
+                content_type: "application/json",
+                body: r#"{"error":{"message":"busy"}}"#,
+            })
+            .then(Scripted::Stream {
+                bytes: anthropic_refusal("", explanation),
+                cuts: vec![],
+                fault: None,
+            });
+        let out = send(
+            MidStreamFallbackLayer::new(chain.clone()),
+            &upstream,
+            Dialect::OpenAi,
+            &openai_request(),
+        )
+        .await;
+        let got = check(Dialect::OpenAi, true, &out.bytes).unwrap();
+        assert_eq!(got.refusal, said);
+        assert_eq!(client_events(&out.bytes), events, "{explanation:?}");
+    }
+
+    // After text from the primary: the fallback says a little more before its classifier
+    // stops it; the client has all of the text, then the refusal.
+    let upstream = hello_upstream(Dialect::OpenAi).then(Scripted::Stream {
+        bytes: anthropic_refusal("friend", Some("This could enable cyber harm.")),
+        cuts: vec![],
+        fault: None,
+    });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::OpenAi,
+        &openai_request(),
+    )
+    .await;
+    let got = check(Dialect::OpenAi, true, &out.bytes).unwrap();
+    assert_eq!(got.text, "Hello there, friend");
+    assert_eq!(got.refusal, "This could enable cyber harm.");
+    let envelope = |v: Value| {
+        let mut v = v;
+        v["id"] = json!("chatcmpl-primary");
+        v["model"] = json!("primary");
+        v
+    };
+    let events = client_events(&out.bytes);
+    let tail: Vec<_> = [
+        chunk(json!({"content":"friend"}), Value::Null),
+        chunk(
+            json!({"refusal":"This could enable cyber harm."}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("stop")),
+        usage(2 + 4),
+    ]
+    .into_iter()
+    .map(|(name, data)| (name, envelope(data)))
+    .chain([done])
+    .collect();
+    assert_eq!(events[events.len() - 5..], tail);
+    assert_eq!(events.len(), 3 + 5, "role, two pieces of text, then these");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_refusal_reaches_an_anthropic_client_whole_its_details_kept() {
+    // The refusal's words are read (for clients of other dialects); the client of Anthropic's
+    // own still gets every event as the upstream sent it, `stop_details` and all.
+    let refusal = anthropic_refusal("Sure, here", Some("This could enable cyber harm."));
+    let upstream = Upstream::new(Dialect::Anthropic, Whole::default())
+        .speaking_by_path()
+        .then(Scripted::Stream {
+            bytes: refusal.clone(),
+            cuts: vec![],
+            fault: None,
+        });
+    let out = send(
+        MidStreamFallbackLayer::new(cross_chain(Dialect::Anthropic, true)),
+        &upstream,
+        Dialect::Anthropic,
+        &anthropic_request(),
+    )
+    .await;
+    let got = check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    assert_eq!(got.stop_reason.as_deref(), Some("refusal"));
+    assert_eq!(client_events(&out.bytes), client_events(&refusal));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_inside_the_second_of_parallel_tool_calls_leaves_an_anthropic_client_each_call_once_with_ids_it_can_send_back(
+) {
+    let whole = Whole {
+        text: "Let me check both.".into(),
+        tools: vec![
+            ("get_weather".into(), r#"{"city":"Paris"}"#.into()),
+            ("get_weather".into(), r#"{"city":"Rome"}"#.into()),
+        ],
+        ..Whole::default()
+    };
+    // The first call is whole, the second cut inside its arguments: neither reached the
+    // client (calls wait for the end of the message), so the fallback's two are the only ones.
+    let primary = sse_lines(&[
+        (
+            Some("message_start"),
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"primary","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":1}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check both."}}),
+        ),
+        (
+            Some("content_block_stop"),
+            json!({"type":"content_block_stop","index":0}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{}}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":\"Paris\"}"}}),
+        ),
+        (
+            Some("content_block_stop"),
+            json!({"type":"content_block_stop","index":1}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_01B","name":"get_weather","input":{}}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}),
+        ),
+    ]);
+    // The Chat fallback sends both calls in one delta, the first under an id Anthropic would
+    // refuse, the second with none (as some OpenAI-compatible servers do).
+    let fallback = sse_lines(&[
+        chat_chunk(json!({"role":"assistant","content":""}), Value::Null),
+        chat_chunk(
+            json!({"tool_calls":[
+                {"index":0,"id":"functions.get_weather:0","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},
+                {"index":1,"type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}}]}),
+            Value::Null,
+        ),
+        chat_chunk(json!({}), json!("tool_calls")),
+    ]);
+    let fallback = Bytes::from([&fallback[..], b"data: [DONE]\n\n"].concat());
+    let request = json!({"model":"primary","max_tokens":100,"stream":true,
+        "tools":[{"name":"get_weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+        "messages":[{"role":"user","content":"Weather in Paris and Rome?"}]});
+    let chain = FallbackChain::new()
+        .target(
+            Target::new("gpt")
+                .prefill(Prefill::Prefix)
+                .dialect(wire(Dialect::OpenAi)),
+        )
+        .fallbacks("primary", ["gpt"]);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let upstream = Upstream::new(Dialect::Anthropic, whole.clone())
+            .speaking_by_path()
+            .then(Scripted::Stream {
+                bytes: primary.clone(),
+                cuts: vec![],
+                fault: Some(Fault::Reset),
+            })
+            .then(Scripted::Stream {
+                bytes: fallback.clone(),
+                cuts: vec![],
+                fault: None,
+            });
+        let out = send(
+            MidStreamFallbackLayer::new(chain.clone()),
+            &upstream,
+            Dialect::Anthropic,
+            &request,
+        )
+        .await;
+        let got = client_got(Dialect::Anthropic, false, &out, &whole).unwrap();
+        assert_eq!(got.tool_ids.len(), 2);
+        assert!(
+            got.tool_ids.iter().all(|id| id.starts_with("toolu_")),
+            "{:?}",
+            got.tool_ids
+        );
+        let sent = &upstream.calls()[1].body;
+        assert_eq!(
+            sent["messages"][1],
+            json!({"role":"assistant","content":"Let me check both.","prefix":true}),
+            "the text the client has is continued; neither held call is"
+        );
+        seen.push(got.tool_ids);
+    }
+    assert_eq!(seen[0], seen[1], "the same answer gets the same ids");
+
+    // The client's next turn sends both ids back; the Chat model gets them for the calls and
+    // their results alike.
+    let ids = &seen[0];
+    let next = json!({"model":"primary","max_tokens":100,"stream":true,
+        "tools":request["tools"],
+        "messages":[
+            {"role":"user","content":"Weather in Paris and Rome?"},
+            {"role":"assistant","content":[{"type":"text","text":"Let me check both."},
+                {"type":"tool_use","id":ids[0],"name":"get_weather","input":{"city":"Paris"}},
+                {"type":"tool_use","id":ids[1],"name":"get_weather","input":{"city":"Rome"}}]},
+            {"role":"user","content":[
+                {"type":"tool_result","tool_use_id":ids[0],"content":"18 degrees"},
+                {"type":"tool_result","tool_use_id":ids[1],"content":"21 degrees"}]}]});
+    let upstream = Upstream::new(
+        Dialect::Anthropic,
+        Whole {
+            text: "18 and 21 degrees.".into(),
+            ..Whole::default()
+        },
+    )
+    .speaking_by_path()
+    .lenient()
+    .then(Scripted::Status {
+        status: 529,
+        content_type: "application/json",
+        body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    });
+    let out = send(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        Dialect::Anthropic,
+        &next,
+    )
+    .await;
+    check(Dialect::Anthropic, false, &out.bytes).unwrap();
+    let sent = &upstream.calls()[1].body["messages"];
+    let call_ids: Vec<_> = sent[1]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert_eq!(call_ids, [json!(ids[0]), json!(ids[1])]);
+    assert_eq!(
+        [&sent[2], &sent[3]],
+        [
+            &json!({"role":"tool","tool_call_id":ids[0],"content":"18 degrees"}),
+            &json!({"role":"tool","tool_call_id":ids[1],"content":"21 degrees"})
+        ]
+    );
 }

@@ -94,12 +94,34 @@ impl Decode for MessagesDecoder {
                 other_event(name, data)?
             }
         };
+        if matches!(item, Item::Finish(_)) {
+            self.refusal(data, items);
+        }
         items.push(item);
         Ok(())
     }
 }
 
 impl MessagesDecoder {
+    /// A refusal's words, when the stop in `data` has them (`stop_details.explanation`), as a
+    /// refusal block of its own ahead of the stop: a client of another wire gets them in its
+    /// own form (Chat `delta.refusal`). Details that cannot be read are no refusal's words:
+    /// the stop reason alone still says it.
+    fn refusal(&mut self, data: &str, items: &mut Vec<Item>) {
+        let Some(literal) = refusal_words(data) else {
+            return;
+        };
+        let block = self.next_block;
+        self.next_block += 1;
+        items.push(Item::BlockStart {
+            block,
+            kind: BlockKind::Refusal,
+            native: Span::default(),
+        });
+        items.push(Item::Refusal { block, literal });
+        items.push(Item::BlockStop { block });
+    }
+
     /// The block `index` names, which must be the open one.
     fn is_open(&self, index: Option<u32>) -> Result<u32, Unreadable> {
         match index {
@@ -267,6 +289,19 @@ fn other_event(name: &str, data: &str) -> Result<Item, Unreadable> {
     })
 }
 
+/// The explanation of a `message_delta`'s refusal (`delta.stop_details`, of type `refusal`),
+/// if it has one that is text.
+fn refusal_words(data: &str) -> Option<Literal> {
+    let [delta] = members(data, ["delta"])?;
+    let [details] = members(not_null(delta)?, ["stop_details"])?;
+    let [kind, explanation] = members(not_null(details)?, ["type", "explanation"])?;
+    if kind.and_then(text).as_deref() != Some("refusal") {
+        return None;
+    }
+    let literal = Literal::of(data, not_null(explanation)?)?;
+    (!literal.is_empty()).then_some(literal)
+}
+
 /// The members `keys` of the object `json`, part of a `name` event.
 fn read<'a, const N: usize>(
     name: &str,
@@ -341,6 +376,9 @@ struct MessagesEncoder {
     /// Another wire's stop, held for its usage (Chat reports it after the stop): written with
     /// the terminal event.
     closing: Option<Closing>,
+    /// The words of another wire's refusal (Chat `delta.refusal`): Anthropic tells a refusal
+    /// with its stop reason, the words in `stop_details`, not as answer text.
+    refusal: String,
 }
 
 /// A `message_delta` still to write.
@@ -349,6 +387,8 @@ struct Closing {
     reason: &'static str,
     output_tokens: u64,
     input_tokens: Option<u64>,
+    /// A refusal's words (`stop_details.explanation`).
+    explanation: Option<String>,
 }
 
 impl Encode for MessagesEncoder {
@@ -409,6 +449,13 @@ impl Encode for MessagesEncoder {
     }
 
     fn held(&mut self, index: u32, held: &Held, out: &mut Outbox) {
+        if held.kind == HeldKind::Refusal {
+            // Told with the stop reason. (This wire's own words are in the stop it came with.)
+            if !held.wire.is(&WIRE) {
+                self.refusal.push_str(&held.text);
+            }
+            return;
+        }
         let ours = held.wire.is(&WIRE) && !held.native.is_empty();
         if held.kind == HeldKind::ToolCall {
             self.tool_uses += 1;
@@ -438,10 +485,8 @@ impl Encode for MessagesEncoder {
                     String::from_utf8(block).expect("JSON text is UTF-8")
                 }
                 HeldKind::Reasoning => r#"{"type":"thinking","thinking":"","signature":""}"#.into(),
-                // A refusal is answer text here.
-                HeldKind::Refusal => r#"{"type":"text","text":""}"#.into(),
                 // Only its own wire can write these again.
-                HeldKind::RedactedReasoning | HeldKind::Other => return,
+                HeldKind::RedactedReasoning | HeldKind::Other | HeldKind::Refusal => return,
             }
         };
         out.push(block_start_event(index, &start));
@@ -454,10 +499,7 @@ impl Encode for MessagesEncoder {
             ));
         }
         if !held.text.is_empty() {
-            out.push(match held.kind {
-                HeldKind::Refusal => delta_event(index, "text_delta", "text", &held.text),
-                _ => delta_event(index, "thinking_delta", "thinking", &held.text),
-            });
+            out.push(delta_event(index, "thinking_delta", "thinking", &held.text));
         }
         if let Some(signature) = &held.signature {
             out.push(delta_event(
@@ -475,6 +517,10 @@ impl Encode for MessagesEncoder {
         out.push(stop_event(index));
     }
 
+    fn takes_block(&self, held: &Held) -> bool {
+        held.kind != HeldKind::Refusal
+    }
+
     fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, out: &mut Outbox) {
         if src.wire.is(&WIRE) {
             // The upstream's own message_delta, its usage covering every attempt.
@@ -488,7 +534,10 @@ impl Encode for MessagesEncoder {
         }
         // Another wire's stop: its usage may come after it (Chat's last chunk), and Anthropic
         // reports usage with the stop, so it is written with the terminal event.
+        let explanation = (!self.refusal.is_empty()).then(|| std::mem::take(&mut self.refusal));
         let reason = match stop_kind_of(&stop, src) {
+            // The answer is a refusal, whatever its wire's stop (OpenAI's is `stop`).
+            _ if explanation.is_some() => "refusal",
             StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tool_uses > 0 => {
                 "tool_use"
             }
@@ -503,6 +552,7 @@ impl Encode for MessagesEncoder {
             reason,
             output_tokens: usage.output_tokens.unwrap_or(0) + u64::from(base),
             input_tokens: usage.input_tokens,
+            explanation,
         });
     }
 
@@ -529,12 +579,24 @@ impl Encode for MessagesEncoder {
                 reason,
                 output_tokens,
                 input_tokens,
+                explanation,
             } = closing;
             let input = input_tokens.map_or(String::new(), |n| format!(r#","input_tokens":{n}"#));
+            let details = match explanation {
+                Some(words) => {
+                    let mut details =
+                        br#","stop_details":{"type":"refusal","category":null,"explanation":"#
+                            .to_vec();
+                    write_str(&mut details, &words);
+                    details.push(b'}');
+                    String::from_utf8(details).expect("JSON text is UTF-8")
+                }
+                None => String::new(),
+            };
             out.push(sse_event(
                 Some("message_delta"),
                 format!(
-                    r#"{{"type":"message_delta","delta":{{"stop_reason":"{reason}","stop_sequence":null}},"usage":{{"output_tokens":{output_tokens}{input}}}}}"#
+                    r#"{{"type":"message_delta","delta":{{"stop_reason":"{reason}","stop_sequence":null{details}}},"usage":{{"output_tokens":{output_tokens}{input}}}}}"#
                 )
                 .as_bytes(),
             ));
@@ -643,6 +705,11 @@ impl Rules for AnthropicMessages {
         Ok(())
     }
 
+    // Every Messages stream reports usage (`message_delta.usage`).
+    fn asks_usage(&self, _request: &[u8]) -> bool {
+        true
+    }
+
     fn min_token_limit(&self, index: &RequestIndex) -> u64 {
         // The API requires `max_tokens` above the thinking budget.
         thinking_budget(index).map_or(1, |budget| budget + 1)
@@ -731,6 +798,52 @@ mod tests {
             "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}\u{c}}",
         ] {
             assert!(fast_text_delta(other.as_bytes()).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_refusals_explanation_is_read_as_a_refusal_block_ahead_of_the_stop() {
+        let decode = |details: &str| {
+            let data = format!(
+                r#"{{"type":"message_delta","delta":{{"stop_reason":"refusal","stop_details":{details}}},"usage":{{"output_tokens":3}}}}"#
+            );
+            let mut decoder = MessagesDecoder::default();
+            let mut items = Vec::new();
+            decoder
+                .decode(Some("message_delta"), &data, &mut items)
+                .unwrap_or_else(|e| panic!("{details}: {e:?}"));
+            let words = items.iter().find_map(|item| match item {
+                Item::Refusal { literal, .. } => Some(literal.raw(&data).to_owned()),
+                _ => None,
+            });
+            let kinds: Vec<_> = items
+                .iter()
+                .map(|item| match item {
+                    Item::BlockStart { block, kind, .. } => format!("start {block} {kind:?}"),
+                    Item::Refusal { block, .. } => format!("refusal {block}"),
+                    Item::BlockStop { block } => format!("stop {block}"),
+                    Item::Finish(_) => "finish".into(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            (words, kinds)
+        };
+        let (words, kinds) =
+            decode(r#"{"category":null,"explanation":"Not \"that\".","type":"refusal"}"#);
+        assert_eq!(words.as_deref(), Some(r#""Not \"that\".""#));
+        assert_eq!(kinds, ["start 0 Refusal", "refusal 0", "stop 0", "finish"]);
+        // No words, or details that are not a refusal's: the stop reason alone says it.
+        for details in [
+            "null",
+            r#"{"type":"refusal","category":"bio","explanation":null}"#,
+            r#"{"type":"refusal","explanation":""}"#,
+            r#"{"type":"refusal","explanation":7}"#,
+            r#"{"type":"other","explanation":"x"}"#,
+            r#"{"explanation":"x"}"#,
+            r#""refusal""#,
+            "[1]",
+        ] {
+            assert_eq!(decode(details), (None, vec!["finish".into()]), "{details}");
         }
     }
 

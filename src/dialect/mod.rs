@@ -195,9 +195,11 @@ pub(crate) trait Rules: Send + Sync + 'static {
         1
     }
 
-    /// Whether the request (its body) asks for a usage report at the end of its stream (Chat's
-    /// `stream_options.include_usage`): only then may the layer write an estimate when the
-    /// upstream's report is lost.
+    /// Whether the client's stream reports usage, for this request (its body): always on a wire
+    /// whose streams always do (Anthropic), on Chat only with `stream_options.include_usage`.
+    /// The one place that decides it: a stream translated from another wire's reports usage
+    /// only then, and only then does the layer write an estimate when the upstream's report is
+    /// lost.
     fn asks_usage(&self, _request: &[u8]) -> bool {
         false
     }
@@ -298,6 +300,13 @@ pub(crate) trait Encode: Send {
 
     /// A whole held block at the client's `index`, compacted: start, content, stop.
     fn held(&mut self, index: u32, held: &Held, out: &mut Outbox);
+
+    /// Whether [`held`](Self::held) writes `held` as a block of its own, which takes the
+    /// client's next index: not a refusal on a wire that tells one with its stop reason
+    /// (Anthropic's `stop_details`).
+    fn takes_block(&self, _held: &Held) -> bool {
+        true
+    }
 
     /// The answer's stop reason, with usage when the wire reports it there; `base` output
     /// tokens of earlier attempts are added to the reported usage.

@@ -783,7 +783,13 @@ struct ChunkEncoder {
     role_owed: bool,
     /// Tool calls the client has, for dense indices.
     tools: u32,
+    /// The client has a refusal (`delta.refusal`).
+    refused: bool,
 }
+
+/// The words of another wire's refusal that came without any (Anthropic's `stop_details`
+/// has no explanation for every category): a Chat refusal is told in words.
+const REFUSED: &str = "The model refused to answer.";
 
 impl ChunkEncoder {
     fn envelope(&self) -> [&str; 3] {
@@ -938,7 +944,10 @@ impl Encode for ChunkEncoder {
                 };
                 return self.piece(key, &held.text, out);
             }
-            HeldKind::Refusal => return self.piece("\"refusal\"", &held.text, out),
+            HeldKind::Refusal => {
+                self.refused = true;
+                return self.piece("\"refusal\"", &held.text, out);
+            }
             // Encrypted reasoning and kinds of other wires have no place in a Chat message.
             HeldKind::RedactedReasoning | HeldKind::Other => return,
         }
@@ -1003,7 +1012,16 @@ impl Encode for ChunkEncoder {
                 StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "\"stop\"",
                 StopKind::MaxTokens | StopKind::ContextWindow => "\"length\"",
                 StopKind::ToolUse => "\"tool_calls\"",
-                StopKind::Refusal => "\"content_filter\"",
+                // OpenAI's own refusal: its words in `delta.refusal`, the stop `stop`. (Every
+                // path of the openai SDK accepts it; `content_filter` makes the stream helper's
+                // final completion raise `ContentFilterFinishReasonError`.)
+                StopKind::Refusal => {
+                    if !self.refused {
+                        self.refused = true;
+                        self.piece("\"refusal\"", REFUSED, out);
+                    }
+                    "\"stop\""
+                }
             }
         };
         // Usage on the finish chunk (vLLM) is the real report: it goes on, every attempt's

@@ -593,7 +593,9 @@ impl Relay {
                 Outcome::Render(client)
             });
         }
-        let foreign = !self.same_wire() && !matches!(kind, BlockKind::ToolCall { .. });
+        // Every wire has a form for a tool call and for a refusal's words.
+        let foreign =
+            !self.same_wire() && !matches!(kind, BlockKind::ToolCall { .. } | BlockKind::Refusal);
         if foreign || kind.is_reasoning() && !self.attempt.verbatim && !self.transcript.is_empty() {
             // The client already has reasoning or content: this attempt's own reasoning would
             // repeat what it has, or come after the answer began. Nor does what only another
@@ -847,7 +849,9 @@ impl Relay {
     fn emit_held(&mut self, held: Held, out: &mut Outbox) {
         step();
         let index = self.client.next_block;
-        self.client.next_block += 1;
+        if self.encoder.takes_block(&held) {
+            self.client.next_block += 1;
+        }
         self.ensure_started(out);
         self.encoder.held(index, &held, out);
         match held.kind {

@@ -109,11 +109,7 @@ struct Thinking<'a> {
 
 impl Format for Messages {
     fn read(&self, body: &[u8]) -> Result<Conversation, Untranslatable> {
-        let mut c = Conversation {
-            // Every Messages stream reports usage.
-            stream_usage: true,
-            ..Conversation::default()
-        };
+        let mut c = Conversation::default();
         for (key, value) in members(body)? {
             if is_null(value) {
                 continue;

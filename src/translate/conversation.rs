@@ -19,10 +19,9 @@ pub(crate) struct Conversation {
     pub(crate) max_tokens: Option<u64>,
     pub(crate) temperature: Option<f64>,
     pub(crate) top_p: Option<f64>,
-    /// The client asked for an event stream.
+    /// The client asked for an event stream. (Whether its stream reports usage is the client's
+    /// wire's to say, `Rules::asks_usage`: a translated request always asks for it.)
     pub(crate) stream: bool,
-    /// The client's stream reports usage (Chat only with `stream_options.include_usage`).
-    pub(crate) stream_usage: bool,
 }
 
 impl Conversation {

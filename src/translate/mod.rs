@@ -146,15 +146,6 @@ pub(crate) fn set_endpoint<B>(request: &mut http::Request<B>, from: Dialect, to:
     }
 }
 
-/// Whether the client's stream reports usage (a Chat client asks with
-/// `stream_options.include_usage`; Anthropic's always does), so that a stream translated for it
-/// does too, and only then.
-pub(crate) fn asks_for_usage(dialect: Dialect, body: &[u8]) -> bool {
-    format(dialect)
-        .and_then(|f| f.read(body).ok())
-        .is_some_and(|c| c.stream_usage)
-}
-
 /// The members of the top-level object `body`, in order, each once; a key twice is refused (a
 /// client might read either).
 fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {

@@ -126,7 +126,8 @@ struct ChoiceFunction<'a> {
 
 #[derive(Deserialize)]
 struct StreamOptions {
-    include_usage: Option<bool>,
+    #[serde(rename = "include_usage")]
+    _include_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -150,9 +151,10 @@ impl Format for Chat {
                     read_messages(&messages, &mut c)?;
                 }
                 "stream" => c.stream = parse(value, "stream")?,
+                // Read, so that a malformed one is refused; what it asks of the client's own
+                // stream is `Rules::asks_usage`'s to say.
                 "stream_options" => {
-                    let options: StreamOptions = parse(value, "stream_options")?;
-                    c.stream_usage = options.include_usage == Some(true);
+                    let _: StreamOptions = parse(value, "stream_options")?;
                 }
                 "max_completion_tokens" => max_completion = Some(parse(value, key.as_ref())?),
                 "max_tokens" => max = Some(parse(value, key.as_ref())?),

@@ -299,15 +299,24 @@ fn a_body_that_is_not_a_request_says_so() {
 
 #[test]
 fn whether_the_client_asked_for_usage_is_read_from_its_request() {
+    let asks = |dialect: Dialect, body: Value| {
+        dialect.spec().rules.asks_usage(body.to_string().as_bytes())
+    };
     let chat = |options: Value| {
         let body = json!({"model":"m","stream":true,"stream_options":options,"messages":[]});
-        asks_for_usage(CHAT, body.to_string().as_bytes())
+        asks(CHAT, body)
     };
     assert!(chat(json!({"include_usage":true})));
     assert!(!chat(json!({"include_usage":false})));
+    assert!(!chat(json!({})));
     assert!(!chat(Value::Null));
+    assert!(!asks(
+        CHAT,
+        json!({"model":"m","stream":true,"messages":[]})
+    ));
+    // Every Messages stream reports usage.
     let anthropic = json!({"model":"m","max_tokens":1,"messages":[]});
-    assert!(asks_for_usage(ANTHROPIC, anthropic.to_string().as_bytes()));
+    assert!(asks(ANTHROPIC, anthropic));
 }
 
 #[test]
@@ -415,4 +424,165 @@ fn a_value_of_the_wrong_type_anywhere_is_refused_or_read_without_a_panic() {
             }
         }
     }
+}
+
+#[test]
+fn every_form_of_tool_choice_crosses_both_ways_and_only_beside_tools() {
+    let anthropic = |choice: Value, tools: bool| {
+        let mut body = json!({"model":"m","max_tokens":9,"stream":true,
+            "messages":[{"role":"user","content":"Hi"}],"tool_choice":choice});
+        if tools {
+            body["tools"] = json!([{"name":"f","input_schema":{"type":"object"}}]);
+        }
+        let out = translated(ANTHROPIC, CHAT, &body, Prefill::None);
+        (
+            out["tool_choice"].clone(),
+            out["parallel_tool_calls"].clone(),
+        )
+    };
+    for (choice, want, parallel) in [
+        (json!({"type":"auto"}), json!("auto"), Value::Null),
+        (json!({"type":"any"}), json!("required"), Value::Null),
+        (json!({"type":"none"}), json!("none"), Value::Null),
+        (
+            json!({"type":"tool","name":"f"}),
+            json!({"type":"function","function":{"name":"f"}}),
+            Value::Null,
+        ),
+        (
+            json!({"type":"auto","disable_parallel_tool_use":true}),
+            json!("auto"),
+            json!(false),
+        ),
+        (
+            json!({"type":"any","disable_parallel_tool_use":false}),
+            json!("required"),
+            Value::Null,
+        ),
+    ] {
+        assert_eq!(
+            anthropic(choice.clone(), true),
+            (want, parallel),
+            "{choice}"
+        );
+        // OpenAI refuses `tool_choice` and `parallel_tool_calls` without tools.
+        assert_eq!(
+            anthropic(choice.clone(), false),
+            (Value::Null, Value::Null),
+            "{choice}"
+        );
+    }
+
+    let chat = |choice: Value, parallel: Value, tools: bool| {
+        let mut body = json!({"model":"m","stream":true,
+            "messages":[{"role":"user","content":"Hi"}],
+            "tool_choice":choice,"parallel_tool_calls":parallel});
+        if tools {
+            body["tools"] = json!([{"type":"function","function":{"name":"f"}}]);
+        }
+        translated(CHAT, ANTHROPIC, &body, Prefill::None)["tool_choice"].clone()
+    };
+    for (choice, parallel, want) in [
+        (json!("auto"), Value::Null, json!({"type":"auto"})),
+        (json!("required"), Value::Null, json!({"type":"any"})),
+        (json!("none"), Value::Null, json!({"type":"none"})),
+        (
+            json!({"type":"function","function":{"name":"f"}}),
+            json!(false),
+            json!({"type":"tool","name":"f","disable_parallel_tool_use":true}),
+        ),
+        (
+            Value::Null,
+            json!(false),
+            json!({"type":"auto","disable_parallel_tool_use":true}),
+        ),
+        (Value::Null, json!(true), Value::Null),
+    ] {
+        assert_eq!(
+            chat(choice.clone(), parallel.clone(), true),
+            want,
+            "{choice} {parallel}"
+        );
+        assert_eq!(
+            chat(choice.clone(), parallel, false),
+            Value::Null,
+            "{choice}"
+        );
+    }
+}
+
+#[test]
+fn every_form_of_a_token_limit_crosses_both_ways() {
+    let chat = |limits: Value| {
+        let mut body =
+            json!({"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]});
+        for (k, v) in limits.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        translated(CHAT, ANTHROPIC, &body, Prefill::None)["max_tokens"].clone()
+    };
+    // `max_tokens` is deprecated on Chat but still sent; `max_completion_tokens` wins.
+    assert_eq!(chat(json!({"max_tokens":70})), json!(70));
+    assert_eq!(chat(json!({"max_completion_tokens":80})), json!(80));
+    assert_eq!(
+        chat(json!({"max_tokens":70,"max_completion_tokens":80})),
+        json!(80)
+    );
+    assert_eq!(
+        chat(json!({"max_tokens":null})),
+        json!(anthropic::DEFAULT_MAX_TOKENS)
+    );
+    let body = json!({"model":"m","max_tokens":90,"stream":true,"messages":[{"role":"user","content":"Hi"}]});
+    let out = translated(ANTHROPIC, CHAT, &body, Prefill::None);
+    assert_eq!(
+        (&out["max_completion_tokens"], out.get("max_tokens")),
+        (&json!(90), None),
+        "o-series models refuse `max_tokens`"
+    );
+}
+
+#[test]
+fn tool_results_of_every_shape_and_image_urls_cross_both_ways() {
+    let body = json!({"model":"m","max_tokens":9,"stream":true,"messages":[
+        {"role":"user","content":"Go"},
+        {"role":"assistant","content":[
+            {"type":"tool_use","id":"t1","name":"f","input":{}},
+            {"type":"tool_use","id":"t2","name":"f","input":{"a":[1,{"b":null}]}},
+            {"type":"tool_use","id":"t3","name":"f"}]},
+        {"role":"user","content":[
+            {"type":"text","text":"Here:"},
+            {"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
+            {"type":"tool_result","tool_use_id":"t2","is_error":true,"content":"boom"},
+            {"type":"tool_result","tool_use_id":"t3"}]}]});
+    let out = translated(ANTHROPIC, CHAT, &body, Prefill::None);
+    assert_eq!(
+        out["messages"],
+        json!([
+            {"role":"user","content":"Go"},
+            {"role":"assistant","content":null,"tool_calls":[
+                {"id":"t1","type":"function","function":{"name":"f","arguments":"{}"}},
+                {"id":"t2","type":"function","function":{"name":"f","arguments":"{\"a\":[1,{\"b\":null}]}"}},
+                {"id":"t3","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            // Each result its own `tool` message, ahead of the rest of the turn; `is_error`
+            // has no Chat form (its text says what went wrong).
+            {"role":"tool","tool_call_id":"t1","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
+            {"role":"tool","tool_call_id":"t2","content":"boom"},
+            {"role":"tool","tool_call_id":"t3","content":""},
+            {"role":"user","content":"Here:"}
+        ])
+    );
+
+    let body = json!({"model":"m","stream":true,"messages":[
+        {"role":"user","content":[{"type":"image_url","image_url":{"url":"https://e/x.png","detail":"high"}}]},
+        {"role":"assistant","content":[{"type":"text","text":"I can't"},{"type":"refusal","refusal":" do that."}]},
+        {"role":"user","content":"Why?"}]});
+    let out = translated(CHAT, ANTHROPIC, &body, Prefill::None);
+    assert_eq!(
+        out["messages"],
+        json!([
+            {"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://e/x.png"}}]},
+            {"role":"assistant","content":[{"type":"text","text":"I can't"},{"type":"text","text":" do that."}]},
+            {"role":"user","content":"Why?"}
+        ])
+    );
 }
