@@ -271,8 +271,8 @@ impl FallbackChain {
         })
     }
 
-    /// `name` as declared, else a target taken to accept no prefill and to speak the client's
-    /// dialect.
+    /// `name` as declared, else a target taken to accept no prefill, at its dialect's own
+    /// address, speaking the client's dialect.
     fn declared(&self, name: &str) -> Target {
         self.target_of(name)
             .cloned()
@@ -357,8 +357,11 @@ impl FallbackChain {
             },
             "retrying the same target"
         );
-        // In the dialect it was tried in.
-        let again = self.declared(target).dialect(failure.attempt_dialect());
+        // In the dialect it was tried in, at the address it was sent to.
+        let again = self
+            .declared(target)
+            .dialect(failure.attempt_dialect())
+            .at(failure.address().clone());
         let plan = failure.retry_to(&again, Strategy::Restart).after(wait);
         Some(self.on_target(target, plan))
     }
@@ -443,7 +446,7 @@ impl RetryPlanner for FallbackChain {
                     { midstream.rule = "circuit_open", midstream.target = &*target },
                     "the model's circuit is open: the first attempt goes to a fallback"
                 );
-                (First::to(target.clone()), target)
+                (First::to(self.declared(&target)), target)
             }
             _ => (First::as_sent(), model),
         };

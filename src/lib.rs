@@ -173,6 +173,10 @@
 //!   message after the first turn, and any parameter not listed above.
 //! * Either: a request that is not streamed, or that ends with an assistant message of its own
 //!   for a target that continues none.
+//! * Gemini's own API ([`Dialect::GEMINI`]): nothing is translated to or from it yet; its
+//!   fallbacks are Gemini models. Claude on Vertex AI ([`Address::vertex`]) speaks Anthropic
+//!   Messages: a Chat client's request is translated for it and placed in its path; a request a
+//!   client sent to a Vertex path (with its `anthropic_version`) does not cross to Chat.
 //!
 //! A client error (HTTP 4xx, in-band) from a target of another dialect answers the translation,
 //! not the client's request: the next fallback is tried. A fallback's tool call whose arguments
@@ -257,6 +261,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod address;
 mod attempt;
 mod backoff;
 mod before_stream;
@@ -295,6 +300,7 @@ mod translate;
 mod untrusted;
 mod walk;
 
+pub use address::{Address, VERTEX_ANTHROPIC_VERSION};
 pub use attempt::Attempt;
 pub use backoff::{Backoff, RetryBudget};
 pub use body::FallbackBody;

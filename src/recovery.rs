@@ -20,6 +20,7 @@ use tower_service::Service;
 use tracing::instrument::{Instrument, Instrumented};
 use tracing::Span;
 
+use crate::address::Named;
 use crate::attempt::{Attempt, ModelInBody};
 use crate::clock::Timing;
 use crate::config::Config;
@@ -201,8 +202,13 @@ impl<S, P> Recovery<S, P> {
         span: Span,
     ) -> Self {
         let model = ModelInBody::new(request.body().clone());
+        // A model named in the path (Gemini, Claude on Vertex AI) is known without the body.
+        let named = Named::of(dialect, request.uri().path());
+        if !matches!(named, Named::Body) {
+            model.set(named.path_model(request.uri().path()).as_deref());
+        }
         let current = InFlight::new(
-            Attempt::first_in(&model).in_dialect(dialect),
+            Attempt::first_in(&model, named.address()).in_dialect(dialect),
             &span,
             config.timing(),
         );
@@ -308,7 +314,9 @@ impl<S, P> Recovery<S, P> {
     /// Reads what rewriting the request needs (once), the model along with it.
     fn read_index(&mut self) {
         if self.index.is_none() {
-            let index = self.dialect.index(self.request.body());
+            let index = self
+                .dialect
+                .index(self.request.uri().path(), self.request.body());
             self.model.set(index.model_name.as_deref());
             self.index = Some(index);
         }
@@ -478,6 +486,7 @@ impl<S, P> Recovery<S, P> {
                 detail: &last.detail,
                 attempt: last.attempt,
                 target: last.target.as_deref(),
+                address: self.current.attempt.address(),
                 dialect: self.dialect,
                 attempt_dialect: self.current.attempt.dialect().unwrap_or(self.dialect),
                 request: &self.request,
@@ -498,7 +507,8 @@ impl<S, P> Recovery<S, P> {
                 timing,
             } => {
                 let number = self.next_number();
-                let attempt = Attempt::fallback(number, target, strategy.clone())
+                let attempt = Attempt::fallback(number, target.name(), strategy.clone())
+                    .at(target.address().clone())
                     .in_dialect(dialect.unwrap_or(self.dialect));
                 let timing = timing.over(self.config.timing());
                 self.current = InFlight::new(attempt, &self.span, timing);
@@ -558,27 +568,28 @@ impl<S, P> Recovery<S, P> {
 
     /// The client's request restarted on `target`, which the first attempt now goes to; `None`
     /// if the body cannot be rewritten (then it goes as it came).
-    fn restarted_on(&mut self, target: Arc<str>) -> Option<Request<Bytes>> {
+    fn restarted_on(&mut self, target: crate::target::Target) -> Option<Request<Bytes>> {
         self.read_index();
         let index = self.index.as_ref().expect("read above");
         let continuation = Continuation {
             text: "",
             kept_tokens: 0,
         };
-        let body = self
-            .dialect
-            .spec()
-            .rewrite(
-                self.request.body(),
+        let request = target
+            .request_for(
+                self.dialect,
+                &self.request,
                 index,
-                &target,
                 &Strategy::Restart,
                 &continuation,
             )
             .ok()?;
         let timing = self.current.timing;
-        self.current = InFlight::new(Attempt::first(Some(target)), &self.span, timing);
-        Some(replay::rebuild(&self.request, body))
+        let attempt = Attempt::first(Some(target.name().into()))
+            .at(target.address().clone())
+            .in_dialect(self.dialect);
+        self.current = InFlight::new(attempt, &self.span, timing);
+        Some(request)
     }
 
     /// Calls the inner service with `request` for the attempt in flight, after the wait its
@@ -635,6 +646,7 @@ impl<S, P> Recovery<S, P> {
                 detail: &detail,
                 attempt: self.current.attempt.number(),
                 target: self.current.attempt.target(),
+                address: self.current.attempt.address(),
                 dialect: self.dialect,
                 attempt_dialect: self.attempt_dialect(),
                 request: &self.request,
@@ -673,7 +685,8 @@ impl<S, P> Recovery<S, P> {
                 return None;
             }
         };
-        let attempt = Attempt::fallback(self.next_number(), target, Strategy::Restart)
+        let attempt = Attempt::fallback(self.next_number(), target.name(), Strategy::Restart)
+            .at(target.address().clone())
             .in_dialect(dialect.unwrap_or(self.dialect))
             .hedging();
         let mut hedge = InFlight::new(attempt, &self.span, timing.over(self.config.timing()));
@@ -727,7 +740,7 @@ impl<S, P> Recovery<S, P> {
         }
         tracing::info!(
             target: TARGET,
-            parent: &self.span,
+            parent: &self.current.span,
             {
                 midstream.rule = "hedge",
                 midstream.winner = self.current.attempt.number(),

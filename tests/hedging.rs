@@ -50,6 +50,8 @@ impl Reply {
             Dialect::Anthropic => (anthropic_text_stream(&ANSWER), 2),
             // the chunk with the role
             Dialect::OpenAi => (openai_text_stream(&ANSWER), 1),
+            // The model is in the body here: Gemini's is in the path.
+            Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
         };
         let steps = events_of(&stream)
             .into_iter()
@@ -75,6 +77,8 @@ impl Reply {
         let keep = match dialect {
             Dialect::Anthropic => 3,
             Dialect::OpenAi => 2,
+            // The model is in the body here: Gemini's is in the path.
+            Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
         };
         reply.steps.truncate(keep);
         reply
@@ -86,6 +90,8 @@ impl Reply {
         let keep = match dialect {
             Dialect::Anthropic => 2,
             Dialect::OpenAi => 1,
+            // The model is in the body here: Gemini's is in the path.
+            Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
         };
         reply.steps.truncate(keep);
         reply.hang = true;
@@ -305,6 +311,8 @@ async fn send(layer: MidStreamFallbackLayer<FallbackChain>, upstream: &Scripted)
     let body = match upstream.dialect {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
+        // The model is in the body here: Gemini's is in the path.
+        Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
     };
     let req = Request::post(path(upstream.dialect))
         .body(Full::new(Bytes::from(body.to_string())))
@@ -644,47 +652,30 @@ async fn a_cancelled_loser_is_no_failure_for_its_circuit() {
 
 #[tokio::test(start_paused = true)]
 async fn the_trace_says_that_a_hedge_started_and_which_attempt_won() {
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || Lines(writer.clone()))
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, as tracing caches per call site whether anyone listens: a subscriber of this
+    // test's thread alone would race the other tests'. Their lines are in it too: this test's
+    // hedge goes to a target no other test has.
+    let logs = support::global_logs::install(tracing::Level::INFO);
     let upstream = Scripted::new(Dialect::Anthropic).then(
         "primary",
         Reply::content_after(Dialect::Anthropic, secs(30)),
     );
-    let got = send(hedged(chain(&["fallback"])), &upstream).await;
+    let got = send(hedged(chain(&["traced"])), &upstream).await;
     assert_eq!(got.text(Dialect::Anthropic), ANSWER.concat());
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-    let started = logs
-        .lines()
-        .find(|l| l.contains("hedge started"))
-        .unwrap_or_else(|| panic!("{logs}"));
-    assert!(started.contains("midstream.rule=\"hedge\""), "{started}");
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = |message: &str| {
+        logs.lines()
+            .find(|l| l.contains(message) && l.contains(r#"gen_ai.request.model="traced""#))
+            .unwrap_or_else(|| panic!("no `{message}` line in the hedge's span:\n{logs}"))
+            .to_owned()
+    };
+    let started = line("hedge started");
+    assert!(started.contains(r#"midstream.rule="hedge""#), "{started}");
     assert!(started.contains("midstream.racing=1"), "{started}");
-    let won = logs
-        .lines()
-        .find(|l| l.contains("hedge race won"))
-        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(started.contains("midstream.hedge=true"), "{started}");
+    let won = line("hedge race won");
     assert!(
         won.contains("midstream.winner=2 midstream.winner_is_hedge=true midstream.loser=1"),
         "{won}"
     );
-}
-
-/// Log lines, kept for a test to read.
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -37,7 +37,7 @@ pub(crate) const WIRE: Wire = Wire {
         model: "model",
         messages: "messages",
         limits: &["max_tokens"],
-        extra: &["thinking"],
+        extra: &["thinking", "anthropic_version", "stream"],
     },
     stamps_every_event: false,
     terminal: "message_stop",
@@ -770,7 +770,6 @@ fn is_client_error(error_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewrite::Continuation;
 
     fn rw(body: &[u8], strategy: &Strategy, text: &str, kept: u32) -> Result<Value, RewriteError> {
         crate::rewrite::rewritten(&WIRE, body, "b", strategy, text, kept)
@@ -875,13 +874,7 @@ mod tests {
     #[test]
     fn restart_only_swaps_the_model() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-        let index = RequestIndex::read(body, &WIRE.request);
-        let cont = Continuation {
-            text: "Hello",
-            kept_tokens: 1,
-        };
-        let out = WIRE
-            .rewrite(body, &index, "b", &Strategy::Restart, &cont)
+        let out = crate::rewrite::rewritten_bytes(&WIRE, body, "b", &Strategy::Restart, "Hello", 1)
             .unwrap();
         assert_eq!(
             &out[..],

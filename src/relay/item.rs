@@ -137,6 +137,13 @@ pub(crate) enum Item {
     Error(InBand),
     /// A keep-alive (`ping`): proves the connection, not progress.
     KeepAlive,
+    /// The event carries something only this attempt's upstream may be shown (Gemini's
+    /// `continuationToken`, with which google-genai resumes a stream at that upstream by
+    /// itself): it never goes out as it came; the encoder writes its other items anew.
+    AttemptBound,
+    /// The stream takes a shape the core does not read (several candidates, Gemini's
+    /// `candidateCount` > 1): this event and the rest go out as they come, unwatched.
+    Unwatched,
     /// From here on the stream carries several answers at once (Chat `n > 1`, Gemini
     /// `candidateCount > 1`): its events then say only [`ChoiceStart`](Item::ChoiceStart),
     /// [`ChoiceContent`](Item::ChoiceContent) and [`ChoiceFinish`](Item::ChoiceFinish) of each

@@ -68,6 +68,24 @@ pub fn openai_text_stream(deltas: &[&str]) -> Bytes {
     Bytes::from(s)
 }
 
+/// A Gemini stream of `deltas`, as the API sends it (CRLF, usage on every chunk, the finish on
+/// the last text chunk).
+pub fn gemini_text_stream(deltas: &[&str]) -> Bytes {
+    let mut s = String::new();
+    for (i, d) in deltas.iter().enumerate() {
+        let mut candidate = json!({"content":{"parts":[{"text":d}],"role":"model"},"index":0});
+        if i + 1 == deltas.len() {
+            candidate["finishReason"] = json!("STOP");
+        }
+        let n = i + 1;
+        s.push_str(&format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates":[candidate],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":n,"totalTokenCount":5 + n},"modelVersion":"primary","responseId":"resp-primary"})
+        ));
+    }
+    Bytes::from(s)
+}
+
 /// A recorded stream from tests/fixtures.
 pub fn fixture(name: &str) -> Bytes {
     // From the crate's tests, or from the fuzz crate one level down.
@@ -164,6 +182,31 @@ pub const FIXTURES: &[Fixture] = &[
         thinking: false,
         usage: true,
     },
+    // Gemini's own API, recorded (see SOURCES.md).
+    Fixture {
+        name: "gemini_text.sse",
+        dialect: Dialect::Gemini,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "gemini_thoughts.sse",
+        dialect: Dialect::Gemini,
+        thinking: true,
+        usage: true,
+    },
+    Fixture {
+        name: "gemini_function_call.sse",
+        dialect: Dialect::Gemini,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "gemini_after_function_response.sse",
+        dialect: Dialect::Gemini,
+        thinking: false,
+        usage: true,
+    },
 ];
 
 /// A written stream that ends in an in-band error (see SOURCES.md), with the kind of error.
@@ -221,13 +264,20 @@ pub fn is_error_data(data: &str) -> bool {
 
 /// The events of an LF or CRLF stream, each with its blank line.
 pub fn events_of(bytes: &Bytes) -> Vec<Bytes> {
-    let crlf = bytes.windows(2).any(|w| w == b"\r\n");
-    let end: &[u8] = if crlf { b"\r\n\r\n" } else { b"\n\n" };
     let mut out = Vec::new();
     let mut at = 0;
-    while let Some(pos) = bytes[at..].windows(end.len()).position(|w| w == end) {
-        out.push(bytes.slice(at..at + pos + end.len()));
-        at += pos + end.len();
+    loop {
+        let rest = &bytes[at..];
+        let lf = rest.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+        let crlf = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4);
+        let Some(end) = [lf, crlf].into_iter().flatten().min() else {
+            break;
+        };
+        out.push(bytes.slice(at..at + end));
+        at += end;
     }
     out
 }
@@ -324,6 +374,30 @@ pub fn whole_of(dialect: Dialect, bytes: &Bytes) -> Whole {
             }
             whole.tools = tools;
         }
+        Dialect::Gemini => {
+            for ev in &events {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                for part in v["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(call) = part.get("functionCall") {
+                        whole.tools.push((
+                            call["name"].as_str().unwrap().into(),
+                            call["args"].to_string(),
+                        ));
+                    } else if part["thought"] == true {
+                        whole
+                            .thinking
+                            .get_or_insert_with(String::new)
+                            .push_str(part["text"].as_str().unwrap());
+                    } else if let Some(t) = part["text"].as_str() {
+                        whole.text.push_str(t);
+                    }
+                }
+            }
+        }
     }
     whole
 }
@@ -369,13 +443,22 @@ pub fn request_body(f: &Fixture) -> Value {
             }
             body
         }
+        Dialect::Gemini => {
+            let mut body = json!({"contents":[{"role":"user","parts":[{"text":"Please answer."}]}],"systemInstruction":{"parts":[{"text":"Be brief."}]},"generationConfig":{"maxOutputTokens":4096}});
+            if f.thinking {
+                body["generationConfig"]["thinkingConfig"] = json!({"includeThoughts": true});
+            }
+            body
+        }
     }
 }
 
+/// Where a request goes; a Gemini request names its model (`primary`) in the path.
 pub fn path(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Anthropic => "/v1/messages",
         Dialect::OpenAi => "/v1/chat/completions",
+        Dialect::Gemini => "/v1beta/models/primary:streamGenerateContent?alt=sse",
     }
 }
 
@@ -385,6 +468,7 @@ pub fn chain(dialect: Dialect, prefill: bool) -> FallbackChain {
         (false, _) => Prefill::None,
         (true, Dialect::Anthropic) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
+        (true, Dialect::Gemini) => Prefill::Assistant,
     };
     FallbackChain::new()
         .model("fallback", kind)
@@ -443,6 +527,7 @@ pub fn check(dialect: Dialect, usage: bool, bytes: &[u8]) -> Result<check::Answe
         Dialect::Anthropic => check::anthropic(&events),
         // As the openai Python SDK reads it: a blank line after an `id:` is an event.
         Dialect::OpenAi => check::openai(&check::parse_sse_as_openai_python(bytes), usage),
+        Dialect::Gemini => check::gemini(bytes, &events),
     }
 }
 
@@ -540,6 +625,10 @@ pub fn anthropic_request() -> Value {
     json!({"model":"primary","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Say hello."}]})
 }
 
+pub fn gemini_request() -> Value {
+    json!({"contents":[{"role":"user","parts":[{"text":"Say hello."}]}],"generationConfig":{"maxOutputTokens":100}})
+}
+
 pub fn openai_request() -> Value {
     json!({"model":"primary","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello."}]})
 }
@@ -553,11 +642,13 @@ pub fn broken_after(dialect: Dialect, all: &[&str], sent: usize) -> Upstream {
     let bytes = match dialect {
         Dialect::Anthropic => anthropic_text_stream(all),
         Dialect::OpenAi => openai_text_stream(all),
+        Dialect::Gemini => gemini_text_stream(all),
     };
     // message_start + block start, or the role chunk, come before the deltas.
     let lead = match dialect {
         Dialect::Anthropic => 2,
         Dialect::OpenAi => 1,
+        Dialect::Gemini => 0,
     };
     let events = events_of(&bytes);
     Upstream::new(dialect, whole).then(Scripted::Stream {
