@@ -257,7 +257,9 @@ impl<'a> Failure<'a> {
     ///
     /// Fails with a clear message when the body is not a request this dialect can rewrite
     /// (not JSON, no `messages` array, a prefill kind the dialect does not have, an address
-    /// the dialect has no place for...).
+    /// the dialect has no place for...), or when the request cannot be retried once the client
+    /// has part of the response (an OpenAI Responses request with `background: true`, whose
+    /// response goes on at the provider).
     pub fn rewrite(
         &self,
         target: impl Into<Target>,
@@ -321,6 +323,9 @@ impl<'a> Failure<'a> {
         target: &Target,
         strategy: &Strategy,
     ) -> Result<Request<Bytes>, RewriteError> {
+        self.dialect
+            .spec()
+            .check_retry(strategy, self.index, self.transcript)?;
         let continuation = Continuation {
             text: self.transcript.text(),
             kept_tokens: self.transcript.kept_tokens(),

@@ -895,6 +895,40 @@ fn config_errors_name_the_key() {
             GOOD.replace("prefill = \"assistant\"", "prefill = \"prefix\""),
             vec!["models[1]", "prefill"],
         ),
+        // Responses requests are not translated yet: a fallback across that line is refused,
+        // either way, naming both dialects.
+        (
+            format!(
+                "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
+                 base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
+                 upstream = \"responses\"\nfallbacks = [\"gpt-4o\"]\n"
+            ),
+            vec![
+                "models[3]",
+                "fallbacks[0]",
+                "openai-chat",
+                "openai-responses",
+                "not translated",
+            ],
+        ),
+        (
+            format!(
+                "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
+                 base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
+                 upstream = \"responses\"\n"
+            )
+            .replace(
+                "fallbacks = [\"claude-sonnet-4-5\"]",
+                "fallbacks = [\"claude-sonnet-4-5\", \"gpt-r\"]",
+            ),
+            vec![
+                "models[0]",
+                "fallbacks[1]",
+                "anthropic",
+                "openai-responses",
+                "not translated",
+            ],
+        ),
         (
             format!("[fallback]\nwhen_no_prefill = \"retry\"\n{GOOD}"),
             vec!["fallback.when_no_prefill", "instruction"],

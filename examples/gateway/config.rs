@@ -474,7 +474,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             err(
                 key("dialect"),
                 format!(
-                    "unknown dialect `{}`: expected \"anthropic\", \"openai-chat\" or \"gemini\"",
+                    "unknown dialect `{}`: expected \"anthropic\", \"openai-chat\", \"openai-responses\" or \"gemini\"",
                     u.dialect
                 ),
             )

@@ -36,6 +36,7 @@ pub(crate) const WIRE: Wire = Wire {
     request: RequestShape {
         model: "model",
         messages: "messages",
+        text_conversation: false,
         limits: &["max_tokens"],
         extra: &["thinking", "anthropic_version", "stream"],
     },
@@ -353,6 +354,7 @@ fn fast_text_delta(data: &[u8]) -> Option<FastText<'_>> {
         block,
         literal: std::str::from_utf8(literal).ok()?,
         plain: scanned.plain,
+        number: None,
     })
 }
 

@@ -47,6 +47,7 @@ pub(crate) const WIRE: Wire = Wire {
         // In the path: `…/models/{model}:streamGenerateContent`.
         model: "",
         messages: "contents",
+        text_conversation: false,
         // The API reads both spellings; the official SDK writes some keys in snake case.
         limits: &[
             "generationConfig.maxOutputTokens",
@@ -107,6 +108,7 @@ impl Decode for ChunkDecoder {
             block,
             literal: std::str::from_utf8(fitted.literal).ok()?,
             plain: fitted.plain,
+            number: None,
         })
     }
 

@@ -54,6 +54,7 @@ pub(crate) const WIRE: Wire = Wire {
     request: RequestShape {
         model: "model",
         messages: "messages",
+        text_conversation: false,
         limits: &["max_completion_tokens", "max_tokens"],
         extra: &["continue_final_message", "add_generation_prompt"],
     },
@@ -131,6 +132,7 @@ impl Decode for ChunkDecoder {
             block,
             literal: piece.literal,
             plain: piece.plain,
+            number: None,
         })
     }
 

@@ -144,6 +144,10 @@ pub(crate) enum Item {
     /// The stream takes a shape the core does not read (several candidates, Gemini's
     /// `candidateCount` > 1): this event and the rest go out as they come, unwatched.
     Unwatched,
+    /// An event that only restates what earlier events of its block said (the Responses
+    /// API's `.done` events carry whole values): nothing goes out for it; the encoder writes
+    /// its own, from what the client has, when the block closes.
+    Restated,
     /// From here on the stream carries several answers at once (Chat `n > 1`, Gemini
     /// `candidateCount > 1`): its events then say only [`ChoiceStart`](Item::ChoiceStart),
     /// [`ChoiceContent`](Item::ChoiceContent) and [`ChoiceFinish`](Item::ChoiceFinish) of each

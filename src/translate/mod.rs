@@ -80,6 +80,8 @@ impl Dialect {
     ///
     /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
+    /// // Not yet: the Responses API's requests.
+    /// assert!(!Dialect::OPENAI_RESPONSES.translates_to(Dialect::OPENAI_CHAT));
     /// ```
     pub fn translates_to(self, to: Dialect) -> bool {
         self == to || (format(self).is_some() && format(to).is_some())
