@@ -50,8 +50,10 @@ impl Reply {
             Dialect::Anthropic => (anthropic_text_stream(&ANSWER), 2),
             // the chunk with the role
             Dialect::OpenAi => (openai_text_stream(&ANSWER), 1),
-            // The model is in the body here: Gemini's is in the path.
-            Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
+            // Two dialects suffice here (Gemini names its model in the path).
+            Dialect::Gemini | Dialect::Responses => {
+                unreachable!("these scripts speak Anthropic and Chat")
+            }
         };
         let steps = events_of(&stream)
             .into_iter()
@@ -77,8 +79,10 @@ impl Reply {
         let keep = match dialect {
             Dialect::Anthropic => 3,
             Dialect::OpenAi => 2,
-            // The model is in the body here: Gemini's is in the path.
-            Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
+            // Two dialects suffice here (Gemini names its model in the path).
+            Dialect::Gemini | Dialect::Responses => {
+                unreachable!("these scripts speak Anthropic and Chat")
+            }
         };
         reply.steps.truncate(keep);
         reply
@@ -90,8 +94,10 @@ impl Reply {
         let keep = match dialect {
             Dialect::Anthropic => 2,
             Dialect::OpenAi => 1,
-            // The model is in the body here: Gemini's is in the path.
-            Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
+            // Two dialects suffice here (Gemini names its model in the path).
+            Dialect::Gemini | Dialect::Responses => {
+                unreachable!("these scripts speak Anthropic and Chat")
+            }
         };
         reply.steps.truncate(keep);
         reply.hang = true;
@@ -311,8 +317,10 @@ async fn send(layer: MidStreamFallbackLayer<FallbackChain>, upstream: &Scripted)
     let body = match upstream.dialect {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
-        // The model is in the body here: Gemini's is in the path.
-        Dialect::Gemini => unreachable!("these scripts speak Anthropic and Chat"),
+        // Two dialects suffice here (Gemini names its model in the path).
+        Dialect::Gemini | Dialect::Responses => {
+            unreachable!("these scripts speak Anthropic and Chat")
+        }
     };
     let req = Request::post(path(upstream.dialect))
         .body(Full::new(Bytes::from(body.to_string())))
