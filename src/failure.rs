@@ -41,12 +41,22 @@ pub struct Failure<'a> {
     pub(crate) index: &'a RequestIndex,
     pub(crate) transcript: &'a Transcript,
     pub(crate) history: &'a [AttemptError],
+    /// Asked for a hedge: the attempt has not failed, it is slow to start.
+    pub(crate) hedge: bool,
 }
 
 impl<'a> Failure<'a> {
     /// A failure made by hand, for a planner's unit tests: see [`FailureBuilder`].
     pub fn builder(dialect: Dialect, request: Request<Bytes>) -> FailureBuilder {
         FailureBuilder::new(dialect, request)
+    }
+
+    /// Whether the planner is asked for a hedge rather than about a failure: the attempt
+    /// (still in flight) has sent no content within its hedge delay, and a restart on the
+    /// target planned now races it (the class is then [`FailureClass::Stall`]). A plan that
+    /// is not a restart, or gives up, means no hedge.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
     }
 
     /// What kind of failure it was.
@@ -406,6 +416,7 @@ pub struct FailureBuilder {
     transcript: Transcript,
     /// Earlier attempts, then the one that failed.
     history: Vec<AttemptError>,
+    hedge: bool,
 }
 
 impl FailureBuilder {
@@ -419,6 +430,7 @@ impl FailureBuilder {
             detail: "connection reset".into(),
             error_type: None,
             retry_after: None,
+            hedge: false,
         };
         FailureBuilder {
             dialect,
@@ -428,6 +440,7 @@ impl FailureBuilder {
             index,
             transcript: Transcript::new(usize::MAX),
             history: vec![failed],
+            hedge: false,
         }
     }
 
@@ -440,6 +453,12 @@ impl FailureBuilder {
     /// How the attempt failed (default: [`FailureClass::Transport`]).
     pub fn class(mut self, class: FailureClass) -> Self {
         self.failed().class = class;
+        self
+    }
+
+    /// Asks for a hedge beside the attempt instead (see [`Failure::is_hedge`]).
+    pub fn hedge(mut self) -> Self {
+        self.hedge = true;
         self
     }
 
@@ -485,6 +504,7 @@ impl FailureBuilder {
             detail: class.to_string().into(),
             error_type: None,
             retry_after: None,
+            hedge: false,
         };
         self.history.insert(at, earlier);
         for (n, attempt) in self.history.iter_mut().enumerate() {
@@ -545,6 +565,7 @@ impl FailureBuilder {
             index: &self.index,
             transcript: &self.transcript,
             history: &self.history,
+            hedge: self.hedge,
         }
     }
 }

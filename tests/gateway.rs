@@ -785,6 +785,38 @@ fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
 }
 
 #[test]
+fn hedging_is_off_by_default_and_its_delay_is_set_per_layer_and_per_model() {
+    let defaults = config::parse(GOOD, &|_| None).unwrap();
+    assert_eq!(defaults.fallback.policy.hedge_after, None);
+    assert_eq!(defaults.models[0].hedge_after, None);
+    let text = format!(
+        "[fallback]\nhedge_after_ms = 1500\n{}",
+        GOOD.replace(
+            "fallbacks = [\"claude-sonnet-4-5\"]",
+            "fallbacks = [\"claude-sonnet-4-5\"]\nhedge_after_ms = 0",
+        )
+    );
+    let set = config::parse(&text, &|_| None).unwrap();
+    assert_eq!(
+        set.fallback.policy.hedge_after,
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        set.models[0].hedge_after,
+        Some(None),
+        "0: never, for this model"
+    );
+    let chain = set.chain();
+    assert_eq!(
+        chain.target_of("claude-sonnet-4-6").unwrap(),
+        &tower_midstream::Target::new("claude-sonnet-4-6")
+            .hedge_after(None)
+            .dialect(tower_midstream::Dialect::ANTHROPIC_MESSAGES)
+    );
+    let _ = set.layer();
+}
+
+#[test]
 fn the_attempt_policy_keys_have_careful_defaults_and_reach_the_chain() {
     let defaults = config::parse(GOOD, &|_| None).unwrap();
     let policy = &defaults.fallback.policy;
