@@ -1646,3 +1646,33 @@ fn vertex_and_gemini_config_errors_name_the_key() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_responses_stream_that_breaks_completes_on_a_fallback_through_the_gateway() {
+    let gw = start().await;
+    let body = json!({"model": demo::RESPONSES_PRIMARY, "stream": true, "input": "Say hello."});
+    let reply = gw.send("/v1/responses", &[], body.to_string()).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(reply.bytes())
+    );
+    let answer = support::check(support::Dialect::Responses, true, reply.bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The Responses API has no prefill: the string input opens an array, then the partial
+    // answer as an assistant item and the instruction as a user item, at the same endpoint.
+    let calls = gw.calls_to(GPT_NO_PREFIX);
+    assert_eq!(calls.len(), 1);
+    assert!(
+        calls[0].path.ends_with("/v1/responses"),
+        "{}",
+        calls[0].path
+    );
+    let input = calls[0].body["input"].as_array().unwrap();
+    assert_eq!(input.len(), 3, "{input:?}");
+    assert_eq!(input[1]["role"], "assistant");
+    assert_eq!(input[2]["role"], "user");
+}

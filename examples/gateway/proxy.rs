@@ -401,7 +401,7 @@ impl Router {
         let path = parts.uri.path();
         let named_in_path = !matches!(
             path,
-            "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions"
+            "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions" | "/v1/responses"
         );
         let model = if named_in_path {
             match endpoint.model_in_path(path) {
