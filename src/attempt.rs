@@ -220,11 +220,17 @@ impl Attempt {
         self.strategy.is_none()
     }
 
-    /// Whether this attempt races another one still in flight. Always false for now: reserved
-    /// for hedged requests, so that inner services and observers can tell them apart once
-    /// they exist.
+    /// Whether this attempt is a hedge: started beside another that had sent no content
+    /// within its hedge delay, to race it (see
+    /// [`hedge_after`](crate::MidStreamFallbackLayer::hedge_after)).
     pub fn is_hedge(&self) -> bool {
         self.hedge
+    }
+
+    /// The same attempt, as a hedge racing another.
+    pub(crate) fn hedging(mut self) -> Self {
+        self.hedge = true;
+        self
     }
 
     /// The strategy as a label for logs and metrics: `original` for the first attempt, else

@@ -195,8 +195,9 @@ impl FallbackChain {
         self
     }
 
-    /// How many same-target retries all requests together may make per window (default:
-    /// [`RetryBudget::default`]); past it, failures move on to the next target at once.
+    /// How many same-target retries (and hedges) all requests together may make per window
+    /// (default: [`RetryBudget::default`]); past it, failures move on to the next target at
+    /// once, and a slow attempt gets no hedge.
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
         Arc::make_mut(&mut self.shared).budget = Arc::new(budget);
         self
@@ -482,7 +483,18 @@ impl RetryPlanner for FallbackChain {
         circuits.record(target, success);
     }
 
+    /// A hedge ([`Failure::is_hedge`]) is the model's next fallback as a restart, like a
+    /// failure before the stream; it takes one retry from the [budget](Self::retry_budget)
+    /// (none left: no hedge), and its circuit is asked like any attempt's.
     fn plan(&mut self, failure: &Failure<'_>) -> Plan {
+        if failure.is_hedge() && !self.shared.budget.withdraw() {
+            tracing::warn!(
+                target: TARGET,
+                { midstream.rule = "retry_budget" },
+                "the retry budget is spent: no hedge"
+            );
+            return Plan::give_up("the retry budget is spent");
+        }
         let instead = match self.shared.when_no_prefill {
             WhenNoPrefill::Restart => Strategy::Restart,
             WhenNoPrefill::Instruction | WhenNoPrefill::Error => self.instruction_strategy(),

@@ -41,12 +41,22 @@ pub struct Failure<'a> {
     pub(crate) index: &'a RequestIndex,
     pub(crate) transcript: &'a Transcript,
     pub(crate) history: &'a [AttemptError],
+    /// Asked for a hedge: the attempt has not failed, it is slow to start.
+    pub(crate) hedge: bool,
 }
 
 impl<'a> Failure<'a> {
     /// A failure made by hand, for a planner's unit tests: see [`FailureBuilder`].
     pub fn builder(dialect: Dialect, request: Request<Bytes>) -> FailureBuilder {
         FailureBuilder::new(dialect, request)
+    }
+
+    /// Whether the planner is asked for a hedge rather than about a failure: the attempt
+    /// (still in flight) has sent no content within its hedge delay, and a restart on the
+    /// target planned now races it (the class is then [`FailureClass::Stall`]). A plan that
+    /// is not a restart, or gives up, means no hedge.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
     }
 
     /// What kind of failure it was.
@@ -247,7 +257,9 @@ impl<'a> Failure<'a> {
     ///
     /// Fails with a clear message when the body is not a request this dialect can rewrite
     /// (not JSON, no `messages` array, a prefill kind the dialect does not have, an address
-    /// the dialect has no place for...).
+    /// the dialect has no place for...), or when the request cannot be retried once the client
+    /// has part of the response (an OpenAI Responses request with `background: true`, whose
+    /// response goes on at the provider).
     pub fn rewrite(
         &self,
         target: impl Into<Target>,
@@ -311,6 +323,9 @@ impl<'a> Failure<'a> {
         target: &Target,
         strategy: &Strategy,
     ) -> Result<Request<Bytes>, RewriteError> {
+        self.dialect
+            .spec()
+            .check_retry(strategy, self.index, self.transcript)?;
         let continuation = Continuation {
             text: self.transcript.text(),
             kept_tokens: self.transcript.kept_tokens(),
@@ -401,6 +416,7 @@ pub struct FailureBuilder {
     transcript: Transcript,
     /// Earlier attempts, then the one that failed.
     history: Vec<AttemptError>,
+    hedge: bool,
 }
 
 impl FailureBuilder {
@@ -414,6 +430,7 @@ impl FailureBuilder {
             detail: "connection reset".into(),
             error_type: None,
             retry_after: None,
+            hedge: false,
         };
         FailureBuilder {
             dialect,
@@ -423,6 +440,7 @@ impl FailureBuilder {
             index,
             transcript: Transcript::new(usize::MAX),
             history: vec![failed],
+            hedge: false,
         }
     }
 
@@ -435,6 +453,12 @@ impl FailureBuilder {
     /// How the attempt failed (default: [`FailureClass::Transport`]).
     pub fn class(mut self, class: FailureClass) -> Self {
         self.failed().class = class;
+        self
+    }
+
+    /// Asks for a hedge beside the attempt instead (see [`Failure::is_hedge`]).
+    pub fn hedge(mut self) -> Self {
+        self.hedge = true;
         self
     }
 
@@ -480,6 +504,7 @@ impl FailureBuilder {
             detail: class.to_string().into(),
             error_type: None,
             retry_after: None,
+            hedge: false,
         };
         self.history.insert(at, earlier);
         for (n, attempt) in self.history.iter_mut().enumerate() {
@@ -540,6 +565,7 @@ impl FailureBuilder {
             index: &self.index,
             transcript: &self.transcript,
             history: &self.history,
+            hedge: self.hedge,
         }
     }
 }

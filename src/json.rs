@@ -182,6 +182,9 @@ pub(crate) struct RequestShape {
     pub(crate) model: &'static str,
     /// The conversation, an array of messages (`messages`).
     pub(crate) messages: &'static str,
+    /// The conversation may also be one string (Responses' `input`), which
+    /// [`Rules::text_turn`](crate::dialect::Rules::text_turn) writes as a turn.
+    pub(crate) text_conversation: bool,
     /// Token limits, each shrunk by what was already generated when an answer is continued.
     pub(crate) limits: &'static [&'static str],
     /// Other keys the dialect reads or sets (Anthropic's `thinking`, vLLM's flags).
@@ -222,6 +225,8 @@ pub(crate) struct Member {
 pub(crate) struct Messages {
     pub(crate) last: Option<Range<usize>>,
     pub(crate) last_role: Option<String>,
+    /// The conversation is one string, here (Responses' `input: "..."`), not an array.
+    pub(crate) text: Option<Range<usize>>,
 }
 
 impl RequestIndex {
@@ -329,6 +334,9 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
         #[serde(borrow)]
         role: Option<std::borrow::Cow<'a, str>>,
     }
+    if messages.as_ref().is_some_and(|m| m.text) && !shape.text_conversation {
+        return Err(format!("`{}` is a string, not an array", shape.messages));
+    }
     let at = |raw: &RawValue| span(body, raw);
     let member = |value: Range<usize>| -> Result<Member, String> {
         let start = member_start(body, value.start)
@@ -370,6 +378,19 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
             fields.push((*name, member(value_span)?, value.into()));
         }
     }
+    // A conversation given as one string: its span, read in a second pass (rare, and the
+    // visitor of the first cannot see where a string lies).
+    let text = match &messages {
+        Some(m) if m.text => {
+            let body = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+            let [raw] = members(body, [shape.messages]).ok_or("unreadable")?;
+            raw.map(|raw| {
+                let start = raw.as_ptr() as usize - body.as_ptr() as usize;
+                start..start + raw.len()
+            })
+        }
+        _ => None,
+    };
     Ok(RequestIndex {
         unusable: None,
         model: model.map(|m| member(at(m))).transpose()?,
@@ -382,6 +403,7 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
                 .and_then(|m| serde_json::from_str::<Role<'_>>(m.get()).ok())
                 .and_then(|r| r.role)
                 .map(|r| r.into_owned()),
+            text,
         }),
         fields,
     })
@@ -430,11 +452,13 @@ pub(crate) fn span(src: &[u8], raw: &RawValue) -> Range<usize> {
     start..start + raw.get().len()
 }
 
-/// The elements of a JSON array, read in one pass: how many, and the last one unparsed.
+/// The elements of a JSON array, read in one pass: how many, and the last one unparsed; or a
+/// string in the array's place (`text`).
 #[derive(Debug)]
 pub(crate) struct LastOf<'a> {
     pub(crate) count: usize,
     pub(crate) last: Option<&'a RawValue>,
+    pub(crate) text: bool,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for LastOf<'a> {
@@ -443,12 +467,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for LastOf<'a> {
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
             type Value = LastOf<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array")
+                f.write_str("an array or a string")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<LastOf<'a>, E> {
+                Ok(LastOf {
+                    count: 0,
+                    last: None,
+                    text: true,
+                })
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LastOf<'a>, A::Error> {
                 let mut out = LastOf {
                     count: 0,
                     last: None,
+                    text: false,
                 };
                 while let Some(item) = seq.next_element::<&'de RawValue>()? {
                     out.count += 1;
@@ -457,7 +489,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for LastOf<'a> {
                 Ok(out)
             }
         }
-        d.deserialize_seq(V(PhantomData))
+        d.deserialize_any(V(PhantomData))
     }
 }
 
@@ -504,6 +536,57 @@ pub(crate) fn members<'a, const N: usize>(
     let out = Members(keys).deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(out)
+}
+
+/// The object `json` with some of its members changed: each edit sets a key to a raw JSON
+/// value (`Some`, added at the end when the key is absent) or removes it (`None`). Every other
+/// member is kept as it came, in its order. `None` when `json` is not one valid object or names
+/// a key twice.
+pub(crate) fn patch_members(json: &str, edits: &[(&str, Option<&str>)]) -> Option<String> {
+    struct All;
+    impl<'de> Visitor<'de> for All {
+        type Value = Vec<(std::borrow::Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out: Self::Value = Vec::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if out.iter().any(|(k, _)| *k == key) {
+                    return Err(serde::de::Error::custom("a key twice"));
+                }
+                out.push((key, map.next_value()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    let members = de.deserialize_map(All).ok()?;
+    de.end().ok()?;
+    let mut out = Vec::with_capacity(json.len() + 64);
+    out.push(b'{');
+    fn member(out: &mut Vec<u8>, key: &str, value: &str) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+    }
+    for (key, value) in &members {
+        match edits.iter().find(|(k, _)| k == key) {
+            Some((_, Some(new))) => member(&mut out, key, new),
+            Some((_, None)) => {}
+            None => member(&mut out, key, value.get()),
+        }
+    }
+    for (key, value) in edits {
+        if let (Some(value), false) = (value, members.iter().any(|(k, _)| k == key)) {
+            member(&mut out, key, value);
+        }
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
 }
 
 /// Which of the keys a member's key is, read without allocating (escaped keys included).
@@ -826,6 +909,7 @@ mod tests {
     const SHAPE: RequestShape = RequestShape {
         model: "model",
         messages: "contents",
+        text_conversation: false,
         limits: &["generationConfig.maxOutputTokens", "max_tokens"],
         extra: &["continuationToken", "a.b.c"],
     };
@@ -895,6 +979,41 @@ mod tests {
             s.remove(index.model.as_ref().unwrap());
             assert_eq!(&s.finish()[..], want, "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn patched_members_keep_the_rest_as_it_came_in_its_order() {
+        let json = r#"{"z":1, "a":{"b" : [2]},"m":"x"}"#;
+        assert_eq!(
+            patch_members(json, &[("a", Some("3")), ("m", None), ("n", Some("null"))]).as_deref(),
+            Some(r#"{"z":1,"a":3,"n":null}"#)
+        );
+        assert_eq!(
+            patch_members(json, &[]).as_deref(),
+            Some(r#"{"z":1,"a":{"b" : [2]},"m":"x"}"#)
+        );
+        for bad in [r#"{"a":1,"a":2}"#, "[1]", r#"{"a":1"#, r#"{"a":1} x"#] {
+            assert_eq!(patch_members(bad, &[]), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_conversation_may_be_one_string_where_the_dialect_allows_it() {
+        static SHAPE: RequestShape = RequestShape {
+            model: "model",
+            messages: "input",
+            text_conversation: true,
+            limits: &[],
+            extra: &[],
+        };
+        let body = br#"{"model":"m","input":"Say \"hi\"","x":1}"#;
+        let index = RequestIndex::read(body, &SHAPE);
+        assert!(index.unusable.is_none(), "{:?}", index.unusable);
+        let messages = index.messages.unwrap();
+        assert_eq!(&body[messages.text.unwrap()], br#""Say \"hi\"""#);
+        assert!(messages.last.is_none());
+        let index = RequestIndex::read(br#"{"model":"m","input":7}"#, &SHAPE);
+        assert!(index.unusable.is_some());
     }
 
     #[test]

@@ -40,8 +40,8 @@
 //!
 //! # What is watched
 //!
-//! A `POST` whose path ends in `/messages` (Anthropic Messages) or `/chat/completions` (OpenAI
-//! Chat Completions), unless fixed otherwise with [`MidStreamFallbackLayer::dialect`] or a
+//! A `POST` whose path ends in `/messages` (Anthropic Messages), `/chat/completions` (OpenAI
+//! Chat Completions) or `/responses` (the OpenAI Responses API), unless fixed otherwise with [`MidStreamFallbackLayer::dialect`] or a
 //! [`Dialect`] in the request's extensions. Its body is collected once (up to
 //! [`max_request_bytes`](MidStreamFallbackLayer::max_request_bytes)) and replayed by refcount
 //! for every attempt. A successful response that is not `text/event-stream` passes through
@@ -199,6 +199,9 @@
 //! * Claude on Vertex AI ([`Address::vertex`]) speaks Anthropic
 //!   Messages: a Chat client's request is translated for it and placed in its path; a request a
 //!   client sent to a Vertex path (with its `anthropic_version`) does not cross to Chat.
+//! * The OpenAI Responses API, either way: its requests are not translated yet, so a Responses
+//!   client's fallbacks must speak Responses, and a Responses target is passed over for a
+//!   client of another dialect ([`Dialect::translates_to`] says which pairs translate).
 //!
 //! A client error (HTTP 4xx, in-band) from a target of another dialect answers the translation,
 //! not the client's request: the next fallback is tried. A fallback's tool call whose arguments

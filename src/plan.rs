@@ -127,6 +127,13 @@ impl First {
         self.timing.idle = Some(idle.into());
         self
     }
+
+    /// Its hedge delay, instead of the layer's
+    /// ([`hedge_after`](crate::MidStreamFallbackLayer::hedge_after); `None`: no hedge).
+    pub fn hedge_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        self.timing.hedge = Some(delay.into());
+        self
+    }
 }
 
 /// What a planner is told before the first attempt.
@@ -175,6 +182,7 @@ pub(crate) enum PlanKind {
 pub(crate) struct Deadlines {
     pub(crate) first_token: Option<Option<Duration>>,
     pub(crate) idle: Option<Option<Duration>>,
+    pub(crate) hedge: Option<Option<Duration>>,
 }
 
 impl Deadlines {
@@ -183,12 +191,13 @@ impl Deadlines {
         Deadlines {
             first_token: other.first_token.or(self.first_token),
             idle: other.idle.or(self.idle),
+            hedge: other.hedge.or(self.hedge),
         }
     }
 
     /// Whether it sets any deadline.
     pub(crate) fn any(&self) -> bool {
-        self.first_token.is_some() || self.idle.is_some()
+        self.first_token.is_some() || self.idle.is_some() || self.hedge.is_some()
     }
 
     /// These deadlines over `timing`, the layer's.
@@ -198,6 +207,9 @@ impl Deadlines {
         }
         if let Some(idle) = self.idle {
             timing.idle = idle;
+        }
+        if let Some(hedge) = self.hedge {
+            timing.hedge = hedge;
         }
         timing
     }
@@ -280,6 +292,15 @@ impl Plan {
     pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
         if let PlanKind::Retry { timing, .. } = &mut self.0 {
             timing.idle = Some(idle.into());
+        }
+        self
+    }
+
+    /// The retry's hedge delay, instead of the layer's
+    /// ([`hedge_after`](crate::MidStreamFallbackLayer::hedge_after); `None`: no hedge).
+    pub fn hedge_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            timing.hedge = Some(delay.into());
         }
         self
     }

@@ -11,6 +11,7 @@ use crate::address::Placement;
 use crate::dialect::Wire;
 use crate::json::{to_vec, RequestIndex, Splice};
 use crate::strategy::{RewriteError, Strategy};
+use crate::transcript::Transcript;
 
 /// The part of the answer a rewritten request continues from.
 #[derive(Debug)]
@@ -20,6 +21,18 @@ pub(crate) struct Continuation<'a> {
 }
 
 impl Wire {
+    /// Why this request cannot be retried as `strategy` once the client has `transcript`, if a
+    /// retry of any kind would break what the client or the provider keeps (Responses:
+    /// `background`, or an answer longer than the transcript keeps).
+    pub(crate) fn check_retry(
+        &self,
+        strategy: &Strategy,
+        index: &RequestIndex,
+        transcript: &Transcript,
+    ) -> Result<(), RewriteError> {
+        self.rules.check_retry(strategy, index, transcript)
+    }
+
     /// The body for the next attempt, in this format: `body` with its model placed as
     /// `placement` says and the answer so far carried as `strategy` says.
     pub(crate) fn rewrite(
@@ -41,9 +54,13 @@ impl Wire {
         let messages = index.messages.as_ref().ok_or_else(|| {
             RewriteError::new(format!("the request has no `{}` array", shape.messages))
         })?;
-        let last = messages.last.clone().ok_or_else(|| {
-            RewriteError::new(format!("the request's `{}` array is empty", shape.messages))
-        })?;
+        if messages.text.is_none() && messages.last.is_none() {
+            // Even a restart needs a conversation to send.
+            return Err(RewriteError::new(format!(
+                "the request's `{}` array is empty",
+                shape.messages
+            )));
+        }
         let mut splice = Splice::new(body);
         placement.edit_body(&mut splice, index, shape.model)?;
         for key in self.rules.attempt_bound_keys() {
@@ -61,33 +78,66 @@ impl Wire {
             return Ok(splice.finish());
         }
         self.rules.check_continuation(strategy, index)?;
-        let role = messages
-            .last_role
-            .as_deref()
-            .ok_or_else(|| RewriteError::new("the last message has no `role`"))?;
-        let flag = self.rules.prefill_flag(strategy);
         // The client may have prefilled the answer itself: then the partial answer continues
-        // its own assistant message instead of following it.
-        let own_prefill = role == self.rules.assistant_role();
-        let mut added = if own_prefill {
-            let message = body
-                .get(last.clone())
-                .ok_or_else(|| RewriteError::new("the last message is out of the body"))?;
-            self.extend_assistant(message, partial, flag)?
-        } else {
-            self.rules.assistant_turn(partial, flag)
+        // its own assistant message instead of following it (where the format continues one).
+        let own_prefill = match (&messages.last, self.rules.extends_own_prefill()) {
+            (Some(_), true) => {
+                let role = messages
+                    .last_role
+                    .as_deref()
+                    .ok_or_else(|| RewriteError::new("the last message has no `role`"))?;
+                role == self.rules.assistant_role()
+            }
+            _ => false,
+        };
+        let flag = self.rules.prefill_flag(strategy);
+        let mut added = match (&messages.last, own_prefill) {
+            (Some(last), true) => {
+                let message = body
+                    .get(last.clone())
+                    .ok_or_else(|| RewriteError::new("the last message is out of the body"))?;
+                self.extend_assistant(message, partial, flag)?
+            }
+            _ => self.rules.assistant_turn(partial, flag),
         };
         if let Strategy::Instruction(text) = strategy {
             added.push(b',');
             added.extend_from_slice(&self.rules.user_turn(text));
         }
-        if own_prefill {
-            splice.replace(last, added);
-        } else {
-            let mut with = Vec::with_capacity(added.len() + 1);
-            with.push(b',');
-            with.extend_from_slice(&added);
-            splice.insert(last.end, with);
+        match (&messages.text, &messages.last) {
+            // One string: it becomes the opening turn of an array that goes on with the rest.
+            (Some(text), _) => {
+                let literal = body
+                    .get(text.clone())
+                    .and_then(|t| std::str::from_utf8(t).ok())
+                    .ok_or_else(|| RewriteError::new("the conversation is out of the body"))?;
+                let turn = self.rules.text_turn(literal).ok_or_else(|| {
+                    RewriteError::new(format!(
+                        "the request's `{}` is not an array",
+                        shape.messages
+                    ))
+                })?;
+                let mut with = Vec::with_capacity(turn.len() + added.len() + 3);
+                with.push(b'[');
+                with.extend_from_slice(&turn);
+                with.push(b',');
+                with.extend_from_slice(&added);
+                with.push(b']');
+                splice.replace(text.clone(), with);
+            }
+            (None, Some(last)) if own_prefill => splice.replace(last.clone(), added),
+            (None, Some(last)) => {
+                let mut with = Vec::with_capacity(added.len() + 1);
+                with.push(b',');
+                with.extend_from_slice(&added);
+                splice.insert(last.end, with);
+            }
+            (None, None) => {
+                return Err(RewriteError::new(format!(
+                    "the request's `{}` array is empty",
+                    shape.messages
+                )))
+            }
         }
         for (key, value) in self.rules.continuation_flags(strategy) {
             match index.field(key) {

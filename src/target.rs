@@ -87,6 +87,14 @@ impl Target {
         self
     }
 
+    /// Its attempts' hedge delay, instead of the layer's
+    /// ([`hedge_after`](crate::MidStreamFallbackLayer::hedge_after); `None`: never hedged): a
+    /// model known to be slow to start wants a longer one, or none.
+    pub fn hedge_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        self.deadlines.hedge = Some(delay.into());
+        self
+    }
+
     /// Its deadlines, where they differ from the layer's.
     pub(crate) fn deadlines(&self) -> Deadlines {
         self.deadlines

@@ -181,6 +181,7 @@ async fn when_every_attempt_fails_the_client_hears_of_the_original_failure_and_r
             Dialect::Anthropic => anthropic_text_stream(&HELLO),
             Dialect::OpenAi => openai_text_stream(&HELLO),
             Dialect::Gemini => gemini_text_stream(&HELLO),
+            Dialect::Responses => unreachable!("not in this loop"),
         };
         let lead = if dialect == Dialect::Anthropic { 3 } else { 2 };
         let upstream = Upstream::new(dialect, whole)
@@ -223,6 +224,7 @@ async fn when_every_attempt_fails_the_client_hears_of_the_original_failure_and_r
             Dialect::Anthropic => check::anthropic(&events).unwrap(),
             Dialect::OpenAi => check::openai(&events, true).unwrap(),
             Dialect::Gemini => check::gemini(&out.bytes, &events).unwrap(),
+            Dialect::Responses => unreachable!("not in this loop"),
         };
         let message = got.error.expect("an error event");
         let original = if dialect == Dialect::Anthropic {
@@ -385,7 +387,7 @@ async fn an_oversized_request_gets_a_413_in_its_dialect_and_no_upstream_call() {
         json!({"model":"primary","messages":[{"role":"user","content":"x".repeat(5000)}]})
             .to_string(),
     );
-    for dialect in [Dialect::Anthropic, Dialect::OpenAi] {
+    for dialect in [Dialect::Anthropic, Dialect::OpenAi, Dialect::Responses] {
         // Known in advance (content length) and found while reading (chunks of unknown size).
         for announced in [true, false] {
             let upstream = Upstream::new(dialect, Whole::default());
@@ -410,7 +412,7 @@ async fn an_oversized_request_gets_a_413_in_its_dialect_and_no_upstream_call() {
                     assert_eq!(body["error"]["type"], "request_too_large");
                     body["error"]["message"].as_str().unwrap().to_owned()
                 }
-                Dialect::OpenAi => {
+                Dialect::OpenAi | Dialect::Responses => {
                     assert_eq!(body["error"]["code"], "request_too_large");
                     body["error"]["message"].as_str().unwrap().to_owned()
                 }

@@ -12,11 +12,17 @@ use serde_json::{json, Value};
 use support::*;
 use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Target};
 
+/// The Responses API's pairs are not in this matrix yet: no case here uses it.
+fn not_translated() -> ! {
+    unreachable!("the Responses API's pairs are not in this matrix")
+}
+
 fn other(dialect: Dialect) -> Dialect {
     match dialect {
         Dialect::Anthropic => Dialect::OpenAi,
         Dialect::OpenAi => Dialect::Anthropic,
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Responses => not_translated(),
     }
 }
 
@@ -25,6 +31,7 @@ fn wire(dialect: Dialect) -> tower_midstream::Dialect {
         Dialect::Anthropic => tower_midstream::Dialect::ANTHROPIC_MESSAGES,
         Dialect::OpenAi => tower_midstream::Dialect::OPENAI_CHAT,
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Responses => not_translated(),
     }
 }
 
@@ -35,6 +42,7 @@ fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
         (true, Dialect::Anthropic) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
         (true, Dialect::Gemini) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        (_, Dialect::Responses) => not_translated(),
     }
 }
 
@@ -57,6 +65,7 @@ fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
         (Dialect::OpenAi, false) => "stop",
         (Dialect::OpenAi, true) => "tool_calls",
         (Dialect::Gemini, _) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        (Dialect::Responses, _) => not_translated(),
     }
 }
 
@@ -71,6 +80,7 @@ fn valid_id(dialect: Dialect, id: &str) -> bool {
         }
         Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Responses => not_translated(),
     }
 }
 
@@ -131,6 +141,7 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
                     && body.get("system").is_none()
             }
             Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+            Dialect::Responses => not_translated(),
         };
         if !shaped || body["stream"] != true {
             return Err(format!("a fallback call is not a {to:?} request: {body}"));
@@ -149,9 +160,10 @@ fn trailing_assistant(call: &upstream::Call) -> bool {
 /// The recorded streams a fallback of the other dialect can continue (a request asking for
 /// extended thinking is never sent there; a refusal, whose stop reason depends on which
 /// dialect's model gave it, has tests of its own; Gemini's pairs are tests/cross_gemini.rs's).
+/// Responses streams are not translated yet.
 fn fixtures() -> impl Iterator<Item = &'static Fixture> {
     FIXTURES.iter().filter(|f| {
-        f.dialect != Dialect::Gemini
+        !matches!(f.dialect, Dialect::Gemini | Dialect::Responses)
             && !f.thinking
             && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
     })
@@ -289,11 +301,13 @@ fn hello_upstream(client: Dialect) -> Upstream {
         Dialect::Anthropic => anthropic_text_stream(&HELLO),
         Dialect::OpenAi => openai_text_stream(&HELLO),
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Responses => not_translated(),
     };
     let lead = match client {
         Dialect::Anthropic => 2,
         Dialect::OpenAi => 1,
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Responses => not_translated(),
     };
     let whole = Whole {
         text: HELLO.concat(),
@@ -314,6 +328,7 @@ fn hello_request(client: Dialect) -> Value {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Responses => not_translated(),
     }
 }
 
@@ -463,6 +478,7 @@ async fn a_retryable_status_restarts_on_the_other_dialect_with_the_request_trans
                 "stream": true
             }),
             Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+            Dialect::Responses => not_translated(),
         };
         assert_eq!(calls[1].body, want, "{}", f.name);
         assert_eq!(calls[1].uri, path(other(f.dialect)));
@@ -965,6 +981,7 @@ fn ending_with(dialect: Dialect, reason: &str) -> Bytes {
             (Some("message_stop"), json!({"type":"message_stop"})),
         ]),
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Responses => not_translated(),
     }
 }
 

@@ -18,6 +18,7 @@ fn wire(dialect: Dialect) -> tower_midstream::Dialect {
         Dialect::Anthropic => tower_midstream::Dialect::ANTHROPIC_MESSAGES,
         Dialect::OpenAi => tower_midstream::Dialect::OPENAI_CHAT,
         Dialect::Gemini => tower_midstream::Dialect::GEMINI,
+        Dialect::Responses => tower_midstream::Dialect::OPENAI_RESPONSES,
     }
 }
 
@@ -27,6 +28,9 @@ fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
         (false, _) => Prefill::None,
         (true, Dialect::Anthropic | Dialect::Gemini) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
+        (true, Dialect::Responses) => {
+            unreachable!("Gemini and Responses: not paired in this file yet")
+        }
     }
 }
 
@@ -49,6 +53,9 @@ fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
         (Dialect::OpenAi, true) => "tool_calls",
         // Gemini ends tool calls with STOP too.
         (Dialect::Gemini, _) => "STOP",
+        (Dialect::Responses, _) => {
+            unreachable!("Gemini and Responses: not paired in this file yet")
+        }
     }
 }
 
@@ -64,6 +71,7 @@ fn valid_id(dialect: Dialect, id: &str) -> bool {
         }
         Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
         Dialect::Gemini => true,
+        Dialect::Responses => unreachable!("Gemini and Responses: not paired in this file yet"),
     }
 }
 
@@ -132,6 +140,7 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
                             .all(|c| c["role"] == "user" || c["role"] == "model")
                     })
             }
+            Dialect::Responses => unreachable!("Gemini and Responses: not paired in this file yet"),
         };
         if !shaped {
             return Err(format!(

@@ -104,6 +104,7 @@ async fn through_layer_as(
             json!({"model":"primary","stream":true,"messages":[{"role":"user","content":"hi"}]})
                 .to_string(),
         ),
+        Dialect::Responses => Bytes::from(responses_request().to_string()),
     };
     let res = svc
         .oneshot(Request::post(path(dialect)).body(Full::new(body)).unwrap())

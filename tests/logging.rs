@@ -368,15 +368,20 @@ async fn upstream_error_text_cannot_forge_a_log_line_or_reach_a_terminal() {
     let openai_error = format!(
         "data: {{\"error\":{{\"message\":\"{FORGERY}\",\"type\":\"server_error\",\"code\":\"x\\u001b[0m\"}}}}\n\n"
     );
+    let responses_error = format!(
+        "event: error\ndata: {{\"type\":\"error\",\"sequence_number\":3,\"error\":{{\"type\":\"server_error\",\"code\":\"x\\u001b[0m\",\"message\":\"{FORGERY}\"}}}}\n\n"
+    );
     for (dialect, error) in [
         (Dialect::Anthropic, anthropic_error),
         (Dialect::OpenAi, openai_error),
+        (Dialect::Responses, responses_error),
     ] {
         // In the stream: the in-band error's message.
         let stream = match dialect {
             Dialect::Anthropic => anthropic_text_stream(&HELLO),
             Dialect::OpenAi => openai_text_stream(&HELLO),
             Dialect::Gemini => gemini_text_stream(&HELLO),
+            Dialect::Responses => responses_text_stream(&HELLO),
         };
         let lead = events_of(&stream)[..3].concat();
         let upstream = Upstream::new(dialect, Whole::default()).then(Scripted::Stream {
@@ -388,6 +393,7 @@ async fn upstream_error_text_cannot_forge_a_log_line_or_reach_a_terminal() {
             Dialect::Anthropic => anthropic_request(),
             Dialect::OpenAi => openai_request(),
             Dialect::Gemini => gemini_request(),
+            Dialect::Responses => responses_request(),
         };
         let layer = MidStreamFallbackLayer::new(one_fallback(Prefill::Assistant)).max_attempts(1);
         let (out, logs) = logged(send(layer, &upstream, dialect, &request)).await;

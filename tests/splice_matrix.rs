@@ -65,7 +65,12 @@ async fn every_fixture_survives_every_failure_class_at_every_event_position() {
         let events = events_of(&bytes);
         let whole = whole_of(f.dialect, &bytes);
         let want = expected(&whole);
-        for prefill in [true, false] {
+        // The Responses API has no prefill: its continuations are all instructions.
+        let prefills: &[bool] = match f.dialect {
+            Dialect::Responses => &[false],
+            _ => &[true, false],
+        };
+        for &prefill in prefills {
             for fault in FAULTS {
                 for p in 0..events.len() {
                     let primary = Bytes::from(events[..p].concat());

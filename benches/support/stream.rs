@@ -26,17 +26,21 @@ pub enum Shape {
     Chat,
     /// OpenAI Chat Completions with sorted keys (`choices` first), as Azure OpenAI sends them.
     ChatSorted,
+    /// The OpenAI Responses API in its key order (`type`, `sequence_number`, `item_id`,
+    /// `output_index`, `content_index`, `delta`, `logprobs`, `obfuscation`), as recorded.
+    Responses,
     /// OpenAI Chat Completions in vLLM's order (`id`, `object`, `created`, `model`, `choices`,
     /// `usage`; `stop_reason` last in each choice).
     ChatVllm,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 5] = [
+    pub const ALL: [Shape; 6] = [
         Shape::Anthropic,
         Shape::AnthropicSorted,
         Shape::Chat,
         Shape::ChatSorted,
+        Shape::Responses,
         Shape::ChatVllm,
     ];
 
@@ -46,6 +50,7 @@ impl Shape {
             Shape::AnthropicSorted => "anthropic-sorted",
             Shape::Chat => "chat",
             Shape::ChatSorted => "chat-sorted",
+            Shape::Responses => "responses",
             Shape::ChatVllm => "chat-vllm",
         }
     }
@@ -59,6 +64,7 @@ impl Shape {
         match self {
             Shape::Anthropic | Shape::AnthropicSorted => "/v1/messages",
             Shape::Chat | Shape::ChatSorted | Shape::ChatVllm => "/v1/chat/completions",
+            Shape::Responses => "/v1/responses",
         }
     }
 
@@ -68,11 +74,13 @@ impl Shape {
 
     /// Events besides the deltas.
     pub fn envelope_events(self) -> usize {
-        if self.is_chat() {
+        match self {
             // role chunk, finish chunk, usage chunk, [DONE]
-            4
-        } else {
-            ENVELOPE_EVENTS
+            Shape::Chat | Shape::ChatSorted | Shape::ChatVllm => 4,
+            // created, in_progress, item added, part added; text done, part done, item done,
+            // completed
+            Shape::Responses => 8,
+            Shape::Anthropic | Shape::AnthropicSorted => ENVELOPE_EVENTS,
         }
     }
 }
@@ -214,6 +222,74 @@ fn chat_events(model: &str, id: &str, pieces: &[&str], order: Order) -> Vec<Byte
     out
 }
 
+/// The events of a Responses API stream: one message, its text in `pieces`.
+fn responses_events(model: &str, id: &str, pieces: &[&str]) -> Vec<Bytes> {
+    let mut seq = 0;
+    let mut out = Vec::with_capacity(pieces.len() + 8);
+    let mut push = |name: &str, members: String| {
+        out.push(Bytes::from(format!(
+            "event: {name}\ndata: {{\"type\":\"{name}\",\"sequence_number\":{seq},{members}}}\n\n"
+        )));
+        seq += 1;
+    };
+    let response = |status: &str, output: &str, usage: &str| {
+        format!(
+            r#""response":{{"id":"{id}","object":"response","created_at":1782955818,"status":"{status}","model":"{model}","output":{output},"usage":{usage}}}"#
+        )
+    };
+    push("response.created", response("in_progress", "[]", "null"));
+    push(
+        "response.in_progress",
+        response("in_progress", "[]", "null"),
+    );
+    let item =
+        r#""item_id":"msg_0123456789abcdef0123456789abcdef","output_index":0,"content_index":0"#;
+    push(
+        "response.output_item.added",
+        r#""output_index":0,"item":{"id":"msg_0123456789abcdef0123456789abcdef","type":"message","status":"in_progress","content":[],"role":"assistant"}"#.into(),
+    );
+    push(
+        "response.content_part.added",
+        format!(
+            r#"{item},"part":{{"type":"output_text","annotations":[],"logprobs":[],"text":""}}"#
+        ),
+    );
+    for p in pieces {
+        let text = serde_json::to_string(p).expect("a str serializes");
+        push(
+            "response.output_text.delta",
+            format!(r#"{item},"delta":{text},"logprobs":[],"obfuscation":"auU6fTns""#),
+        );
+    }
+    let text = serde_json::to_string(&pieces.concat()).expect("a str serializes");
+    let part = format!(r#"{{"type":"output_text","annotations":[],"logprobs":[],"text":{text}}}"#);
+    push(
+        "response.output_text.done",
+        format!(r#"{item},"text":{text},"logprobs":[]"#),
+    );
+    push(
+        "response.content_part.done",
+        format!(r#"{item},"part":{part}"#),
+    );
+    let message = format!(
+        r#"{{"id":"msg_0123456789abcdef0123456789abcdef","type":"message","status":"completed","content":[{part}],"role":"assistant"}}"#
+    );
+    push(
+        "response.output_item.done",
+        format!(r#""output_index":0,"item":{message}"#),
+    );
+    let n = pieces.len();
+    let usage = format!(
+        r#"{{"input_tokens":25,"output_tokens":{n},"total_tokens":{}}}"#,
+        n + 25
+    );
+    push(
+        "response.completed",
+        response("completed", &format!("[{message}]"), &usage),
+    );
+    out
+}
+
 /// The primary's stream of `deltas` deltas (Anthropic, the API's key order), made once per
 /// length and shared.
 pub fn primary_events(deltas: usize) -> Arc<Vec<Bytes>> {
@@ -238,6 +314,7 @@ pub fn shaped_events(shape: Shape, deltas: usize) -> Arc<Vec<Bytes>> {
             let events = match shape {
                 Shape::Anthropic => anthropic_events("primary", "msg_primary", &refs),
                 Shape::AnthropicSorted => anthropic_sorted_events("primary", "msg_primary", &refs),
+                Shape::Responses => responses_events("primary", "resp_primary", &refs),
                 Shape::Chat => chat_events("primary", "chatcmpl-primary", &refs, Order::Api),
                 Shape::ChatSorted => {
                     chat_events("primary", "chatcmpl-primary", &refs, Order::Sorted)
@@ -430,7 +507,17 @@ impl Checker {
                     fail(self, format!("text {t:?} where {got:?}… was due"));
                 }
             }
-            Some("message_stop") => self.stopped = true,
+            Some("response.output_text.delta") => {
+                let v: Value = serde_json::from_str(data.unwrap_or("")).expect("JSON delta");
+                let t = v["delta"].as_str().unwrap_or("");
+                if self.whole[self.pos..].starts_with(t) {
+                    self.pos += t.len();
+                } else {
+                    let got = &self.whole[self.pos..(self.pos + 16).min(self.whole.len())];
+                    fail(self, format!("text {t:?} where {got:?}… was due"));
+                }
+            }
+            Some("message_stop" | "response.completed") => self.stopped = true,
             Some("error") => fail(self, format!("error event: {}", data.unwrap_or(""))),
             _ => {}
         }

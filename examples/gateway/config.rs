@@ -91,6 +91,8 @@ pub struct Fallback {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub first_token_timeout: Option<Duration>,
+    /// After this long with no content, the next target races the attempt; `None`: never.
+    pub hedge_after: Option<Duration>,
     pub retries: u32,
     pub retry_base: Duration,
     pub retry_cap: Duration,
@@ -154,6 +156,7 @@ pub struct Model {
     pub retries: Option<u32>,
     pub first_token_timeout: Option<Option<Duration>>,
     pub idle_timeout: Option<Option<Duration>>,
+    pub hedge_after: Option<Option<Duration>>,
 }
 
 impl Config {
@@ -191,6 +194,9 @@ impl Config {
             if let Some(idle) = model.idle_timeout {
                 target = target.idle_timeout(idle);
             }
+            if let Some(delay) = model.hedge_after {
+                target = target.hedge_after(delay);
+            }
             chain = chain.target(target);
             if !model.fallbacks.is_empty() {
                 chain = chain.fallbacks(model.name.clone(), model.fallbacks.iter().cloned());
@@ -211,6 +217,7 @@ impl Config {
             .max_attempts(self.fallback.max_attempts)
             .idle_timeout(self.fallback.idle_timeout)
             .first_token_timeout(self.fallback.policy.first_token_timeout)
+            .hedge_after(self.fallback.policy.hedge_after)
             .keep_alive(self.fallback.keep_alive)
             .max_request_bytes(self.fallback.max_request_bytes)
             .redact(self.redactor())
@@ -271,6 +278,7 @@ struct FallbackFile {
     max_request_bytes: Option<usize>,
     // The attempt policy (issue 11).
     first_token_timeout_ms: Option<u64>,
+    hedge_after_ms: Option<u64>,
     retries: Option<u32>,
     retry_base_ms: Option<u64>,
     retry_cap_ms: Option<u64>,
@@ -332,6 +340,7 @@ struct ModelFile {
     retries: Option<u32>,
     first_token_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    hedge_after_ms: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -428,6 +437,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         max_request_bytes: f.max_request_bytes.unwrap_or(4 << 20),
         policy: Policy {
             first_token_timeout: millis(f.first_token_timeout_ms, 60_000),
+            hedge_after: millis(f.hedge_after_ms, 0),
             retries: f.retries.unwrap_or(0),
             retry_base,
             retry_cap,
@@ -464,7 +474,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             err(
                 key("dialect"),
                 format!(
-                    "unknown dialect `{}`: expected \"anthropic\", \"openai-chat\" or \"gemini\"",
+                    "unknown dialect `{}`: expected \"anthropic\", \"openai-chat\", \"openai-responses\" or \"gemini\"",
                     u.dialect
                 ),
             )
@@ -607,6 +617,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             retries: m.retries,
             first_token_timeout: m.first_token_timeout_ms.map(|ms| millis(Some(ms), 0)),
             idle_timeout: m.idle_timeout_ms.map(|ms| millis(Some(ms), 0)),
+            hedge_after: m.hedge_after_ms.map(|ms| millis(Some(ms), 0)),
         });
     }
 

@@ -5,8 +5,9 @@
 //! cargo run --release --example gateway -- --config gateway.toml # real upstreams
 //! ```
 //!
-//! Clients talk to it as they would to the provider: `POST /v1/messages` (Anthropic Messages)
-//! and `POST /v1/chat/completions` (OpenAI Chat Completions), routed by the body's `model` to
+//! Clients talk to it as they would to the provider: `POST /v1/messages` (Anthropic Messages),
+//! `POST /v1/chat/completions` (OpenAI Chat Completions) and `POST /v1/responses` (OpenAI
+//! Responses), routed by the body's `model` to
 //! the upstream the config names, with that upstream's own key. When a stream fails half-way,
 //! `tower_midstream::MidStreamFallbackLayer` continues it on the model's fallbacks and the
 //! client reads one stream. `x-midstream-fallback: off` turns that off for one request.
@@ -351,6 +352,10 @@ Try (the log on stderr says which failure it saw and which strategy it used):
   curl -N http://{addr}/v1/chat/completions -H 'content-type: application/json' \
     -d '{{"model":"{gpt}","stream":true,"stream_options":{{"include_usage":true}},{question}}}'
 
+  # OpenAI Responses: the same GPT primary resets; its fallback continues by instruction.
+  curl -N http://{addr}/v1/responses -H 'content-type: application/json' \
+    -d '{{"model":"{responses}","stream":true,"input":"Why do streams break?"}}'
+
 Script other failures with a header, e.g. -H 'x-demo-fault: stall@20' or
 -H 'x-demo-fault: error@20' or -H 'x-demo-fault: 529'; turn fallback off with
 -H 'x-midstream-fallback: off'. What the gateway counted: curl http://{admin}/metrics
@@ -358,5 +363,6 @@ See examples/gateway/demo.rs or README.md.
 "#,
         claude = demo::CLAUDE_PRIMARY,
         gpt = demo::GPT_PRIMARY,
+        responses = demo::RESPONSES_PRIMARY,
     )
 }

@@ -364,7 +364,7 @@ impl Router {
                 ErrorKind::NotFound,
                 &format!(
                     "{} {} is not served here: use POST /v1/messages, POST /v1/chat/completions, \
-                     POST /v1beta/models/{{model}}:streamGenerateContent or Claude on Vertex AI's \
+                     POST /v1/responses, POST /v1beta/models/{{model}}:streamGenerateContent or Claude on Vertex AI's \
                      POST /v1/projects/{{project}}/locations/{{region}}/publishers/anthropic/models/{{model}}:streamRawPredict",
                     req.method(),
                     req.uri().path()
@@ -401,7 +401,7 @@ impl Router {
         let path = parts.uri.path();
         let named_in_path = !matches!(
             path,
-            "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions"
+            "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions" | "/v1/responses"
         );
         let model = if named_in_path {
             match endpoint.model_in_path(path) {
@@ -598,6 +598,7 @@ fn endpoint_dialect(path: &str) -> Option<Dialect> {
     match path {
         "/v1/messages" | "/v1/messages/count_tokens" => Some(Dialect::ANTHROPIC_MESSAGES),
         "/v1/chat/completions" => Some(Dialect::OPENAI_CHAT),
+        "/v1/responses" => Some(Dialect::OPENAI_RESPONSES),
         _ if gemini_path(path) => Some(Dialect::GEMINI),
         _ if vertex_path(path) => Some(Dialect::ANTHROPIC_MESSAGES),
         _ => None,

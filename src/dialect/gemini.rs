@@ -21,19 +21,8 @@
 //! Continuation: the partial answer as a trailing `model` turn for targets that accept
 //! prefill, else that turn and the instruction as a `user` turn; `maxOutputTokens` shrinks.
 
-use bytes::Bytes;
-use serde_json::{json, Value};
-
-use super::{
-    Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules, Unreadable, Wire,
-};
-use crate::json::{
-    elements, members, not_null, text, to_vec, write_str, RequestIndex, RequestShape,
-};
-use crate::outbox::Outbox;
-use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, Usage};
-use crate::strategy::{Prefill, RewriteError, Strategy};
+use super::prelude::*;
+use crate::json::elements;
 
 use template::Template;
 
@@ -47,6 +36,7 @@ pub(crate) const WIRE: Wire = Wire {
         // In the path: `…/models/{model}:streamGenerateContent`.
         model: "",
         messages: "contents",
+        text_conversation: false,
         // The API reads both spellings; the official SDK writes some keys in snake case.
         limits: &[
             "generationConfig.maxOutputTokens",
@@ -107,6 +97,7 @@ impl Decode for ChunkDecoder {
             block,
             literal: std::str::from_utf8(fitted.literal).ok()?,
             plain: fitted.plain,
+            number: None,
         })
     }
 
@@ -757,15 +748,7 @@ impl Rules for Gemini {
                 "an answer of several candidates cannot be continued",
             ));
         }
-        match strategy {
-            Strategy::Prefill(Prefill::Assistant)
-            | Strategy::Restart
-            | Strategy::Instruction(_) => Ok(()),
-            Strategy::Prefill(other) => Err(RewriteError::new(format!(
-                "prefill `{}` is not part of Gemini (use `assistant`: a trailing model turn)",
-                other.name()
-            ))),
-        }
+        assistant_prefill_only(strategy, "Gemini (use `assistant`: a trailing model turn)")
     }
 
     fn continue_content(&self, _: &mut Value, _: &str) -> Rewritten<()> {

@@ -5,8 +5,8 @@
 //! dialect shares (modes, hold budgets, seam bookkeeping, the outline of a rewrite) lives once,
 //! in `crate::relay` and `crate::rewrite`.
 //!
-//! Adding a format (say the OpenAI Responses API) is one new file with a `const WIRE: Wire`
-//! (its facts, its codec and its rules), its `mod` line and one line in [`REGISTRY`].
+//! Adding a format is one new file with a `const WIRE: Wire` (its facts, its codec and its
+//! rules), its `mod` line and one line in [`REGISTRY`] (`openai_responses.rs` is the newest).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,6 +24,7 @@ use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, StopKind, Usage};
 use crate::strategy::{RewriteError, Strategy};
+use crate::transcript::Transcript;
 use crate::untrusted::Redactor;
 
 pub(crate) use crate::rewrite::Continuation;
@@ -31,12 +32,34 @@ pub(crate) use crate::rewrite::Continuation;
 mod anthropic;
 mod gemini;
 mod openai_chat;
+mod openai_responses;
+
+/// What every dialect file works with: the core's traits, the items its events become, and the
+/// JSON helpers its wire format is read and written with. A dialect file imports this and then
+/// only what is its own.
+mod prelude {
+    pub(super) use super::{
+        assistant_prefill_only, sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind,
+        FastText, Rewritten, Rules, Unreadable, Wire,
+    };
+    pub(super) use crate::json::{
+        members, not_null, text, to_vec, write_str, RequestIndex, RequestShape,
+    };
+    pub(super) use crate::outbox::Outbox;
+    pub(super) use crate::relay::hold::{Held, HeldKind};
+    pub(super) use crate::relay::item::{
+        BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+    };
+    pub(super) use crate::strategy::{Prefill, RewriteError, Strategy};
+    pub(super) use bytes::Bytes;
+    pub(super) use serde_json::{json, Value};
+}
 
 /// The wire format of a request and its stream.
 ///
 /// By default the layer recognizes it from the request path (`…/messages` for Anthropic
-/// Messages, `…/chat/completions` for OpenAI Chat Completions) and passes any other request
-/// through untouched. Fix it for a whole layer with
+/// Messages, `…/chat/completions` for OpenAI Chat Completions, `…/responses` for the OpenAI
+/// Responses API) and passes any other request through untouched. Fix it for a whole layer with
 /// [`MidStreamFallbackLayer::dialect`](crate::MidStreamFallbackLayer::dialect), or for one
 /// request by inserting a `Dialect` into its extensions.
 #[derive(Clone, Copy)]
@@ -50,8 +73,10 @@ impl Dialect {
     /// Gemini's own API (`POST /v1beta/models/{model}:streamGenerateContent?alt=sse`, also
     /// `/v1/`): the model in the path.
     pub const GEMINI: Dialect = Dialect(&gemini::WIRE);
+    /// The OpenAI Responses API (`POST /v1/responses`).
+    pub const OPENAI_RESPONSES: Dialect = Dialect(&openai_responses::WIRE);
 
-    /// `anthropic`, `openai-chat` or `gemini`.
+    /// `anthropic`, `openai-chat`, `openai-responses` or `gemini`.
     pub fn name(&self) -> &'static str {
         self.0.name
     }
@@ -85,7 +110,7 @@ impl Dialect {
         Named::of(*self, path).path_model(path)
     }
 
-    /// The dialect called `name` (`anthropic`, `openai-chat`, `gemini`).
+    /// The dialect called `name` (`anthropic`, `openai-chat`, `openai-responses`, `gemini`).
     pub fn from_name(name: &str) -> Option<Dialect> {
         REGISTRY.iter().copied().find(|d| d.name() == name)
     }
@@ -116,6 +141,7 @@ impl Dialect {
 const REGISTRY: &[Dialect] = &[
     Dialect::ANTHROPIC_MESSAGES,
     Dialect::OPENAI_CHAT,
+    Dialect::OPENAI_RESPONSES,
     Dialect::GEMINI,
 ];
 
@@ -290,6 +316,29 @@ pub(crate) trait Rules: Send + Sync + 'static {
         &[]
     }
 
+    /// A conversation given as one string (a JSON string literal, as it came), written as the
+    /// turn that opens an array of them; `None`: this format's conversation is always an array.
+    fn text_turn(&self, _literal: &str) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Whether a partial answer continues the client's own trailing assistant message (a
+    /// prefill the client began) rather than following it as a message of its own.
+    fn extends_own_prefill(&self) -> bool {
+        true
+    }
+
+    /// Why this request cannot be retried as `strategy` once the client has `transcript`, if
+    /// it cannot (checked before any rewrite, restarts included).
+    fn check_retry(
+        &self,
+        _strategy: &Strategy,
+        _index: &RequestIndex,
+        _transcript: &Transcript,
+    ) -> Rewritten<()> {
+        Ok(())
+    }
+
     /// Whether the client's stream reports usage, for this request (its body): always on a wire
     /// whose streams always do (Anthropic), on Chat only with `stream_options.include_usage`.
     /// The one place that decides it: a stream translated from another wire's reports usage
@@ -306,12 +355,34 @@ pub(crate) trait Rules: Send + Sync + 'static {
     }
 }
 
-/// The stop reason of the event in `src` (of any wire), in no wire's terms.
-pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>) -> StopKind {
+/// For a wire whose only prefill is a trailing assistant turn: every strategy but another
+/// kind of prefill, which is not part of `wire` (named with what to use instead).
+pub(crate) fn assistant_prefill_only(strategy: &Strategy, wire: &str) -> Rewritten<()> {
+    match strategy {
+        Strategy::Prefill(crate::strategy::Prefill::Assistant)
+        | Strategy::Restart
+        | Strategy::Instruction(_) => Ok(()),
+        Strategy::Prefill(other) => Err(RewriteError::new(format!(
+            "prefill `{}` is not part of {wire}",
+            other.name()
+        ))),
+    }
+}
+
+/// The stop reason of the event in `src` (of any wire), in no wire's terms, for a client that
+/// has had `tool_calls` calls: a turn that ended plainly after some ends for them (the clients
+/// run calls only on a tool-use stop).
+pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>, tool_calls: u32) -> StopKind {
     let raw = src.get(stop.reason);
-    match crate::json::text(raw) {
+    let kind = match crate::json::text(raw) {
         Some(reason) => src.wire.spec().rules.stop_kind(&reason),
         None => StopKind::Other,
+    };
+    match kind {
+        StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if tool_calls > 0 => {
+            StopKind::ToolUse
+        }
+        kind => kind,
     }
 }
 
@@ -350,6 +421,9 @@ pub(crate) struct FastText<'a> {
     pub(crate) literal: &'a str,
     /// It has no escapes.
     pub(crate) plain: bool,
+    /// Where the event says it stands in its stream, on a wire that numbers its events (the
+    /// Responses API's `sequence_number`); `None` where it says nothing.
+    pub(crate) number: Option<u64>,
 }
 
 /// What reading an event came to.
@@ -436,6 +510,35 @@ pub(crate) trait Encode: Send {
 
     /// The error event that ends a stream the layer gives up on.
     fn error(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox);
+
+    /// Whether it follows the client's stream: it is then told about every event that goes
+    /// out as it came ([`sent`](Self::sent), [`sent_text`](Self::sent_text)), and once it has
+    /// written an event itself ([`wrote`](Self::wrote)) no event goes out as it came any more
+    /// (a keep-alive or client error of the upstream included). For a wire whose later events
+    /// depend on the earlier ones (numbered events; closing events that repeat the whole
+    /// answer). Asked once per stream.
+    fn follows(&self) -> bool {
+        false
+    }
+
+    /// Whether it has written an event of its own numbering, when it [`follows`](Self::follows)
+    /// the client's stream.
+    fn wrote(&self) -> bool {
+        false
+    }
+
+    /// What it may keep of the client's stream, when it [`follows`](Self::follows) it.
+    fn bound(&mut self, _limits: &Limits) {}
+
+    /// An event went out to the client as it came; `items` are what it said.
+    fn sent(&mut self, _items: &[Item], _src: &Source<'_>) {}
+
+    /// A piece of text went out as it came, as the decoder's fast lane read it.
+    fn sent_text(&mut self, _text: &FastText<'_>) {}
+
+    /// The events that follow come from another attempt, and the client has events of an
+    /// earlier one.
+    fn splice(&mut self) {}
 
     /// What to send while waiting for a fallback, so that the client and the timeouts around
     /// it do not give up. `after_id`: an event with an `id:` field reached the client, whose

@@ -147,6 +147,10 @@ pub(crate) enum Item {
     /// The stream takes a shape the core does not read (several candidates, Gemini's
     /// `candidateCount` > 1): this event and the rest go out as they come, unwatched.
     Unwatched,
+    /// An event that only restates what earlier events of its block said (the Responses
+    /// API's `.done` events carry whole values): nothing goes out for it; the encoder writes
+    /// its own, from what the client has, when the block closes.
+    Restated,
     /// From here on the stream carries several answers at once (Chat `n > 1`, Gemini
     /// `candidateCount > 1`): its events then say only [`ChoiceStart`](Item::ChoiceStart),
     /// [`ChoiceContent`](Item::ChoiceContent) and [`ChoiceFinish`](Item::ChoiceFinish) of each
@@ -294,5 +298,40 @@ pub(crate) struct Source<'a> {
 impl<'a> Source<'a> {
     pub(crate) fn get(&self, span: Span) -> &'a str {
         span.get(self.data)
+    }
+}
+
+/// A decoder's block numbers: from 0, in the order the blocks start (what the core expects of
+/// every wire), each start announced as it is numbered.
+#[derive(Debug, Default)]
+pub(crate) struct Blocks {
+    next: u32,
+}
+
+impl Blocks {
+    /// A new block of `kind`, its start pushed onto `items`.
+    pub(crate) fn start(&mut self, kind: BlockKind, native: Span, items: &mut Vec<Item>) -> u32 {
+        let block = self.next;
+        self.next += 1;
+        items.push(Item::BlockStart {
+            block,
+            kind,
+            native,
+        });
+        block
+    }
+
+    /// The block open in `slot` (a decoder's text block...), or a new one of `kind` started
+    /// there.
+    pub(crate) fn open(
+        &mut self,
+        slot: &mut Option<u32>,
+        kind: BlockKind,
+        items: &mut Vec<Item>,
+    ) -> u32 {
+        match *slot {
+            Some(block) => block,
+            None => *slot.insert(self.start(kind, Span::default(), items)),
+        }
     }
 }

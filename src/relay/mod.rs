@@ -171,6 +171,8 @@ pub(crate) struct Relay {
     /// The client's wire.
     wire: Dialect,
     encoder: Box<dyn Encode>,
+    /// The encoder follows the client's stream ([`Encode::follows`]).
+    follows: bool,
     transcript: Transcript,
     client: Client,
     /// Complete tool blocks waiting for the end of the message or a text block.
@@ -202,10 +204,13 @@ impl Relay {
     /// `first`.
     pub(crate) fn new(wire: Dialect, first: AttemptWire, limits: Limits, request: Bytes) -> Self {
         let same = first.wire == wire;
+        let mut encoder = wire.spec().codec.encoder();
+        encoder.bound(&limits);
         Relay {
             mode: Mode::Streaming,
             wire,
-            encoder: wire.spec().codec.encoder(),
+            follows: encoder.follows(),
+            encoder,
             transcript: Transcript::new(limits.transcript),
             client: Client {
                 usage_coming: !same && first.client_wants_usage,
@@ -286,9 +291,14 @@ impl Relay {
             return Step::Continue(Carried::Content);
         }
         if !streaming && !matches!(self.mode, Mode::Choices(_)) {
-            // After a client error or the terminal event, the rest goes out as it comes.
+            // After a client error or the terminal event, the rest goes out as it comes (or
+            // fitted to the client's numbering, once the encoder numbers its events).
             if self.same_wire() {
-                self.forward(ev, out);
+                if self.numbering() {
+                    self.restamp_raw(ev, out);
+                } else {
+                    self.forward(ev, out);
+                }
             }
             return Step::Continue(if ev.fields.has_fields() {
                 Carried::Event
@@ -377,6 +387,9 @@ impl Relay {
             return false;
         }
         self.forward(ev, out);
+        if self.follows {
+            self.encoder.sent_text(&text);
+        }
         true
     }
 
@@ -443,7 +456,11 @@ impl Relay {
             if with_start {
                 self.started();
             }
+            if self.follows {
+                self.encoder.sent(&self.items, &src);
+            }
         }
+        self.sync_numbering();
         match self.mode {
             Mode::Done => Step::Done,
             _ => Step::Continue(carried),
@@ -531,8 +548,9 @@ impl Relay {
                 }
                 self.client.finish_sent = true;
                 self.client.usage_sent |= usage.is_some();
+                // Read after the prelude, which may have made the encoder number events.
                 pass(
-                    as_came && (usage.is_none() || self.attempt.usage_base == 0),
+                    self.attempt.as_came && (usage.is_none() || self.attempt.usage_base == 0),
                     0,
                 )
             }
@@ -540,7 +558,7 @@ impl Relay {
                 self.report(usage);
                 self.prelude(out);
                 self.client.usage_sent = true;
-                pass(as_came && self.attempt.usage_base == 0, 0)
+                pass(self.attempt.as_came && self.attempt.usage_base == 0, 0)
             }
             Item::UsageComing if same_wire => pass(as_came, 0),
             // Another wire's promise says nothing of what the client asked for.
@@ -555,7 +573,7 @@ impl Relay {
                     self.client.usage_sent = true;
                 }
                 self.mode = Mode::Done;
-                pass(as_came, 0)
+                pass(self.attempt.as_came, 0)
             }
             Item::Error(error) => {
                 // A client error from a target of another wire answers the translation, not
@@ -566,7 +584,7 @@ impl Relay {
                 // A retry elsewhere would fail alike: the client gets the upstream's own words.
                 self.prelude(out);
                 self.mode = Mode::Passthrough;
-                pass(same_wire, 0)
+                pass(same_wire && !self.numbering(), 0)
             }
             // Written anew, without what bound it to its attempt: its other items do that.
             Item::AttemptBound => Outcome::Render(0),
@@ -575,8 +593,10 @@ impl Relay {
                 self.mode = Mode::Passthrough;
                 pass(as_came, 0)
             }
-            Item::KeepAlive if same_wire => Outcome::AsCame(0),
+            Item::KeepAlive if same_wire && !self.numbering() => Outcome::AsCame(0),
+            Item::KeepAlive if same_wire => Outcome::Render(0),
             Item::KeepAlive => Outcome::Quiet,
+            Item::Restated => Outcome::Quiet,
             Item::Other if as_came => Outcome::AsCame(0),
             Item::Other if same_wire => Outcome::Render(0),
             Item::Other => Outcome::Quiet,
@@ -847,6 +867,54 @@ impl Relay {
             self.budget.give(held.size());
             self.emit_held(held, out);
         }
+        self.sync_numbering();
+    }
+
+    /// Whether the encoder numbers the client's events now: then nothing goes out as it came.
+    fn numbering(&self) -> bool {
+        self.follows && self.encoder.wrote()
+    }
+
+    /// Once the encoder numbers the client's events, the attempt's go through it.
+    fn sync_numbering(&mut self) {
+        if self.numbering() {
+            self.attempt.as_came = false;
+        }
+    }
+
+    /// An event of the client's wire after the stream's end or a client error, fitted to the
+    /// encoder's numbering.
+    fn restamp_raw(&mut self, ev: &Event<'_>, out: &mut Outbox) {
+        let Ok(raw) = std::str::from_utf8(ev.raw) else {
+            return;
+        };
+        let fields = ev.fields;
+        let mut data = String::new();
+        for (i, line) in fields.data().iter().enumerate() {
+            if i > 0 {
+                data.push('\n');
+            }
+            data.push_str(raw.get(line.clone()).unwrap_or(""));
+        }
+        if data.is_empty() {
+            self.forward(ev, out);
+            return;
+        }
+        let src = Source {
+            data: &data,
+            name: fields.event().and_then(|r| raw.get(r)),
+            wire: self.wire,
+        };
+        self.restamp_error(&src, out);
+    }
+
+    /// An upstream event (an error, maybe quoting a key) restamped by the encoder, redacted.
+    fn restamp_error(&mut self, src: &Source<'_>, out: &mut Outbox) {
+        let mut aside = out.aside();
+        self.encoder.restamp(src, &mut aside);
+        while let Some(bytes) = aside.pop() {
+            out.push_error(bytes);
+        }
     }
 
     fn close_text(&mut self, out: &mut Outbox) {
@@ -887,6 +955,7 @@ impl Relay {
             HeldKind::Refusal => self.transcript.mark_refused(),
             HeldKind::ToolCall | HeldKind::Other => self.transcript.add_tool_call(),
         }
+        self.sync_numbering();
     }
 
     /// The client is about to get something the encoder writes: its start first, if owed.
@@ -922,6 +991,7 @@ impl Relay {
             | Item::UsageComing
             | Item::ToolName { .. }
             | Item::BlockStop { .. }
+            | Item::Restated
             | Item::Choices
             | Item::ChoiceStart { .. }
             | Item::ChoiceContent { .. }
@@ -983,7 +1053,9 @@ impl Relay {
                 self.encoder
                     .error(&ErrorKind::Named(kind.into()), &message, out);
             }
-            // Of the client's own wire, whole: as it came, on its own.
+            // Of the client's own wire, whole: as it came, on its own (numbered anew where the
+            // encoder numbers events).
+            Item::Error(_) | Item::KeepAlive if self.follows => self.restamp_error(src, out),
             Item::Error(_) => out.push_error(sse_event(src.name, src.data.as_bytes())),
             Item::KeepAlive => out.push(sse_event(src.name, src.data.as_bytes())),
             Item::AttemptBound => {}
@@ -1074,7 +1146,11 @@ impl Relay {
             }
         });
         let verbatim = !self.client.started;
-        let as_came = wire == self.wire && (verbatim || !spec.stamps_every_event);
+        let as_came =
+            wire == self.wire && (verbatim || !spec.stamps_every_event) && !self.numbering();
+        if !verbatim {
+            self.encoder.splice();
+        }
         self.attempt = Attempt::new(
             wire,
             verbatim,

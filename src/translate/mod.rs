@@ -83,6 +83,8 @@ impl Dialect {
     /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::GEMINI.translates_to(Dialect::ANTHROPIC_MESSAGES));
+    /// // Not yet: the Responses API's requests.
+    /// assert!(!Dialect::OPENAI_RESPONSES.translates_to(Dialect::OPENAI_CHAT));
     /// ```
     pub fn translates_to(self, to: Dialect) -> bool {
         self == to || (format(self).is_some() && format(to).is_some())
@@ -169,7 +171,16 @@ pub(crate) fn set_endpoint<B>(
     }
 }
 
-/// The members of the top-level object `body`, in order, each once; a key twice is refused (a
+/// The parameters of the request `body`: the members of its top-level object, in order, each
+/// once (a key twice is refused: a client might read either), but those that are null (they
+/// read as absent) and `model` (the target's name replaces it).
+fn parameters(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {
+    let mut out = members(body)?;
+    out.retain(|(key, value)| key != "model" && !is_null(value));
+    Ok(out)
+}
+
+/// The members of the JSON object `body`, in order, each once (a key twice is refused: a
 /// client might read either).
 fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {
     struct Members;
@@ -194,11 +205,9 @@ fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable
         return Err(Untranslatable::new("the request body is not a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let out = de
-        .deserialize_map(Members)
+    de.deserialize_map(Members)
         .and_then(|out| de.end().map(|()| out))
-        .map_err(|e| Untranslatable::new(format!("the request body is not readable: {e}")))?;
-    Ok(out)
+        .map_err(|e| Untranslatable::new(format!("the request body is not readable: {e}")))
 }
 
 /// `raw` as a `T`, or an error naming `what`.
@@ -213,6 +222,50 @@ fn parse<'a, T: serde::Deserialize<'a>>(
 /// Whether `raw` is `null`: a member present with null reads as absent.
 fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
+}
+
+/// A parameter read only for its `type` (Anthropic's `thinking`, Chat's `response_format`).
+#[derive(serde::Deserialize)]
+struct Tagged<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
+/// What a function tool's definition holds in both wires, beside its schema, which each names
+/// its own way (Anthropic `input_schema`, Chat `parameters`) and reads itself.
+#[derive(serde::Deserialize)]
+struct ToolSpec<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    description: Option<Cow<'a, str>>,
+    strict: Option<bool>,
+}
+
+impl ToolSpec<'_> {
+    /// The tool's definition, with `schema`, which must be a JSON object (`what` names it).
+    fn def(self, schema: Option<&RawValue>, what: &str) -> Result<ToolDef, Untranslatable> {
+        Ok(ToolDef {
+            name: self.name.into_owned(),
+            description: self.description.map(Cow::into_owned),
+            parameters: schema.map(|s| object(s, what)).transpose()?,
+            strict: self.strict,
+        })
+    }
+}
+
+/// The members both writers put between the conversation and `stream`, in this order: the
+/// sampling knobs, then the tools and the choice among them in each wire's shapes (`T`, `C`).
+#[derive(serde::Serialize)]
+struct Knobs<T, C> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<C>,
 }
 
 /// `raw`, which must be a JSON object (tool arguments), owned.

@@ -427,6 +427,36 @@ fn a_value_of_the_wrong_type_anywhere_is_refused_or_read_without_a_panic() {
 }
 
 #[test]
+fn a_tool_definition_reads_alike_in_both_dialects_escapes_included() {
+    let function = json!({"name":"get_weather","description":"Weather \"now\"\n\u{e9}",
+        "parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true});
+    let chat = json!({"model":"m","stream":true,"temperature":null,"top_p":0.5,
+        "messages":[{"role":"user","content":"hi"}],
+        "tools":[{"type":"function","function":function}],"tool_choice":"required"});
+    let messages = translated(CHAT, ANTHROPIC, &chat, Prefill::None);
+    assert_eq!(
+        messages["tools"],
+        json!([{"name":"get_weather","description":"Weather \"now\"\n\u{e9}",
+            "input_schema":function["parameters"],"strict":true}])
+    );
+    assert_eq!(messages["top_p"], 0.5);
+    assert!(messages.get("temperature").is_none());
+    let back = translated(ANTHROPIC, CHAT, &messages, Prefill::None);
+    assert_eq!(
+        back["tools"],
+        json!([{"type":"function","function":function}])
+    );
+    assert_eq!(back["tool_choice"], "required");
+    // A definition without a name is not a tool in either.
+    let nameless = json!({"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],
+        "tools":[{"type":"function","function":{"parameters":{}}}]});
+    assert!(refused(CHAT, ANTHROPIC, &nameless).contains("`tools` is not readable"));
+    let nameless = json!({"model":"m","max_tokens":5,"stream":true,
+        "messages":[{"role":"user","content":"hi"}],"tools":[{"input_schema":{}}]});
+    assert!(refused(ANTHROPIC, CHAT, &nameless).contains("`tools` is not readable"));
+}
+
+#[test]
 fn every_form_of_tool_choice_crosses_both_ways_and_only_beside_tools() {
     let anthropic = |choice: Value, tools: bool| {
         let mut body = json!({"model":"m","max_tokens":9,"stream":true,

@@ -390,6 +390,320 @@ pub fn openai(events: &[Sse], expect_usage: bool) -> Result<Answer, String> {
     Ok(answer)
 }
 
+/// Checks a Responses API stream the way the strictest official accumulator reads it
+/// (openai-node's, plus openai-python's identity checks) and returns the answer the Python
+/// helper's `get_final_response()` gives: the final `response.output`, checked against what
+/// the events built.
+///
+/// Rules: the first event is `response.created`; every lifecycle event has its id; no
+/// lifecycle event after the first item (node would drop its items); `sequence_number`, once
+/// present, goes up by one per event; `output_index` of an added item is its position, every
+/// other event names an added item; `content_index` is a position in the item's parts; deltas
+/// go to items and parts of their type; every `.done` carries the whole joined value; one
+/// terminal event, last, whose `output` holds what the events built.
+pub fn responses(events: &[Sse]) -> Result<Answer, String> {
+    #[derive(Debug)]
+    struct Item {
+        kind: String,
+        id: Value,
+        call_id: Value,
+        name: String,
+        args: String,
+        parts: Vec<(String, String)>, // type, text
+        /// Reasoning summary texts by `summary_index`.
+        summary: Vec<(u64, String)>,
+        done: Option<Value>,
+    }
+    let mut answer = Answer::default();
+    let mut id: Option<Value> = None;
+    let mut items: Vec<Item> = Vec::new();
+    let mut offset: Option<i64> = None;
+    let mut terminal: Option<Value> = None;
+    for (i, ev) in events.iter().enumerate() {
+        let v: Value = serde_json::from_str(&ev.data)
+            .map_err(|e| format!("event {i} is not JSON: {e} ({:?})", ev.data))?;
+        let kind = v["type"]
+            .as_str()
+            .ok_or(format!("event {i} without type"))?;
+        if let Some(name) = &ev.event {
+            need(name == kind, "an event: line that differs from its type")?;
+        }
+        need(terminal.is_none(), "an event after the terminal event")?;
+        need(answer.error.is_none(), "an event after the error event")?;
+        match (v["sequence_number"].as_i64(), offset) {
+            (Some(n), None) => offset = Some(n - i as i64),
+            (Some(n), Some(o)) => need(
+                n == i as i64 + o,
+                &format!("sequence_number {n} at event {i}: not one more than the last"),
+            )?,
+            (None, Some(_)) => return Err(format!("event {i} lost its sequence_number")),
+            (None, None) => {}
+        }
+        if i == 0 {
+            need(
+                kind == "response.created",
+                "the first event is not response.created",
+            )?;
+        }
+        let at = v["output_index"].as_u64().map(|n| n as usize);
+        let item = |items: &mut Vec<Item>| -> Result<usize, String> {
+            let at = at.ok_or(format!("{kind} without output_index"))?;
+            need(
+                at < items.len(),
+                &format!("{kind} for output {at}, never added"),
+            )?;
+            need(
+                items[at].done.is_none(),
+                &format!("{kind} after its item was done"),
+            )?;
+            if let Some(item_id) = v.get("item_id") {
+                need(
+                    *item_id == items[at].id,
+                    &format!("{kind} names another item"),
+                )?;
+            }
+            Ok(at)
+        };
+        let part = |items: &Vec<Item>, at: usize, ty: &str| -> Result<usize, String> {
+            let c = v["content_index"].as_u64().ok_or("no content_index")? as usize;
+            need(
+                c < items[at].parts.len(),
+                &format!("{kind}: content_index {c} unknown"),
+            )?;
+            need(
+                items[at].parts[c].0 == ty,
+                &format!("{kind} into a part of another type"),
+            )?;
+            Ok(c)
+        };
+        match kind {
+            "response.created" | "response.in_progress" | "response.queued" => {
+                need(
+                    items.is_empty(),
+                    &format!("{kind} after output items began"),
+                )?;
+                let rid = v["response"]["id"].clone();
+                match &id {
+                    None => id = Some(rid),
+                    Some(id) => need(*id == rid, "the response id changed")?,
+                }
+                need(
+                    kind != "response.created" || i == 0,
+                    "a second response.created",
+                )?;
+            }
+            "response.output_item.added" => {
+                need(
+                    at == Some(items.len()),
+                    "output_index not the next position",
+                )?;
+                let it = &v["item"];
+                items.push(Item {
+                    kind: it["type"].as_str().unwrap_or("").to_owned(),
+                    id: it["id"].clone(),
+                    call_id: it["call_id"].clone(),
+                    name: it["name"].as_str().unwrap_or("").to_owned(),
+                    args: it["arguments"].as_str().unwrap_or("").to_owned(),
+                    parts: Vec::new(),
+                    summary: Vec::new(),
+                    done: None,
+                });
+            }
+            "response.content_part.added" => {
+                let at = item(&mut items)?;
+                let c = v["content_index"].as_u64().ok_or("no content_index")? as usize;
+                need(
+                    c == items[at].parts.len(),
+                    "content_index not the next position",
+                )?;
+                let ty = v["part"]["type"].as_str().unwrap_or("").to_owned();
+                items[at].parts.push((ty, String::new()));
+            }
+            "response.output_text.delta" => {
+                let at = item(&mut items)?;
+                let c = part(&items, at, "output_text")?;
+                items[at].parts[c]
+                    .1
+                    .push_str(v["delta"].as_str().ok_or("delta not text")?);
+            }
+            "response.output_text.done" => {
+                let at = item(&mut items)?;
+                let c = part(&items, at, "output_text")?;
+                need(
+                    v["text"].as_str() == Some(&items[at].parts[c].1),
+                    "output_text.done does not carry the whole text",
+                )?;
+            }
+            "response.content_part.done" => {
+                let at = item(&mut items)?;
+                let c = part(&items, at, v["part"]["type"].as_str().unwrap_or(""))?;
+                if items[at].parts[c].0 == "output_text" {
+                    need(
+                        v["part"]["text"].as_str() == Some(&items[at].parts[c].1),
+                        "content_part.done does not carry the whole text",
+                    )?;
+                }
+            }
+            "response.function_call_arguments.delta" => {
+                let at = item(&mut items)?;
+                need(
+                    items[at].kind == "function_call",
+                    "arguments for another item",
+                )?;
+                items[at]
+                    .args
+                    .push_str(v["delta"].as_str().ok_or("delta not text")?);
+            }
+            "response.function_call_arguments.done" => {
+                let at = item(&mut items)?;
+                need(
+                    v["arguments"].as_str() == Some(&items[at].args),
+                    "function_call_arguments.done does not carry the whole arguments",
+                )?;
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_summary_text.done" => {
+                let at = item(&mut items)?;
+                let index = v["summary_index"].as_u64().ok_or("no summary_index")?;
+                let summary = &mut items[at].summary;
+                let slot = match summary.iter().position(|(i, _)| *i == index) {
+                    Some(slot) => slot,
+                    None => {
+                        summary.push((index, String::new()));
+                        summary.len() - 1
+                    }
+                };
+                if kind.ends_with(".delta") {
+                    summary[slot]
+                        .1
+                        .push_str(v["delta"].as_str().ok_or("delta not text")?);
+                } else {
+                    need(
+                        v["text"].as_str() == Some(&summary[slot].1),
+                        "reasoning_summary_text.done is not its joined deltas",
+                    )?;
+                }
+            }
+            "response.output_item.done" => {
+                let at = item(&mut items)?;
+                let it = &v["item"];
+                let ours = &items[at];
+                need(
+                    it["type"].as_str() == Some(&ours.kind)
+                        && (ours.kind == "function_call" || it["id"] == ours.id)
+                        && it["call_id"] == ours.call_id,
+                    "output_item.done changed the item's identity",
+                )?;
+                if ours.kind == "message" {
+                    let texts: Vec<&str> = it["content"]
+                        .as_array()
+                        .ok_or("a message without content")?
+                        .iter()
+                        .filter_map(|p| p["text"].as_str())
+                        .collect();
+                    let built: Vec<&str> = ours
+                        .parts
+                        .iter()
+                        .filter(|p| p.0 == "output_text")
+                        .map(|p| p.1.as_str())
+                        .collect();
+                    need(
+                        texts == built,
+                        "output_item.done does not carry the whole text",
+                    )?;
+                }
+                if ours.kind == "function_call" {
+                    need(
+                        it["arguments"].as_str() == Some(&ours.args),
+                        "output_item.done does not carry the whole arguments",
+                    )?;
+                }
+                items[at].done = Some(it.clone());
+            }
+            "response.completed" | "response.incomplete" => {
+                need(
+                    Some(&v["response"]["id"]) == id.as_ref(),
+                    "terminal with another id",
+                )?;
+                terminal = Some(v["response"].clone());
+            }
+            "error" => {
+                let e = &v["error"];
+                need(
+                    e.is_object(),
+                    "an error event the SDKs do not raise on (no `error`)",
+                )?;
+                answer.error = Some(e["message"].as_str().unwrap_or("").to_owned());
+            }
+            "response.failed" => return Err("response.failed reached the client".into()),
+            _ if at.is_some() => {
+                item(&mut items)?;
+            }
+            _ => {}
+        }
+    }
+    if answer.error.is_some() {
+        // What the client was given before the error, as the events built it.
+        for item in &items {
+            for (ty, text) in &item.parts {
+                if ty == "output_text" {
+                    answer.text.push_str(text);
+                }
+            }
+        }
+        return Ok(answer);
+    }
+    let response = terminal.ok_or("no terminal event")?;
+    let output = response["output"]
+        .as_array()
+        .ok_or("no output in the final response")?;
+    need(
+        output.len() == items.len(),
+        "the final output lacks items the client got",
+    )?;
+    for (it, ours) in output.iter().zip(&items) {
+        let done = ours.done.as_ref().ok_or("an item never done")?;
+        need(
+            it["type"] == done["type"],
+            "the final output's items differ",
+        )?;
+        match ours.kind.as_str() {
+            "message" => {
+                for p in it["content"].as_array().ok_or("message without content")? {
+                    if let Some(t) = p["text"].as_str() {
+                        answer.text.push_str(t);
+                    }
+                }
+                need(
+                    it["content"] == done["content"],
+                    "the final message differs from its done",
+                )?;
+            }
+            "function_call" => {
+                let args = it["arguments"].as_str().ok_or("arguments not text")?;
+                need(
+                    args == ours.args,
+                    "the final arguments differ from the events'",
+                )?;
+                let parsed: Value = serde_json::from_str(if args.is_empty() { "{}" } else { args })
+                    .map_err(|e| {
+                        format!("tool call {} has incomplete JSON {args:?}: {e}", ours.name)
+                    })?;
+                answer
+                    .tools
+                    .push((it["name"].as_str().unwrap_or("").to_owned(), parsed));
+            }
+            "reasoning" => answer.thinking = true,
+            _ => {}
+        }
+    }
+    answer.output_tokens = response["usage"]["output_tokens"].as_u64();
+    need(
+        answer.output_tokens.is_some(),
+        "no usage in the final response",
+    )?;
+    Ok(answer)
+}
+
 fn need(ok: bool, what: &str) -> Result<(), String> {
     if ok {
         Ok(())

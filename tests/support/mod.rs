@@ -86,6 +86,37 @@ pub fn gemini_text_stream(deltas: &[&str]) -> Bytes {
     Bytes::from(s)
 }
 
+/// A Responses API stream of `deltas` in one message, as the API sends it.
+pub fn responses_text_stream(deltas: &[&str]) -> Bytes {
+    let id = "msg_primary";
+    let mut events = vec![
+        json!({"type":"response.created","response":{"id":"resp_primary","object":"response","status":"in_progress","model":"primary","output":[],"usage":null}}),
+        json!({"type":"response.in_progress","response":{"id":"resp_primary","object":"response","status":"in_progress","model":"primary","output":[],"usage":null}}),
+        json!({"type":"response.output_item.added","output_index":0,"item":{"id":id,"type":"message","status":"in_progress","content":[],"role":"assistant"}}),
+        json!({"type":"response.content_part.added","item_id":id,"output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}),
+    ];
+    for d in deltas {
+        events.push(json!({"type":"response.output_text.delta","item_id":id,"output_index":0,"content_index":0,"delta":d}));
+    }
+    let text = deltas.concat();
+    let part = json!({"type":"output_text","annotations":[],"text":text});
+    let item =
+        json!({"id":id,"type":"message","status":"completed","content":[part],"role":"assistant"});
+    events.push(json!({"type":"response.output_text.done","item_id":id,"output_index":0,"content_index":0,"text":text}));
+    events.push(json!({"type":"response.content_part.done","item_id":id,"output_index":0,"content_index":0,"part":part}));
+    events.push(json!({"type":"response.output_item.done","output_index":0,"item":item}));
+    events.push(json!({"type":"response.completed","response":{"id":"resp_primary","object":"response","status":"completed","model":"primary","output":[item],"usage":{"input_tokens":5,"output_tokens":9,"total_tokens":14}}}));
+    let mut s = String::new();
+    for (n, mut e) in events.into_iter().enumerate() {
+        e["sequence_number"] = json!(n);
+        s.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap()
+        ));
+    }
+    Bytes::from(s)
+}
+
 /// A recorded stream from tests/fixtures.
 pub fn fixture(name: &str) -> Bytes {
     // From the crate's tests, or from the fuzz crate one level down.
@@ -204,6 +235,36 @@ pub const FIXTURES: &[Fixture] = &[
     Fixture {
         name: "gemini_after_function_response.sse",
         dialect: Dialect::Gemini,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_responses_text_queued.sse",
+        dialect: Dialect::Responses,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_responses_function_call.sse",
+        dialect: Dialect::Responses,
+        thinking: true,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_responses_reasoning_summary.sse",
+        dialect: Dialect::Responses,
+        thinking: true,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_responses_reasoning_encrypted_text.sse",
+        dialect: Dialect::Responses,
+        thinking: true,
+        usage: true,
+    },
+    Fixture {
+        name: "openai_responses_legacy_no_sequence.sse",
+        dialect: Dialect::Responses,
         thinking: false,
         usage: true,
     },
@@ -398,6 +459,40 @@ pub fn whole_of(dialect: Dialect, bytes: &Bytes) -> Whole {
                 }
             }
         }
+        Dialect::Responses => {
+            let mut tools: Vec<(String, String)> = Vec::new();
+            for ev in &events {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                match v["type"].as_str() {
+                    Some("response.output_text.delta") => {
+                        whole.text.push_str(v["delta"].as_str().unwrap())
+                    }
+                    Some("response.output_item.added") => match v["item"]["type"].as_str() {
+                        Some("function_call") => {
+                            tools.push((v["item"]["name"].as_str().unwrap().into(), String::new()))
+                        }
+                        Some("reasoning") => {
+                            whole.thinking.get_or_insert_with(String::new);
+                        }
+                        _ => {}
+                    },
+                    Some("response.function_call_arguments.delta") => tools
+                        .last_mut()
+                        .unwrap()
+                        .1
+                        .push_str(v["delta"].as_str().unwrap()),
+                    Some("response.reasoning_summary_text.delta") => whole
+                        .thinking
+                        .get_or_insert_with(String::new)
+                        .push_str(v["delta"].as_str().unwrap()),
+                    _ => {}
+                }
+            }
+            if whole.thinking.as_deref() == Some("") {
+                whole.thinking = Some("Encrypted reasoning, regenerated.".into());
+            }
+            whole.tools = tools;
+        }
     }
     whole
 }
@@ -450,6 +545,9 @@ pub fn request_body(f: &Fixture) -> Value {
             }
             body
         }
+        Dialect::Responses => {
+            json!({"model":"primary","stream":true,"max_output_tokens":500,"instructions":"Be brief.","input":[{"role":"user","content":"Please answer."}]})
+        }
     }
 }
 
@@ -459,13 +557,15 @@ pub fn path(dialect: Dialect) -> &'static str {
         Dialect::Anthropic => "/v1/messages",
         Dialect::OpenAi => "/v1/chat/completions",
         Dialect::Gemini => "/v1beta/models/primary:streamGenerateContent?alt=sse",
+        Dialect::Responses => "/v1/responses",
     }
 }
 
 /// A chain from `primary` to `fallback` (and `fallback-2`), with `prefill` for both.
 pub fn chain(dialect: Dialect, prefill: bool) -> FallbackChain {
     let kind = match (prefill, dialect) {
-        (false, _) => Prefill::None,
+        // The Responses API has no prefill: continued by instruction.
+        (false, _) | (_, Dialect::Responses) => Prefill::None,
         (true, Dialect::Anthropic) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
         (true, Dialect::Gemini) => Prefill::Assistant,
@@ -528,6 +628,7 @@ pub fn check(dialect: Dialect, usage: bool, bytes: &[u8]) -> Result<check::Answe
         // As the openai Python SDK reads it: a blank line after an `id:` is an event.
         Dialect::OpenAi => check::openai(&check::parse_sse_as_openai_python(bytes), usage),
         Dialect::Gemini => check::gemini(bytes, &events),
+        Dialect::Responses => check::responses(&events),
     }
 }
 
@@ -629,6 +730,10 @@ pub fn gemini_request() -> Value {
     json!({"contents":[{"role":"user","parts":[{"text":"Say hello."}]}],"generationConfig":{"maxOutputTokens":100}})
 }
 
+pub fn responses_request() -> Value {
+    json!({"model":"primary","max_output_tokens":100,"stream":true,"input":[{"role":"user","content":"Say hello."}]})
+}
+
 pub fn openai_request() -> Value {
     json!({"model":"primary","max_tokens":100,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello."}]})
 }
@@ -643,12 +748,15 @@ pub fn broken_after(dialect: Dialect, all: &[&str], sent: usize) -> Upstream {
         Dialect::Anthropic => anthropic_text_stream(all),
         Dialect::OpenAi => openai_text_stream(all),
         Dialect::Gemini => gemini_text_stream(all),
+        Dialect::Responses => responses_text_stream(all),
     };
-    // message_start + block start, or the role chunk, come before the deltas.
+    // message_start + block start, or the role chunk, or created, in_progress, the item and
+    // its part, come before the deltas.
     let lead = match dialect {
         Dialect::Anthropic => 2,
         Dialect::OpenAi => 1,
         Dialect::Gemini => 0,
+        Dialect::Responses => 4,
     };
     let events = events_of(&bytes);
     Upstream::new(dialect, whole).then(Scripted::Stream {

@@ -25,6 +25,8 @@ pub enum Dialect {
     OpenAi,
     /// Gemini's own API: the model in the path, whole responses per event, CRLF.
     Gemini,
+    /// The OpenAI Responses API.
+    Responses,
 }
 
 /// Gemini's answer to a request ending with a `model` turn, on models without prefill.
@@ -168,6 +170,7 @@ impl Upstream {
             true if path.ends_with("/chat/completions") => Dialect::OpenAi,
             true if path.ends_with("/messages") => Dialect::Anthropic,
             true if path.ends_with(":streamGenerateContent") => Dialect::Gemini,
+            true if path.ends_with("/responses") => Dialect::Responses,
             _ => self.inner.dialect,
         }
     }
@@ -301,7 +304,11 @@ impl Upstream {
     /// The model: continue the whole answer after the partial answer in the request.
     fn model(&self, req: &Value, dialect: Dialect) -> Response<ScriptBody> {
         let model = req["model"].as_str().unwrap_or("").to_owned();
-        let messages = req["messages"].as_array().cloned().unwrap_or_default();
+        let conversation = match dialect {
+            Dialect::Responses => &req["input"],
+            _ => &req["messages"],
+        };
+        let messages = conversation.as_array().cloned().unwrap_or_default();
         let last = messages.last().cloned().unwrap_or(Value::Null);
         let rejects = self.inner.rejects_prefill.contains(&model);
         let mut partial = String::new();
@@ -315,7 +322,8 @@ impl Upstream {
                     return plain(400, ANTHROPIC_WHITESPACE_400);
                 }
             }
-        } else if last["role"] == "assistant"
+        } else if dialect == Dialect::OpenAi
+            && last["role"] == "assistant"
             && (last["prefix"] == true || req["continue_final_message"] == true)
             && rejects
         {
@@ -336,9 +344,12 @@ impl Upstream {
         if self.inner.echo {
             remaining.insert_str(0, &partial);
         }
-        let thinking = dialect == Dialect::Anthropic
-            && req["thinking"]["type"] == "enabled"
-            && whole.thinking.is_some();
+        let thinking = match dialect {
+            Dialect::Anthropic => req["thinking"]["type"] == "enabled" && whole.thinking.is_some(),
+            Dialect::Responses => whole.thinking.is_some(),
+            Dialect::OpenAi => false,
+            Dialect::Gemini => unreachable!("Gemini requests are answered by gemini_model"),
+        };
         let bytes = match dialect {
             Dialect::Anthropic => anthropic_stream(
                 &model,
@@ -353,6 +364,12 @@ impl Upstream {
                 req["stream_options"]["include_usage"] == true,
             ),
             Dialect::Gemini => unreachable!("Gemini requests are answered by gemini_model"),
+            Dialect::Responses => responses_stream(
+                &model,
+                thinking.then(|| whole.thinking.clone().unwrap()),
+                &remaining,
+                &whole.tools,
+            ),
         };
         let mut bytes = Bytes::from(bytes);
         if let Some(ending) = self.inner.endings.lock().unwrap().pop_front() {
@@ -688,12 +705,117 @@ fn gemini_stream(
     out
 }
 
+/// A Responses API stream: reasoning, a message, function calls, each an output item; every
+/// event numbered.
+pub fn responses_stream(
+    model: &str,
+    thinking: Option<String>,
+    text: &str,
+    tools: &[(String, String)],
+) -> String {
+    let mut out = String::new();
+    let mut seq = 0;
+    let mut push = |mut v: Value| {
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        let name = v["type"].as_str().unwrap().to_owned();
+        out.push_str(&format!("event: {name}\ndata: {v}\n\n"));
+    };
+    let response = |status: &str, output: Value, usage: Value| json!({"id":"resp_fallback","object":"response","created_at":1700000000,"status":status,"model":model,"output":output,"usage":usage});
+    push(
+        json!({"type":"response.created","response":response("in_progress", json!([]), Value::Null)}),
+    );
+    push(
+        json!({"type":"response.in_progress","response":response("in_progress", json!([]), Value::Null)}),
+    );
+    let (mut output, mut deltas, mut index) = (Vec::new(), 0, 0);
+    if let Some(thinking) = thinking {
+        let id = "rs_fallback";
+        push(
+            json!({"type":"response.output_item.added","output_index":index,"item":{"id":id,"type":"reasoning","summary":[]}}),
+        );
+        push(
+            json!({"type":"response.reasoning_summary_part.added","item_id":id,"output_index":index,"summary_index":0,"part":{"type":"summary_text","text":""}}),
+        );
+        for p in pieces(&thinking, 12) {
+            deltas += 1;
+            push(
+                json!({"type":"response.reasoning_summary_text.delta","item_id":id,"output_index":index,"summary_index":0,"delta":p}),
+            );
+        }
+        push(
+            json!({"type":"response.reasoning_summary_text.done","item_id":id,"output_index":index,"summary_index":0,"text":thinking}),
+        );
+        push(
+            json!({"type":"response.reasoning_summary_part.done","item_id":id,"output_index":index,"summary_index":0,"part":{"type":"summary_text","text":thinking}}),
+        );
+        let item =
+            json!({"id":id,"type":"reasoning","summary":[{"type":"summary_text","text":thinking}]});
+        push(json!({"type":"response.output_item.done","output_index":index,"item":item}));
+        output.push(item);
+        index += 1;
+    }
+    if !text.is_empty() {
+        let id = "msg_fallback";
+        push(
+            json!({"type":"response.output_item.added","output_index":index,"item":{"id":id,"type":"message","status":"in_progress","content":[],"role":"assistant"}}),
+        );
+        push(
+            json!({"type":"response.content_part.added","item_id":id,"output_index":index,"content_index":0,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}}),
+        );
+        for p in pieces(text, 5) {
+            deltas += 1;
+            push(
+                json!({"type":"response.output_text.delta","item_id":id,"output_index":index,"content_index":0,"delta":p,"logprobs":[]}),
+            );
+        }
+        let part = json!({"type":"output_text","annotations":[],"logprobs":[],"text":text});
+        push(
+            json!({"type":"response.output_text.done","item_id":id,"output_index":index,"content_index":0,"text":text,"logprobs":[]}),
+        );
+        push(
+            json!({"type":"response.content_part.done","item_id":id,"output_index":index,"content_index":0,"part":part}),
+        );
+        let item = json!({"id":id,"type":"message","status":"completed","content":[part],"role":"assistant"});
+        push(json!({"type":"response.output_item.done","output_index":index,"item":item}));
+        output.push(item);
+        index += 1;
+    }
+    for (n, (name, args)) in tools.iter().enumerate() {
+        let id = format!("fc_fallback{n}");
+        let call_id = format!("call_fb{n}");
+        push(
+            json!({"type":"response.output_item.added","output_index":index,"item":{"id":id,"type":"function_call","status":"in_progress","arguments":"","call_id":call_id,"name":name}}),
+        );
+        for p in pieces(args, 4) {
+            deltas += 1;
+            push(
+                json!({"type":"response.function_call_arguments.delta","item_id":id,"output_index":index,"delta":p}),
+            );
+        }
+        push(
+            json!({"type":"response.function_call_arguments.done","item_id":id,"output_index":index,"arguments":args}),
+        );
+        let item = json!({"id":id,"type":"function_call","status":"completed","arguments":args,"call_id":call_id,"name":name});
+        push(json!({"type":"response.output_item.done","output_index":index,"item":item}));
+        output.push(item);
+        index += 1;
+    }
+    let usage = json!({"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":deltas,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":10 + deltas});
+    push(
+        json!({"type":"response.completed","response":response("completed", json!(output), usage)}),
+    );
+    out
+}
+
 /// The in-band error event of a dialect.
 pub fn in_band_error(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Gemini => "data: {\"error\": {\"code\": 503, \"message\": \"The model is overloaded. Please try again later.\", \"status\": \"UNAVAILABLE\"}}\r\n\r\n",
         Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
         Dialect::OpenAi => "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+        // The shape the API sends (nested), numbered after anything a primary sent.
+        Dialect::Responses => "event: error\ndata: {\"type\":\"error\",\"sequence_number\":9999,\"error\":{\"type\":\"server_error\",\"code\":\"server_error\",\"message\":\"The server had an error while processing your request.\",\"param\":null}}\n\n",
     }
 }
 

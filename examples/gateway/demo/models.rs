@@ -8,6 +8,9 @@ pub const CLAUDE_PREFILL: &str = "demo-claude-prefill";
 pub const GPT_PRIMARY: &str = "demo-gpt-primary";
 pub const GPT_PREFIX: &str = "demo-gpt-prefix";
 pub const GPT_NO_PREFIX: &str = "demo-gpt-no-prefix";
+/// Gateway model names for the GPT models on the Responses route.
+pub const RESPONSES_PRIMARY: &str = "demo-responses-primary";
+pub const RESPONSES_FALLBACK: &str = "demo-responses-fallback";
 pub const GEMINI_PRIMARY: &str = "demo-gemini-primary";
 pub const GEMINI_NO_PREFILL: &str = "demo-gemini-no-prefill";
 pub const GEMINI_PREFILL: &str = "demo-gemini-prefill";
@@ -72,8 +75,8 @@ pub const CLAUDE_VERTEX: &str = "demo-claude-vertex";
 pub const CLAUDE_WITH_VERTEX_FALLBACK: &str = "demo-claude-with-vertex-fallback";
 
 /// The gateway configuration for the demo: every demo model the gateway can serve today
-/// (Messages, Chat, Gemini, and Claude on Vertex AI both ways), each primary with its
-/// fallbacks. Also a worked example of the config file.
+/// (Messages, Chat, Responses, Gemini, and Claude on Vertex AI both ways), each primary with
+/// its fallbacks. Also a worked example of the config file.
 pub fn gateway_config(upstream: SocketAddr, listen: SocketAddr) -> String {
     format!(
         r#"listen = "{listen}"
@@ -108,6 +111,11 @@ dialect = "anthropic"
 base_url = "http://{upstream}"
 vertex = {{ project = "demo-project", region = "us-east5" }}
 access_token_command = ["echo", "demo-vertex-token"]
+
+[[upstreams]]
+name = "demo-responses"
+dialect = "openai-responses"
+base_url = "http://{upstream}"
 
 [[models]]
 name = "{CLAUDE_PRIMARY}"
@@ -172,6 +180,20 @@ upstream = "demo-vertex"
 upstream_model = "{CLAUDE_PREFILL}"
 prefill = "assistant"
 fallbacks = ["{CLAUDE_NO_PREFILL}"]
+
+# The same GPT models on the Responses API (no prefill there: continued by instruction).
+[[models]]
+name = "{RESPONSES_PRIMARY}"
+upstream = "demo-responses"
+upstream_model = "{GPT_PRIMARY}"
+prefill = "none"
+fallbacks = ["{RESPONSES_FALLBACK}"]
+
+[[models]]
+name = "{RESPONSES_FALLBACK}"
+upstream = "demo-responses"
+upstream_model = "{GPT_NO_PREFIX}"
+prefill = "none"
 "#
     )
 }
