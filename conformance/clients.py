@@ -54,24 +54,44 @@ def arguments(raw):
 
 
 class Tee(httpx2.BaseTransport):
-    """The SDK's transport, keeping a copy of the last response body as the SDK read it."""
+    """The SDK's transport, keeping a copy of the last response body as the SDK read it. With
+    `keep_alive`, those bytes reach the SDK twice after every event end a read holds (as the
+    layer writes keep-alives between events while it waits for a fallback), each on its own
+    read; `inserted` counts them."""
 
-    def __init__(self):
+    def __init__(self, keep_alive: bytes = b""):
         self.inner = httpx2.HTTPTransport()
         self.body = bytearray()
         self.request = None
+        self.keep_alive, self.inserted = keep_alive, 0
 
     def handle_request(self, request):
         self.request = (request.method, str(request.url), dict(request.headers), request.read())
         response = self.inner.handle_request(request)
         self.body = bytearray()
-        body, inner = self.body, response.stream
+        self.inserted = 0
+        body, inner, tee = self.body, response.stream, self
+
+        def pieces(chunk):
+            if not tee.keep_alive:
+                yield chunk
+                return
+            events = chunk.split(b"\r\n\r\n")
+            for n, event in enumerate(events):
+                last = n + 1 == len(events)
+                yield event if last else event + b"\r\n\r\n"
+                if not last:
+                    for _ in range(2):
+                        tee.inserted += 1
+                        yield tee.keep_alive
 
         class Stream(httpx2.SyncByteStream):
             def __iter__(self):
                 for chunk in inner:
-                    body.extend(chunk)
-                    yield chunk
+                    for piece in pieces(chunk):
+                        if piece:
+                            body.extend(piece)
+                            yield piece
 
             def close(self):
                 inner.close()
@@ -85,8 +105,8 @@ class Wrapper:
     FORMAT = ""
     SDK = None
 
-    def __init__(self, base: str):
-        self.tee = Tee()
+    def __init__(self, base: str, keep_alive: bytes = b""):
+        self.tee = Tee(keep_alive)
         self.http = httpx2.Client(transport=self.tee, timeout=60)
         self.base = base
 
@@ -258,8 +278,8 @@ class GeminiStream(Wrapper):
     FORMAT = "gemini"
     SDK = genai
 
-    def __init__(self, base: str, api_version=None):
-        super().__init__(base)
+    def __init__(self, base: str, api_version=None, keep_alive: bytes = b""):
+        super().__init__(base, keep_alive)
         options = genai_types.HttpOptions(base_url=base, httpx_client=self.http)
         if api_version:
             options.api_version = api_version
@@ -291,6 +311,8 @@ class GeminiStream(Wrapper):
         return Final(text, tools, thinking)
 
     def check_seams(self, usage=True, expect_error=False, **_):
+        if self.tee.keep_alive and not self.tee.inserted:
+            raise AssertionError("no keep-alive reached the SDK: the case proves nothing")
         return seams.gemini(self.raw(expect_error), expect_error=expect_error)
 
 
@@ -302,5 +324,8 @@ WRAPPERS = {
     "openai-responses-raw": lambda base: OpenAIResponses(base, raw=True),
     "google-genai": GeminiStream,
     "google-genai-v1beta": lambda base: GeminiStream(base, api_version="v1beta"),
+    # The keep-alive the layer writes to Gemini clients (ChunkEncoder::keep_alive): a bare
+    # blank line between events, the only one google-genai survives.
+    "google-genai-keep-alives": lambda base: GeminiStream(base, keep_alive=b"\r\n"),
     "anthropic-vertex": AnthropicVertexMessages,
 }

@@ -3,7 +3,8 @@
 Proof that the demo speaks each wire format and server shape as the official clients accept
 it, before any gateway case leans on it: every format (Messages, Claude on Vertex, Chat in
 each server's shape, Responses through both SDK paths, Gemini on v1 and v1beta) x every
-answer, with no fault. Each case checks that the SDK's final message equals the whole canned
+answer, with no fault (and google-genai again with the layer's keep-alive between every two
+events). Each case checks that the SDK's final message equals the whole canned
 answer (examples/gateway/demo/answer.rs) and that the raw bytes obey seams.py. Then the
 continuation rules: a request carrying part of the answer gets the rest (prefill, instruction,
 input items, a trailing model turn), and a model declared to reject prefill answers the
@@ -81,7 +82,7 @@ def cases():
     for answer in ("text", "tool", "parallel-tools", "thinking"):
         for wrapper in ("anthropic", "anthropic-vertex"):
             out.append(Case(f"{wrapper}/{answer}", wrapper, "demo-claude-primary", answer, whole(answer)))
-        for wrapper in ("google-genai", "google-genai-v1beta"):
+        for wrapper in ("google-genai", "google-genai-v1beta", "google-genai-keep-alives"):
             out.append(Case(f"{wrapper}/{answer}", wrapper, "demo-gemini-primary", answer, whole(answer)))
     for answer in ("text", "tool", "parallel-tools", "thinking", "refusal"):
         for wrapper in ("openai-responses", "openai-responses-raw"):

@@ -77,6 +77,10 @@ import clients  # noqa: E402
 import seams  # noqa: E402
 
 IDLE_MS = 300
+# Before its first content an attempt is held by the first-token deadline, not the idle timeout:
+# a stall there would otherwise wait the gateway's 60 s default, as long as the clients' own
+# read timeout (a race, and a minute per case). Short, with room for a loaded machine.
+FIRST_TOKEN_MS = 5000
 WORKERS = 4
 # Across dialects, every CROSS_STEP-th failure position (plus the first and last few).
 CROSS_STEP = 5
@@ -95,23 +99,24 @@ class Dialect:
     one whose fallback rejects it; `answers` the x-demo-answer values; `status` a retryable
     status; `tail` the events after the answer is complete (a failure there needs no fallback);
     `prefill_rejected` a model whose first fallback is declared to take prefill but answers it
-    with 400; `cross` the cases whose fallbacks speak another dialect. `stride` samples the failure
-    positions (every `stride`-th, plus the first and last three) to keep CI's time in check; the
-    Rust splice matrix keeps every position. `truncation_raises`: an SDK that raises on a stream
-    without its terminal event (the Responses helpers) rather than returning the partial answer.
-    A new dialect's gateway cases are one more entry in DIALECTS."""
+    with 400; `every` samples failure positions (every k-th, plus the first and last three) to
+    keep CI within its budget (the Rust splice matrix keeps every position); `cross` the cases
+    whose fallbacks speak another dialect. A model may name its own upstream as a fifth element
+    (a fallback on Claude on Vertex AI, UPSTREAMS). `truncation_raises`: an SDK that raises on a
+    stream without its terminal event (the Responses helpers) rather than returning the partial
+    answer. A new dialect's gateway cases are one more entry in DIALECTS."""
 
     def __init__(self, wrapper, dialect, upstream, prefix, models, answers, status, tail, prefill_rejected=None,
-                 cross=None, stride=1, truncation_raises=False):
+                 every=1, cross=None, truncation_raises=False):
         self.wrapper, self.dialect, self.upstream, self.prefix = wrapper, dialect, upstream, prefix
         self.models, self.answers, self.status, self.tail = models, answers, status, tail
-        self.prefill_rejected, self.cross = prefill_rejected, cross
-        self.stride, self.truncation_raises = stride, truncation_raises
+        self.prefill_rejected, self.every, self.cross = prefill_rejected, every, cross
+        self.truncation_raises = truncation_raises
 
     def positions(self, n):
-        if self.stride <= 1:
+        if self.every <= 1:
             return list(range(n))
-        return sorted(set(range(0, n, self.stride)) | {p for p in (0, 1, 2, n - 3, n - 2, n - 1) if 0 <= p < n})
+        return sorted(set(range(0, n, self.every)) | {p for p in (0, 1, 2, n - 3, n - 2, n - 1) if 0 <= p < n})
 
 
 class Cross:
@@ -121,6 +126,14 @@ class Cross:
 
     def __init__(self, to, answers, prefill, no_prefill):
         self.to, self.answers, self.prefill, self.no_prefill = to, answers, prefill, no_prefill
+
+
+# Upstreams that are not a plain dialect endpoint with an API key: Claude on Vertex AI, its
+# access token printed by a command as `gcloud auth print-access-token` would.
+UPSTREAMS = {
+    "demo-vertex": ['dialect = "anthropic"', 'vertex = { project = "demo-project", region = "us-east5" }',
+                    'access_token_command = ["echo", "conformance-vertex-token"]'],
+}
 
 
 DIALECTS = [
@@ -149,6 +162,27 @@ DIALECTS = [
         ("gpt-y", "demo-gpt-primary", "none", ["claude-no-prefill"]),
     ], answers=("text", "tool", "parallel-tools"), status="503", tail=3,
         cross=Cross("anthropic", ("text", "tool", "parallel-tools"), "gpt-x", "gpt-y")),
+    # google-genai's default API version (v1 in 3.x) and v1beta; the finish rides on the last chunk.
+    Dialect("google-genai", "gemini", "demo-gemini", "gemini", models=[
+        ("gemini-a", "demo-gemini-primary", "none", ["gemini-prefill"]),
+        ("gemini-b", "demo-gemini-primary", "none", ["gemini-no-prefill"]),
+        ("gemini-prefill", "demo-gemini-prefill", "assistant", []),
+        ("gemini-no-prefill", "demo-gemini-no-prefill", "none", []),
+    ], answers=("text", "tool", "thinking"), status="503", tail=1, every=3),
+    Dialect("google-genai-v1beta", "gemini", "demo-gemini", "gemini", models=[],
+            answers=("text",), status="503", tail=1, every=4),
+    # The anthropic SDK on the Anthropic API, its fallbacks Claude on Vertex AI.
+    Dialect("anthropic", "anthropic", "demo-anthropic", "claude-vx", models=[
+        ("claude-vx-a", "demo-claude-primary", "none", ["claude-vx-prefill"]),
+        ("claude-vx-b", "demo-claude-primary", "none", ["claude-vx-no-prefill"]),
+        ("claude-vx-prefill", "demo-claude-prefill", "assistant", [], "demo-vertex"),
+        ("claude-vx-no-prefill", "demo-claude-no-prefill", "none", [], "demo-vertex"),
+    ], answers=("text", "tool"), status="529", tail=2, every=10),
+    # AnthropicVertex: Claude on Vertex AI first, the Anthropic API after it.
+    Dialect("anthropic-vertex", "anthropic", "demo-vertex", "vx", models=[
+        ("vx-a", "demo-claude-primary", "none", ["claude-prefill"]),
+        ("vx-b", "demo-claude-primary", "none", ["claude-no-prefill"]),
+    ], answers=("text", "thinking"), status="529", tail=2, every=10),
     # The Responses API has no prefill: both kinds of fallback continue by instruction. Its
     # answer is complete only with response.completed (tail 0). Two SDK calls: the helper
     # (responses.stream) and raw iteration (responses.create(stream=True)), raw on the text
@@ -160,12 +194,12 @@ DIALECTS = [
         ("resp-a", "demo-gpt-primary", "none", ["resp-fallback"]),
         ("resp-b", "demo-gpt-primary", "none", ["resp-fallback"]),
         ("resp-fallback", "demo-gpt-no-prefix", "none", []),
-    ], answers=("text", "tool", "thinking"), status="503", tail=0, stride=15, truncation_raises=True),
+    ], answers=("text", "tool", "thinking"), status="503", tail=0, every=15, truncation_raises=True),
     Dialect("openai-responses-raw", "openai-responses", "demo-responses-raw", "rraw", models=[
         ("rraw-a", "demo-gpt-primary", "none", ["rraw-fallback"]),
         ("rraw-b", "demo-gpt-primary", "none", ["rraw-fallback"]),
         ("rraw-fallback", "demo-gpt-no-prefix", "none", []),
-    ], answers=("text",), status="503", tail=0, stride=24, truncation_raises=True),
+    ], answers=("text",), status="503", tail=0, every=24, truncation_raises=True),
 ]
 
 
@@ -208,15 +242,18 @@ def config(upstream: str) -> str:
         "[fallback]",
         "max_attempts = 3",
         f"idle_timeout_ms = {IDLE_MS}",
+        f"first_token_timeout_ms = {FIRST_TOKEN_MS}",
         "keep_alive_ms = 100",
         'when_no_prefill = "instruction"',
     ]
+    upstreams = {d.upstream: [f'dialect = "{d.dialect}"', 'api_key_env = "CONFORMANCE_UPSTREAM_KEY"']
+                 for d in DIALECTS if d.upstream not in UPSTREAMS}
+    upstreams.update(UPSTREAMS)
+    for name, keys in upstreams.items():
+        lines += ["[[upstreams]]", f'name = "{name}"', f'base_url = "{upstream}"', *keys]
     for d in DIALECTS:
-        lines += ["[[upstreams]]", f'name = "{d.upstream}"', f'dialect = "{d.dialect}"', f'base_url = "{upstream}"',
-                  'api_key_env = "CONFORMANCE_UPSTREAM_KEY"']
-    for d in DIALECTS:
-        for name, upstream_model, prefill, fallbacks in d.models:
-            lines += ["[[models]]", f'name = "{name}"', f'upstream = "{d.upstream}"',
+        for name, upstream_model, prefill, fallbacks, *own in d.models:
+            lines += ["[[models]]", f'name = "{name}"', f'upstream = "{own[0] if own else d.upstream}"',
                       f'upstream_model = "{upstream_model}"', f'prefill = "{prefill}"',
                       "fallbacks = [" + ", ".join(f'"{f}"' for f in fallbacks) + "]"]
     return "\n".join(lines) + "\n"
@@ -500,7 +537,9 @@ def main():
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             for case, error in pool.map(one, all_cases):
                 client_name = client(case.sdk, gateway).version()
-                results[(client_name, case.route, case.failure)]["failed" if error else "passed"] += 1
+                # A fallback in the client's dialect: which of its entries (Claude on Vertex AI...).
+                route = case.route if case.route != case.dialect.dialect else f"{case.route}:{case.dialect.prefix}"
+                results[(client_name, route, case.failure)]["failed" if error else "passed"] += 1
                 if error:
                     failures.append(f"{case.name()} ({case.model}): {error}")
 

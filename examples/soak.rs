@@ -32,6 +32,9 @@ mod proxy;
 #[allow(dead_code)]
 #[path = "gateway/server.rs"]
 mod server;
+#[allow(dead_code)]
+#[path = "gateway/token.rs"]
+mod token;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;

@@ -6,25 +6,28 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
+use crate::address::Address;
 use crate::dialect::Dialect;
 use crate::strategy::Strategy;
 
 /// The attempt a request belongs to, in the extensions of every request the layer sends to the
 /// inner service, so that it routes without reading the body again.
 ///
-/// [`target`](Self::target) is where this attempt goes: on the first attempt, the `model` the
-/// client's body names; on later ones, the target the planner chose (with
+/// [`target`](Self::target) is where this attempt goes: on the first attempt, the model the
+/// client's request names (its body's `model`, or its path's for Gemini and Claude on Vertex
+/// AI); on later ones, the target the planner chose (with
 /// [`FallbackChain`](crate::FallbackChain), the fallback model, which the layer has also
-/// written into the body's `model`). The first attempt's is read from the body when first
-/// asked for (by the inner service, the layer's spans when a subscriber listens to them, the
-/// observer), or on the first failure, once; a request nobody asks about costs no read of its
-/// body.
+/// written where its [`address`](Self::address) says: the body's `model`, or the path). The
+/// first attempt's is read from the body when first asked for (by the inner service, the
+/// layer's spans when a subscriber listens to them, the observer), or on the first failure,
+/// once; a request nobody asks about costs no read of its body.
 ///
 /// [`dialect`](Self::dialect) is the wire format of this attempt's request: the client's, unless
-/// the target was declared to speak another ([`Target::dialect`](crate::Target::dialect)); then
-/// the layer has translated the body, and set the path's endpoint to that dialect's
-/// (`/v1/messages` becomes `/v1/chat/completions`), and the inner service routes the request
-/// (its upstream, its credentials) by it.
+/// the target speaks another ([`Target::dialect`](crate::Target::dialect), or Claude on Vertex
+/// AI's address for a client of another dialect); then the layer has translated the body, and
+/// set the path's endpoint to that dialect's (`/v1/messages` becomes `/v1/chat/completions`) or
+/// to the address's, and the inner service routes the request (its upstream, its credentials)
+/// by it and by [`address`](Self::address).
 ///
 /// In an axum handler behind the layer, take it with `Extension<Attempt>`:
 ///
@@ -47,6 +50,7 @@ use crate::strategy::Strategy;
 pub struct Attempt {
     number: u32,
     target: Target,
+    address: Address,
     strategy: Option<Strategy>,
     hedge: bool,
     dialect: Option<Dialect>,
@@ -130,17 +134,20 @@ impl Attempt {
         Attempt {
             number: 1,
             target: Target::Known(model),
+            address: Address::native(),
             strategy: None,
             hedge: false,
             dialect: None,
         }
     }
 
-    /// The first attempt, whose target is read from `model` when asked for.
-    pub(crate) fn first_in(model: &Arc<ModelInBody>) -> Self {
+    /// The first attempt, whose target is read from `model` when asked for, at `address`
+    /// (where the client's request names its model).
+    pub(crate) fn first_in(model: &Arc<ModelInBody>, address: Address) -> Self {
         Attempt {
             number: 1,
             target: Target::InBody(model.clone()),
+            address,
             strategy: None,
             hedge: false,
             dialect: None,
@@ -159,10 +166,25 @@ impl Attempt {
         Attempt {
             number: number.max(2),
             target: Target::Known(Some(target.into())),
+            address: Address::native(),
             strategy: Some(strategy),
             hedge: false,
             dialect: None,
         }
+    }
+
+    /// This attempt with its request addressed as `address` says.
+    pub fn at(mut self, address: Address) -> Self {
+        self.address = address;
+        self
+    }
+
+    /// Where this attempt's request names its model: the target's [`Address`] (the body's
+    /// `model`, or the path: Claude on Vertex AI). On the first attempt, the address of the
+    /// request as the client sent it; an inner service that serves the model the client
+    /// asked for elsewhere re-addresses it there ([`Target::readdress`](crate::Target::readdress)).
+    pub fn address(&self) -> &Address {
+        &self.address
     }
 
     /// The same attempt, its request in `dialect`.
@@ -198,11 +220,17 @@ impl Attempt {
         self.strategy.is_none()
     }
 
-    /// Whether this attempt races another one still in flight. Always false for now: reserved
-    /// for hedged requests, so that inner services and observers can tell them apart once
-    /// they exist.
+    /// Whether this attempt is a hedge: started beside another that had sent no content
+    /// within its hedge delay, to race it (see
+    /// [`hedge_after`](crate::MidStreamFallbackLayer::hedge_after)).
     pub fn is_hedge(&self) -> bool {
         self.hedge
+    }
+
+    /// The same attempt, as a hedge racing another.
+    pub(crate) fn hedging(mut self) -> Self {
+        self.hedge = true;
+        self
     }
 
     /// The strategy as a label for logs and metrics: `original` for the first attempt, else
@@ -233,6 +261,7 @@ impl PartialEq for Attempt {
     fn eq(&self, other: &Self) -> bool {
         self.number == other.number
             && self.strategy == other.strategy
+            && self.address == other.address
             && self.hedge == other.hedge
             && self.target() == other.target()
     }
@@ -249,7 +278,8 @@ impl fmt::Debug for Attempt {
             Target::InBody(model) if model.known().is_none() => d.field("target", &"<in body>"),
             _ => d.field("target", &self.known_target()),
         };
-        d.field("strategy", &self.strategy)
+        d.field("address", &self.address)
+            .field("strategy", &self.strategy)
             .field("hedge", &self.hedge)
             .field("dialect", &self.dialect)
             .finish()
@@ -265,7 +295,7 @@ mod tests {
         let body = Bytes::from(br#"{"model":"m","messages":[]}"#.to_vec());
         let read = ModelInBody::new(body.clone());
         assert!(!body.is_unique());
-        let attempt = Attempt::first_in(&read);
+        let attempt = Attempt::first_in(&read, Address::native());
         assert_eq!(attempt.target(), Some("m"));
         assert!(body.is_unique(), "an attempt keeps its model, not the body");
         assert_eq!(attempt.target(), Some("m"), "and still answers");
@@ -273,6 +303,9 @@ mod tests {
         let set = ModelInBody::new(body.clone());
         set.set(Some("n"));
         assert!(body.is_unique());
-        assert_eq!(Attempt::first_in(&set).target(), Some("n"));
+        assert_eq!(
+            Attempt::first_in(&set, Address::native()).target(),
+            Some("n")
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,9 +20,9 @@ use crate::config::Config;
 use crate::dialect::{describe_error_body, Dialect, ErrorKind, StreamFailure};
 use crate::error::{BoxError, FailureClass};
 use crate::plan::RetryPlanner;
-use crate::recovery::Recovery;
+use crate::recovery::{Call, Recovery};
 use crate::replay::ReplayBody;
-use crate::respond::{error_response, gave_up, plain_text, readable_stream, watch};
+use crate::respond::{error_response, gave_up, plain_text, readable_stream, watch_racing};
 use crate::transcript::Transcript;
 use crate::untrusted::{describe, Redactor};
 
@@ -35,9 +36,13 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Every wait is bounded: reading a failed response's body by the idle timeout (what was read
 /// by then is described in the error), each attempt's response headers by its first-token
 /// deadline.
+///
+/// `rival`: the first attempt's hedge, still racing: the first attempt's failure is recorded
+/// (it is not a client error) and the hedge goes on as the next attempt, without a plan.
 pub(crate) async fn before_stream<S, P, ReqBody, ResBody>(
     mut recovery: Recovery<S, P>,
     first: Result<Response<ResBody>, StreamFailure>,
+    mut rival: Option<Pin<Box<Call<S, ReqBody>>>>,
 ) -> Result<Response<FallbackBody<ResBody>>, Infallible>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -70,7 +75,7 @@ where
                 )
             }
             Ok(response) if response.status().is_success() => {
-                return Ok(watch(response, recovery));
+                return Ok(watch_racing(response, recovery, rival));
             }
             Ok(response) => {
                 let status = response.status();
@@ -83,6 +88,8 @@ where
                     // as it came, after one call.
                     let mut response =
                         respond_read(parts, read, Some(dialect), &recovery.config.redactor);
+                    // The hedge would get the same.
+                    recovery.race_won(false);
                     recovery.pass_on(&mut response);
                     return Ok(response);
                 }
@@ -112,6 +119,12 @@ where
             Err(failure) => failure,
         };
         is_first = false;
+        if let Some(hedge) = rival.take() {
+            recovery.racer_failed(failure, false);
+            let (sent, timing) = recovery.deadlines();
+            outcome = within(sent, timing.first_token, hedge).await;
+            continue;
+        }
         let failure = failure.redacted(&recovery.config.redactor);
         match recovery.on_failure(failure, &transcript) {
             Ok((request, _strategy)) => {

@@ -195,8 +195,9 @@ impl FallbackChain {
         self
     }
 
-    /// How many same-target retries all requests together may make per window (default:
-    /// [`RetryBudget::default`]); past it, failures move on to the next target at once.
+    /// How many same-target retries (and hedges) all requests together may make per window
+    /// (default: [`RetryBudget::default`]); past it, failures move on to the next target at
+    /// once, and a slow attempt gets no hedge.
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
         Arc::make_mut(&mut self.shared).budget = Arc::new(budget);
         self
@@ -270,8 +271,8 @@ impl FallbackChain {
         })
     }
 
-    /// `name` as declared, else a target taken to accept no prefill and to speak the client's
-    /// dialect.
+    /// `name` as declared, else a target taken to accept no prefill, at its dialect's own
+    /// address, speaking the client's dialect.
     fn declared(&self, name: &str) -> Target {
         self.target_of(name)
             .cloned()
@@ -356,8 +357,11 @@ impl FallbackChain {
             },
             "retrying the same target"
         );
-        // In the dialect it was tried in.
-        let again = self.declared(target).dialect(failure.attempt_dialect());
+        // In the dialect it was tried in, at the address it was sent to.
+        let again = self
+            .declared(target)
+            .dialect(failure.attempt_dialect())
+            .at(failure.address().clone());
         let plan = failure.retry_to(&again, Strategy::Restart).after(wait);
         Some(self.on_target(target, plan))
     }
@@ -442,7 +446,7 @@ impl RetryPlanner for FallbackChain {
                     { midstream.rule = "circuit_open", midstream.target = &*target },
                     "the model's circuit is open: the first attempt goes to a fallback"
                 );
-                (First::to(target.clone()), target)
+                (First::to(self.declared(&target)), target)
             }
             _ => (First::as_sent(), model),
         };
@@ -479,7 +483,18 @@ impl RetryPlanner for FallbackChain {
         circuits.record(target, success);
     }
 
+    /// A hedge ([`Failure::is_hedge`]) is the model's next fallback as a restart, like a
+    /// failure before the stream; it takes one retry from the [budget](Self::retry_budget)
+    /// (none left: no hedge), and its circuit is asked like any attempt's.
     fn plan(&mut self, failure: &Failure<'_>) -> Plan {
+        if failure.is_hedge() && !self.shared.budget.withdraw() {
+            tracing::warn!(
+                target: TARGET,
+                { midstream.rule = "retry_budget" },
+                "the retry budget is spent: no hedge"
+            );
+            return Plan::give_up("the retry budget is spent");
+        }
         let instead = match self.shared.when_no_prefill {
             WhenNoPrefill::Restart => Strategy::Restart,
             WhenNoPrefill::Instruction | WhenNoPrefill::Error => self.instruction_strategy(),

@@ -14,8 +14,7 @@ pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) first_token_timeout: Option<Duration>,
-    /// The clock's hedge deadline. Hedging the first token (issue 11 item 3) is not built:
-    /// no option sets this, and an attempt's clock never comes due for a hedge.
+    /// After this long with no content from an attempt, a hedge races it (`None`: never).
     pub(crate) hedge_after: Option<Duration>,
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) max_request_bytes: usize,

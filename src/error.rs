@@ -34,6 +34,8 @@ pub struct AttemptError {
     pub(crate) error_type: Option<Arc<str>>,
     /// How long its failed response asked to wait (`Retry-After`, `retry-after-ms`).
     pub(crate) retry_after: Option<std::time::Duration>,
+    /// It was a hedge, started to race a slow attempt.
+    pub(crate) hedge: bool,
 }
 
 impl AttemptError {
@@ -53,7 +55,14 @@ impl AttemptError {
         self.strategy.as_ref()
     }
 
-    /// What kind of failure ended it.
+    /// Whether it was a hedge, started beside a slow attempt to race it
+    /// ([`Attempt::is_hedge`](crate::Attempt::is_hedge)).
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
+    }
+
+    /// What kind of failure ended it ([`FailureClass::LostRace`] for a hedge race's loser,
+    /// cancelled rather than failed).
     pub fn class(&self) -> FailureClass {
         self.class
     }
@@ -79,12 +88,21 @@ impl FallbackError {
         }
     }
 
-    /// The failure that started it all: what the client is told about.
+    /// The failure that started it all: what the client is told about. A hedge race's loser,
+    /// cancelled, is no failure: the first attempt that did fail.
     pub fn original(&self) -> &AttemptError {
-        &self.attempts[0]
+        &self.attempts[self.original_at()]
     }
 
-    /// Every failed attempt, the original first.
+    fn original_at(&self) -> usize {
+        self.attempts
+            .iter()
+            .position(|a| a.class != FailureClass::LostRace)
+            .unwrap_or(0)
+    }
+
+    /// Every attempt that failed, or lost a hedge race, in the order they ended: the original
+    /// first, unless a race's loser ended before it.
     pub fn attempts(&self) -> &[AttemptError] {
         &self.attempts
     }
@@ -98,7 +116,12 @@ impl FallbackError {
     pub(crate) fn client_message(&self) -> String {
         let original = self.original();
         let mut msg = format!("{} ({})", original.detail, original.class);
-        let more = self.attempts.len() - 1;
+        let failed = self
+            .attempts
+            .iter()
+            .filter(|a| a.class != FailureClass::LostRace)
+            .count();
+        let more = failed.saturating_sub(1);
         if more > 0 {
             msg.push_str(&format!(
                 "; {more} fallback attempt{} also failed",
@@ -117,7 +140,12 @@ impl fmt::Display for AttemptError {
             if let Some(strategy) = &self.strategy {
                 write!(f, ", {}", strategy.name())?;
             }
+            if self.hedge {
+                write!(f, ", hedge")?;
+            }
             write!(f, ")")?;
+        } else if self.hedge {
+            write!(f, " (hedge)")?;
         }
         write!(f, ": {}: {}", self.class, self.detail)
     }
@@ -131,8 +159,14 @@ impl fmt::Display for FallbackError {
             self.reason,
             self.original()
         )?;
-        for later in &self.attempts[1..] {
-            write!(f, "; then {later}")?;
+        let original = self.original_at();
+        for (_, other) in self
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| *n != original)
+        {
+            write!(f, "; then {other}")?;
         }
         Ok(())
     }
@@ -168,11 +202,15 @@ pub enum FailureClass {
     /// "prompt is too long"). [`FallbackChain`](crate::FallbackChain) restarts on a
     /// larger-context target if one is configured, else the 400 goes to the client as it came.
     ContextWindow,
+    /// Not a failure: the attempt raced a hedge (or was one), and the other sent content
+    /// first, so it was cancelled (its connection dropped). Listed in
+    /// [`FallbackError::attempts`] so that the history names every attempt made.
+    LostRace,
 }
 
 impl FailureClass {
     /// A short name for logs and metrics: `connect`, `status`, `transport`, `stall`, `in_band`,
-    /// `truncated`, `malformed`, `prefill_rejected`, `context_window`.
+    /// `truncated`, `malformed`, `prefill_rejected`, `context_window`, `lost_race`.
     pub fn name(self) -> &'static str {
         match self {
             FailureClass::Connect => "connect",
@@ -184,6 +222,7 @@ impl FailureClass {
             FailureClass::Malformed => "malformed",
             FailureClass::PrefillRejected => "prefill_rejected",
             FailureClass::ContextWindow => "context_window",
+            FailureClass::LostRace => "lost_race",
         }
     }
 
@@ -208,6 +247,7 @@ impl fmt::Display for FailureClass {
             FailureClass::Malformed => f.write_str("malformed stream"),
             FailureClass::PrefillRejected => f.write_str("prefill rejected"),
             FailureClass::ContextWindow => f.write_str("prompt too long"),
+            FailureClass::LostRace => f.write_str("cancelled: lost the race"),
         }
     }
 }

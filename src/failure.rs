@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Request;
 
+use crate::address::Address;
 use crate::chain::WhenNoPrefill;
 use crate::dialect::{Continuation, Dialect};
 use crate::error::{AttemptError, FailureClass};
@@ -32,6 +33,7 @@ pub struct Failure<'a> {
     pub(crate) detail: &'a str,
     pub(crate) attempt: u32,
     pub(crate) target: Option<&'a str>,
+    pub(crate) address: &'a Address,
     pub(crate) dialect: Dialect,
     /// The wire format of the failed attempt's request.
     pub(crate) attempt_dialect: Dialect,
@@ -39,12 +41,22 @@ pub struct Failure<'a> {
     pub(crate) index: &'a RequestIndex,
     pub(crate) transcript: &'a Transcript,
     pub(crate) history: &'a [AttemptError],
+    /// Asked for a hedge: the attempt has not failed, it is slow to start.
+    pub(crate) hedge: bool,
 }
 
 impl<'a> Failure<'a> {
     /// A failure made by hand, for a planner's unit tests: see [`FailureBuilder`].
     pub fn builder(dialect: Dialect, request: Request<Bytes>) -> FailureBuilder {
         FailureBuilder::new(dialect, request)
+    }
+
+    /// Whether the planner is asked for a hedge rather than about a failure: the attempt
+    /// (still in flight) has sent no content within its hedge delay, and a restart on the
+    /// target planned now races it (the class is then [`FailureClass::Stall`]). A plan that
+    /// is not a restart, or gives up, means no hedge.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
     }
 
     /// What kind of failure it was.
@@ -66,6 +78,12 @@ impl<'a> Failure<'a> {
     /// attempt, then the target the planner chose.
     pub fn target(&self) -> Option<&str> {
         self.target
+    }
+
+    /// Where the attempt that failed sent its request: its target's [`Address`] (on the first
+    /// attempt, the address of the request as the client sent it).
+    pub fn address(&self) -> &Address {
+        self.address
     }
 
     /// How long the failed response asked to wait before a retry (`Retry-After` in seconds or
@@ -100,7 +118,8 @@ impl<'a> Failure<'a> {
         self.transcript
     }
 
-    /// The `model` the client asked for, if the body names one.
+    /// The model the client asked for, if its request names one (in the body's `model`, or in
+    /// the path: Gemini, Claude on Vertex AI).
     pub fn model(&self) -> Option<String> {
         self.index.model_name.clone()
     }
@@ -208,9 +227,10 @@ impl<'a> Failure<'a> {
         self.class == FailureClass::PrefillRejected
     }
 
-    /// After a [refused prefill](Self::prefill_refused): the same target again with `instead`
-    /// (the continue instruction, or a restart), unless an earlier attempt already tried that
-    /// target that way. `None` for any other failure, or when it was tried.
+    /// After a [refused prefill](Self::prefill_refused): the same target again (at the same
+    /// address) with `instead` (the continue instruction, or a restart), unless an earlier
+    /// attempt already tried that target that way. `None` for any other failure, or when it
+    /// was tried.
     pub fn retry_refused_prefill(&self, instead: Strategy) -> Option<Plan> {
         if !self.prefill_refused() {
             return None;
@@ -220,47 +240,38 @@ impl<'a> Failure<'a> {
             .history
             .iter()
             .any(|a| a.target() == Some(target) && a.strategy() == Some(&instead));
-        // In the dialect it was tried in; it takes no prefill after all.
-        let again = Target::new(target).dialect(self.attempt_dialect);
+        // In the dialect it was tried in, at the address it went to; it takes no prefill
+        // after all.
+        let again = Target::new(target)
+            .dialect(self.attempt_dialect)
+            .at(self.address.clone());
         (!tried).then(|| self.retry_to(&again, instead))
     }
 
-    /// The request for the next attempt: the original, with `model` set to `target` and the
-    /// partial answer added as `strategy` says. `max_tokens` (or `max_completion_tokens`)
-    /// shrinks by the tokens already kept when the answer is continued.
+    /// The request for the next attempt: the original, sent to `target` (a model name, or a
+    /// [`Target`] with its [`Address`]: its name placed in the body's `model` or in the path,
+    /// as the address says) and the partial answer added as `strategy` says. `max_tokens` (or
+    /// `max_completion_tokens`, `maxOutputTokens`) shrinks by the tokens already kept when the
+    /// answer is continued. A [`Target`] that speaks another dialect gets the request
+    /// translated, as [`rewrite_for`](Self::rewrite_for) says.
     ///
     /// Fails with a clear message when the body is not a request this dialect can rewrite
-    /// (not JSON, no `messages` array, a prefill kind the dialect does not have...), or when
-    /// the request cannot be retried once the client has part of the response (an OpenAI
-    /// Responses request with `background: true`, whose response goes on at the provider).
+    /// (not JSON, no `messages` array, a prefill kind the dialect does not have, an address
+    /// the dialect has no place for...), or when the request cannot be retried once the client
+    /// has part of the response (an OpenAI Responses request with `background: true`, whose
+    /// response goes on at the provider).
     pub fn rewrite(
         &self,
-        target: &str,
+        target: impl Into<Target>,
         strategy: &Strategy,
     ) -> Result<Request<Bytes>, RewriteError> {
-        let spec = self.dialect.spec();
-        spec.check_retry(strategy, self.index, self.transcript)?;
-        let continuation = Continuation {
-            text: self.transcript.text(),
-            kept_tokens: self.transcript.kept_tokens(),
-        };
-        let body = spec.rewrite(
-            self.request.body(),
-            self.index,
-            target,
-            strategy,
-            &continuation,
-        )?;
-        Ok(crate::replay::rebuild(self.request, body))
+        self.rewrite_for(&target.into(), strategy)
     }
 
-    /// [`rewrite`](Self::rewrite) into a [`Plan::retry`], or a give-up that says why the
-    /// request could not be rewritten.
-    pub fn retry(&self, target: &str, strategy: Strategy) -> Plan {
-        match self.rewrite(target, &strategy) {
-            Ok(request) => Plan::retry(target, strategy, request),
-            Err(err) => Plan::give_up(format!("cannot rewrite the request for {target}: {err}")),
-        }
+    /// [`rewrite`](Self::rewrite) into a [`Plan::retry`] (a [`Plan::retry_in`] for a target of
+    /// another dialect), or a give-up that says why the request could not be rewritten.
+    pub fn retry(&self, target: impl Into<Target>, strategy: Strategy) -> Plan {
+        self.retry_to(&target.into(), strategy)
     }
 
     /// Why the request cannot be sent to `target` at all, if it cannot: `target` speaks
@@ -304,23 +315,36 @@ impl<'a> Failure<'a> {
     /// The request for the next attempt, to `target`, in the dialect it speaks: as
     /// [`rewrite`](Self::rewrite) for a target of the client's dialect; for another, the
     /// client's request translated (see [`cannot_send_to`](Self::cannot_send_to)), the answer
-    /// so far carried in that dialect's own form as `strategy` says, and the path's endpoint
-    /// set to that dialect's (`…/messages` and `…/chat/completions` swap).
+    /// so far carried in that dialect's own form as `strategy` says, and the path set as the
+    /// target's address says, else the endpoint set to that dialect's (`…/messages` and
+    /// `…/chat/completions` swap).
     pub fn rewrite_for(
         &self,
         target: &Target,
         strategy: &Strategy,
     ) -> Result<Request<Bytes>, RewriteError> {
+        self.dialect
+            .spec()
+            .check_retry(strategy, self.index, self.transcript)?;
+        let continuation = Continuation {
+            text: self.transcript.text(),
+            kept_tokens: self.transcript.kept_tokens(),
+        };
         let to = target.speaks().unwrap_or(self.dialect);
         if to == self.dialect {
-            return self.rewrite(target.name(), strategy);
+            return target.request_for(
+                self.dialect,
+                self.request,
+                self.index,
+                strategy,
+                &continuation,
+            );
         }
-        let name = target.name();
         let translated = translate::translate(
             self.dialect,
             to,
             self.request.body(),
-            name,
+            target.name(),
             target.accepts(),
         )
         .map_err(|why| {
@@ -330,29 +354,28 @@ impl<'a> Failure<'a> {
                 crate::untrusted::escaped(&why.0)
             ))
         })?;
-        let continuation = Continuation {
-            text: self.transcript.text(),
-            kept_tokens: self.transcript.kept_tokens(),
-        };
-        let index = to.index(&translated);
-        let body = to
-            .spec()
-            .rewrite(&translated, &index, name, strategy, &continuation)?;
-        let mut request = crate::replay::rebuild(self.request, body);
-        translate::set_endpoint(&mut request, self.dialect, to);
+        // The translation names its model in its body; the target's address places it.
+        let index = to.index("", &translated);
+        let translated = crate::replay::rebuild(self.request, translated);
+        let mut request = target.request_for(to, &translated, &index, strategy, &continuation)?;
+        if request.uri() == self.request.uri() {
+            translate::set_endpoint(&mut request, self.dialect, to, target.name());
+        }
         Ok(request)
     }
 
     /// [`rewrite_for`](Self::rewrite_for) into a plan ([`Plan::retry_in`] for a target of
     /// another dialect), or a give-up that says why the request could not be written for it.
     pub fn retry_to(&self, target: &Target, strategy: Strategy) -> Plan {
-        let name = target.name();
         match (self.rewrite_for(target, &strategy), target.speaks()) {
             (Ok(request), Some(to)) if to != self.dialect => {
-                Plan::retry_in(name, to, strategy, request)
+                Plan::retry_in(target.clone(), to, strategy, request)
             }
-            (Ok(request), _) => Plan::retry(name, strategy, request),
-            (Err(err), _) => Plan::give_up(format!("cannot rewrite the request for {name}: {err}")),
+            (Ok(request), _) => Plan::retry(target.clone(), strategy, request),
+            (Err(err), _) => Plan::give_up(format!(
+                "cannot rewrite the request for {}: {err}",
+                target.name()
+            )),
         }
     }
 }
@@ -385,17 +408,20 @@ impl<'a> Failure<'a> {
 #[derive(Debug)]
 pub struct FailureBuilder {
     dialect: Dialect,
+    /// Where the failed attempt went.
+    address: Address,
     attempt_dialect: Dialect,
     request: Request<Bytes>,
     index: RequestIndex,
     transcript: Transcript,
     /// Earlier attempts, then the one that failed.
     history: Vec<AttemptError>,
+    hedge: bool,
 }
 
 impl FailureBuilder {
     fn new(dialect: Dialect, request: Request<Bytes>) -> Self {
-        let index = dialect.index(request.body());
+        let index = dialect.index(request.uri().path(), request.body());
         let failed = AttemptError {
             attempt: 1,
             target: index.model_name.as_deref().map(Arc::from),
@@ -404,14 +430,17 @@ impl FailureBuilder {
             detail: "connection reset".into(),
             error_type: None,
             retry_after: None,
+            hedge: false,
         };
         FailureBuilder {
             dialect,
+            address: index.named.address(),
             attempt_dialect: dialect,
             request,
             index,
             transcript: Transcript::new(usize::MAX),
             history: vec![failed],
+            hedge: false,
         }
     }
 
@@ -424,6 +453,12 @@ impl FailureBuilder {
     /// How the attempt failed (default: [`FailureClass::Transport`]).
     pub fn class(mut self, class: FailureClass) -> Self {
         self.failed().class = class;
+        self
+    }
+
+    /// Asks for a hedge beside the attempt instead (see [`Failure::is_hedge`]).
+    pub fn hedge(mut self) -> Self {
+        self.hedge = true;
         self
     }
 
@@ -441,9 +476,11 @@ impl FailureBuilder {
 
     /// The failed attempt went to `target` with `strategy` (default: the first attempt, to the
     /// model the request names).
-    pub fn attempt_to(mut self, target: &str, strategy: Strategy) -> Self {
+    pub fn attempt_to(mut self, target: impl Into<Target>, strategy: Strategy) -> Self {
+        let target = target.into();
+        self.address = target.address().clone();
         let failed = self.failed();
-        failed.target = Some(target.into());
+        failed.target = Some(target.name().into());
         failed.strategy = Some(strategy);
         self
     }
@@ -467,6 +504,7 @@ impl FailureBuilder {
             detail: class.to_string().into(),
             error_type: None,
             retry_after: None,
+            hedge: false,
         };
         self.history.insert(at, earlier);
         for (n, attempt) in self.history.iter_mut().enumerate() {
@@ -520,12 +558,14 @@ impl FailureBuilder {
             detail: &failed.detail,
             attempt: failed.attempt,
             target: failed.target.as_deref(),
+            address: &self.address,
             dialect: self.dialect,
             attempt_dialect: self.attempt_dialect,
             request: &self.request,
             index: &self.index,
             transcript: &self.transcript,
             history: &self.history,
+            hedge: self.hedge,
         }
     }
 }

@@ -21,9 +21,11 @@ use crate::dialect::{Dialect, ErrorKind, StreamFailure};
 use crate::error::BoxError;
 use crate::error::FailureClass;
 use crate::plan::RetryPlanner;
-use crate::recovery::{retryable, Recovery};
+use crate::recovery::{retryable, Call, Recovery};
 use crate::replay::{Collected, ReplayBody};
-use crate::respond::{error_response, too_large, unwatched_failed, watch};
+use crate::respond::{
+    error_response, readable_stream, too_large, unwatched_failed, watch, watch_racing,
+};
 use crate::untrusted::describe;
 
 type BoxResponseFuture<ResBody> =
@@ -42,6 +44,7 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
+    #[project_replace = StateReplace]
     enum State<S, P, ReqBody, ResBody>
     where
         S: Service<Request<ReplayBody<ReqBody>>>,
@@ -65,6 +68,16 @@ pin_project! {
         Calling {
             #[pin]
             fut: S::Future,
+            #[pin]
+            clock: Clock,
+            recovery: Option<Recovery<S, P>>,
+        },
+        // The first attempt, when it may be hedged: its call, and once its hedge delay passed
+        // with no response, the hedge's beside it. (Boxed: the one whose response comes
+        // second races on in the body.)
+        Racing {
+            first: Pin<Box<Call<S, ReqBody>>>,
+            hedge: Option<Pin<Box<Call<S, ReqBody>>>>,
             #[pin]
             clock: Clock,
             recovery: Option<Recovery<S, P>>,
@@ -231,11 +244,21 @@ where
                         Recovery::new(service, planner, original, dialect, config, span);
                     let fut = recovery.call_first();
                     let (sent, timing) = recovery.deadlines();
-                    state.set(State::Calling {
-                        fut,
-                        clock: Clock::new(sent, timing, None),
-                        recovery: Some(recovery),
-                    });
+                    let clock = Clock::new(sent, timing, None);
+                    if timing.hedge.is_some() {
+                        state.set(State::Racing {
+                            first: Box::pin(recovery.first_as_call(fut)),
+                            hedge: None,
+                            clock,
+                            recovery: Some(recovery),
+                        });
+                    } else {
+                        state.set(State::Calling {
+                            fut,
+                            clock,
+                            recovery: Some(recovery),
+                        });
+                    }
                 }
                 StateProj::Calling {
                     fut,
@@ -260,7 +283,8 @@ where
                                     human(clock.timing().first_token.unwrap_or_default())
                                 ),
                             )),
-                            // Hedging comes with its own commit; until then the deadline passes.
+                            // Not armed for this attempt (see `Racing`), nor due before its
+                            // headers (idle, keep-alive).
                             _ => {
                                 clock.no_hedge();
                                 continue;
@@ -290,7 +314,96 @@ where
                         }
                         first => {
                             state.set(State::Recovering {
-                                fut: Box::pin(before_stream(recovery, first)),
+                                fut: Box::pin(before_stream(recovery, first, None)),
+                            });
+                        }
+                    }
+                }
+                StateProj::Racing {
+                    first,
+                    hedge,
+                    mut clock,
+                    recovery,
+                } => {
+                    let raced = if let Poll::Ready(result) = first.as_mut().poll(cx) {
+                        Raced::First(result.map_err(|err| {
+                            let err: BoxError = err.into();
+                            StreamFailure::new(FailureClass::Connect, describe(&*err))
+                        }))
+                    } else if let Some(Poll::Ready(result)) =
+                        hedge.as_mut().map(|call| call.as_mut().poll(cx))
+                    {
+                        let racing = recovery.as_mut().expect("polled after completion");
+                        match hedge_answer(result, racing) {
+                            Ok(response) => Raced::Hedge(response),
+                            Err(failure) => {
+                                // The first attempt races on alone.
+                                racing.racer_failed(failure, true);
+                                *hedge = None;
+                                continue;
+                            }
+                        }
+                    } else {
+                        match std::task::ready!(clock.as_mut().poll_due(cx)) {
+                            Due::Hedge => {
+                                clock.as_mut().no_hedge();
+                                let racing = recovery.as_mut().expect("polled after completion");
+                                if hedge.is_none() {
+                                    *hedge = racing.hedge().map(Box::pin);
+                                }
+                                continue;
+                            }
+                            Due::FirstToken => Raced::First(Err(StreamFailure::new(
+                                FailureClass::Stall,
+                                format!(
+                                    "no response headers within the first-token deadline of {}",
+                                    human(clock.timing().first_token.unwrap_or_default())
+                                ),
+                            ))),
+                            // Not due before the attempt's headers (idle, keep-alive).
+                            Due::Idle | Due::KeepAlive => continue,
+                        }
+                    };
+                    let StateReplace::Racing {
+                        first,
+                        hedge,
+                        recovery,
+                        ..
+                    } = state
+                        .as_mut()
+                        .project_replace(State::Ready { response: None })
+                    else {
+                        unreachable!("the state was Racing")
+                    };
+                    let mut recovery = recovery.expect("polled after completion");
+                    match raced {
+                        // The hedge's event stream came first: it goes to the client, and the
+                        // first attempt races on in the body.
+                        Raced::Hedge(response) => {
+                            recovery.swap_racers();
+                            return Poll::Ready(Ok(watch_racing(response, recovery, Some(first))));
+                        }
+                        Raced::First(Ok(response)) if response.status().is_success() => {
+                            return Poll::Ready(Ok(watch_racing(response, recovery, hedge)));
+                        }
+                        Raced::First(Ok(mut response))
+                            if !retryable(response.status())
+                                && response.status() != StatusCode::BAD_REQUEST =>
+                        {
+                            // A client error: the hedge would get the same.
+                            recovery.race_won(false);
+                            recovery.pass_on(&mut response);
+                            let (dialect, config) =
+                                (Some(recovery.dialect()), recovery.config.clone());
+                            state.set(State::PassingOnError {
+                                fut: Box::pin(async move {
+                                    Ok(pass_on_error(response, dialect, &config).await)
+                                }),
+                            });
+                        }
+                        Raced::First(first) => {
+                            state.set(State::Recovering {
+                                fut: Box::pin(before_stream(recovery, first, hedge)),
                             });
                         }
                     }
@@ -302,6 +415,48 @@ where
                     return Poll::Ready(Ok(response.take().expect("polled after completion")))
                 }
             }
+        }
+    }
+}
+
+/// What came first in a race before the first attempt's headers.
+enum Raced<R> {
+    /// The first attempt's response, or its failure.
+    First(Result<R, StreamFailure>),
+    /// The hedge's event stream.
+    Hedge(R),
+}
+
+/// The hedge's response if it is an event stream the layer can read, else the failure it
+/// amounts to.
+fn hedge_answer<R, E, S, P>(
+    result: Result<Response<R>, E>,
+    recovery: &Recovery<S, P>,
+) -> Result<Response<R>, StreamFailure>
+where
+    E: Into<BoxError>,
+{
+    match result {
+        Ok(response) if response.status().is_success() => {
+            if readable_stream(response.headers()) {
+                Ok(response)
+            } else {
+                Err(StreamFailure::new(
+                    FailureClass::Malformed,
+                    "the hedge did not answer with a readable event stream",
+                ))
+            }
+        }
+        Ok(response) => {
+            let status = response.status();
+            Err(StreamFailure::new(
+                recovery.status_class(status, &[]),
+                format!("the hedge answered HTTP {}", status.as_u16()),
+            ))
+        }
+        Err(err) => {
+            let err: BoxError = err.into();
+            Err(StreamFailure::new(FailureClass::Connect, describe(&*err)))
         }
     }
 }

@@ -173,10 +173,12 @@ pub(crate) fn string_literal(s: &str) -> String {
     serde_json::to_string(s).expect("a str always serializes")
 }
 
-/// Where a dialect's requests keep what a rewrite reads and changes: top-level key names.
+/// Where a dialect's requests keep what a rewrite reads and changes: key names of the body's
+/// top-level object. A name of limits or extra keys may be a dotted path to a member of a
+/// nested object (`generationConfig.maxOutputTokens`); no dialect's own keys hold a dot.
 #[derive(Debug)]
 pub(crate) struct RequestShape {
-    /// The model's name (`model`).
+    /// The model's name (`model`); empty for a dialect whose requests name it in the path.
     pub(crate) model: &'static str,
     /// The conversation, an array of messages (`messages`).
     pub(crate) messages: &'static str,
@@ -196,13 +198,26 @@ pub(crate) struct RequestShape {
 pub(crate) struct RequestIndex {
     /// Why the body cannot be rewritten at all.
     pub(crate) unusable: Option<String>,
-    pub(crate) model: Option<Range<usize>>,
+    /// The body's `model` member, when it has one.
+    pub(crate) model: Option<Member>,
+    /// The model the request names: in its body, or (see `crate::address`) in its path.
     pub(crate) model_name: Option<String>,
+    /// Where the request names its model.
+    pub(crate) named: crate::address::Named,
     /// The conversation, when the body has one.
     pub(crate) messages: Option<Messages>,
-    /// The token limits and extra keys found: name, span of the value, the value's JSON (they
-    /// are small, and a dialect reads some without the body: Anthropic's `thinking`).
-    fields: Vec<(&'static str, Range<usize>, Box<str>)>,
+    /// The token limits and extra keys found: name, where the member lies, the value's JSON
+    /// (they are small, and a dialect reads some without the body: Anthropic's `thinking`).
+    fields: Vec<(&'static str, Member, Box<str>)>,
+}
+
+/// Where one member of an object lies in a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// From its key's opening quote to the end of its value.
+    pub(crate) whole: Range<usize>,
+    /// Its value.
+    pub(crate) value: Range<usize>,
 }
 
 /// The part of a request's conversation a continuation touches.
@@ -227,10 +242,15 @@ impl RequestIndex {
 
     /// The span of the value of `name` (one of the shape's limits or extra keys).
     pub(crate) fn field(&self, name: &str) -> Option<Range<usize>> {
+        self.member(name).map(|m| m.value.clone())
+    }
+
+    /// Where the member `name` (one of the shape's limits or extra keys) lies.
+    pub(crate) fn member(&self, name: &str) -> Option<&Member> {
         self.fields
             .iter()
             .find(|(n, ..)| *n == name)
-            .map(|(_, r, _)| r.clone())
+            .map(|(_, m, _)| m)
     }
 
     /// The JSON value of `name` (one of the shape's limits or extra keys), as it came.
@@ -250,25 +270,23 @@ impl RequestIndex {
     }
 }
 
-/// Reads the top level of a request body: the keys `shape` names, each once.
+/// Reads the top level of a request body: the keys `shape` names, each once; for a dotted
+/// name, its first key here and the rest inside that member's value.
 fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, String> {
+    type Found<'de> = (
+        Option<&'de RawValue>,
+        Option<LastOf<'de>>,
+        Vec<(&'de str, &'de RawValue)>,
+    );
     struct Top(&'static RequestShape);
     impl<'de> serde::de::DeserializeSeed<'de> for Top {
-        type Value = (
-            Option<&'de RawValue>,
-            Option<LastOf<'de>>,
-            Vec<(&'static str, &'de RawValue)>,
-        );
+        type Value = Found<'de>;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_map(self)
         }
     }
     impl<'de> Visitor<'de> for Top {
-        type Value = (
-            Option<&'de RawValue>,
-            Option<LastOf<'de>>,
-            Vec<(&'static str, &'de RawValue)>,
-        );
+        type Value = Found<'de>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a JSON object")
         }
@@ -277,7 +295,7 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
             let (mut model, mut messages, mut fields) = (None, None, Vec::new());
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 let duplicate = || A::Error::custom(format!("duplicate key `{key}`"));
-                if key == shape.model {
+                if !shape.model.is_empty() && key == shape.model {
                     if model.replace(map.next_value::<&'de RawValue>()?).is_some() {
                         return Err(duplicate());
                     }
@@ -285,13 +303,17 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
                     if messages.replace(map.next_value::<LastOf<'de>>()?).is_some() {
                         return Err(duplicate());
                     }
-                } else if let Some(name) =
-                    shape.limits.iter().chain(shape.extra).find(|n| **n == key)
+                } else if let Some(first) = shape
+                    .limits
+                    .iter()
+                    .chain(shape.extra)
+                    .map(|n| n.split('.').next().unwrap_or(n))
+                    .find(|first| *first == key)
                 {
-                    if fields.iter().any(|(n, _)| n == name) {
+                    if fields.iter().any(|(n, _)| *n == first) {
                         return Err(duplicate());
                     }
-                    fields.push((*name, map.next_value::<&'de RawValue>()?));
+                    fields.push((first, map.next_value::<&'de RawValue>()?));
                 } else {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -305,7 +327,7 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
         return Err("not a JSON object".into());
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let (model, messages, fields) = Top(shape).deserialize(&mut de).map_err(|e| e.to_string())?;
+    let (model, messages, top) = Top(shape).deserialize(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     #[derive(serde::Deserialize)]
     struct Role<'a> {
@@ -316,6 +338,46 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
         return Err(format!("`{}` is a string, not an array", shape.messages));
     }
     let at = |raw: &RawValue| span(body, raw);
+    let member = |value: Range<usize>| -> Result<Member, String> {
+        let start = member_start(body, value.start)
+            .ok_or_else(|| "a member whose key cannot be found".to_owned())?;
+        Ok(Member {
+            whole: start..value.end,
+            value,
+        })
+    };
+    let mut fields = Vec::new();
+    for name in shape.limits.iter().chain(shape.extra) {
+        let mut path = name.split('.');
+        let first = path.next().unwrap_or(name);
+        let Some(mut value) = top
+            .iter()
+            .find(|(n, _)| *n == first)
+            .map(|(_, raw)| raw.get())
+        else {
+            continue;
+        };
+        // Nested keys are read inside the member's value, which is a slice of `body`.
+        let mut found = true;
+        for key in path {
+            match members(value, [key]) {
+                Some([Some(inner)]) => value = inner,
+                Some([None]) => {
+                    found = false;
+                    break;
+                }
+                None if value.trim() == "null" || !value.starts_with('{') => {
+                    found = false;
+                    break;
+                }
+                None => return Err(format!("`{name}`: an object that does not read exactly")),
+            }
+        }
+        if found {
+            let value_span = str_span(body, value);
+            fields.push((*name, member(value_span)?, value.into()));
+        }
+    }
     // A conversation given as one string: its span, read in a second pass (rare, and the
     // visitor of the first cannot see where a string lies).
     let text = match &messages {
@@ -331,8 +393,9 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
     };
     Ok(RequestIndex {
         unusable: None,
-        model: model.map(at),
+        model: model.map(|m| member(at(m))).transpose()?,
         model_name: model.and_then(|m| serde_json::from_str(m.get()).ok()),
+        named: crate::address::Named::Body,
         messages: messages.map(|m| Messages {
             last: m.last.map(at),
             last_role: m
@@ -342,11 +405,44 @@ fn top_level(body: &[u8], shape: &'static RequestShape) -> Result<RequestIndex, 
                 .map(|r| r.into_owned()),
             text,
         }),
-        fields: fields
-            .into_iter()
-            .map(|(n, raw)| (n, at(raw), raw.get().into()))
-            .collect(),
+        fields,
     })
+}
+
+/// Where the member whose value starts at `value` begins (its key's opening quote), read
+/// backwards over `"key"` and the colon: within a key every quote is escaped, so the first
+/// quote going back that is not escaped opens it. `None` if the bytes are not a member.
+pub(crate) fn member_start(body: &[u8], value: usize) -> Option<usize> {
+    let before = body.get(..value)?;
+    let colon = before.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if before[colon] != b':' {
+        return None;
+    }
+    let close = before[..colon]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())?;
+    if before[close] != b'"' {
+        return None;
+    }
+    let mut at = close;
+    loop {
+        at = before[..at].iter().rposition(|&b| b == b'"')?;
+        let backslashes = before[..at]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return Some(at);
+        }
+    }
+}
+
+/// Where `part` (a slice of `src`) lies within it.
+fn str_span(src: &[u8], part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+    debug_assert!(start + part.len() <= src.len());
+    start..start + part.len()
 }
 
 /// Where `raw` lies within `src` (it must have been borrowed from it).
@@ -513,6 +609,13 @@ impl<'de, const N: usize> Visitor<'de> for Key<'_, '_, N> {
     }
 }
 
+/// The raw JSON text of each element of the array `json`; `None` when it is not one valid
+/// array.
+pub(crate) fn elements(json: &str) -> Option<Vec<&str>> {
+    let items: Vec<&RawValue> = serde_json::from_str(json).ok()?;
+    Some(items.into_iter().map(RawValue::get).collect())
+}
+
 /// The text of the JSON string `raw` (borrowed when it has no escapes); `None` for any other
 /// value, or a string that does not read exactly.
 pub(crate) fn text(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
@@ -582,6 +685,30 @@ impl<'a> Splice<'a> {
         with.push(b':');
         with.extend_from_slice(value);
         self.insert(end, with);
+    }
+
+    /// Remove `member` (a member of an object in the source) and the comma that joins it to
+    /// a neighbour. The object must keep another member: add keys before, not instead.
+    pub(crate) fn remove(&mut self, member: &Member) {
+        let src = self.src;
+        let before = src[..member.whole.start]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace());
+        let range = match before {
+            Some(comma) if src[comma] == b',' => comma..member.whole.end,
+            _ => {
+                // The first member: the comma after it goes with it, if there is one.
+                let after = src[member.whole.end..]
+                    .iter()
+                    .position(|b| !b.is_ascii_whitespace())
+                    .map(|p| member.whole.end + p);
+                match after {
+                    Some(comma) if src[comma] == b',' => member.whole.start..comma + 1,
+                    _ => member.whole.clone(),
+                }
+            }
+        };
+        self.edits.push((range, Vec::new()));
     }
 
     /// The new body, built with one allocation.
@@ -777,6 +904,81 @@ mod tests {
         assert_eq!(text(r#""a\tb""#).as_deref(), Some("a\tb"));
         assert_eq!(text(r#""bad \x""#), None);
         assert_eq!(text("7"), None);
+    }
+
+    const SHAPE: RequestShape = RequestShape {
+        model: "model",
+        messages: "contents",
+        text_conversation: false,
+        limits: &["generationConfig.maxOutputTokens", "max_tokens"],
+        extra: &["continuationToken", "a.b.c"],
+    };
+
+    #[test]
+    fn nested_keys_are_found_inside_their_objects_whatever_the_order_and_spacing() {
+        let body = br#"{ "a" : {"x":1, "b": {"c" : [2]}}, "contents":[{"role":"user"}],
+            "generationConfig": {"temperature": 1, "maxOutputTokens" :  99 }, "model":"m"}"#;
+        let index = RequestIndex::read(body, &SHAPE);
+        assert_eq!(index.unusable, None);
+        let limit = index.field("generationConfig.maxOutputTokens").unwrap();
+        assert_eq!(&body[limit.clone()], b"99");
+        let member = index.member("generationConfig.maxOutputTokens").unwrap();
+        assert_eq!(&body[member.whole.clone()], br#""maxOutputTokens" :  99"#);
+        assert_eq!(index.value("a.b.c"), Some("[2]"));
+        assert_eq!(index.field("max_tokens"), None);
+        let model = index.model.unwrap();
+        assert_eq!(&body[model.whole], br#""model":"m""#);
+        assert_eq!(index.model_name.as_deref(), Some("m"));
+        // Absent or not an object: simply not there.
+        let body = br#"{"generationConfig":null,"a":{"b":3},"contents":[]}"#;
+        let index = RequestIndex::read(body, &SHAPE);
+        assert_eq!(index.unusable, None);
+        assert_eq!(index.field("generationConfig.maxOutputTokens"), None);
+        assert_eq!(index.field("a.b.c"), None);
+        // A key twice, at any depth, is a request a server might read either way.
+        for twice in [
+            &br#"{"generationConfig":{"maxOutputTokens":1,"maxOutputTokens":2}}"#[..],
+            br#"{"generationConfig":{},"generationConfig":{}}"#,
+        ] {
+            assert!(RequestIndex::read(twice, &SHAPE).unusable.is_some());
+        }
+    }
+
+    #[test]
+    fn a_key_is_found_back_from_its_value_even_with_escaped_quotes() {
+        let body = br#"{"a\"b\\" : 1, "\u006dodel":"x"}"#;
+        let one = body.iter().position(|&b| b == b'1').unwrap();
+        assert_eq!(member_start(body, one), Some(1));
+        let x = body.len() - 4;
+        assert_eq!(
+            &body[member_start(body, x).unwrap()..x],
+            br#""\u006dodel":"#
+        );
+        assert_eq!(member_start(br#"[1]"#, 1), None);
+        assert_eq!(member_start(br#"{"a" 1}"#, 5), None);
+        assert_eq!(member_start(b"", 0), None);
+    }
+
+    #[test]
+    fn removing_a_member_takes_one_comma_with_it() {
+        let cases: [(&[u8], &[u8]); 4] = [
+            (br#"{"model":"m","contents":[]}"#, br#"{"contents":[]}"#),
+            (
+                br#"{"contents":[] , "model" : "m" }"#,
+                br#"{"contents":[]  }"#,
+            ),
+            (
+                br#"{"contents":[],"model":"m","x":1}"#,
+                br#"{"contents":[],"x":1}"#,
+            ),
+            (br#"{ "model":"m" }"#, br#"{  }"#),
+        ];
+        for (body, want) in cases {
+            let index = RequestIndex::read(body, &SHAPE);
+            let mut s = Splice::new(body);
+            s.remove(index.model.as_ref().unwrap());
+            assert_eq!(&s.finish()[..], want, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

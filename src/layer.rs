@@ -80,6 +80,27 @@ impl<P> MidStreamFallbackLayer<P> {
         self
     }
 
+    /// Hedging the first token (off by default, `None`): when an attempt has sent no content
+    /// (text, a tool call, reasoning; not pings, comments or envelope events) this long after
+    /// it was sent, the next target the planner gives is started beside it, as a restart; the
+    /// first of the two to send content wins and the other is cancelled (its response or
+    /// connection dropped, nothing more read from it). tower's `hedge` races whole responses;
+    /// this races the first token of a stream, whether or not the slow attempt's response
+    /// headers are in.
+    ///
+    /// At most one hedge per request, and never once content reached the client; if the
+    /// client already has the loser's envelope (a message's start), the winner is spliced on as
+    /// a restart. The hedge's request carries [`Attempt::is_hedge`](crate::Attempt::is_hedge);
+    /// it counts as an attempt ([`max_attempts`](Self::max_attempts), the planner's retry
+    /// budget and circuits), but a cancelled loser is no failure for a circuit. If either fails
+    /// while the other races on, the other simply goes on. The planner is asked for the hedge
+    /// with [`Failure::is_hedge`](crate::Failure::is_hedge); a planner can set the delay for
+    /// one target ([`Target::hedge_after`](crate::Target::hedge_after)).
+    pub fn hedge_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        self.config().hedge_after = delay.into();
+        self
+    }
+
     /// While waiting for a fallback, send an SSE comment this often so that the client and
     /// timeouts outside this layer do not give up (default 5 s; `None` never).
     pub fn keep_alive(mut self, every: impl Into<Option<Duration>>) -> Self {

@@ -10,7 +10,7 @@ use crate::observe::{AttemptReport, Observer, RequestReport};
 ///
 /// | metric | kind | labels | counts |
 /// |---|---|---|---|
-/// | `midstream_attempts_total` | counter | `target`, `strategy`, `class` | attempts, by how they ended: `class` is `completed`, `passed_on`, `client_gone` or the failure class (`transport`, `stall`, `status`...) |
+/// | `midstream_attempts_total` | counter | `target`, `strategy`, `class` | attempts, by how they ended: `class` is `completed`, `passed_on`, `client_gone`, `lost_race` (a hedge race's loser) or the failure class (`transport`, `stall`, `status`...) |
 /// | `midstream_requests_total` | counter | `dialect`, `outcome` | requests: `completed`, `passed_on`, `gave_up`, `client_gone` |
 /// | `midstream_attempts_per_request` | histogram | `dialect`, `outcome` | attempts each request took, the first included |
 /// | `midstream_time_to_first_chunk_seconds` | histogram | `target`, `strategy` | per attempt whose bytes reached the client: from its call to its first bytes at the client |

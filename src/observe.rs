@@ -134,16 +134,20 @@ pub enum AttemptOutcome {
     Failed(FailureClass),
     /// The client went away (the response or its body was dropped) while it was in flight.
     ClientGone,
+    /// It raced a hedge (or was one) and the other sent content first: cancelled, its
+    /// connection dropped. Not a failure of its target's.
+    LostRace,
 }
 
 impl AttemptOutcome {
-    /// `completed`, `passed_on`, `failed` or `client_gone`.
+    /// `completed`, `passed_on`, `failed`, `client_gone` or `lost_race`.
     pub fn name(self) -> &'static str {
         match self {
             AttemptOutcome::Completed => "completed",
             AttemptOutcome::PassedOn => "passed_on",
             AttemptOutcome::Failed(_) => "failed",
             AttemptOutcome::ClientGone => "client_gone",
+            AttemptOutcome::LostRace => "lost_race",
         }
     }
 

@@ -1,7 +1,6 @@
 //! Deciding how to retry: the planner trait and what it is told and returns.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use crate::dialect::Dialect;
 use crate::failure::Failure;
 use crate::observe::AttemptOutcome;
 use crate::strategy::Strategy;
+use crate::target::Target;
 
 /// Decides, after each failure, whether and how to try again.
 ///
@@ -92,7 +92,7 @@ impl<P: RetryPlanner + ?Sized> RetryPlanner for Box<P> {
 /// The planner's say before the first attempt: where it goes, and its deadlines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct First {
-    pub(crate) target: Option<Arc<str>>,
+    pub(crate) target: Option<Target>,
     pub(crate) timing: Deadlines,
 }
 
@@ -102,8 +102,9 @@ impl First {
         First::default()
     }
 
-    /// The request restarted on `target` instead of the model the client asked for.
-    pub fn to(target: impl Into<Arc<str>>) -> Self {
+    /// The request restarted on `target` (a model name, or a [`Target`] with its
+    /// [`Address`](crate::Address)) instead of the model the client asked for.
+    pub fn to(target: impl Into<Target>) -> Self {
         First {
             target: Some(target.into()),
             timing: Deadlines::default(),
@@ -112,7 +113,7 @@ impl First {
 
     /// Where it goes instead of the model the client asked for, if elsewhere.
     pub fn target(&self) -> Option<&str> {
-        self.target.as_deref()
+        self.target.as_ref().map(Target::name)
     }
 
     /// Its first-token deadline, instead of the layer's (`None`: none).
@@ -124,6 +125,13 @@ impl First {
     /// Its idle timeout, instead of the layer's (`None`: none).
     pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
         self.timing.idle = Some(idle.into());
+        self
+    }
+
+    /// Its hedge delay, instead of the layer's
+    /// ([`hedge_after`](crate::MidStreamFallbackLayer::hedge_after); `None`: no hedge).
+    pub fn hedge_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        self.timing.hedge = Some(delay.into());
         self
     }
 }
@@ -157,7 +165,7 @@ pub struct Plan(pub(crate) PlanKind);
 #[derive(Debug)]
 pub(crate) enum PlanKind {
     Retry {
-        target: Arc<str>,
+        target: Target,
         strategy: Strategy,
         request: Request<Bytes>,
         /// The request's wire format; `None`: the client's.
@@ -174,6 +182,7 @@ pub(crate) enum PlanKind {
 pub(crate) struct Deadlines {
     pub(crate) first_token: Option<Option<Duration>>,
     pub(crate) idle: Option<Option<Duration>>,
+    pub(crate) hedge: Option<Option<Duration>>,
 }
 
 impl Deadlines {
@@ -182,12 +191,13 @@ impl Deadlines {
         Deadlines {
             first_token: other.first_token.or(self.first_token),
             idle: other.idle.or(self.idle),
+            hedge: other.hedge.or(self.hedge),
         }
     }
 
     /// Whether it sets any deadline.
     pub(crate) fn any(&self) -> bool {
-        self.first_token.is_some() || self.idle.is_some()
+        self.first_token.is_some() || self.idle.is_some() || self.hedge.is_some()
     }
 
     /// These deadlines over `timing`, the layer's.
@@ -198,16 +208,20 @@ impl Deadlines {
         if let Some(idle) = self.idle {
             timing.idle = idle;
         }
+        if let Some(hedge) = self.hedge {
+            timing.hedge = hedge;
+        }
         timing
     }
 }
 
 impl Plan {
-    /// Send `request` next. `target` names it: in the [`Attempt`](crate::Attempt) the inner
-    /// service gets, in spans, metrics and [`FallbackError`](crate::FallbackError);
-    /// `strategy` tells the layer how the new stream continues the answer, so it can splice
-    /// it on (it must be how `request` was built).
-    pub fn retry(target: impl Into<Arc<str>>, strategy: Strategy, request: Request<Bytes>) -> Self {
+    /// Send `request` next. `target` names it (a model name, or a [`Target`] with its
+    /// [`Address`](crate::Address)): in the [`Attempt`](crate::Attempt) the inner service
+    /// gets, in spans, metrics and [`FallbackError`](crate::FallbackError); `strategy` tells
+    /// the layer how the new stream continues the answer, so it can splice it on (it must be
+    /// how `request` was built, as [`Failure::retry`] does).
+    pub fn retry(target: impl Into<Target>, strategy: Strategy, request: Request<Bytes>) -> Self {
         Plan(PlanKind::Retry {
             target: target.into(),
             strategy,
@@ -223,7 +237,7 @@ impl Plan {
     /// to the client in the client's own. [`Failure::retry_to`] makes such a plan from a
     /// [`Target`](crate::Target) declared to speak another dialect, translating the request.
     pub fn retry_in(
-        target: impl Into<Arc<str>>,
+        target: impl Into<Target>,
         dialect: Dialect,
         strategy: Strategy,
         request: Request<Bytes>,
@@ -282,6 +296,15 @@ impl Plan {
         self
     }
 
+    /// The retry's hedge delay, instead of the layer's
+    /// ([`hedge_after`](crate::MidStreamFallbackLayer::hedge_after); `None`: no hedge).
+    pub fn hedge_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        if let PlanKind::Retry { timing, .. } = &mut self.0 {
+            timing.hedge = Some(delay.into());
+        }
+        self
+    }
+
     /// Stop: the client gets an error that names the original failure.
     pub fn give_up(reason: impl Into<Cow<'static, str>>) -> Self {
         Plan(PlanKind::GiveUp(reason.into()))
@@ -290,6 +313,14 @@ impl Plan {
     /// Whether this plan makes another attempt.
     pub fn is_retry(&self) -> bool {
         matches!(self.0, PlanKind::Retry { .. })
+    }
+
+    /// The target of a retry.
+    pub fn target(&self) -> Option<&Target> {
+        match &self.0 {
+            PlanKind::Retry { target, .. } => Some(target),
+            PlanKind::GiveUp(_) => None,
+        }
     }
 
     /// The strategy of a retry.

@@ -20,6 +20,7 @@ use tower_service::Service;
 use tracing::instrument::{Instrument, Instrumented};
 use tracing::Span;
 
+use crate::address::Named;
 use crate::attempt::{Attempt, ModelInBody};
 use crate::clock::Timing;
 use crate::config::Config;
@@ -54,8 +55,13 @@ pub(crate) struct Recovery<S, P> {
     dialect: Dialect,
     pub(crate) config: Arc<Config>,
     history: Vec<AttemptError>,
-    /// The attempt in flight, or the last one once it ended.
+    /// The attempt in flight, or the last one once it ended. While a hedge races, the one
+    /// whose response the client gets (or will get first).
     current: InFlight,
+    /// The other attempt of a hedge race, while it runs.
+    rival: Option<InFlight>,
+    /// A hedge was started: at most one per request.
+    hedged: bool,
     /// The request's span; every attempt's span is inside it.
     span: Span,
     started: Instant,
@@ -127,14 +133,27 @@ impl InFlight {
 
 pin_project! {
     /// A further attempt's call: its plan's wait, then the inner service, inside the
-    /// attempt's span.
+    /// attempt's span. (Or the first attempt's call, when it may race a hedge.)
     pub(crate) struct Call<S, B>
     where
         S: Service<Request<ReplayBody<B>>>,
     {
         wait: Option<Pin<Box<tokio::time::Sleep>>>,
         #[pin]
-        call: Instrumented<Oneshot<S, Request<ReplayBody<B>>>>,
+        call: Calling<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = CallingProj]
+    enum Calling<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        // The first attempt, on the service the layer made ready.
+        First { #[pin] fut: Instrumented<S::Future> },
+        // A later one, on a clone of it, once ready.
+        Later { #[pin] call: Instrumented<Oneshot<S, Request<ReplayBody<B>>>> },
     }
 }
 
@@ -150,7 +169,10 @@ where
             std::task::ready!(wait.as_mut().poll(cx));
             *this.wait = None;
         }
-        this.call.poll(cx)
+        match this.call.project() {
+            CallingProj::First { fut } => fut.poll(cx),
+            CallingProj::Later { call } => call.poll(cx),
+        }
     }
 }
 
@@ -180,8 +202,13 @@ impl<S, P> Recovery<S, P> {
         span: Span,
     ) -> Self {
         let model = ModelInBody::new(request.body().clone());
+        // A model named in the path (Gemini, Claude on Vertex AI) is known without the body.
+        let named = Named::of(dialect, request.uri().path());
+        if !matches!(named, Named::Body) {
+            model.set(named.path_model(request.uri().path()).as_deref());
+        }
         let current = InFlight::new(
-            Attempt::first_in(&model).in_dialect(dialect),
+            Attempt::first_in(&model, named.address()).in_dialect(dialect),
             &span,
             config.timing(),
         );
@@ -196,6 +223,8 @@ impl<S, P> Recovery<S, P> {
             config,
             history: Vec::new(),
             current,
+            rival: None,
+            hedged: false,
             span,
             started: Instant::now(),
             first_chunk_at: None,
@@ -224,7 +253,13 @@ impl<S, P> Recovery<S, P> {
 
     /// Whether the budget allows another attempt at all.
     pub(crate) fn can_retry(&self) -> bool {
-        self.current.attempt.number() < self.config.max_attempts
+        self.next_number() <= self.config.max_attempts
+    }
+
+    /// The number of the next attempt: after the last one made (a hedge may have been).
+    fn next_number(&self) -> u32 {
+        let rival = self.rival.as_ref().map_or(0, |r| r.attempt.number());
+        self.current.attempt.number().max(rival) + 1
     }
 
     /// The wire format of the attempt in flight's request (a target may speak another dialect
@@ -236,7 +271,11 @@ impl<S, P> Recovery<S, P> {
     /// What the relay needs to read the attempt in flight's stream: its wire, and (for a wire
     /// not the client's) whether the client's stream reports usage.
     pub(crate) fn attempt_wire(&mut self) -> AttemptWire {
-        let wire = self.attempt_dialect();
+        self.wire_of(self.attempt_dialect())
+    }
+
+    /// What a relay needs to read a stream in `wire`.
+    fn wire_of(&mut self, wire: Dialect) -> AttemptWire {
         let client_wants_usage = wire != self.dialect
             && *self
                 .client_usage
@@ -262,15 +301,22 @@ impl<S, P> Recovery<S, P> {
         &self.current.span
     }
 
-    /// When the attempt in flight was sent, and its deadlines.
+    /// When the attempt in flight was sent, and its deadlines: no hedge once one was started,
+    /// or once part of the answer reached the client.
     pub(crate) fn deadlines(&self) -> (Instant, Timing) {
-        (self.current.sent, self.current.timing)
+        let mut timing = self.current.timing;
+        if self.hedged || self.first_chunk_at.is_some() {
+            timing.hedge = None;
+        }
+        (self.current.sent, timing)
     }
 
     /// Reads what rewriting the request needs (once), the model along with it.
     fn read_index(&mut self) {
         if self.index.is_none() {
-            let index = self.dialect.index(self.request.body());
+            let index = self
+                .dialect
+                .index(self.request.uri().path(), self.request.body());
             self.model.set(index.model_name.as_deref());
             self.index = Some(index);
         }
@@ -427,6 +473,7 @@ impl<S, P> Recovery<S, P> {
             detail: failure.detail.into(),
             error_type: failure.error_type,
             retry_after: failure.retry_after,
+            hedge: attempt.is_hedge(),
         });
         if !self.can_retry() {
             return Err(self.give_up(format!("all {} attempts used", self.config.max_attempts)));
@@ -439,12 +486,14 @@ impl<S, P> Recovery<S, P> {
                 detail: &last.detail,
                 attempt: last.attempt,
                 target: last.target.as_deref(),
+                address: self.current.attempt.address(),
                 dialect: self.dialect,
                 attempt_dialect: self.current.attempt.dialect().unwrap_or(self.dialect),
                 request: &self.request,
                 index,
                 transcript,
                 history: &self.history,
+                hedge: false,
             };
             self.planner.plan(&failure)
         };
@@ -457,8 +506,9 @@ impl<S, P> Recovery<S, P> {
                 after,
                 timing,
             } => {
-                let number = self.current.attempt.number() + 1;
-                let attempt = Attempt::fallback(number, target, strategy.clone())
+                let number = self.next_number();
+                let attempt = Attempt::fallback(number, target.name(), strategy.clone())
+                    .at(target.address().clone())
                     .in_dialect(dialect.unwrap_or(self.dialect));
                 let timing = timing.over(self.config.timing());
                 self.current = InFlight::new(attempt, &self.span, timing);
@@ -518,27 +568,28 @@ impl<S, P> Recovery<S, P> {
 
     /// The client's request restarted on `target`, which the first attempt now goes to; `None`
     /// if the body cannot be rewritten (then it goes as it came).
-    fn restarted_on(&mut self, target: Arc<str>) -> Option<Request<Bytes>> {
+    fn restarted_on(&mut self, target: crate::target::Target) -> Option<Request<Bytes>> {
         self.read_index();
         let index = self.index.as_ref().expect("read above");
         let continuation = Continuation {
             text: "",
             kept_tokens: 0,
         };
-        let body = self
-            .dialect
-            .spec()
-            .rewrite(
-                self.request.body(),
+        let request = target
+            .request_for(
+                self.dialect,
+                &self.request,
                 index,
-                &target,
                 &Strategy::Restart,
                 &continuation,
             )
             .ok()?;
         let timing = self.current.timing;
-        self.current = InFlight::new(Attempt::first(Some(target)), &self.span, timing);
-        Some(replay::rebuild(&self.request, body))
+        let attempt = Attempt::first(Some(target.name().into()))
+            .at(target.address().clone())
+            .in_dialect(self.dialect);
+        self.current = InFlight::new(attempt, &self.span, timing);
+        Some(request)
     }
 
     /// Calls the inner service with `request` for the attempt in flight, after the wait its
@@ -547,26 +598,221 @@ impl<S, P> Recovery<S, P> {
     where
         S: Service<Request<ReplayBody<B>>> + Clone,
     {
-        let wait = self.current.wait;
-        self.current.sent = Instant::now() + wait;
+        call_on(&self.service, &mut self.current, request)
+    }
+
+    /// The first attempt's call ([`call_first`](Self::call_first)), as a [`Call`]: for a first
+    /// attempt that may race a hedge, whose call may have to outlive the response future (as
+    /// the rival of a hedge whose response came first).
+    pub(crate) fn first_as_call<B>(&self, fut: S::Future) -> Call<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
         Call {
-            wait: (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait))),
-            call: self
-                .service
-                .clone()
-                .oneshot(self.for_inner(request))
-                .instrument(self.current.span.clone()),
+            wait: None,
+            call: Calling::First {
+                fut: fut.instrument(self.current.span.clone()),
+            },
         }
+    }
+
+    /// Starts the request's hedge beside the attempt in flight, which has sent no content
+    /// within its hedge delay: the planner's next target, as a restart. `None` if there is
+    /// none (the planner gave up or would not restart, no attempt is left, a hedge already
+    /// ran, or part of the answer reached the client).
+    pub(crate) fn hedge<B>(&mut self) -> Option<Call<S, B>>
+    where
+        S: Service<Request<ReplayBody<B>>> + Clone,
+        P: RetryPlanner,
+    {
+        if self.hedged || self.rival.is_some() || self.first_chunk_at.is_some() {
+            return None;
+        }
+        self.hedged = true;
+        if !self.can_retry() {
+            return None;
+        }
+        self.read_index();
+        self.record_model();
+        let delay = self.current.timing.hedge.unwrap_or_default();
+        let detail = format!(
+            "no content within the hedge delay of {}",
+            crate::clock::human(delay)
+        );
+        let transcript = Transcript::new(0);
+        let plan = {
+            let failure = Failure {
+                class: FailureClass::Stall,
+                detail: &detail,
+                attempt: self.current.attempt.number(),
+                target: self.current.attempt.target(),
+                address: self.current.attempt.address(),
+                dialect: self.dialect,
+                attempt_dialect: self.attempt_dialect(),
+                request: &self.request,
+                index: self.index.as_ref().expect("read above"),
+                transcript: &transcript,
+                history: &self.history,
+                hedge: true,
+            };
+            self.planner.plan(&failure)
+        };
+        let (target, request, dialect, after, timing) = match plan.0 {
+            PlanKind::Retry {
+                target,
+                strategy: Strategy::Restart,
+                request,
+                dialect,
+                after,
+                timing,
+            } => (target, request, dialect, after, timing),
+            PlanKind::Retry { strategy, .. } => {
+                tracing::info!(
+                    target: TARGET,
+                    parent: &self.current.span,
+                    { midstream.strategy = strategy.name() },
+                    "no hedge: the planner did not plan a restart"
+                );
+                return None;
+            }
+            PlanKind::GiveUp(reason) => {
+                tracing::info!(
+                    target: TARGET,
+                    parent: &self.current.span,
+                    { midstream.reason = &*reason },
+                    "no hedge: the planner has no target for one"
+                );
+                return None;
+            }
+        };
+        let attempt = Attempt::fallback(self.next_number(), target.name(), Strategy::Restart)
+            .at(target.address().clone())
+            .in_dialect(dialect.unwrap_or(self.dialect))
+            .hedging();
+        let mut hedge = InFlight::new(attempt, &self.span, timing.over(self.config.timing()));
+        hedge.wait = after;
+        tracing::info!(
+            target: TARGET,
+            parent: &hedge.span,
+            {
+                midstream.rule = "hedge",
+                midstream.racing = self.current.attempt.number(),
+                midstream.wait_s = seconds(after),
+            },
+            "hedge started: no content yet, racing the next target"
+        );
+        let call = call_on(&self.service, &mut hedge, request);
+        self.rival = Some(hedge);
+        Some(call)
+    }
+
+    /// The rival of a hedge race takes the place of the attempt in flight, which becomes the
+    /// rival: its response is the one the client gets first.
+    pub(crate) fn swap_racers(&mut self) {
+        if let Some(rival) = &mut self.rival {
+            std::mem::swap(&mut self.current, rival);
+        }
+    }
+
+    /// The wire and deadlines of a hedge race's rival.
+    pub(crate) fn rival_wire(&mut self) -> Option<AttemptWire> {
+        let wire = self
+            .rival
+            .as_ref()?
+            .attempt
+            .dialect()
+            .unwrap_or(self.dialect);
+        Some(self.wire_of(wire))
+    }
+
+    /// One of the two racers sent content first (or is the only one left with a response to
+    /// give): the other is cancelled, recorded as having lost the race (no failure of its
+    /// target's). `rival`: the winner is the rival, which becomes the attempt in flight.
+    pub(crate) fn race_won(&mut self, rival: bool)
+    where
+        P: RetryPlanner,
+    {
+        let Some(mut loser) = self.rival.take() else {
+            return;
+        };
+        if rival {
+            std::mem::swap(&mut self.current, &mut loser);
+        }
+        tracing::info!(
+            target: TARGET,
+            parent: &self.current.span,
+            {
+                midstream.rule = "hedge",
+                midstream.winner = self.current.attempt.number(),
+                midstream.winner_is_hedge = self.current.attempt.is_hedge(),
+                midstream.loser = loser.attempt.number(),
+            },
+            "hedge race won; the other attempt is cancelled"
+        );
+        self.history.push(AttemptError {
+            attempt: loser.attempt.number(),
+            target: loser.attempt.target_arc().cloned(),
+            strategy: loser.attempt.strategy().cloned(),
+            class: FailureClass::LostRace,
+            detail: format!(
+                "attempt {} sent content first",
+                self.current.attempt.number()
+            )
+            .into(),
+            error_type: None,
+            retry_after: None,
+            hedge: loser.attempt.is_hedge(),
+        });
+        std::mem::swap(&mut self.current, &mut loser);
+        self.ended(AttemptOutcome::LostRace, None);
+        std::mem::swap(&mut self.current, &mut loser);
+    }
+
+    /// One of the two racers failed while the other races on: recorded like any failure (its
+    /// circuit hears of it), but the planner is not asked; the other goes on as the attempt in
+    /// flight. `rival`: the one that failed is the rival.
+    pub(crate) fn racer_failed(&mut self, failure: StreamFailure, rival: bool)
+    where
+        P: RetryPlanner,
+    {
+        let Some(mut other) = self.rival.take() else {
+            return;
+        };
+        if rival {
+            std::mem::swap(&mut self.current, &mut other);
+        }
+        // Now `current` failed and `other` races on.
+        let failure = failure.redacted(&self.config.redactor);
+        let class = failure.class;
+        tracing::warn!(
+            target: TARGET,
+            parent: &self.current.span,
+            {
+                error.type = class.name(),
+                midstream.failure.detail = failure.detail.as_str(),
+                midstream.racing_on = other.attempt.number(),
+            },
+            "upstream attempt failed while racing; the other goes on"
+        );
+        self.ended(AttemptOutcome::Failed(class), None);
+        let attempt = &self.current.attempt;
+        self.history.push(AttemptError {
+            attempt: attempt.number(),
+            target: attempt.target_arc().cloned(),
+            strategy: attempt.strategy().cloned(),
+            class,
+            detail: failure.detail.into(),
+            error_type: failure.error_type,
+            retry_after: failure.retry_after,
+            hedge: attempt.is_hedge(),
+        });
+        self.current = other;
     }
 
     /// The request as the inner service gets it: the replayable body, and the attempt named
     /// in its extensions.
     fn for_inner<B>(&self, request: Request<Bytes>) -> Request<ReplayBody<B>> {
-        let mut request = replay::to_inner(request);
-        request
-            .extensions_mut()
-            .insert(self.current.attempt.clone());
-        request
+        with_attempt(request, &self.current.attempt)
     }
 
     /// Ends the attempt in flight, and tells the planner how.
@@ -615,6 +861,11 @@ impl<S, P> Drop for Recovery<S, P> {
     /// The request is over: whatever still runs lost its client. The request's span closes
     /// with this, after its last fields.
     fn drop(&mut self) {
+        if let Some(mut rival) = self.rival.take() {
+            std::mem::swap(&mut self.current, &mut rival);
+            self.end_attempt(AttemptOutcome::ClientGone, None);
+            std::mem::swap(&mut self.current, &mut rival);
+        }
         self.end_attempt(AttemptOutcome::ClientGone, None);
         if self.config.observer.is_none() && self.span.is_disabled() {
             return;
@@ -643,6 +894,33 @@ impl<S, P> Drop for Recovery<S, P> {
     }
 }
 
+/// Calls a clone of `service` with `request` for `attempt`, after the wait its plan asked for,
+/// once the service is ready; the call runs inside the attempt's span.
+fn call_on<S, B>(service: &S, attempt: &mut InFlight, request: Request<Bytes>) -> Call<S, B>
+where
+    S: Service<Request<ReplayBody<B>>> + Clone,
+{
+    let wait = attempt.wait;
+    attempt.sent = Instant::now() + wait;
+    Call {
+        wait: (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait))),
+        call: Calling::Later {
+            call: service
+                .clone()
+                .oneshot(with_attempt(request, &attempt.attempt))
+                .instrument(attempt.span.clone()),
+        },
+    }
+}
+
+/// The request as the inner service gets it: the replayable body, and the attempt named in its
+/// extensions.
+fn with_attempt<B>(request: Request<Bytes>, attempt: &Attempt) -> Request<ReplayBody<B>> {
+    let mut request = replay::to_inner(request);
+    request.extensions_mut().insert(attempt.clone());
+    request
+}
+
 /// What the client is told when giving up: the original failure, in its kind.
 pub(crate) fn client_error(err: &FallbackError) -> (ErrorKind, String) {
     let original = err.original();
@@ -664,6 +942,7 @@ pub(crate) fn unwatched_failure(detail: String) -> FallbackError {
             detail: detail.into(),
             error_type: None,
             retry_after: None,
+            hedge: false,
         }],
         "the layer does not watch this request",
     )

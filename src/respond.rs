@@ -2,6 +2,7 @@
 //! event stream it can read), and the ones it makes itself, each in the client's dialect.
 
 use std::borrow::Cow;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -12,15 +13,35 @@ use crate::body::FallbackBody;
 use crate::dialect::{Dialect, ErrorKind};
 use crate::error::{BoxError, FallbackError};
 use crate::plan::RetryPlanner;
-use crate::recovery::{client_error, unwatched_failure, Recovery};
+use crate::recovery::{client_error, unwatched_failure, Call, Recovery};
 use crate::replay::ReplayBody;
 use crate::stream::Watch;
 use crate::untrusted::{escaped, Redactor};
 
 /// Wraps a successful response: an event stream is watched, anything else passes through.
 pub(crate) fn watch<S, P, ReqBody, ResBody>(
+    response: Response<ResBody>,
+    recovery: Recovery<S, P>,
+) -> Response<FallbackBody<ResBody>>
+where
+    S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    P: RetryPlanner + Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    watch_racing(response, recovery, None)
+}
+
+/// [`watch`], while the response's attempt races `rival` (a hedge, or the first attempt when
+/// the hedge answered first): the race goes on in the body, until one of them sends content.
+/// A response that is passed on as it came ends the race (the rival is dropped).
+pub(crate) fn watch_racing<S, P, ReqBody, ResBody>(
     mut response: Response<ResBody>,
     mut recovery: Recovery<S, P>,
+    rival: Option<Pin<Box<Call<S, ReqBody>>>>,
 ) -> Response<FallbackBody<ResBody>>
 where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -32,6 +53,7 @@ where
     ResBody::Error: Into<BoxError>,
 {
     if !is_event_stream(response.headers()) {
+        recovery.race_won(false);
         recovery.pass_on(&mut response);
         return response.map(FallbackBody::plain);
     }
@@ -46,6 +68,7 @@ where
             "an encoded event stream passes through unwatched, without fallback: ask the \
              upstream for `accept-encoding: identity`, or decompress inside the layer"
         );
+        recovery.race_won(false);
         recovery.pass_on(&mut response);
         return response.map(FallbackBody::plain);
     }
@@ -53,7 +76,10 @@ where
     let (mut parts, body) = response.into_parts();
     // The relayed stream may differ in length from the upstream's.
     parts.headers.remove(header::CONTENT_LENGTH);
-    let watched = Watch::new(body, recovery);
+    let watched = match rival {
+        Some(rival) => Watch::racing(body, recovery, rival),
+        None => Watch::new(body, recovery),
+    };
     Response::from_parts(parts, FallbackBody::watched(Box::pin(watched)))
 }
 

@@ -1,14 +1,15 @@
 //! The outline of a rewrite, shared by every dialect: read the body once (the dialect's
-//! [`RequestIndex`]), swap the model, append the partial answer (and the instruction) the way
-//! the dialect carries a continuation ([`Rules`](crate::dialect::Rules)), and shrink the token
-//! limits by what was generated. A request is spliced at the spans the index found, never
-//! rebuilt as a tree.
+//! [`RequestIndex`]), name the target's model where its address wants it (a [`Placement`]),
+//! append the partial answer (and the instruction) the way the dialect carries a continuation
+//! ([`Rules`](crate::dialect::Rules)), and shrink the token limits by what was generated. A
+//! request is spliced at the spans the index found, never rebuilt as a tree.
 
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::address::Placement;
 use crate::dialect::Wire;
-use crate::json::{string_literal, to_vec, write_str, RequestIndex, Splice};
+use crate::json::{to_vec, RequestIndex, Splice};
 use crate::strategy::{RewriteError, Strategy};
 use crate::transcript::Transcript;
 
@@ -32,13 +33,13 @@ impl Wire {
         self.rules.check_retry(strategy, index, transcript)
     }
 
-    /// The body for the next attempt, in this format: `body` with its model set to `target`
-    /// and the answer so far carried as `strategy` says.
+    /// The body for the next attempt, in this format: `body` with its model placed as
+    /// `placement` says and the answer so far carried as `strategy` says.
     pub(crate) fn rewrite(
         &self,
         body: &[u8],
         index: &RequestIndex,
-        target: &str,
+        placement: &Placement,
         strategy: &Strategy,
         cont: &Continuation<'_>,
     ) -> Result<Bytes, RewriteError> {
@@ -49,10 +50,7 @@ impl Wire {
                 self.request_name
             )));
         }
-        let model = index
-            .model
-            .clone()
-            .ok_or_else(|| RewriteError::new(format!("the request has no `{}`", shape.model)))?;
+        // Not a request of this dialect without them, whatever the strategy.
         let messages = index.messages.as_ref().ok_or_else(|| {
             RewriteError::new(format!("the request has no `{}` array", shape.messages))
         })?;
@@ -63,9 +61,13 @@ impl Wire {
                 shape.messages
             )));
         }
-
         let mut splice = Splice::new(body);
-        splice.replace(model, string_literal(target).into_bytes());
+        placement.edit_body(&mut splice, index, shape.model)?;
+        for key in self.rules.attempt_bound_keys() {
+            if let Some(member) = index.member(key) {
+                splice.remove(member);
+            }
+        }
 
         let partial = if self.trims_continuation {
             cont.text.trim_end()
@@ -84,7 +86,7 @@ impl Wire {
                     .last_role
                     .as_deref()
                     .ok_or_else(|| RewriteError::new("the last message has no `role`"))?;
-                role == "assistant"
+                role == self.rules.assistant_role()
             }
             _ => false,
         };
@@ -96,12 +98,11 @@ impl Wire {
                     .ok_or_else(|| RewriteError::new("the last message is out of the body"))?;
                 self.extend_assistant(message, partial, flag)?
             }
-            _ => assistant_turn(partial, flag),
+            _ => self.rules.assistant_turn(partial, flag),
         };
         if let Strategy::Instruction(text) = strategy {
-            added.extend_from_slice(br#",{"role":"user","content":"#);
-            write_str(&mut added, text);
-            added.push(b'}');
+            added.push(b',');
+            added.extend_from_slice(&self.rules.user_turn(text));
         }
         match (&messages.text, &messages.last) {
             // One string: it becomes the opening turn of an array that goes on with the rest.
@@ -168,10 +169,10 @@ impl Wire {
     ) -> Result<Vec<u8>, RewriteError> {
         let mut message: Value = serde_json::from_slice(message)
             .map_err(|_| RewriteError::new("the last message is not an object"))?;
-        let content = message
-            .get_mut("content")
-            .ok_or_else(|| RewriteError::new("the last message has no `content`"))?;
-        self.rules.continue_content(content, partial)?;
+        if !message.is_object() {
+            return Err(RewriteError::new("the last message is not an object"));
+        }
+        self.rules.continue_turn(&mut message, partial)?;
         if let Some(flag) = flag {
             message[flag] = Value::Bool(true);
         }
@@ -179,21 +180,8 @@ impl Wire {
     }
 }
 
-/// The partial answer as a new trailing assistant message, marked with `flag` if given.
-fn assistant_turn(partial: &str, flag: Option<&str>) -> Vec<u8> {
-    let mut out = br#"{"role":"assistant","content":"#.to_vec();
-    write_str(&mut out, partial);
-    if let Some(flag) = flag {
-        out.push(b',');
-        write_str(&mut out, flag);
-        out.extend_from_slice(b":true");
-    }
-    out.push(b'}');
-    out
-}
-
-/// Rewrites `body` as a request of `wire` for `target`, continuing `text` (`kept` tokens):
-/// what the dialects' tests check.
+/// Rewrites `body` as a request of `wire` for `target` (the request's own address),
+/// continuing `text` (`kept` tokens): what the dialects' tests check.
 #[cfg(test)]
 pub(crate) fn rewritten(
     wire: &'static Wire,
@@ -203,11 +191,33 @@ pub(crate) fn rewritten(
     text: &str,
     kept: u32,
 ) -> Result<Value, RewriteError> {
+    let out = rewritten_bytes(wire, body, target, strategy, text, kept)?;
+    Ok(serde_json::from_slice(&out).expect("a rewritten body is JSON"))
+}
+
+/// [`rewritten`], as bytes.
+#[cfg(test)]
+pub(crate) fn rewritten_bytes(
+    wire: &'static Wire,
+    body: &[u8],
+    target: &str,
+    strategy: &Strategy,
+    text: &str,
+    kept: u32,
+) -> Result<Bytes, RewriteError> {
+    let dialect = crate::dialect::Dialect::from_name(wire.name).expect("a registered wire");
     let index = RequestIndex::read(body, &wire.request);
+    let placement = Placement::new(
+        dialect,
+        &http::Uri::from_static("/"),
+        &index.named,
+        target,
+        &crate::address::Address::native(),
+        true,
+    )?;
     let cont = Continuation {
         text,
         kept_tokens: kept,
     };
-    let out = wire.rewrite(body, &index, target, strategy, &cont)?;
-    Ok(serde_json::from_slice(&out).expect("a rewritten body is JSON"))
+    wire.rewrite(body, &index, &placement, strategy, &cont)
 }

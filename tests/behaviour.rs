@@ -177,10 +177,11 @@ async fn when_every_attempt_fails_the_client_hears_of_the_original_failure_and_r
             text: HELLO.concat(),
             ..Whole::default()
         };
-        let primary = if dialect == Dialect::Anthropic {
-            anthropic_text_stream(&HELLO)
-        } else {
-            openai_text_stream(&HELLO)
+        let primary = match dialect {
+            Dialect::Anthropic => anthropic_text_stream(&HELLO),
+            Dialect::OpenAi => openai_text_stream(&HELLO),
+            Dialect::Gemini => gemini_text_stream(&HELLO),
+            Dialect::Responses => unreachable!("not in this loop"),
         };
         let lead = if dialect == Dialect::Anthropic { 3 } else { 2 };
         let upstream = Upstream::new(dialect, whole)
@@ -219,10 +220,11 @@ async fn when_every_attempt_fails_the_client_hears_of_the_original_failure_and_r
         .await;
         assert_eq!(out.status, 200);
         let events = check::parse_sse(&out.bytes);
-        let got = if dialect == Dialect::Anthropic {
-            check::anthropic(&events).unwrap()
-        } else {
-            check::openai(&events, true).unwrap()
+        let got = match dialect {
+            Dialect::Anthropic => check::anthropic(&events).unwrap(),
+            Dialect::OpenAi => check::openai(&events, true).unwrap(),
+            Dialect::Gemini => check::gemini(&out.bytes, &events).unwrap(),
+            Dialect::Responses => unreachable!("not in this loop"),
         };
         let message = got.error.expect("an error event");
         let original = if dialect == Dialect::Anthropic {
@@ -412,6 +414,10 @@ async fn an_oversized_request_gets_a_413_in_its_dialect_and_no_upstream_call() {
                 }
                 Dialect::OpenAi | Dialect::Responses => {
                     assert_eq!(body["error"]["code"], "request_too_large");
+                    body["error"]["message"].as_str().unwrap().to_owned()
+                }
+                Dialect::Gemini => {
+                    assert_eq!(body["error"]["code"], 413);
                     body["error"]["message"].as_str().unwrap().to_owned()
                 }
             };

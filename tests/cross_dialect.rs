@@ -17,6 +17,7 @@ fn other(dialect: Dialect) -> Dialect {
     match dialect {
         Dialect::Anthropic => Dialect::OpenAi,
         Dialect::OpenAi | Dialect::Responses => Dialect::Anthropic,
+        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     }
 }
 
@@ -25,6 +26,7 @@ fn wire(dialect: Dialect) -> tower_midstream::Dialect {
         Dialect::Anthropic => tower_midstream::Dialect::ANTHROPIC_MESSAGES,
         Dialect::OpenAi => tower_midstream::Dialect::OPENAI_CHAT,
         Dialect::Responses => tower_midstream::Dialect::OPENAI_RESPONSES,
+        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     }
 }
 
@@ -36,6 +38,7 @@ fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
         (true, Dialect::OpenAi) => Prefill::Prefix,
         // The Responses API has none.
         (true, Dialect::Responses) => Prefill::None,
+        (true, Dialect::Gemini) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     }
 }
 
@@ -62,6 +65,7 @@ fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
         (Dialect::OpenAi, false) => "stop",
         (Dialect::OpenAi, true) => "tool_calls",
         (Dialect::Responses, _) => "completed",
+        (Dialect::Gemini, _) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     }
 }
 
@@ -76,6 +80,7 @@ fn valid_id(dialect: Dialect, id: &str) -> bool {
         }
         Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
         Dialect::Responses => !id.is_empty() && id.len() <= 64,
+        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     }
 }
 
@@ -141,6 +146,7 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
                     && body.get("stream_options").is_none()
                     && body.get("max_tokens").is_none()
             }
+            Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
         };
         if !shaped || body["stream"] != true {
             return Err(format!("a fallback call is not a {to:?} request: {body}"));
@@ -162,10 +168,10 @@ fn trailing_assistant(call: &upstream::Call) -> bool {
 
 /// The recorded streams a fallback of another dialect can continue (a request asking for
 /// extended thinking is never sent there; a refusal, whose stop reason depends on which
-/// dialect's model gave it, has tests of its own).
+/// dialect's model gave it, has tests of its own; Gemini's pairs are tests/cross_gemini.rs's).
 fn fixtures() -> impl Iterator<Item = &'static Fixture> {
     FIXTURES.iter().filter(|f| {
-        f.dialect != Dialect::Responses
+        !matches!(f.dialect, Dialect::Gemini | Dialect::Responses)
             && !f.thinking
             && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
     })
@@ -414,11 +420,13 @@ fn hello_upstream(client: Dialect) -> Upstream {
         Dialect::Anthropic => anthropic_text_stream(&HELLO),
         Dialect::OpenAi => openai_text_stream(&HELLO),
         Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
+        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     };
     let lead = match client {
         Dialect::Anthropic => 2,
         Dialect::OpenAi => 1,
         Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
+        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     };
     let whole = Whole {
         text: HELLO.concat(),
@@ -439,6 +447,7 @@ fn hello_request(client: Dialect) -> Value {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
         Dialect::Responses => responses_request(),
+        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     }
 }
 
@@ -588,6 +597,7 @@ async fn a_retryable_status_restarts_on_the_other_dialect_with_the_request_trans
                 "stream": true
             }),
             Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
+            Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
         };
         assert_eq!(calls[1].body, want, "{}", f.name);
         assert_eq!(calls[1].uri, path(other(f.dialect)));
@@ -1123,6 +1133,7 @@ fn ending_with(dialect: Dialect, reason: &str) -> Bytes {
                 names.iter().map(|n| Some(n.as_str())).zip(events).collect();
             sse_lines(&named)
         }
+        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
     }
 }
 

@@ -23,6 +23,9 @@ mod proxy;
 #[path = "../examples/gateway/server.rs"]
 mod server;
 mod support;
+#[allow(dead_code)]
+#[path = "../examples/gateway/token.rs"]
+mod token;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -457,9 +460,11 @@ async fn malformed_json_is_400_in_the_clients_dialect() {
 async fn the_clients_credentials_never_reach_the_upstream_and_each_upstream_gets_its_own_key() {
     let config = |addr: SocketAddr| {
         demo_config(addr)
-            .replace(
+            // The first Anthropic upstream: the API (the Vertex one takes a token).
+            .replacen(
                 "dialect = \"anthropic\"",
                 "dialect = \"anthropic\"\napi_key_env = \"TEST_ANTHROPIC_KEY\"",
+                1,
             )
             .replace(
                 "dialect = \"openai-chat\"",
@@ -804,6 +809,46 @@ fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
         Some(tower_midstream::Dialect::OPENAI_RESPONSES)
     );
     assert_eq!(chain.fallbacks_of("gpt-5")[0].as_ref(), "claude-sonnet-4-5");
+    assert_eq!(
+        chain.fallbacks_of("gemini-2.5-flash")[0].as_ref(),
+        "claude-sonnet-4-5"
+    );
+    assert_eq!(
+        chain.target_of("gemini-2.5-flash").unwrap().speaks(),
+        Some(tower_midstream::Dialect::GEMINI)
+    );
+}
+
+#[test]
+fn hedging_is_off_by_default_and_its_delay_is_set_per_layer_and_per_model() {
+    let defaults = config::parse(GOOD, &|_| None).unwrap();
+    assert_eq!(defaults.fallback.policy.hedge_after, None);
+    assert_eq!(defaults.models[0].hedge_after, None);
+    let text = format!(
+        "[fallback]\nhedge_after_ms = 1500\n{}",
+        GOOD.replace(
+            "fallbacks = [\"claude-sonnet-4-5\"]",
+            "fallbacks = [\"claude-sonnet-4-5\"]\nhedge_after_ms = 0",
+        )
+    );
+    let set = config::parse(&text, &|_| None).unwrap();
+    assert_eq!(
+        set.fallback.policy.hedge_after,
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(
+        set.models[0].hedge_after,
+        Some(None),
+        "0: never, for this model"
+    );
+    let chain = set.chain();
+    assert_eq!(
+        chain.target_of("claude-sonnet-4-6").unwrap(),
+        &tower_midstream::Target::new("claude-sonnet-4-6")
+            .hedge_after(None)
+            .dialect(tower_midstream::Dialect::ANTHROPIC_MESSAGES)
+    );
+    let _ = set.layer();
 }
 
 #[test]
@@ -1017,7 +1062,7 @@ fn the_example_config_file_is_valid() {
         "/examples/gateway/gateway.example.toml"
     );
     let config = config::load(path, &|var| Some(format!("key-from-{var}"))).unwrap();
-    assert_eq!(config.upstreams.len(), 2);
+    assert_eq!(config.upstreams.len(), 4);
     assert_eq!(config.admin_listen, Some("127.0.0.1:9464".parse().unwrap()));
     let (name, value) = config.upstreams[0].credential.clone().unwrap();
     assert_eq!(
@@ -1290,4 +1335,352 @@ async fn sigterm_lets_an_open_stream_finish_and_the_log_has_no_colour_codes_in_a
         !stderr.contains('\u{1b}'),
         "colour codes in a pipe: {stderr}"
     );
+}
+
+// ---- Gemini and Claude on Vertex AI ------------------------------------------------------
+
+fn gemini_request() -> String {
+    json!({"contents":[{"role":"user","parts":[{"text":"Why do streams break?"}]}],"generationConfig":{"maxOutputTokens":1024}}).to_string()
+}
+
+fn gemini_path(model: &str) -> String {
+    format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+}
+
+#[tokio::test]
+async fn a_gemini_stream_that_breaks_completes_on_a_fallback_with_the_gateways_key() {
+    let gw = start().await;
+    for version in ["v1beta", "v1"] {
+        let path = gemini_path(demo::GEMINI_PRIMARY).replace("v1beta", version);
+        let reply = gw
+            .send(
+                &path,
+                &[("x-goog-api-key", "the-clients-own-key")],
+                gemini_request(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{version}");
+        let answer = support::check(support::Dialect::Gemini, true, reply.bytes())
+            .unwrap_or_else(|e| panic!("{version}: {e}"));
+        assert_eq!(answer.error, None);
+        assert_eq!(answer.text, demo::TEXT, "{version}");
+    }
+    // The first fallback rejects prefill: the partial answer as a model turn, then the
+    // instruction as a user turn; its own name in the path; the gateway's key, never the
+    // client's.
+    let calls = gw.calls_to(demo::GEMINI_NO_PREFILL);
+    assert_eq!(calls.len(), 2);
+    for call in &calls {
+        assert!(call
+            .path
+            .ends_with("/models/demo-gemini-no-prefill:streamGenerateContent"));
+        assert_eq!(call.headers["x-goog-api-key"], "demo-key");
+        let contents = call.body["contents"].as_array().unwrap();
+        assert_eq!(contents.len(), 3, "{contents:?}");
+        assert_eq!(contents[1]["role"], "model");
+        assert_eq!(contents[2]["role"], "user");
+    }
+}
+
+#[tokio::test]
+async fn an_anthropic_request_falls_back_to_claude_on_vertex_through_the_gateway() {
+    let gw = start().await;
+    let body = Wire::Anthropic
+        .request(demo::CLAUDE_WITH_VERTEX_FALLBACK, true)
+        .to_string();
+    let reply = gw.send("/v1/messages", &[], body).await;
+    assert_eq!(reply.status, 200);
+    let answer = Wire::Anthropic.check(reply.bytes()).unwrap();
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The primary on the Anthropic API, under its upstream name.
+    let primary = gw.calls_to(CLAUDE_PRIMARY);
+    assert_eq!(primary.len(), 1);
+    assert_eq!(primary[0].path, "/v1/messages");
+    // The fallback on Vertex AI: the model in the path, none in the body, the version in the
+    // body and not in a header, the access token the command printed, a prefill (it takes one).
+    let vertex = gw.calls_to(CLAUDE_PREFILL);
+    assert_eq!(vertex.len(), 1);
+    let call = &vertex[0];
+    assert_eq!(
+        call.path,
+        "/v1/projects/demo-project/locations/us-east5/publishers/anthropic/models/demo-claude-prefill:streamRawPredict"
+    );
+    assert!(call.body.get("model").is_none());
+    assert_eq!(call.body["anthropic_version"], "vertex-2023-10-16");
+    assert!(call.headers.get("anthropic-version").is_none());
+    assert!(call.headers.get("x-api-key").is_none());
+    assert_eq!(call.headers["authorization"], "Bearer demo-vertex-token");
+    assert!(call.ends_with_assistant());
+}
+
+#[tokio::test]
+async fn claude_on_vertex_as_the_primary_falls_back_to_the_anthropic_api_through_the_gateway() {
+    let gw = start().await;
+    // As anthropic-python's AnthropicVertex sends it.
+    let mut body = Wire::Anthropic.request("ignored", true);
+    body.as_object_mut().unwrap().remove("model");
+    body["anthropic_version"] = json!("2026-10-21");
+    let path = format!(
+        "/v1/projects/the-clients-project/locations/europe-west1/publishers/anthropic/models/{}:streamRawPredict",
+        demo::CLAUDE_VERTEX
+    );
+    let reply = gw
+        .send(
+            &path,
+            &[
+                ("authorization", "Bearer the-clients-token"),
+                ("x-demo-fault", "demo-claude-prefill=reset@5"),
+            ],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let answer = Wire::Anthropic.check(reply.bytes()).unwrap();
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The gateway's project and region and token, not the client's.
+    let first = gw.calls_to(CLAUDE_PREFILL);
+    assert_eq!(first.len(), 1);
+    assert!(first[0]
+        .path
+        .starts_with("/v1/projects/demo-project/locations/us-east5/"));
+    assert_eq!(first[0].body["anthropic_version"], "2026-10-21");
+    assert_eq!(
+        first[0].headers["authorization"],
+        "Bearer demo-vertex-token"
+    );
+    // Then the Anthropic API: the body's model, no anthropic_version, the instruction (it
+    // rejects prefill).
+    let api = gw.calls_to(CLAUDE_NO_PREFILL);
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0].path, "/v1/messages");
+    assert_eq!(api[0].body["model"], CLAUDE_NO_PREFILL);
+    assert!(api[0].body.get("anthropic_version").is_none());
+    assert!(!api[0].ends_with_assistant());
+    assert!(api[0].headers.get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn a_model_in_a_path_is_only_a_configured_name_else_404_in_the_clients_dialect() {
+    let gw = start().await;
+    for model in [
+        "gemini-nonexistent",
+        "..%2F..%2Fv1%2Fmessages",
+        "demo-gemini-primary%3Fkey%3D1",
+        "demo-gemini-primary%23x",
+        "a%40evil.example",
+        "demo-gemini-primary%2",
+        // A model of another kind of target.
+        CLAUDE_PRIMARY,
+    ] {
+        let reply = gw.send(&gemini_path(model), &[], gemini_request()).await;
+        assert_eq!(reply.status, 404, "{model}");
+        let json = reply.json();
+        assert_eq!(json["error"]["code"], 404, "{model}");
+        assert_eq!(json["error"]["status"], "NOT_FOUND", "{model}");
+        assert!(
+            reply.bytes().starts_with(br#"{"error""#),
+            "google-genai raises only on `error` first"
+        );
+    }
+    // A Gemini model asked for on Vertex's path, and an unknown one there.
+    for model in [demo::GEMINI_PRIMARY, "claude-nonexistent"] {
+        let path = format!(
+            "/v1/projects/p/locations/r/publishers/anthropic/models/{model}:streamRawPredict"
+        );
+        let body = json!({"anthropic_version":"vertex-2023-10-16","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]});
+        let reply = gw.send(&path, &[], body.to_string()).await;
+        assert_eq!(reply.status, 404, "{model}");
+        assert_eq!(reply.json()["error"]["type"], "not_found_error", "{model}");
+    }
+    assert!(gw.demo.calls().is_empty(), "nothing reached the upstream");
+}
+
+const VERTEX_UPSTREAM: &str = r#"
+[[upstreams]]
+name = "vertex"
+dialect = "anthropic"
+base_url = "https://us-east5-aiplatform.googleapis.com"
+vertex = { project = "my-proj", region = "us-east5" }
+access_token_env = "VERTEX_TOKEN"
+
+[[upstreams]]
+name = "gemini"
+dialect = "gemini"
+base_url = "https://generativelanguage.googleapis.com"
+api_key_env = "GEMINI_KEY"
+
+[[models]]
+name = "claude-on-vertex"
+upstream = "vertex"
+upstream_model = "claude-sonnet-4-5@20250929"
+prefill = "assistant"
+
+[[models]]
+name = "gemini-2.5-flash"
+upstream = "gemini"
+prefill = "none"
+"#;
+
+#[test]
+fn vertex_and_gemini_upstreams_are_configured_with_their_own_credentials() {
+    let env = |var: &str| match var {
+        "VERTEX_TOKEN" => Some("ya29.secret-token".to_owned()),
+        "GEMINI_KEY" => Some("AIza-secret-key".to_owned()),
+        _ => None,
+    };
+    let config = config::parse(&format!("{GOOD}{VERTEX_UPSTREAM}"), &env).unwrap();
+    let vertex = config
+        .upstreams
+        .iter()
+        .find(|u| u.name == "vertex")
+        .unwrap();
+    assert_eq!(
+        vertex.address,
+        tower_midstream::Address::vertex("my-proj", "us-east5")
+    );
+    assert!(!format!("{vertex:?}").contains("secret-token"));
+    let gemini = config
+        .upstreams
+        .iter()
+        .find(|u| u.name == "gemini")
+        .unwrap();
+    let (name, value) = gemini.credential.as_ref().unwrap();
+    assert_eq!(
+        (name.as_str(), value.to_str().unwrap()),
+        ("x-goog-api-key", "AIza-secret-key")
+    );
+    // Both secrets are taken out of whatever an upstream says.
+    let redacted = config
+        .redactor()
+        .redact("token ya29.secret-token key AIza-secret-key")
+        .into_owned();
+    assert!(!redacted.contains("secret"), "{redacted}");
+    // The chain knows where the Vertex model lives.
+    let chain = config.chain();
+    let target = chain.target_of("claude-on-vertex").unwrap();
+    assert_eq!(target.address(), &vertex.address);
+}
+
+#[test]
+fn a_gemini_model_may_fall_back_on_claude_and_claude_on_gemini() {
+    let env = |var: &str| match var {
+        "VERTEX_TOKEN" => Some("ya29.secret-token".to_owned()),
+        "GEMINI_KEY" => Some("AIza-secret-key".to_owned()),
+        _ => None,
+    };
+    let text = VERTEX_UPSTREAM
+        .replace(
+            "prefill = \"none\"",
+            "prefill = \"none\"\nfallbacks = [\"claude-on-vertex\"]",
+        )
+        .replace(
+            "prefill = \"assistant\"",
+            "prefill = \"assistant\"\nfallbacks = [\"gemini-2.5-flash\"]\ncontext_window_fallbacks = [\"gemini-2.5-flash\"]",
+        );
+    let config = config::parse(&format!("{GOOD}{text}"), &env).unwrap();
+    let model = |name: &str| config.models.iter().find(|m| m.name == name).unwrap();
+    assert_eq!(model("gemini-2.5-flash").fallbacks, ["claude-on-vertex"]);
+    assert_eq!(model("claude-on-vertex").fallbacks, ["gemini-2.5-flash"]);
+    assert_eq!(
+        model("claude-on-vertex").context_window_fallbacks,
+        ["gemini-2.5-flash"]
+    );
+    // Each target speaks its upstream's dialect: the layer translates for it.
+    let chain = config.chain();
+    assert_eq!(
+        chain.target_of("gemini-2.5-flash").unwrap().speaks(),
+        Some(tower_midstream::Dialect::GEMINI)
+    );
+}
+
+#[test]
+fn vertex_and_gemini_config_errors_name_the_key() {
+    let env = |var: &str| (var == "VERTEX_TOKEN" || var == "GEMINI_KEY").then(|| "t".to_owned());
+    let cases = [
+        (
+            VERTEX_UPSTREAM.replace("dialect = \"anthropic\"", "dialect = \"openai-chat\""),
+            vec!["upstreams[0]", "vertex", "Anthropic Messages"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace("access_token_env = \"VERTEX_TOKEN\"\n", ""),
+            vec!["upstreams[0]", "vertex", "access_token_command"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace("VERTEX_TOKEN", "UNSET_TOKEN"),
+            vec!["upstreams[0]", "access_token_env", "UNSET_TOKEN"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace(
+                "access_token_env = \"VERTEX_TOKEN\"",
+                "access_token_env = \"VERTEX_TOKEN\"\naccess_token_command = [\"gcloud\"]",
+            ),
+            vec!["upstreams[0]", "not both"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace(
+                "access_token_env = \"VERTEX_TOKEN\"",
+                "access_token_command = []",
+            ),
+            vec!["upstreams[0]", "access_token_command", "program"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace("project = \"my-proj\"", "project = \"../x\""),
+            vec!["upstreams[0]", "vertex.project"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace("region = \"us-east5\"", "region = \"us east\""),
+            vec!["upstreams[0]", "vertex.region"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace(
+                "api_key_env = \"GEMINI_KEY\"",
+                "api_key_env = \"GEMINI_KEY\"\naccess_token_env = \"VERTEX_TOKEN\"",
+            ),
+            vec!["upstreams[1]", "access_token_env", "vertex"],
+        ),
+        (
+            VERTEX_UPSTREAM.replace("prefill = \"none\"", "prefill = \"prefix\""),
+            vec!["models[1]", "prefill", "gemini"],
+        ),
+    ];
+    for (text, needles) in cases {
+        let err = config::parse(&text, &env)
+            .expect_err("an invalid config")
+            .to_string();
+        for needle in needles {
+            assert!(err.contains(needle), "{needle:?} not in: {err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_responses_stream_that_breaks_completes_on_a_fallback_through_the_gateway() {
+    let gw = start().await;
+    let body = json!({"model": demo::RESPONSES_PRIMARY, "stream": true, "input": "Say hello."});
+    let reply = gw.send("/v1/responses", &[], body.to_string()).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(reply.bytes())
+    );
+    let answer = support::check(support::Dialect::Responses, true, reply.bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The Responses API has no prefill: the string input opens an array, then the partial
+    // answer as an assistant item and the instruction as a user item, at the same endpoint.
+    let calls = gw.calls_to(GPT_NO_PREFIX);
+    assert_eq!(calls.len(), 1);
+    assert!(
+        calls[0].path.ends_with("/v1/responses"),
+        "{}",
+        calls[0].path
+    );
+    let input = calls[0].body["input"].as_array().unwrap();
+    assert_eq!(input.len(), 3, "{input:?}");
+    assert_eq!(input[1]["role"], "assistant");
+    assert_eq!(input[2]["role"], "user");
 }

@@ -16,6 +16,9 @@ mod proxy;
 #[allow(dead_code)]
 #[path = "../examples/gateway/server.rs"]
 mod server;
+#[allow(dead_code)]
+#[path = "../examples/gateway/token.rs"]
+mod token;
 
 use std::net::SocketAddr;
 use std::time::Duration;

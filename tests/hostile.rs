@@ -99,6 +99,7 @@ async fn through_layer_as(
     let svc = layer.layer(svc);
     let body = match dialect {
         Dialect::Anthropic => anthropic_request(),
+        Dialect::Gemini => Bytes::from(gemini_request().to_string()),
         Dialect::OpenAi => Bytes::from(
             json!({"model":"primary","stream":true,"messages":[{"role":"user","content":"hi"}]})
                 .to_string(),

@@ -380,6 +380,7 @@ async fn upstream_error_text_cannot_forge_a_log_line_or_reach_a_terminal() {
         let stream = match dialect {
             Dialect::Anthropic => anthropic_text_stream(&HELLO),
             Dialect::OpenAi => openai_text_stream(&HELLO),
+            Dialect::Gemini => gemini_text_stream(&HELLO),
             Dialect::Responses => responses_text_stream(&HELLO),
         };
         let lead = events_of(&stream)[..3].concat();
@@ -391,6 +392,7 @@ async fn upstream_error_text_cannot_forge_a_log_line_or_reach_a_terminal() {
         let request = match dialect {
             Dialect::Anthropic => anthropic_request(),
             Dialect::OpenAi => openai_request(),
+            Dialect::Gemini => gemini_request(),
             Dialect::Responses => responses_request(),
         };
         let layer = MidStreamFallbackLayer::new(one_fallback(Prefill::Assistant)).max_attempts(1);

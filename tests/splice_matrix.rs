@@ -48,11 +48,12 @@ async fn case(
     Ok(())
 }
 
+/// Whether a request ends with the model's own turn (a prefill): an `assistant` message, or
+/// Gemini's `model` turn.
 fn trailing_assistant(call: &upstream::Call) -> bool {
-    call.body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .is_some_and(|m| m["role"] == "assistant")
+    let last = |key: &str| call.body[key].as_array().and_then(|m| m.last()).cloned();
+    last("messages").is_some_and(|m| m["role"] == "assistant")
+        || last("contents").is_some_and(|c| c["role"] == "model")
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,9 +285,17 @@ async fn a_retryable_status_before_the_stream_restarts_on_the_fallback_invisibly
             same_answer(&got, &expected(&whole)).unwrap();
             let calls = upstream.calls();
             assert_eq!(calls.len(), 2);
-            // A restart: the original request, only the model swapped.
+            // A restart: the original request, only the model swapped (in the path, for a
+            // dialect that names it there).
             let mut original = request_body(f);
-            original["model"] = "fallback".into();
+            if f.dialect == Dialect::Gemini {
+                assert_eq!(
+                    calls[1].uri,
+                    path(f.dialect).replace("/primary:", "/fallback:")
+                );
+            } else {
+                original["model"] = "fallback".into();
+            }
             assert_eq!(calls[1].body, original, "{} after {status}", f.name);
         }
     }

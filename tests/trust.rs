@@ -21,6 +21,9 @@ mod proxy;
 #[path = "../examples/gateway/server.rs"]
 mod server;
 mod support;
+#[allow(dead_code)]
+#[path = "../examples/gateway/token.rs"]
+mod token;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

@@ -6,15 +6,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 use serde::Deserialize;
 use tower_midstream::{
-    Backoff, Breaker, Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor,
+    Address, Backoff, Breaker, Dialect, FallbackChain, MidStreamFallbackLayer, Prefill, Redactor,
     RetryBudget, Target, WhenNoPrefill,
 };
+
+use crate::token::{AccessToken, DEFAULT_REFRESH};
 
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
@@ -88,6 +91,8 @@ pub struct Fallback {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub first_token_timeout: Option<Duration>,
+    /// After this long with no content, the next target races the attempt; `None`: never.
+    pub hedge_after: Option<Duration>,
     pub retries: u32,
     pub retry_base: Duration,
     pub retry_cap: Duration,
@@ -105,8 +110,14 @@ pub struct Upstream {
     pub dialect: Dialect,
     /// Scheme, authority and an optional path prefix, without a trailing `/`.
     pub base_url: Uri,
-    /// The credential header this upstream gets (`x-api-key` or `authorization`), if any.
+    /// Where its requests name their model: the body (or Gemini's path), or Claude on Vertex
+    /// AI's path.
+    pub address: Address,
+    /// The credential header this upstream gets (`x-api-key`, `x-goog-api-key` or
+    /// `authorization`), if any.
     pub credential: Option<(HeaderName, HeaderValue)>,
+    /// An OAuth access token sent as `Authorization: Bearer` (Vertex AI), fetched when needed.
+    pub access_token: Option<Arc<AccessToken>>,
     /// The key itself, to redact wherever an upstream quotes it.
     pub api_key: Option<String>,
     /// Extra headers sent with every request (`anthropic-version`, `HTTP-Referer`...).
@@ -121,7 +132,9 @@ impl fmt::Debug for Upstream {
         f.debug_struct("Upstream")
             .field("name", &self.name)
             .field("dialect", &self.dialect)
+            .field("address", &self.address)
             .field("base_url", &self.base_url)
+            .field("access_token", &self.access_token)
             .field("credential", &self.credential.as_ref().map(|(n, _)| n))
             .field("headers_timeout", &self.headers_timeout)
             .finish_non_exhaustive()
@@ -143,6 +156,7 @@ pub struct Model {
     pub retries: Option<u32>,
     pub first_token_timeout: Option<Option<Duration>>,
     pub idle_timeout: Option<Option<Duration>>,
+    pub hedge_after: Option<Option<Duration>>,
 }
 
 impl Config {
@@ -164,11 +178,13 @@ impl Config {
             chain = chain.instruction(text.clone());
         }
         for model in &self.models {
-            // Each model speaks its upstream's dialect: a fallback of another dialect than the
-            // client's gets the request translated.
+            // Each model speaks its upstream's dialect (a fallback of another dialect than the
+            // client's gets the request translated), at its upstream's address.
+            let upstream = &self.upstreams[model.upstream];
             let mut target = Target::new(model.name.clone())
                 .prefill(model.prefill)
-                .dialect(self.upstreams[model.upstream].dialect);
+                .dialect(upstream.dialect)
+                .at(upstream.address.clone());
             if let Some(retries) = model.retries {
                 target = target.retries(retries);
             }
@@ -177,6 +193,9 @@ impl Config {
             }
             if let Some(idle) = model.idle_timeout {
                 target = target.idle_timeout(idle);
+            }
+            if let Some(delay) = model.hedge_after {
+                target = target.hedge_after(delay);
             }
             chain = chain.target(target);
             if !model.fallbacks.is_empty() {
@@ -198,6 +217,7 @@ impl Config {
             .max_attempts(self.fallback.max_attempts)
             .idle_timeout(self.fallback.idle_timeout)
             .first_token_timeout(self.fallback.policy.first_token_timeout)
+            .hedge_after(self.fallback.policy.hedge_after)
             .keep_alive(self.fallback.keep_alive)
             .max_request_bytes(self.fallback.max_request_bytes)
             .redact(self.redactor())
@@ -205,9 +225,14 @@ impl Config {
 
     /// Takes every upstream's key (and anything key-like) out of what upstreams say.
     pub fn redactor(&self) -> Redactor {
+        let fixed_tokens = self
+            .upstreams
+            .iter()
+            .filter_map(|u| u.access_token.as_deref()?.given());
         self.upstreams
             .iter()
             .filter_map(|u| u.api_key.as_deref())
+            .chain(fixed_tokens)
             .fold(Redactor::new(), Redactor::secret)
     }
 }
@@ -253,6 +278,7 @@ struct FallbackFile {
     max_request_bytes: Option<usize>,
     // The attempt policy (issue 11).
     first_token_timeout_ms: Option<u64>,
+    hedge_after_ms: Option<u64>,
     retries: Option<u32>,
     retry_base_ms: Option<u64>,
     retry_cap_ms: Option<u64>,
@@ -282,9 +308,22 @@ struct UpstreamFile {
     dialect: String,
     base_url: String,
     api_key_env: Option<String>,
+    vertex: Option<VertexFile>,
+    access_token_env: Option<String>,
+    access_token_command: Option<Vec<String>>,
+    access_token_refresh_s: Option<u64>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     headers_timeout_ms: Option<u64>,
+}
+
+/// `vertex = { project = "...", region = "..." }`: Claude on Vertex AI.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VertexFile {
+    project: String,
+    region: String,
+    anthropic_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +340,7 @@ struct ModelFile {
     retries: Option<u32>,
     first_token_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    hedge_after_ms: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -397,6 +437,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         max_request_bytes: f.max_request_bytes.unwrap_or(4 << 20),
         policy: Policy {
             first_token_timeout: millis(f.first_token_timeout_ms, 60_000),
+            hedge_after: millis(f.hedge_after_ms, 0),
             retries: f.retries.unwrap_or(0),
             retry_base,
             retry_cap,
@@ -433,12 +474,45 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             err(
                 key("dialect"),
                 format!(
-                    "unknown dialect `{}`: expected \"anthropic\", \"openai-chat\" or \"openai-responses\"",
+                    "unknown dialect `{}`: expected \"anthropic\", \"openai-chat\", \"openai-responses\" or \"gemini\"",
                     u.dialect
                 ),
             )
         })?;
         let base_url = base_url(&u.base_url).map_err(|m| err(key("base_url"), m))?;
+        let address = match &u.vertex {
+            None => Address::native(),
+            Some(_) if dialect != Dialect::ANTHROPIC_MESSAGES => {
+                return Err(err(
+                    key("vertex"),
+                    format!(
+                        "Claude on Vertex AI speaks Anthropic Messages: set dialect = \"anthropic\", not `{}`",
+                        u.dialect
+                    ),
+                ))
+            }
+            Some(v) => vertex_address(v).map_err(|(field, m)| err(key(&format!("vertex.{field}")), m))?,
+        };
+        let access_token = access_token(&u, env).map_err(|(field, m)| err(key(field), m))?;
+        if address.is_native() != access_token.is_none() {
+            return Err(if address.is_native() {
+                err(
+                    key("access_token_env"),
+                    "an access token is for Claude on Vertex AI: add `vertex = { project, region }`, or use api_key_env".into(),
+                )
+            } else {
+                err(
+                    key("vertex"),
+                    "Vertex AI needs an OAuth access token: set access_token_env or access_token_command (e.g. [\"gcloud\", \"auth\", \"print-access-token\"])".into(),
+                )
+            });
+        }
+        if !address.is_native() && u.api_key_env.is_some() {
+            return Err(err(
+                key("api_key_env"),
+                "Vertex AI takes an access token, not an API key: use access_token_env or access_token_command".into(),
+            ));
+        }
         if base_url.path().trim_end_matches('/').ends_with("/v1") {
             warnings.push(format!(
                 "{}: `{}` ends in /v1, and the gateway appends the client's whole path \
@@ -482,8 +556,10 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         upstreams.push(Upstream {
             name: u.name,
             dialect,
+            address,
             base_url,
             credential,
+            access_token,
             api_key,
             headers,
             headers_timeout,
@@ -519,14 +595,15 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             None => Prefill::None,
             Some(s) => s.parse().map_err(|e: String| err(key("prefill"), e))?,
         };
-        if dialect == Dialect::ANTHROPIC_MESSAGES
+        if (dialect == Dialect::ANTHROPIC_MESSAGES || dialect == Dialect::GEMINI)
             && !matches!(prefill, Prefill::None | Prefill::Assistant)
         {
             return Err(err(
                 key("prefill"),
                 format!(
-                    "`{}` is not a prefill of Anthropic Messages: use \"assistant\" or \"none\"",
-                    prefill.name()
+                    "`{}` is not a prefill of {}: use \"assistant\" or \"none\"",
+                    prefill.name(),
+                    dialect.name()
                 ),
             ));
         }
@@ -540,6 +617,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             retries: m.retries,
             first_token_timeout: m.first_token_timeout_ms.map(|ms| millis(Some(ms), 0)),
             idle_timeout: m.idle_timeout_ms.map(|ms| millis(Some(ms), 0)),
+            hedge_after: m.hedge_after_ms.map(|ms| millis(Some(ms), 0)),
         });
     }
 
@@ -652,10 +730,97 @@ fn base_url(s: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-/// The header a key goes in: `x-api-key` for Anthropic, `Authorization: Bearer` otherwise.
+/// `vertex = {...}`, checked: the project and region are path segments of every request.
+fn vertex_address(v: &VertexFile) -> Result<Address, (&'static str, String)> {
+    // Google's project ids and region names: lowercase letters, digits, hyphens.
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !plain(&v.project) {
+        return Err((
+            "project",
+            format!(
+                "`{}` is not a Google Cloud project id (lowercase letters, digits, hyphens)",
+                v.project
+            ),
+        ));
+    }
+    if !plain(&v.region) {
+        return Err((
+            "region",
+            format!(
+                "`{}` is not a region such as \"us-east5\", \"europe-west1\" or \"global\"",
+                v.region
+            ),
+        ));
+    }
+    let mut address = Address::vertex(v.project.as_str(), v.region.as_str());
+    if let Some(version) = &v.anthropic_version {
+        if version.is_empty() {
+            return Err(("anthropic_version", "must not be empty".into()));
+        }
+        address = address.anthropic_version(version.as_str());
+    }
+    Ok(address)
+}
+
+/// `access_token_env` or `access_token_command` (with `access_token_refresh_s`), checked.
+fn access_token(
+    u: &UpstreamFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<AccessToken>>, (&'static str, String)> {
+    match (&u.access_token_env, &u.access_token_command) {
+        (Some(_), Some(_)) => Err((
+            "access_token_command",
+            "set access_token_env or access_token_command, not both".into(),
+        )),
+        (Some(var), None) => {
+            let value = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                (
+                    "access_token_env",
+                    format!("the environment variable `{var}` is not set"),
+                )
+            })?;
+            let token = AccessToken::fixed(value.trim()).ok_or_else(|| {
+                (
+                    "access_token_env",
+                    format!("the value of `{var}` is not usable in an HTTP header"),
+                )
+            })?;
+            Ok(Some(Arc::new(token)))
+        }
+        (None, Some(argv)) => {
+            if argv.first().map_or(true, |p| p.is_empty()) {
+                return Err((
+                    "access_token_command",
+                    "must name a program, e.g. [\"gcloud\", \"auth\", \"print-access-token\"]"
+                        .into(),
+                ));
+            }
+            let refresh = match u.access_token_refresh_s {
+                None => DEFAULT_REFRESH,
+                Some(0) => return Err(("access_token_refresh_s", "must be above 0".into())),
+                Some(s) => Duration::from_secs(s),
+            };
+            Ok(Some(Arc::new(AccessToken::command(argv.clone(), refresh))))
+        }
+        (None, None) if u.access_token_refresh_s.is_some() => Err((
+            "access_token_refresh_s",
+            "is for access_token_command, which is not set".into(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The header a key goes in: `x-api-key` for Anthropic, `x-goog-api-key` for Gemini,
+/// `Authorization: Bearer` otherwise.
 fn credential(dialect: Dialect, key: &str) -> Option<(HeaderName, HeaderValue)> {
     let (name, value) = if dialect == Dialect::ANTHROPIC_MESSAGES {
         (HeaderName::from_static("x-api-key"), key.to_owned())
+    } else if dialect == Dialect::GEMINI {
+        (HeaderName::from_static("x-goog-api-key"), key.to_owned())
     } else {
         (http::header::AUTHORIZATION, format!("Bearer {key}"))
     };

@@ -52,6 +52,7 @@ mod config;
 mod demo;
 mod proxy;
 mod server;
+mod token;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

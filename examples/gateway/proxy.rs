@@ -43,11 +43,12 @@ use serde_json::value::RawValue;
 use tower::{Service, ServiceExt};
 use tower_midstream::{
     Dialect, FallbackBody, FallbackChain, MetricsObserver, MidStreamFallback, NoFallback,
-    Provenance, Redactor, ReplayBody,
+    Provenance, Redactor, ReplayBody, Target,
 };
 
 use crate::budget::{BodyBudget, BudgetFull, Counted, Held, Reservation};
 use crate::config::{Config, Upstream};
+use crate::token::token_of;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -362,7 +363,9 @@ impl Router {
                 StatusCode::NOT_FOUND,
                 ErrorKind::NotFound,
                 &format!(
-                    "{} {} is not served here: use POST /v1/messages, /v1/chat/completions or /v1/responses",
+                    "{} {} is not served here: use POST /v1/messages, POST /v1/chat/completions, \
+                     POST /v1/responses, POST /v1beta/models/{{model}}:streamGenerateContent or Claude on Vertex AI's \
+                     POST /v1/projects/{{project}}/locations/{{region}}/publishers/anthropic/models/{{model}}:streamRawPredict",
                     req.method(),
                     req.uri().path()
                 ),
@@ -393,10 +396,30 @@ impl Router {
                 }
             },
         };
-        let model = match peek_model(&body) {
-            Ok(model) => model,
-            Err(message) => {
-                return local(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, &message)
+        // Gemini and Claude on Vertex AI name the model in the path: only a configured name,
+        // compared decoded, is routed; anything else is a 404 before anything is sent.
+        let path = parts.uri.path();
+        let named_in_path = !matches!(
+            path,
+            "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions" | "/v1/responses"
+        );
+        let model = if named_in_path {
+            match endpoint.model_in_path(path) {
+                Some(name) => ModelField { name, span: 0..0 },
+                None => {
+                    return local(
+                        StatusCode::NOT_FOUND,
+                        ErrorKind::ModelNotFound,
+                        "the model in the path is not a model name",
+                    )
+                }
+            }
+        } else {
+            match peek_model(&body) {
+                Ok(model) => model,
+                Err(message) => {
+                    return local(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, &message)
+                }
             }
         };
         // Not the list of models, nor whether a name exists on another endpoint: which models
@@ -417,17 +440,63 @@ impl Router {
             );
         };
         let upstream = &route.upstream;
+        let vertex = !upstream.address.is_native();
+        if vertex && path == "/v1/messages/count_tokens" {
+            return local(
+                StatusCode::NOT_FOUND,
+                ErrorKind::NotFound,
+                &format!("counting tokens is not served for `{}`", model.name),
+            );
+        }
 
-        let body = if route.upstream_model == model.name {
-            body
+        // The request as the upstream wants it: its own name for the model, where its
+        // address puts it (the body's `model`, Gemini's path, Vertex's path and body rules).
+        let request = if named_in_path || vertex {
+            let request = Request::from_parts(parts, body);
+            let target = Target::new(route.upstream_model.as_str()).at(upstream.address.clone());
+            match target.readdress(endpoint, &request) {
+                Ok(request) => request,
+                Err(err) => {
+                    return local(
+                        StatusCode::BAD_REQUEST,
+                        ErrorKind::InvalidRequest,
+                        &err.to_string(),
+                    )
+                }
+            }
+        } else if route.upstream_model == model.name {
+            Request::from_parts(parts, body)
         } else {
-            model.rename(&body, &route.upstream_model)
+            let body = model.rename(&body, &route.upstream_model);
+            Request::from_parts(parts, body)
+        };
+        let (parts, body) = request.into_parts();
+        let token = match &upstream.access_token {
+            None => None,
+            Some(token) => match token.header().await {
+                Ok(value) => Some(value),
+                Err(why) => {
+                    // `why` names the command, never its output.
+                    tracing::warn!(
+                        target: "gateway",
+                        model = %model.name,
+                        upstream = %upstream.name,
+                        error = %why,
+                        "no access token for the upstream"
+                    );
+                    return Err("the upstream's access token could not be fetched".into());
+                }
+            },
         };
         let uri = upstream_uri(&upstream.base_url, parts.uri.path())?;
         let mut out = Request::new(Full::new(body));
         *out.method_mut() = Method::POST;
         *out.uri_mut() = uri;
         *out.headers_mut() = forwarded_headers(&parts.headers, upstream);
+        if let Some(token) = &token {
+            out.headers_mut()
+                .insert(header::AUTHORIZATION, token.clone());
+        }
 
         let started = Instant::now();
         // The log names the upstream and its error; the client (through the layer's 502)
@@ -510,26 +579,56 @@ impl Router {
             Cow::Borrowed(_) => bytes,
             Cow::Owned(redacted) => Bytes::from(redacted),
         };
+        // A fetched access token is not in the layer's redactor: taken out here.
+        let bytes = match token.as_ref().and_then(token_of) {
+            Some(token) => match Redactor::new().secret(token).redact_bytes(&bytes) {
+                Cow::Borrowed(_) => bytes,
+                Cow::Owned(redacted) => Bytes::from(redacted),
+            },
+            None => bytes,
+        };
         parts.headers.remove(header::CONTENT_LENGTH);
         Ok(Response::from_parts(parts, Either::Right(Full::new(bytes))))
     }
 }
 
-/// The dialect of an endpoint served: the generation endpoints, and Anthropic's token counter
-/// (it names a model too).
+/// The dialect of an endpoint served: the generation endpoints, Anthropic's token counter
+/// (it names a model too), Gemini's (`/v1beta/` and `/v1/`) and Claude on Vertex AI's.
 fn endpoint_dialect(path: &str) -> Option<Dialect> {
     match path {
         "/v1/messages" | "/v1/messages/count_tokens" => Some(Dialect::ANTHROPIC_MESSAGES),
         "/v1/chat/completions" => Some(Dialect::OPENAI_CHAT),
         "/v1/responses" => Some(Dialect::OPENAI_RESPONSES),
+        _ if gemini_path(path) => Some(Dialect::GEMINI),
+        _ if vertex_path(path) => Some(Dialect::ANTHROPIC_MESSAGES),
         _ => None,
     }
 }
 
+/// `/v1beta/models/{model}:streamGenerateContent` (or `/v1/`, or `:generateContent`).
+fn gemini_path(path: &str) -> bool {
+    (path.starts_with("/v1beta/models/") || path.starts_with("/v1/models/"))
+        && (path.ends_with(":streamGenerateContent") || path.ends_with(":generateContent"))
+}
+
+/// `/v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m}:streamRawPredict` (or
+/// `:rawPredict`).
+fn vertex_path(path: &str) -> bool {
+    path.starts_with("/v1/projects/")
+        && path.contains("/publishers/anthropic/models/")
+        && (path.ends_with(":streamRawPredict") || path.ends_with(":rawPredict"))
+}
+
 /// `base_url` (with its path prefix) followed by the endpoint's path. The client's query
-/// string is not passed on: no endpoint served takes one, and it is the client's word.
+/// string is not passed on (it is the client's word, and may carry its key); Gemini's stream
+/// gets the one query it needs, `alt=sse`.
 fn upstream_uri(base: &Uri, path: &str) -> Result<Uri, BoxError> {
-    let uri = format!("{}{}", base.to_string().trim_end_matches('/'), path);
+    let query = if path.ends_with(":streamGenerateContent") {
+        "?alt=sse"
+    } else {
+        ""
+    };
+    let uri = format!("{}{path}{query}", base.to_string().trim_end_matches('/'));
     Ok(uri.parse()?)
 }
 
@@ -570,7 +669,10 @@ fn forwarded_headers(client: &HeaderMap, upstream: &Upstream) -> HeaderMap {
     for (name, value) in &upstream.headers {
         headers.insert(name.clone(), value.clone());
     }
-    if upstream.dialect == Dialect::ANTHROPIC_MESSAGES && !headers.contains_key("anthropic-version")
+    // Vertex AI reads the version from the body (`anthropic_version`), never this header.
+    if upstream.dialect == Dialect::ANTHROPIC_MESSAGES
+        && upstream.address.is_native()
+        && !headers.contains_key("anthropic-version")
     {
         // The API requires it; the SDKs send it, curl users tend not to.
         headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
@@ -645,6 +747,9 @@ fn client_dialect<B>(req: &Request<B>) -> Dialect {
     if let Some(d) = endpoint_dialect(req.uri().path()) {
         return d;
     }
+    if req.uri().path().starts_with("/v1beta/") || req.headers().contains_key("x-goog-api-key") {
+        return Dialect::GEMINI;
+    }
     if req.headers().contains_key("anthropic-version") {
         Dialect::ANTHROPIC_MESSAGES
     } else {
@@ -670,7 +775,15 @@ fn error(
     kind: ErrorKind,
     message: &str,
 ) -> Response<Full<Bytes>> {
-    let body = if dialect == Dialect::ANTHROPIC_MESSAGES {
+    let body = if dialect == Dialect::GEMINI {
+        // Google's shape: the HTTP code and its status name; `error` first.
+        let name = match status.as_u16() {
+            400 | 413 => "INVALID_ARGUMENT",
+            404 => "NOT_FOUND",
+            _ => "INTERNAL",
+        };
+        serde_json::json!({"error": {"code": status.as_u16(), "message": message, "status": name}})
+    } else if dialect == Dialect::ANTHROPIC_MESSAGES {
         let kind = match kind {
             ErrorKind::InvalidRequest => "invalid_request_error",
             ErrorKind::TooLarge => "request_too_large",

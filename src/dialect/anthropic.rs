@@ -8,23 +8,10 @@
 //! Continuation: a trailing assistant message is a prefill, without trailing whitespace (the
 //! API rejects it), and not allowed with extended thinking.
 
-use bytes::Bytes;
+use super::prelude::*;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 
-use super::{
-    sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules,
-    Unreadable, Wire,
-};
-use crate::json::{
-    members, not_null, scan_literal, text, to_vec, write_str, RequestIndex, RequestShape,
-};
-use crate::outbox::Outbox;
-use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{
-    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
-};
-use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::json::scan_literal;
 use crate::translate::ids;
 
 pub(crate) const WIRE: Wire = Wire {
@@ -38,7 +25,7 @@ pub(crate) const WIRE: Wire = Wire {
         messages: "messages",
         text_conversation: false,
         limits: &["max_tokens"],
-        extra: &["thinking"],
+        extra: &["thinking", "anthropic_version", "stream"],
     },
     stamps_every_event: false,
     terminal: "message_stop",
@@ -537,12 +524,9 @@ impl Encode for MessagesEncoder {
         // Another wire's stop: its usage may come after it (Chat's last chunk), and Anthropic
         // reports usage with the stop, so it is written with the terminal event.
         let explanation = (!self.refusal.is_empty()).then(|| std::mem::take(&mut self.refusal));
-        let reason = match stop_kind_of(&stop, src) {
+        let reason = match stop_kind_of(&stop, src, self.tool_uses) {
             // The answer is a refusal, whatever its wire's stop (OpenAI's is `stop`).
             _ if explanation.is_some() => "refusal",
-            StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tool_uses > 0 => {
-                "tool_use"
-            }
             StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "end_turn",
             StopKind::MaxTokens => "max_tokens",
             StopKind::ToolUse => "tool_use",
@@ -680,13 +664,7 @@ impl Rules for AnthropicMessages {
             Strategy::Prefill(Prefill::Assistant) if thinking_budget(index).is_some() => Err(
                 RewriteError::new("assistant prefill is not allowed with extended thinking"),
             ),
-            Strategy::Prefill(Prefill::Assistant)
-            | Strategy::Restart
-            | Strategy::Instruction(_) => Ok(()),
-            Strategy::Prefill(other) => Err(RewriteError::new(format!(
-                "prefill `{}` is not part of Anthropic Messages (use `assistant`)",
-                other.name()
-            ))),
+            _ => assistant_prefill_only(strategy, "Anthropic Messages (use `assistant`)"),
         }
     }
 
@@ -772,7 +750,6 @@ fn is_client_error(error_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewrite::Continuation;
 
     fn rw(body: &[u8], strategy: &Strategy, text: &str, kept: u32) -> Result<Value, RewriteError> {
         crate::rewrite::rewritten(&WIRE, body, "b", strategy, text, kept)
@@ -877,13 +854,7 @@ mod tests {
     #[test]
     fn restart_only_swaps_the_model() {
         let body = br#"{"model":"a","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-        let index = RequestIndex::read(body, &WIRE.request);
-        let cont = Continuation {
-            text: "Hello",
-            kept_tokens: 1,
-        };
-        let out = WIRE
-            .rewrite(body, &index, "b", &Strategy::Restart, &cont)
+        let out = crate::rewrite::rewritten_bytes(&WIRE, body, "b", &Strategy::Restart, "Hello", 1)
             .unwrap();
         assert_eq!(
             &out[..],

@@ -11,13 +11,15 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::address::Named;
 use crate::error::FailureClass;
-use crate::json::{RequestIndex, RequestShape};
+use crate::json::{write_str, RequestIndex, RequestShape};
 use crate::outbox::Outbox;
 use crate::relay::hold::Held;
 use crate::relay::item::{BlockKind, Item, Source, Span, Start, Stop, StopKind, Usage};
@@ -28,8 +30,30 @@ use crate::untrusted::Redactor;
 pub(crate) use crate::rewrite::Continuation;
 
 mod anthropic;
+mod gemini;
 mod openai_chat;
 mod openai_responses;
+
+/// What every dialect file works with: the core's traits, the items its events become, and the
+/// JSON helpers its wire format is read and written with. A dialect file imports this and then
+/// only what is its own.
+mod prelude {
+    pub(super) use super::{
+        assistant_prefill_only, sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind,
+        FastText, Rewritten, Rules, Unreadable, Wire,
+    };
+    pub(super) use crate::json::{
+        members, not_null, text, to_vec, write_str, RequestIndex, RequestShape,
+    };
+    pub(super) use crate::outbox::Outbox;
+    pub(super) use crate::relay::hold::{Held, HeldKind};
+    pub(super) use crate::relay::item::{
+        BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
+    };
+    pub(super) use crate::strategy::{Prefill, RewriteError, Strategy};
+    pub(super) use bytes::Bytes;
+    pub(super) use serde_json::{json, Value};
+}
 
 /// The wire format of a request and its stream.
 ///
@@ -46,21 +70,47 @@ impl Dialect {
     pub const ANTHROPIC_MESSAGES: Dialect = Dialect(&anthropic::WIRE);
     /// OpenAI Chat Completions (`POST /v1/chat/completions`) and compatible servers.
     pub const OPENAI_CHAT: Dialect = Dialect(&openai_chat::WIRE);
+    /// Gemini's own API (`POST /v1beta/models/{model}:streamGenerateContent?alt=sse`, also
+    /// `/v1/`): the model in the path.
+    pub const GEMINI: Dialect = Dialect(&gemini::WIRE);
     /// The OpenAI Responses API (`POST /v1/responses`).
     pub const OPENAI_RESPONSES: Dialect = Dialect(&openai_responses::WIRE);
 
-    /// `anthropic`, `openai-chat` or `openai-responses`.
+    /// `anthropic`, `openai-chat`, `openai-responses` or `gemini`.
     pub fn name(&self) -> &'static str {
         self.0.name
     }
 
-    /// The dialect whose endpoint `path` is, if any.
+    /// The dialect whose endpoint `path` is, if any: by the end of the path, or by a path that
+    /// names a model where the dialect does (Gemini's `…/models/{model}:streamGenerateContent`,
+    /// Claude on Vertex AI's `…/publishers/anthropic/models/{model}:streamRawPredict`).
     pub fn from_path(path: &str) -> Option<Dialect> {
         let path = path.trim_end_matches('/');
-        REGISTRY.iter().copied().find(|d| path.ends_with(d.0.path))
+        REGISTRY.iter().copied().find(|d| {
+            path.ends_with(d.0.path)
+                || d.0.rules.model_in_path(path).is_some()
+                || (*d == Dialect::ANTHROPIC_MESSAGES
+                    && !matches!(Named::of(*d, path), Named::Body))
+        })
     }
 
-    /// The dialect called `name` (`anthropic`, `openai-chat`, `openai-responses`).
+    /// The model a request of this dialect to `path` names in its path (Gemini's
+    /// `…/models/{model}:…`, Claude on Vertex AI's `…/publishers/anthropic/models/{model}:…`),
+    /// percent-decoded; `None` when the path names none (the body's `model` does), or names
+    /// one that does not decode to text. For an inner service that routes by model.
+    ///
+    /// ```
+    /// use tower_midstream::Dialect;
+    ///
+    /// let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent";
+    /// assert_eq!(Dialect::GEMINI.model_in_path(path).as_deref(), Some("gemini-2.5-flash"));
+    /// assert_eq!(Dialect::ANTHROPIC_MESSAGES.model_in_path("/v1/messages"), None);
+    /// ```
+    pub fn model_in_path(&self, path: &str) -> Option<String> {
+        Named::of(*self, path).path_model(path)
+    }
+
+    /// The dialect called `name` (`anthropic`, `openai-chat`, `openai-responses`, `gemini`).
     pub fn from_name(name: &str) -> Option<Dialect> {
         REGISTRY.iter().copied().find(|d| d.name() == name)
     }
@@ -74,9 +124,16 @@ impl Dialect {
         self.0.name == wire.name
     }
 
-    /// What rewriting a request of this dialect needs, read from its body in one pass.
-    pub(crate) fn index(&self, body: &[u8]) -> RequestIndex {
-        RequestIndex::read(body, &self.0.request)
+    /// What rewriting a request of this dialect to `path` needs, read from its body in one
+    /// pass; the model from the path where the request names it there.
+    pub(crate) fn index(&self, path: &str, body: &[u8]) -> RequestIndex {
+        let named = Named::of(*self, path);
+        let mut index = RequestIndex::read(body, &self.0.request);
+        if !matches!(named, Named::Body) {
+            index.model_name = named.path_model(path);
+        }
+        index.named = named;
+        index
     }
 }
 
@@ -85,6 +142,7 @@ const REGISTRY: &[Dialect] = &[
     Dialect::ANTHROPIC_MESSAGES,
     Dialect::OPENAI_CHAT,
     Dialect::OPENAI_RESPONSES,
+    Dialect::GEMINI,
 ];
 
 impl fmt::Debug for Dialect {
@@ -177,6 +235,12 @@ pub(crate) trait Rules: Send + Sync + 'static {
     /// An error response body in this format.
     fn error_body(&self, kind: &ErrorKind, message: &str) -> Bytes;
 
+    /// Its clients read every line that is not blank and not `data: ` as data (google-genai
+    /// parses it as JSON): comments and fields without data never go out as they came.
+    fn data_lines_only(&self) -> bool {
+        false
+    }
+
     /// Whether the request may end with an assistant prefill at all.
     fn prefill_allowed(&self, _index: &RequestIndex) -> bool {
         true
@@ -201,6 +265,55 @@ pub(crate) trait Rules: Send + Sync + 'static {
     /// The smallest token limit this request may be given (above a thinking budget).
     fn min_token_limit(&self, _index: &RequestIndex) -> u64 {
         1
+    }
+
+    /// Where a request to `path` names its model, for a dialect whose requests name it in the
+    /// path (Gemini): the range of the model in `path`, percent-encoded as it came. A path
+    /// this answers for is this dialect's too.
+    fn model_in_path(&self, _path: &str) -> Option<Range<usize>> {
+        None
+    }
+
+    /// The role of the model's own turns (`assistant`; Gemini's `model`).
+    fn assistant_role(&self) -> &'static str {
+        "assistant"
+    }
+
+    /// The partial answer as a new trailing assistant turn, marked with `flag` if given.
+    fn assistant_turn(&self, partial: &str, flag: Option<&str>) -> Vec<u8> {
+        let mut out = br#"{"role":"assistant","content":"#.to_vec();
+        write_str(&mut out, partial);
+        if let Some(flag) = flag {
+            out.push(b',');
+            write_str(&mut out, flag);
+            out.extend_from_slice(b":true");
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// A user turn saying `text`.
+    fn user_turn(&self, text: &str) -> Vec<u8> {
+        let mut out = br#"{"role":"user","content":"#.to_vec();
+        write_str(&mut out, text);
+        out.push(b'}');
+        out
+    }
+
+    /// Adds `partial` to the client's own trailing assistant turn (by default, to its
+    /// `content`, as [`continue_content`](Self::continue_content) says).
+    fn continue_turn(&self, turn: &mut serde_json::Value, partial: &str) -> Rewritten<()> {
+        let content = turn
+            .get_mut("content")
+            .ok_or_else(|| RewriteError::new("the last message has no `content`"))?;
+        self.continue_content(content, partial)
+    }
+
+    /// Top-level keys of the client's request that no other attempt may carry (Gemini's
+    /// `continuationToken`, which resumes one upstream's stream); each must be one of the
+    /// shape's extra keys.
+    fn attempt_bound_keys(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// A conversation given as one string (a JSON string literal, as it came), written as the
@@ -242,12 +355,34 @@ pub(crate) trait Rules: Send + Sync + 'static {
     }
 }
 
-/// The stop reason of the event in `src` (of any wire), in no wire's terms.
-pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>) -> StopKind {
+/// For a wire whose only prefill is a trailing assistant turn: every strategy but another
+/// kind of prefill, which is not part of `wire` (named with what to use instead).
+pub(crate) fn assistant_prefill_only(strategy: &Strategy, wire: &str) -> Rewritten<()> {
+    match strategy {
+        Strategy::Prefill(crate::strategy::Prefill::Assistant)
+        | Strategy::Restart
+        | Strategy::Instruction(_) => Ok(()),
+        Strategy::Prefill(other) => Err(RewriteError::new(format!(
+            "prefill `{}` is not part of {wire}",
+            other.name()
+        ))),
+    }
+}
+
+/// The stop reason of the event in `src` (of any wire), in no wire's terms, for a client that
+/// has had `tool_calls` calls: a turn that ended plainly after some ends for them (the clients
+/// run calls only on a tool-use stop).
+pub(crate) fn stop_kind_of(stop: &Stop, src: &Source<'_>, tool_calls: u32) -> StopKind {
     let raw = src.get(stop.reason);
-    match crate::json::text(raw) {
+    let kind = match crate::json::text(raw) {
         Some(reason) => src.wire.spec().rules.stop_kind(&reason),
         None => StopKind::Other,
+    };
+    match kind {
+        StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if tool_calls > 0 => {
+            StopKind::ToolUse
+        }
+        kind => kind,
     }
 }
 
@@ -263,6 +398,13 @@ pub(crate) trait Decode: Send {
     /// name and data as bytes and proven valid on the way: every byte checked, or fixed text
     /// around a literal that reads exactly. `None` sends the event to [`decode`](Self::decode).
     fn fast_text<'a>(&mut self, _name: Option<&[u8]>, _data: &'a [u8]) -> Option<FastText<'a>> {
+        None
+    }
+
+    /// The output tokens the attempt's events said it had generated so far, for a wire whose
+    /// every event carries a running count the client sees (Gemini's `usageMetadata`): a
+    /// fallback's counts must start above it. `None` where events carry no such count.
+    fn output_so_far(&self) -> Option<u64> {
         None
     }
 

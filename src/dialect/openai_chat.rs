@@ -26,24 +26,15 @@
 //! Continuation: a trailing assistant message, with `"prefix": true` for DeepSeek and Mistral,
 //! or `continue_final_message` for vLLM.
 
+use super::prelude::*;
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use serde_json::{json, Value};
-
-use super::{
-    sse_event, stop_kind_of, Codec, Decode, Decoded, Encode, ErrorKind, FastText, Rewritten, Rules,
-    Unreadable, Wire,
-};
-use crate::json::{not_null, scan_literal, text, to_vec, write_str, RequestIndex, RequestShape};
-use crate::outbox::Outbox;
-use crate::relay::hold::{Held, HeldKind};
-use crate::relay::item::{
-    BlockKind, InBand, Item, Literal, Source, Span, Start, Stop, StopKind, Usage,
-};
-use crate::strategy::{Prefill, RewriteError, Strategy};
+use crate::relay::item::Blocks;
 use crate::translate::ids;
 use crate::walk::{self, Member};
+
+use encode::ChunkEncoder;
+use fast::{fast_piece, Piece};
 
 pub(crate) const WIRE: Wire = Wire {
     name: "openai-chat",
@@ -95,7 +86,8 @@ struct ChunkDecoder {
     /// The index after every tool call of the message so far (indexed or not), so that a call
     /// without one is placed after them without a search.
     after_tools: u32,
-    next_block: u32,
+    /// Numbers the blocks.
+    blocks: Blocks,
 }
 
 /// Which key a reasoning piece came under.
@@ -244,16 +236,6 @@ impl Decode for ChunkDecoder {
     }
 }
 
-/// What a chunk that is nothing but one piece of text or reasoning holds.
-#[derive(Debug)]
-struct Piece<'a> {
-    /// Reasoning, under this key (its literal, quotes included); `None` for answer text.
-    reasoning: Option<(ReasoningKey, &'a str)>,
-    /// The JSON string literal, quotes included, that reads exactly.
-    literal: &'a str,
-    plain: bool,
-}
-
 impl ChunkDecoder {
     /// The block a piece read by [`fast_piece`] goes to, if the decoder is where that piece
     /// changes nothing else (the block is open, no other block must close first).
@@ -278,12 +260,6 @@ impl ChunkDecoder {
         if let Some((usage, _)) = usage {
             items.push(Item::Usage(usage));
         }
-    }
-
-    fn new_block(&mut self) -> u32 {
-        let block = self.next_block;
-        self.next_block += 1;
-        block
     }
 
     /// One choice's delta, in the order a message has its parts: reasoning, text, refusal,
@@ -354,13 +330,9 @@ impl ChunkDecoder {
                 if let Some(block) = self.text.take() {
                     items.push(Item::BlockStop { block });
                 }
-                let block = self.new_block();
+                let native = Span::of(data, key_literal);
+                let block = self.blocks.start(BlockKind::Reasoning, native, items);
                 self.reasoning = Some((block, key));
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::Reasoning,
-                    native: Span::of(data, key_literal),
-                });
                 block
             }
         };
@@ -381,19 +353,7 @@ impl ChunkDecoder {
                 items.push(Item::BlockStop { block });
             }
         }
-        let block = match self.text {
-            Some(block) => block,
-            None => {
-                let block = self.new_block();
-                self.text = Some(block);
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::Text,
-                    native: Span::default(),
-                });
-                block
-            }
-        };
+        let block = self.blocks.open(&mut self.text, BlockKind::Text, items);
         items.push(Item::Text { block, literal });
     }
 
@@ -403,19 +363,9 @@ impl ChunkDecoder {
         }
         self.close_reasoning(items);
         self.close_tools(items);
-        let block = match self.refusal {
-            Some(block) => block,
-            None => {
-                let block = self.new_block();
-                self.refusal = Some(block);
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::Refusal,
-                    native: Span::default(),
-                });
-                block
-            }
-        };
+        let block = self
+            .blocks
+            .open(&mut self.refusal, BlockKind::Refusal, items);
         items.push(Item::Refusal { block, literal });
     }
 
@@ -463,14 +413,12 @@ impl ChunkDecoder {
                 block
             }
             None => {
-                let block = self.new_block();
+                let native = kind.span();
+                let block = self
+                    .blocks
+                    .start(BlockKind::ToolCall { id, name }, native, items);
                 self.tools.insert(index, block);
                 self.tool_order.push(block);
-                items.push(Item::BlockStart {
-                    block,
-                    kind: BlockKind::ToolCall { id, name },
-                    native: kind.span(),
-                });
                 block
             }
         };
@@ -666,439 +614,6 @@ fn error_item(data: &str, message: Option<&str>, kind: Option<&str>, code: Optio
     })
 }
 
-/// The chunk nearly every stream is made of, proven valid JSON in one walk whatever order its
-/// keys come in: one choice (`index` 0 or absent, `finish_reason` null or absent) whose delta
-/// has one piece of text (`content`) or of reasoning (`reasoning_content`, `reasoning`), every
-/// other delta member null; no `error`, no `usage` but null. `None` for anything else (or any
-/// escaped key, which could hide a second member of the same name), which the general reader
-/// then reads.
-fn fast_piece(data: &str) -> Option<Piece<'_>> {
-    let b = data.as_bytes();
-    let mut found = None;
-    let mut choices = false;
-    walk::document(b, |i| {
-        walk::object(b, i, 0, |key, at| {
-            if !key.plain {
-                return None;
-            }
-            match key.raw {
-                b"\"choices\"" => {
-                    if std::mem::replace(&mut choices, true) {
-                        return None;
-                    }
-                    walk::array(b, at, 1, |n, at| {
-                        (n == 0).then_some(())?;
-                        fast_choice(b, at, &mut found)
-                    })
-                }
-                b"\"error\"" | b"\"usage\"" => walk::null(b, at),
-                _ => walk::value(b, at, 1),
-            }
-        })
-    })?;
-    let found: Found = found?;
-    let reasoning = match found.reasoning {
-        Some((key, at)) => Some((key, data.get(at..at + key_len(key))?)),
-        None => None,
-    };
-    Some(Piece {
-        reasoning,
-        literal: data.get(found.literal.0..found.literal.1)?,
-        plain: found.plain,
-    })
-}
-
-/// Where [`fast_piece`] found its piece.
-struct Found {
-    /// Reasoning: its key, and where the key's literal starts.
-    reasoning: Option<(ReasoningKey, usize)>,
-    literal: (usize, usize),
-    plain: bool,
-}
-
-fn key_len(key: ReasoningKey) -> usize {
-    match key {
-        ReasoningKey::Content => "\"reasoning_content\"".len(),
-        ReasoningKey::Plain => "\"reasoning\"".len(),
-    }
-}
-
-/// The only choice of a [`fast_piece`] chunk.
-fn fast_choice(b: &[u8], at: usize, found: &mut Option<Found>) -> Option<usize> {
-    let mut delta = false;
-    walk::object(b, at, 2, |key, at| {
-        if !key.plain {
-            return None;
-        }
-        match key.raw {
-            b"\"index\"" => (b.get(at) == Some(&b'0')).then_some(at + 1),
-            b"\"finish_reason\"" => walk::null(b, at),
-            b"\"delta\"" => {
-                if std::mem::replace(&mut delta, true) {
-                    return None;
-                }
-                fast_delta(b, at, found)
-            }
-            _ => walk::value(b, at, 3),
-        }
-    })
-}
-
-/// The delta of a [`fast_piece`] chunk: one piece, every other member null.
-fn fast_delta(b: &[u8], at: usize, found: &mut Option<Found>) -> Option<usize> {
-    walk::object(b, at, 3, |key, at| {
-        if !key.plain {
-            return None;
-        }
-        let reasoning = match key.raw {
-            b"\"content\"" => None,
-            raw => match ReasoningKey::of(raw) {
-                Some(r) => Some((r, key.at)),
-                None => return walk::null(b, at),
-            },
-        };
-        if b.get(at) == Some(&b'n') {
-            return walk::null(b, at);
-        }
-        let scanned = scan_literal(b.get(at..)?)?;
-        if found.is_some() {
-            return None;
-        }
-        *found = Some(Found {
-            reasoning,
-            literal: (at, at + scanned.len),
-            plain: scanned.plain,
-        });
-        Some(at + scanned.len)
-    })
-}
-
-// ---- writing ---------------------------------------------------------------------------
-
-/// Writes the client's chunks where they cannot go out as they came: each with the client's
-/// envelope, `role` only once.
-#[derive(Debug, Default)]
-struct ChunkEncoder {
-    /// `id`, `created`, `model` of the client's stream, as JSON.
-    envelope: Option<[String; 3]>,
-    /// The client has not had `role` yet: the next chunk written carries it.
-    role_owed: bool,
-    /// Tool calls the client has, for dense indices.
-    tools: u32,
-    /// The client has a refusal (`delta.refusal`).
-    refused: bool,
-}
-
-/// The words of another wire's refusal that came without any (Anthropic's `stop_details`
-/// has no explanation for every category): a Chat refusal is told in words.
-const REFUSED: &str = "The model refused to answer.";
-
-impl ChunkEncoder {
-    fn envelope(&self) -> [&str; 3] {
-        match &self.envelope {
-            Some([id, created, model]) => [id, created, model],
-            None => ["\"\"", "0", "\"\""],
-        }
-    }
-
-    /// A chunk of the client's stream with one choice: `delta` (its members, without braces),
-    /// `finish` (a JSON value) and, if given, `usage` (a JSON object).
-    fn chunk(&mut self, delta: &[u8], finish: &str, usage: Option<&[u8]>) -> Bytes {
-        let [id, created, model] = self.envelope();
-        let mut json = Vec::with_capacity(delta.len() + 160);
-        json.extend_from_slice(b"{\"id\":");
-        json.extend_from_slice(id.as_bytes());
-        json.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-        json.extend_from_slice(created.as_bytes());
-        json.extend_from_slice(b",\"model\":");
-        json.extend_from_slice(model.as_bytes());
-        json.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
-        if std::mem::take(&mut self.role_owed) {
-            json.extend_from_slice(b"\"role\":\"assistant\"");
-            if !delta.is_empty() {
-                json.push(b',');
-            }
-        }
-        json.extend_from_slice(delta);
-        json.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
-        json.extend_from_slice(finish.as_bytes());
-        json.extend_from_slice(b"}]");
-        if let Some(usage) = usage {
-            json.extend_from_slice(b",\"usage\":");
-            json.extend_from_slice(usage);
-        }
-        json.push(b'}');
-        sse_event(None, &json)
-    }
-
-    /// The usage chunk: no choices, the client's envelope.
-    fn usage_chunk(&self, prompt: u64, completion: u64) -> Bytes {
-        let [id, created, model] = self.envelope();
-        let total = prompt + completion;
-        let json = format!(
-            r#"{{"id":{id},"object":"chat.completion.chunk","created":{created},"model":{model},"choices":[],"usage":{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{total}}}}}"#
-        );
-        sse_event(None, json.as_bytes())
-    }
-
-    /// A one-member delta, `"key":text`.
-    fn piece(&mut self, key: &str, text: &str, out: &mut Outbox) {
-        let mut delta = Vec::with_capacity(key.len() + text.len() + 8);
-        delta.extend_from_slice(key.as_bytes());
-        delta.push(b':');
-        write_str(&mut delta, text);
-        let chunk = self.chunk(&delta, "null", None);
-        out.push(chunk);
-    }
-
-    /// A chunk of the upstream's (same wire) fitted to the client's stream: its envelope, no
-    /// second `role` for its first `had` choices, `base` more completion tokens in its usage.
-    fn fit(&mut self, data: &str, base: u32, had: u32) -> Option<Bytes> {
-        let mut v: Value = serde_json::from_str(data).ok()?;
-        let obj = v.as_object_mut()?;
-        if let Some([id, created, model]) = &self.envelope {
-            for (key, raw) in [("id", id), ("created", created), ("model", model)] {
-                if let Ok(val) = serde_json::from_str::<Value>(raw) {
-                    obj.insert(key.into(), val);
-                }
-            }
-        }
-        if let Some(choices) = obj.get_mut("choices").and_then(Value::as_array_mut) {
-            for choice in choices {
-                let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-                if index >= u64::from(had) {
-                    continue;
-                }
-                if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
-                    delta.remove("role");
-                }
-            }
-        }
-        if base > 0 {
-            if let Some(usage) = obj.get_mut("usage") {
-                add_tokens(usage, base);
-            }
-        }
-        Some(sse_event(None, &to_vec(&v)))
-    }
-}
-
-/// `base` more completion (and total) tokens in a usage report.
-fn add_tokens(usage: &mut Value, base: u32) {
-    if let Some(usage) = usage.as_object_mut() {
-        for key in ["completion_tokens", "total_tokens"] {
-            if let Some(n) = usage.get_mut(key) {
-                *n = Value::from(n.as_u64().unwrap_or(0) + u64::from(base));
-            }
-        }
-    }
-}
-
-impl Encode for ChunkEncoder {
-    fn begin(&mut self, start: &Start, src: &Source<'_>) {
-        let value = |span: Span, default: &str| match src.get(span) {
-            "" => default.to_owned(),
-            v => v.to_owned(),
-        };
-        // Another wire's start has no `created`: the time the client gets it.
-        let now = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                .to_string()
-        };
-        let created = match src.get(start.created) {
-            "" => now(),
-            v => v.to_owned(),
-        };
-        self.envelope = Some([value(start.id, "\"\""), created, value(start.model, "\"\"")]);
-    }
-
-    fn start(&mut self, _out: &mut Outbox) {
-        // No event of its own: `role` rides on the first chunk written.
-        self.role_owed = true;
-    }
-
-    // Text has no blocks on this wire.
-    fn block_start(&mut self, _: u32, _: BlockKind, _: Span, _: &Source<'_>, _: &mut Outbox) {}
-
-    fn text(&mut self, _index: u32, text: &str, out: &mut Outbox) {
-        self.piece("\"content\"", text, out);
-    }
-
-    fn reasoning(&mut self, _index: u32, native: &str, text: &str, out: &mut Outbox) {
-        self.piece(reasoning_key(native), text, out);
-    }
-
-    // The Chat decoder reads every delta it passes on.
-    fn other_delta(&mut self, _: u32, _: &Source<'_>, _: &mut Outbox) {}
-
-    fn block_stop(&mut self, _: u32, _: &mut Outbox) {}
-
-    fn held(&mut self, _index: u32, held: &Held, out: &mut Outbox) {
-        match held.kind {
-            HeldKind::ToolCall => {}
-            HeldKind::Reasoning => {
-                let key = if held.wire.is(&WIRE) {
-                    reasoning_key(&held.native)
-                } else {
-                    REASONING_KEY
-                };
-                return self.piece(key, &held.text, out);
-            }
-            HeldKind::Refusal => {
-                self.refused = true;
-                return self.piece("\"refusal\"", &held.text, out);
-            }
-            // Encrypted reasoning and kinds of other wires have no place in a Chat message.
-            HeldKind::RedactedReasoning | HeldKind::Other => return,
-        }
-        let index = self.tools;
-        self.tools += 1;
-        let mut delta = Vec::with_capacity(held.arguments.len() + 128);
-        if self.role_owed {
-            // A message of tool calls only has no text.
-            delta.extend_from_slice(b"\"content\":null,");
-        }
-        delta.extend_from_slice(format!("\"tool_calls\":[{{\"index\":{index}").as_bytes());
-        let ours = held.wire.is(&WIRE);
-        if ours && !held.id.is_empty() {
-            delta.extend_from_slice(b",\"id\":");
-            write_str(&mut delta, &held.id);
-        } else if !ours {
-            // Another wire's id, fitted to Chat's limit (or made, if it had none).
-            let id = if held.id.is_empty() {
-                let [id, ..] = self.envelope();
-                let seed = [id, &index.to_string(), &held.name, &held.arguments];
-                ids::minted("call_", &seed).into()
-            } else {
-                ids::chat(&held.id)
-            };
-            delta.extend_from_slice(b",\"id\":");
-            write_str(&mut delta, &id);
-        }
-        delta.extend_from_slice(b",\"type\":");
-        if held.wire.is(&WIRE) && !held.native.is_empty() {
-            delta.extend_from_slice(held.native.as_bytes());
-        } else {
-            delta.extend_from_slice(b"\"function\"");
-        }
-        delta.extend_from_slice(b",\"function\":{");
-        if !held.name.is_empty() {
-            delta.extend_from_slice(b"\"name\":");
-            write_str(&mut delta, &held.name);
-            delta.push(b',');
-        }
-        delta.extend_from_slice(b"\"arguments\":");
-        if !ours && held.arguments.trim().is_empty() {
-            // Another wire's call without arguments: clients parse this string as JSON.
-            write_str(&mut delta, "{}");
-        } else {
-            write_str(&mut delta, &held.arguments);
-        }
-        delta.extend_from_slice(b"}}]");
-        let chunk = self.chunk(&delta, "null", None);
-        out.push(chunk);
-    }
-
-    fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, out: &mut Outbox) {
-        let raw = src.get(stop.reason);
-        let reason = if src.wire.is(&WIRE) && raw.starts_with('"') {
-            raw
-        } else {
-            // Another wire's stop, in Chat's words.
-            match stop_kind_of(&stop, src) {
-                StopKind::EndTurn | StopKind::StopSequence | StopKind::Other if self.tools > 0 => {
-                    "\"tool_calls\""
-                }
-                StopKind::EndTurn | StopKind::StopSequence | StopKind::Other => "\"stop\"",
-                StopKind::MaxTokens | StopKind::ContextWindow => "\"length\"",
-                StopKind::ToolUse => "\"tool_calls\"",
-                // OpenAI's own refusal: its words in `delta.refusal`, the stop `stop`. (Every
-                // path of the openai SDK accepts it; `content_filter` makes the stream helper's
-                // final completion raise `ContentFilterFinishReasonError`.)
-                StopKind::Refusal => {
-                    if !self.refused {
-                        self.refused = true;
-                        self.piece("\"refusal\"", REFUSED, out);
-                    }
-                    "\"stop\""
-                }
-            }
-        };
-        // Usage on the finish chunk (vLLM) is the real report: it goes on, every attempt's
-        // tokens in it.
-        let usage = match src.get(stop.report) {
-            "" => None,
-            raw if src.wire.is(&WIRE) => serde_json::from_str::<Value>(raw).ok().map(|mut v| {
-                add_tokens(&mut v, base);
-                to_vec(&v)
-            }),
-            _ => None,
-        };
-        let chunk = self.chunk(b"", reason, usage.as_deref());
-        out.push(chunk);
-    }
-
-    fn usage(&mut self, usage: Usage, base: u32, src: &Source<'_>, out: &mut Outbox) {
-        if src.wire.is(&WIRE) {
-            if let Some(chunk) = self.fit(src.data, base, 1) {
-                out.push(chunk);
-                return;
-            }
-        }
-        let tokens = usage.output_tokens.unwrap_or(0) + u64::from(base);
-        out.push(self.usage_chunk(usage.input_tokens.unwrap_or(0), tokens));
-    }
-
-    fn usage_estimate(&mut self, tokens: u32, out: &mut Outbox) {
-        out.push(self.usage_chunk(0, u64::from(tokens)));
-    }
-
-    fn terminal(&mut self, out: &mut Outbox) {
-        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    }
-
-    fn restamp(&mut self, src: &Source<'_>, out: &mut Outbox) {
-        if let Some(chunk) = self.fit(src.data, 0, 1) {
-            out.push(chunk);
-        }
-    }
-
-    fn choices_event(&mut self, src: &Source<'_>, base: u32, had: u32, out: &mut Outbox) {
-        if src.wire.is(&WIRE) {
-            if let Some(chunk) = self.fit(src.data, base, had) {
-                out.push(chunk);
-            }
-        }
-    }
-
-    fn error(&mut self, kind: &ErrorKind, message: &str, out: &mut Outbox) {
-        out.push(sse_event(None, &to_vec(&error_value(kind, message))));
-        self.terminal(out);
-    }
-
-    fn keep_alive(&self, after_id: bool) -> Bytes {
-        if after_id {
-            // Once it has seen an `id:` field, the openai Python SDK dispatches an event at
-            // every blank line (an empty one: a JSON error); a comment line alone is safe in
-            // it and in openai-node.
-            Bytes::from_static(b": keep-alive\n")
-        } else {
-            Bytes::from_static(b": keep-alive\n\n")
-        }
-    }
-}
-
-/// The key reasoning goes under: the block's own (a key literal of this wire), else the
-/// common one.
-fn reasoning_key(native: &str) -> &str {
-    match ReasoningKey::of(native.as_bytes()) {
-        Some(_) => native,
-        None => REASONING_KEY,
-    }
-}
-
 // ---- requests and errors ------------------------------------------------------------
 
 #[derive(Debug)]
@@ -1214,112 +729,7 @@ fn is_client_error(kind: Option<&str>, code: Option<&str>) -> bool {
     }
 }
 
+mod encode;
+mod fast;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rewrite::rewritten;
-
-    const BODY: &[u8] = br#"{"model":"a","max_completion_tokens":50,"messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"}],"stream":true}"#;
-
-    #[test]
-    fn prefix_prefill_marks_the_assistant_message() {
-        let how = Strategy::Prefill(Prefill::Prefix);
-        let v = rewritten(&WIRE, BODY, "b", &how, "Hello ", 3).unwrap();
-        assert_eq!(v["model"], "b");
-        assert_eq!(v["max_completion_tokens"], 47);
-        assert_eq!(
-            v["messages"][2],
-            json!({"role":"assistant","content":"Hello ","prefix":true})
-        );
-    }
-
-    #[test]
-    fn vllm_prefill_sets_continue_final_message() {
-        let how = Strategy::Prefill(Prefill::ContinueFinalMessage);
-        let v = rewritten(&WIRE, BODY, "b", &how, "Hi", 1).unwrap();
-        assert_eq!(v["messages"][2], json!({"role":"assistant","content":"Hi"}));
-        assert_eq!(v["continue_final_message"], true);
-        assert_eq!(v["add_generation_prompt"], false);
-    }
-
-    #[test]
-    fn instruction_follows_the_partial_answer_with_a_user_turn() {
-        let how = Strategy::Instruction("go on".into());
-        let v = rewritten(&WIRE, BODY, "b", &how, "Hi", 1).unwrap();
-        assert_eq!(v["messages"][2], json!({"role":"assistant","content":"Hi"}));
-        assert_eq!(v["messages"][3], json!({"role":"user","content":"go on"}));
-        assert!(v.get("continue_final_message").is_none());
-    }
-
-    fn piece(data: &str) -> Option<(Option<&str>, &str, bool)> {
-        fast_piece(data).map(|p| (p.reasoning.map(|(_, key)| key), p.literal, p.plain))
-    }
-
-    #[test]
-    fn the_fast_piece_is_read_whatever_order_a_server_writes_its_keys_in() {
-        let content = Some((None, r#"" \"hi\"""#, false));
-        for chunk in [
-            // OpenAI's order.
-            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","service_tier":"default","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":" \"hi\""},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x"}"#,
-            // Azure's: sorted, content filter results in the choice.
-            r#"{"choices":[{"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"delta":{"content":" \"hi\""},"finish_reason":null,"index":0,"logprobs":null}],"created":1,"id":"c","model":"m","object":"chat.completion.chunk","system_fingerprint":"fp"}"#,
-            // vLLM's: `stop_reason` in the choice.
-            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" \"hi\""},"logprobs":null,"finish_reason":null,"stop_reason":null}]}"#,
-            // DeepSeek's: the other pieces null beside the one there is.
-            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":" \"hi\"","reasoning_content":null},"logprobs":null,"finish_reason":null}]}"#,
-            // Whitespace anywhere JSON allows it.
-            "{ \"choices\" : [ { \"delta\" : { \"content\" : \" \\\"hi\\\"\" } , \"index\" : 0 } ] }",
-        ] {
-            assert_eq!(piece(chunk), content, "{chunk}");
-        }
-        let reasoning = r#"{"id":"c","choices":[{"index":0,"delta":{"content":null,"reasoning_content":"hm"},"finish_reason":null}]}"#;
-        assert_eq!(
-            piece(reasoning),
-            Some((Some(r#""reasoning_content""#), r#""hm""#, true))
-        );
-        let vllm =
-            r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning":"hm"},"finish_reason":null}]}"#;
-        assert_eq!(piece(vllm), Some((Some(r#""reasoning""#), r#""hm""#, true)));
-    }
-
-    #[test]
-    fn anything_but_a_lone_valid_piece_takes_the_exact_path() {
-        for other in [
-            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","tool_calls":[]},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null},{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":1,"delta":{"content":"b"},"finish_reason":null}]}"#,
-            r#"{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"completion_tokens":1}}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","refusal":"no"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","reasoning":"b"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"delta":{"content":"b"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}"#,
-            r#"{"choices":[],"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
-            // An escaped key may name a member a second time.
-            r#"{"choices":[{"index":0,"delta":{"content":"a","\u0063ontent":"b"}}]}"#,
-            // Broken JSON around a valid piece: never forwarded as it came.
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":nul}]}"#,
-            r#"{"id":"c" "choices":[{"index":0,"delta":{"content":"a"}}]}"#,
-            r#"{"id":"c\x","choices":[{"index":0,"delta":{"content":"a"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"created":01}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"a"}}]} trailing"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"bad \ud800 surrogate"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{}}]}"#,
-        ] {
-            assert_eq!(piece(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn client_errors_in_band_are_recognized_by_type_or_code() {
-        assert!(is_client_error(None, Some("400")));
-        assert!(is_client_error(Some("invalid_request_error"), None));
-        assert!(is_client_error(None, Some("context_length_exceeded")));
-        assert!(!is_client_error(None, Some("429")));
-        assert!(!is_client_error(Some("server_error"), None));
-        assert!(!is_client_error(None, None));
-    }
-}
+mod tests;

@@ -107,6 +107,9 @@ pub(crate) enum Item {
     Text { block: u32, literal: Literal },
     /// A piece of a tool call's arguments (JSON text, as a string literal).
     ToolArgs { block: u32, literal: Literal },
+    /// A tool call's whole arguments, a JSON object as it came (Gemini's `args`): for an
+    /// encoder of another wire, which cannot read them in the block's native form.
+    ToolArgsObject { block: u32, json: Span },
     /// A tool call's id or name, sent after its first delta (Chat allows it).
     ToolName {
         block: u32,
@@ -137,6 +140,13 @@ pub(crate) enum Item {
     Error(InBand),
     /// A keep-alive (`ping`): proves the connection, not progress.
     KeepAlive,
+    /// The event carries something only this attempt's upstream may be shown (Gemini's
+    /// `continuationToken`, with which google-genai resumes a stream at that upstream by
+    /// itself): it never goes out as it came; the encoder writes its other items anew.
+    AttemptBound,
+    /// The stream takes a shape the core does not read (several candidates, Gemini's
+    /// `candidateCount` > 1): this event and the rest go out as they come, unwatched.
+    Unwatched,
     /// An event that only restates what earlier events of its block said (the Responses
     /// API's `.done` events carry whole values): nothing goes out for it; the encoder writes
     /// its own, from what the client has, when the block closes.
@@ -251,6 +261,7 @@ impl Item {
             Item::KeepAlive => Carried::Nothing,
             Item::Text { .. }
             | Item::ToolArgs { .. }
+            | Item::ToolArgsObject { .. }
             | Item::Reasoning { .. }
             | Item::Signature { .. }
             | Item::Refusal { .. }
@@ -287,5 +298,40 @@ pub(crate) struct Source<'a> {
 impl<'a> Source<'a> {
     pub(crate) fn get(&self, span: Span) -> &'a str {
         span.get(self.data)
+    }
+}
+
+/// A decoder's block numbers: from 0, in the order the blocks start (what the core expects of
+/// every wire), each start announced as it is numbered.
+#[derive(Debug, Default)]
+pub(crate) struct Blocks {
+    next: u32,
+}
+
+impl Blocks {
+    /// A new block of `kind`, its start pushed onto `items`.
+    pub(crate) fn start(&mut self, kind: BlockKind, native: Span, items: &mut Vec<Item>) -> u32 {
+        let block = self.next;
+        self.next += 1;
+        items.push(Item::BlockStart {
+            block,
+            kind,
+            native,
+        });
+        block
+    }
+
+    /// The block open in `slot` (a decoder's text block...), or a new one of `kind` started
+    /// there.
+    pub(crate) fn open(
+        &mut self,
+        slot: &mut Option<u32>,
+        kind: BlockKind,
+        items: &mut Vec<Item>,
+    ) -> u32 {
+        match *slot {
+            Some(block) => block,
+            None => *slot.insert(self.start(kind, Span::default(), items)),
+        }
     }
 }

@@ -38,11 +38,13 @@
 //! providers; kinds of blocks only it knows) is dropped, and a tool call whose arguments are
 //! not a JSON object counts as a failure of the attempt rather than reaching the client.
 //!
-//! Streams with several choices (Chat `n > 1`, Gemini `candidateCount > 1`) have a mode of
-//! their own, [`Mode::Choices`] (in `choices.rs`): their events go out as they came, nothing
-//! is held, and they can restart elsewhere only while none of their answers reached the
-//! client; once some did, a failure ends the stream with an error event (a continuation
-//! request cannot carry several partial answers).
+//! Streams with several choices (Chat `n > 1`) have a mode of their own, [`Mode::Choices`]
+//! (in `choices.rs`): their events go out as they came, nothing is held, and they can restart
+//! elsewhere only while none of their answers reached the client; once some did, a failure
+//! ends the stream with an error event (a continuation request cannot carry several partial
+//! answers). Gemini's decoder does not read several candidates (`candidateCount > 1`) into
+//! that mode yet: it says [`Item::Unwatched`], and the rest of the stream passes through as
+//! it comes ([`Mode::Passthrough`]).
 
 mod attempt;
 mod choices;
@@ -89,7 +91,8 @@ enum Mode {
     Streaming,
     /// Several answers interleave (Chat `n > 1`): see `choices.rs`.
     Choices(Several),
-    /// The upstream sent an error a retry cannot fix: the rest goes out as it comes.
+    /// The upstream sent an error a retry cannot fix, or a stream the core does not read
+    /// ([`Item::Unwatched`]): the rest goes out as it comes.
     Passthrough,
     /// The terminal event went out.
     Done,
@@ -264,6 +267,12 @@ impl Relay {
         self.attempt.wire == self.wire
     }
 
+    /// Whether a comment may go out as it came: from the
+    /// client's own wire, to clients that skip what is not data.
+    fn passes_fieldless(&self) -> bool {
+        self.same_wire() && !self.wire.spec().rules.data_lines_only()
+    }
+
     /// One complete event of the current attempt.
     pub(crate) fn on_event(&mut self, ev: &Event<'_>, out: &mut Outbox) -> Step {
         let after_as_came = std::mem::take(&mut self.client.last_as_came);
@@ -304,7 +313,7 @@ impl Relay {
         let fields = ev.fields;
         if !fields.has_fields() {
             // Comments: keep-alives. They prove the connection, not progress.
-            if self.same_wire() {
+            if self.passes_fieldless() {
                 self.forward(ev, out);
             }
             return Step::Continue(Carried::Nothing);
@@ -512,6 +521,18 @@ impl Relay {
                 }
                 Outcome::Quiet
             }
+            Item::ToolArgsObject { block, json } => {
+                if let Some(Open::Held(held)) = self.attempt.get_mut(block) {
+                    let before = held.size();
+                    held.arguments.push_str(json.get(src.data));
+                    let grew = held.size().saturating_sub(before);
+                    self.budget.take(grew).map_err(over_budget)?;
+                }
+                if !json.is_empty() {
+                    self.attempt.spent += 1;
+                }
+                Outcome::Quiet
+            }
             Item::OtherDelta { block } => self.other_delta(block, src)?,
             Item::BlockStop { block } => self.block_stop(block, out)?,
             Item::Finish(Stop { usage, .. }) => {
@@ -564,6 +585,13 @@ impl Relay {
                 self.prelude(out);
                 self.mode = Mode::Passthrough;
                 pass(same_wire && !self.numbering(), 0)
+            }
+            // Written anew, without what bound it to its attempt: its other items do that.
+            Item::AttemptBound => Outcome::Render(0),
+            Item::Unwatched => {
+                self.prelude(out);
+                self.mode = Mode::Passthrough;
+                pass(as_came, 0)
             }
             Item::KeepAlive if same_wire && !self.numbering() => Outcome::AsCame(0),
             Item::KeepAlive if same_wire => Outcome::Render(0),
@@ -990,6 +1018,7 @@ impl Relay {
                 self.encoder.reasoning(client, native, &self.text, out);
             }
             Item::ToolArgs { .. }
+            | Item::ToolArgsObject { .. }
             | Item::Reasoning { .. }
             | Item::Refusal { .. }
             | Item::Signature { .. }
@@ -1029,7 +1058,8 @@ impl Relay {
             Item::Error(_) | Item::KeepAlive if self.follows => self.restamp_error(src, out),
             Item::Error(_) => out.push_error(sse_event(src.name, src.data.as_bytes())),
             Item::KeepAlive => out.push(sse_event(src.name, src.data.as_bytes())),
-            Item::Other => self.encoder.restamp(src, out),
+            Item::AttemptBound => {}
+            Item::Other | Item::Unwatched => self.encoder.restamp(src, out),
         }
     }
 
@@ -1082,7 +1112,10 @@ impl Relay {
 
     /// The current attempt failed: drop what it held back and count what it spent.
     pub(crate) fn abandon(&mut self) {
-        self.transcript.add_spent(self.attempt.spent);
+        // The upstream's own running count, where the client saw one, is the better bound.
+        let reported = self.attempt.decoder.output_so_far().unwrap_or(0);
+        let reported = u32::try_from(reported).unwrap_or(u32::MAX);
+        self.transcript.add_spent(self.attempt.spent.max(reported));
         self.attempt.spent = 0;
         self.attempt.drop_open();
         self.ready.clear();

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    ids, is_null, members, object, parse, Conversation, Format, Image, Message, Part, Role,
-    ToolCall, ToolChoice, ToolDef, ToolResult, Untranslatable,
+    ids, is_null, object, parameters, parse, Conversation, Format, Image, Knobs, Message, Part,
+    Role, Tagged, ToolCall, ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
 };
 use crate::strategy::Prefill;
 
@@ -83,13 +83,10 @@ struct Source<'a> {
 struct Tool<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow)]
-    description: Option<Cow<'a, str>>,
+    #[serde(flatten, borrow)]
+    spec: ToolSpec<'a>,
     #[serde(borrow)]
     input_schema: Option<&'a RawValue>,
-    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -101,22 +98,11 @@ struct Choice<'a> {
     disable_parallel_tool_use: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct Thinking<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-}
-
 impl Format for Messages {
     fn read(&self, body: &[u8]) -> Result<Conversation, Untranslatable> {
         let mut c = Conversation::default();
-        for (key, value) in members(body)? {
-            if is_null(value) {
-                continue;
-            }
+        for (key, value) in parameters(body)? {
             match key.as_ref() {
-                // The target's name replaces it.
-                "model" => {}
                 "messages" => {
                     let messages: Vec<Msg<'_>> = parse(value, "messages")?;
                     c.messages = messages.iter().map(message).collect::<Result<_, _>>()?;
@@ -155,7 +141,7 @@ impl Format for Messages {
                     }
                 }
                 "thinking" => {
-                    let thinking: Thinking<'_> = parse(value, "thinking")?;
+                    let thinking: Tagged<'_> = parse(value, "thinking")?;
                     if thinking.kind != "disabled" {
                         return Err(Untranslatable::new(
                             "extended thinking (`thinking`): its signed blocks come only from \
@@ -272,10 +258,12 @@ impl Format for Messages {
             system,
             messages,
             stop_sequences: &c.stop,
-            temperature,
-            top_p: c.top_p.filter(|_| temperature.is_none()),
-            tools,
-            tool_choice,
+            knobs: Knobs {
+                temperature,
+                top_p: c.top_p.filter(|_| temperature.is_none()),
+                tools,
+                tool_choice,
+            },
             stream: true,
         };
         Ok(serde_json::to_vec(&out).expect("a request always serializes"))
@@ -387,19 +375,11 @@ fn system(raw: &RawValue) -> Result<Vec<String>, Untranslatable> {
 
 fn tool(t: Tool<'_>) -> Result<ToolDef, Untranslatable> {
     match t.kind.as_deref() {
-        None | Some("custom") => Ok(ToolDef {
-            name: t.name.into_owned(),
-            description: t.description.map(Cow::into_owned),
-            parameters: t
-                .input_schema
-                .map(|s| object(s, "a tool's `input_schema`"))
-                .transpose()?,
-            strict: t.strict,
-        }),
+        None | Some("custom") => t.spec.def(t.input_schema, "a tool's `input_schema`"),
         Some(kind) => Err(Untranslatable::new(format!(
             "the tool `{}` of type `{kind}` (a server tool, or one whose schema only Anthropic \
              knows)",
-            t.name
+            t.spec.name
         ))),
     }
 }
@@ -415,14 +395,8 @@ struct Out<'a> {
     messages: Vec<OutMessage<'a>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<OutTool<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<OutChoice<'a>>,
+    #[serde(flatten)]
+    knobs: Knobs<OutTool<'a>, OutChoice<'a>>,
     stream: bool,
 }
 

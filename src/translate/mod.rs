@@ -13,6 +13,7 @@
 
 mod anthropic;
 mod conversation;
+mod gemini;
 pub(crate) mod ids;
 mod openai_chat;
 mod openai_responses;
@@ -67,6 +68,7 @@ fn format(dialect: Dialect) -> Option<&'static dyn Format> {
         "anthropic" => Some(&anthropic::Messages),
         "openai-chat" => Some(&openai_chat::Chat),
         "openai-responses" => Some(&openai_responses::Responses),
+        "gemini" => Some(&gemini::GenerateContent),
         _ => None,
     }
 }
@@ -74,7 +76,8 @@ fn format(dialect: Dialect) -> Option<&'static dyn Format> {
 impl Dialect {
     /// Whether a request in this dialect can be sent to a target that speaks `to`: the same
     /// dialect, or one the request can be translated into (Anthropic Messages, OpenAI Chat
-    /// Completions and OpenAI Responses, each to each). What a given request carries may still keep it from a target
+    /// Completions, OpenAI Responses and Gemini, each to each). What a given request carries may
+    /// still keep it from a target
     /// ([`Failure::cannot_send_to`](crate::Failure::cannot_send_to)).
     ///
     /// ```
@@ -82,8 +85,10 @@ impl Dialect {
     ///
     /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
+    /// assert!(Dialect::GEMINI.translates_to(Dialect::ANTHROPIC_MESSAGES));
     /// assert!(Dialect::OPENAI_RESPONSES.translates_to(Dialect::ANTHROPIC_MESSAGES));
     /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_RESPONSES));
+    /// assert!(Dialect::GEMINI.translates_to(Dialect::OPENAI_RESPONSES));
     /// ```
     pub fn translates_to(self, to: Dialect) -> bool {
         self == to || (format(self).is_some() && format(to).is_some())
@@ -127,20 +132,40 @@ fn no_translation(dialect: Dialect) -> Untranslatable {
 }
 
 /// Points `request` at `to`'s endpoint: a path ending in `from`'s (`/v1/messages`) ends in
-/// `to`'s instead (`/v1/chat/completions`), the query kept. Any other path is left as it is:
-/// the inner service routes by [`Attempt::dialect`](crate::Attempt::dialect).
-pub(crate) fn set_endpoint<B>(request: &mut http::Request<B>, from: Dialect, to: Dialect) {
+/// `to`'s instead (`/v1/chat/completions`), the query kept. A dialect that names its model in
+/// the path (Gemini) gets its own path for `model` (`/v1beta/models/{model}:streamGenerateContent?alt=sse`),
+/// and a request leaving one gets `/v1` and `to`'s endpoint, without the query (`alt=sse` is
+/// Gemini's). Any other path is left as it is: the inner service routes by
+/// [`Attempt::dialect`](crate::Attempt::dialect).
+pub(crate) fn set_endpoint<B>(
+    request: &mut http::Request<B>,
+    from: Dialect,
+    to: Dialect,
+    model: &str,
+) {
     let uri = request.uri();
     let path = uri.path();
-    let trimmed = path.trim_end_matches('/');
-    let Some(base) = trimmed.strip_suffix(from.spec().path) else {
-        return;
+    let path_and_query = if to == Dialect::GEMINI {
+        // v1beta: where `parametersJsonSchema` is read (the JS client's default version).
+        format!(
+            "/v1beta/models/{}{}?alt=sse",
+            crate::address::encode_segment(model),
+            to.spec().path
+        )
+    } else if from.spec().rules.model_in_path(path).is_some() {
+        format!("/v1{}", to.spec().path)
+    } else {
+        let trimmed = path.trim_end_matches('/');
+        let Some(base) = trimmed.strip_suffix(from.spec().path) else {
+            return;
+        };
+        let mut path_and_query = format!("{base}{}", to.spec().path);
+        if let Some(query) = uri.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        path_and_query
     };
-    let mut path_and_query = format!("{base}{}", to.spec().path);
-    if let Some(query) = uri.query() {
-        path_and_query.push('?');
-        path_and_query.push_str(query);
-    }
     let mut parts = uri.clone().into_parts();
     if let Ok(pq) = path_and_query.parse() {
         parts.path_and_query = Some(pq);
@@ -150,7 +175,16 @@ pub(crate) fn set_endpoint<B>(request: &mut http::Request<B>, from: Dialect, to:
     }
 }
 
-/// The members of the top-level object `body`, in order, each once; a key twice is refused (a
+/// The parameters of the request `body`: the members of its top-level object, in order, each
+/// once (a key twice is refused: a client might read either), but those that are null (they
+/// read as absent) and `model` (the target's name replaces it).
+fn parameters(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {
+    let mut out = members(body)?;
+    out.retain(|(key, value)| key != "model" && !is_null(value));
+    Ok(out)
+}
+
+/// The members of the JSON object `body`, in order, each once (a key twice is refused: a
 /// client might read either).
 fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {
     struct Members;
@@ -175,11 +209,9 @@ fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable
         return Err(Untranslatable::new("the request body is not a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let out = de
-        .deserialize_map(Members)
+    de.deserialize_map(Members)
         .and_then(|out| de.end().map(|()| out))
-        .map_err(|e| Untranslatable::new(format!("the request body is not readable: {e}")))?;
-    Ok(out)
+        .map_err(|e| Untranslatable::new(format!("the request body is not readable: {e}")))
 }
 
 /// `raw` as a `T`, or an error naming `what`.
@@ -194,6 +226,50 @@ fn parse<'a, T: serde::Deserialize<'a>>(
 /// Whether `raw` is `null`: a member present with null reads as absent.
 fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
+}
+
+/// A parameter read only for its `type` (Anthropic's `thinking`, Chat's `response_format`).
+#[derive(serde::Deserialize)]
+struct Tagged<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
+/// What a function tool's definition holds in both wires, beside its schema, which each names
+/// its own way (Anthropic `input_schema`, Chat `parameters`) and reads itself.
+#[derive(serde::Deserialize)]
+struct ToolSpec<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    description: Option<Cow<'a, str>>,
+    strict: Option<bool>,
+}
+
+impl ToolSpec<'_> {
+    /// The tool's definition, with `schema`, which must be a JSON object (`what` names it).
+    fn def(self, schema: Option<&RawValue>, what: &str) -> Result<ToolDef, Untranslatable> {
+        Ok(ToolDef {
+            name: self.name.into_owned(),
+            description: self.description.map(Cow::into_owned),
+            parameters: schema.map(|s| object(s, what)).transpose()?,
+            strict: self.strict,
+        })
+    }
+}
+
+/// The members both writers put between the conversation and `stream`, in this order: the
+/// sampling knobs, then the tools and the choice among them in each wire's shapes (`T`, `C`).
+#[derive(serde::Serialize)]
+struct Knobs<T, C> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<C>,
 }
 
 /// `raw`, which must be a JSON object (tool arguments), owned.

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    ids, is_null, members, object, object_in, parse, Conversation, Format, Image, Message, Part,
-    Role, ToolCall, ToolChoice, ToolDef, ToolResult, Untranslatable,
+    ids, is_null, object_in, parameters, parse, Conversation, Format, Image, Knobs, Message, Part,
+    Role, Tagged, ToolCall, ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
 };
 use crate::strategy::Prefill;
 
@@ -91,31 +91,20 @@ struct ImageUrl<'a> {
     url: Cow<'a, str>,
 }
 
+/// A tool or a named tool choice: its `type`, and its function if it is one (`F`).
 #[derive(Deserialize)]
-struct Tool<'a> {
+struct Typed<'a, F> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    #[serde(borrow)]
-    function: Option<ToolFunction<'a>>,
+    function: Option<F>,
 }
 
 #[derive(Deserialize)]
 struct ToolFunction<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow)]
-    description: Option<Cow<'a, str>>,
+    #[serde(flatten, borrow)]
+    spec: ToolSpec<'a>,
     #[serde(borrow)]
     parameters: Option<&'a RawValue>,
-    strict: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct NamedChoice<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    function: Option<ChoiceFunction<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -130,22 +119,12 @@ struct StreamOptions {
     _include_usage: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct ResponseFormat<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-}
-
 impl Format for Chat {
     fn read(&self, body: &[u8]) -> Result<Conversation, Untranslatable> {
         let mut c = Conversation::default();
         let (mut max_completion, mut max) = (None, None);
-        for (key, value) in members(body)? {
-            if is_null(value) {
-                continue;
-            }
+        for (key, value) in parameters(body)? {
             match key.as_ref() {
-                "model" => {}
                 "messages" => {
                     let messages: Vec<Msg<'_>> = parse(value, "messages")?;
                     read_messages(&messages, &mut c)?;
@@ -169,7 +148,7 @@ impl Format for Chat {
                     }
                 }
                 "tools" => {
-                    let tools: Vec<Tool<'_>> = parse(value, "tools")?;
+                    let tools: Vec<Typed<'_, ToolFunction<'_>>> = parse(value, "tools")?;
                     c.tools = tools.into_iter().map(tool).collect::<Result<_, _>>()?;
                 }
                 "tool_choice" => c.tool_choice = Some(tool_choice(value)?),
@@ -190,7 +169,7 @@ impl Format for Chat {
                     }
                 }
                 "response_format" => {
-                    let format: ResponseFormat<'_> = parse(value, "response_format")?;
+                    let format: Tagged<'_> = parse(value, "response_format")?;
                     if format.kind != "text" {
                         return Err(Untranslatable::new(format!(
                             "structured output (`response_format` `{}`)",
@@ -297,12 +276,12 @@ impl Format for Chat {
         let vllm = continued && prefill == Prefill::ContinueFinalMessage;
         let tools: Vec<OutTool<'_>> = c.tools.iter().map(out_tool).collect();
         let with_tools = !tools.is_empty();
-        let out =
-            Out {
-                model,
-                messages,
-                max_completion_tokens: c.max_tokens,
-                stop: (!c.stop.is_empty()).then_some(&c.stop),
+        let out = Out {
+            model,
+            messages,
+            max_completion_tokens: c.max_tokens,
+            stop: (!c.stop.is_empty()).then_some(&c.stop),
+            knobs: Knobs {
                 temperature: c.temperature,
                 top_p: c.top_p,
                 tools,
@@ -317,15 +296,16 @@ impl Format for Chat {
                         },
                     },
                 ),
-                // OpenAI refuses `parallel_tool_calls` without tools.
-                parallel_tool_calls: c.parallel_tool_calls.filter(|_| with_tools),
-                continue_final_message: vllm.then_some(true),
-                add_generation_prompt: vllm.then_some(false),
-                stream: true,
-                stream_options: StreamUsage {
-                    include_usage: true,
-                },
-            };
+            },
+            // OpenAI refuses `parallel_tool_calls` without tools.
+            parallel_tool_calls: c.parallel_tool_calls.filter(|_| with_tools),
+            continue_final_message: vllm.then_some(true),
+            add_generation_prompt: vllm.then_some(false),
+            stream: true,
+            stream_options: StreamUsage {
+                include_usage: true,
+            },
+        };
         Ok(serde_json::to_vec(&out).expect("a request always serializes"))
     }
 }
@@ -475,17 +455,9 @@ fn tool_call(call: &Call<'_>) -> Result<ToolCall, Untranslatable> {
     })
 }
 
-fn tool(t: Tool<'_>) -> Result<ToolDef, Untranslatable> {
+fn tool(t: Typed<'_, ToolFunction<'_>>) -> Result<ToolDef, Untranslatable> {
     match (t.kind.as_ref(), t.function) {
-        ("function", Some(f)) => Ok(ToolDef {
-            name: f.name.into_owned(),
-            description: f.description.map(Cow::into_owned),
-            parameters: f
-                .parameters
-                .map(|p| object(p, "a function's `parameters`"))
-                .transpose()?,
-            strict: f.strict,
-        }),
+        ("function", Some(f)) => f.spec.def(f.parameters, "a function's `parameters`"),
         (kind, _) => Err(Untranslatable::new(format!(
             "a tool of type `{kind}` (only function tools are translated)"
         ))),
@@ -502,7 +474,7 @@ fn tool_choice(raw: &RawValue) -> Result<ToolChoice, Untranslatable> {
             other => Err(Untranslatable::new(format!("the tool_choice `{other}`"))),
         };
     }
-    let named: NamedChoice<'_> = parse(raw, "tool_choice")?;
+    let named: Typed<'_, ChoiceFunction<'_>> = parse(raw, "tool_choice")?;
     match (named.kind.as_ref(), named.function) {
         ("function", Some(f)) => Ok(ToolChoice::Tool(f.name.into_owned())),
         (kind, _) => Err(Untranslatable::new(format!(
@@ -521,14 +493,8 @@ struct Out<'a> {
     max_completion_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop: Option<&'a Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<OutTool<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<OutChoice<'a>>,
+    #[serde(flatten)]
+    knobs: Knobs<OutTool<'a>, OutChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    ids, is_null, members, object, object_in, parse, Conversation, Format, Image, Message, Part,
+    ids, is_null, object, object_in, parameters, parse, Conversation, Format, Image, Message, Part,
     Role, ToolCall, ToolChoice, ToolDef, ToolResult, Untranslatable,
 };
 use crate::strategy::Prefill;
@@ -109,12 +109,8 @@ impl Format for Responses {
     fn read(&self, body: &[u8]) -> Result<Conversation, Untranslatable> {
         let mut c = Conversation::default();
         let mut instructions = None;
-        for (key, value) in members(body)? {
-            if is_null(value) {
-                continue;
-            }
+        for (key, value) in parameters(body)? {
             match key.as_ref() {
-                "model" => {}
                 "instructions" => {
                     let text: Cow<'_, str> = parse(value, "instructions")?;
                     instructions = Some(text.into_owned()).filter(|t| !t.is_empty());

@@ -324,12 +324,12 @@ fn the_endpoint_follows_the_dialect_and_keeps_the_query() {
     let mut request = http::Request::post("http://h/api/v1/messages?beta=true")
         .body(())
         .unwrap();
-    set_endpoint(&mut request, ANTHROPIC, CHAT);
+    set_endpoint(&mut request, ANTHROPIC, CHAT, "m");
     assert_eq!(request.uri(), "http://h/api/v1/chat/completions?beta=true");
-    set_endpoint(&mut request, CHAT, ANTHROPIC);
+    set_endpoint(&mut request, CHAT, ANTHROPIC, "m");
     assert_eq!(request.uri(), "http://h/api/v1/messages?beta=true");
     let mut other = http::Request::post("/generate").body(()).unwrap();
-    set_endpoint(&mut other, CHAT, ANTHROPIC);
+    set_endpoint(&mut other, CHAT, ANTHROPIC, "m");
     assert_eq!(
         other.uri(),
         "/generate",
@@ -436,6 +436,36 @@ fn a_value_of_the_wrong_type_anywhere_is_refused_or_read_without_a_panic() {
             }
         }
     }
+}
+
+#[test]
+fn a_tool_definition_reads_alike_in_both_dialects_escapes_included() {
+    let function = json!({"name":"get_weather","description":"Weather \"now\"\n\u{e9}",
+        "parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":true});
+    let chat = json!({"model":"m","stream":true,"temperature":null,"top_p":0.5,
+        "messages":[{"role":"user","content":"hi"}],
+        "tools":[{"type":"function","function":function}],"tool_choice":"required"});
+    let messages = translated(CHAT, ANTHROPIC, &chat, Prefill::None);
+    assert_eq!(
+        messages["tools"],
+        json!([{"name":"get_weather","description":"Weather \"now\"\n\u{e9}",
+            "input_schema":function["parameters"],"strict":true}])
+    );
+    assert_eq!(messages["top_p"], 0.5);
+    assert!(messages.get("temperature").is_none());
+    let back = translated(ANTHROPIC, CHAT, &messages, Prefill::None);
+    assert_eq!(
+        back["tools"],
+        json!([{"type":"function","function":function}])
+    );
+    assert_eq!(back["tool_choice"], "required");
+    // A definition without a name is not a tool in either.
+    let nameless = json!({"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],
+        "tools":[{"type":"function","function":{"parameters":{}}}]});
+    assert!(refused(CHAT, ANTHROPIC, &nameless).contains("`tools` is not readable"));
+    let nameless = json!({"model":"m","max_tokens":5,"stream":true,
+        "messages":[{"role":"user","content":"hi"}],"tools":[{"input_schema":{}}]});
+    assert!(refused(ANTHROPIC, CHAT, &nameless).contains("`tools` is not readable"));
 }
 
 #[test]

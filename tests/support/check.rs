@@ -719,3 +719,97 @@ fn need(ok: bool, what: &str) -> Result<(), String> {
         Err(what.to_owned())
     }
 }
+
+/// Checks a Gemini stream against what google-genai (and its chats) and @google/genai take,
+/// and accumulates its answer: every line that is not blank starts with `data: ` (google-genai
+/// reads any other as JSON); every chunk is a response whose first candidate has parts (else
+/// chats drop the turn), no `continuationToken` (the SDK would resume with it elsewhere), the
+/// same `responseId` and `modelVersion` throughout; one `finishReason`, on the last chunk; or
+/// an error chunk last, `error` its first key and `code` an integer (else the SDKs do not
+/// raise).
+pub fn gemini(bytes: &[u8], events: &[Sse]) -> Result<Answer, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    for line in text.split(['\r', '\n']) {
+        need(
+            line.is_empty() || line.starts_with("data: "),
+            &format!("a line that is neither blank nor data: {line:?}"),
+        )?;
+    }
+    let mut answer = Answer::default();
+    let mut envelope: Option<(Value, Value)> = None;
+    let mut finished = false;
+    let mut tools = Vec::new();
+    // The running output count the client has seen: google-genai hands every chunk's
+    // usageMetadata to the caller as the answer's usage so far, so it never goes down.
+    let mut output_so_far = 0;
+    for (i, ev) in events.iter().enumerate() {
+        need(ev.event.is_none(), "an event: line in a Gemini stream")?;
+        need(!finished, &format!("chunk {i} after the finishReason"))?;
+        need(answer.error.is_none(), "a chunk after the error chunk")?;
+        let chunk: Value = serde_json::from_str(&ev.data)
+            .map_err(|e| format!("chunk {i} is not JSON: {e} ({:?})", ev.data))?;
+        if let Some(error) = chunk.get("error") {
+            need(
+                ev.data.trim_start().starts_with(r#"{"error""#),
+                "`error` is not the first key",
+            )?;
+            need(error["code"].is_u64(), "an error without an integer code")?;
+            answer.error = Some(error["message"].as_str().unwrap_or("").to_owned());
+            continue;
+        }
+        need(
+            !ev.data.contains("continuationToken"),
+            "a continuationToken reached the client",
+        )?;
+        let env = (chunk["responseId"].clone(), chunk["modelVersion"].clone());
+        match &envelope {
+            None => envelope = Some(env),
+            Some(e) => need(*e == env, "responseId or modelVersion changed")?,
+        }
+        let candidate = &chunk["candidates"][0];
+        need(
+            chunk["candidates"].as_array().is_some_and(|c| c.len() == 1),
+            &format!("chunk {i} has not one candidate"),
+        )?;
+        let parts = candidate["content"]["parts"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+            .ok_or(format!("chunk {i} has no parts"))?;
+        for part in parts {
+            need(
+                part.as_object().is_some_and(|p| !p.is_empty()),
+                "an empty part",
+            )?;
+            if let Some(call) = part.get("functionCall") {
+                tools.push((
+                    call["name"].as_str().unwrap_or("").to_owned(),
+                    call["args"].clone(),
+                ));
+            } else if part["thought"] == true {
+                answer.thinking = true;
+            } else if let Some(t) = part["text"].as_str() {
+                answer.text.push_str(t);
+            }
+        }
+        if let Some(count) = chunk["usageMetadata"].get("candidatesTokenCount") {
+            let count = count
+                .as_u64()
+                .ok_or(format!("chunk {i}: candidatesTokenCount is not a count"))?;
+            need(
+                count >= output_so_far,
+                &format!("chunk {i}: candidatesTokenCount went down ({output_so_far} -> {count})"),
+            )?;
+            output_so_far = count;
+        }
+        if candidate.get("finishReason").is_some_and(|f| !f.is_null()) {
+            finished = true;
+            answer.stop_reason = candidate["finishReason"].as_str().map(str::to_owned);
+            answer.output_tokens = chunk["usageMetadata"]["candidatesTokenCount"].as_u64();
+        }
+    }
+    if answer.error.is_none() {
+        need(finished, "no finishReason")?;
+    }
+    answer.tools = tools;
+    Ok(answer)
+}

@@ -68,6 +68,24 @@ pub fn openai_text_stream(deltas: &[&str]) -> Bytes {
     Bytes::from(s)
 }
 
+/// A Gemini stream of `deltas`, as the API sends it (CRLF, usage on every chunk, the finish on
+/// the last text chunk).
+pub fn gemini_text_stream(deltas: &[&str]) -> Bytes {
+    let mut s = String::new();
+    for (i, d) in deltas.iter().enumerate() {
+        let mut candidate = json!({"content":{"parts":[{"text":d}],"role":"model"},"index":0});
+        if i + 1 == deltas.len() {
+            candidate["finishReason"] = json!("STOP");
+        }
+        let n = i + 1;
+        s.push_str(&format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates":[candidate],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":n,"totalTokenCount":5 + n},"modelVersion":"primary","responseId":"resp-primary"})
+        ));
+    }
+    Bytes::from(s)
+}
+
 /// A Responses API stream of `deltas` in one message, as the API sends it.
 pub fn responses_text_stream(deltas: &[&str]) -> Bytes {
     let id = "msg_primary";
@@ -195,6 +213,31 @@ pub const FIXTURES: &[Fixture] = &[
         thinking: false,
         usage: true,
     },
+    // Gemini's own API, recorded (see SOURCES.md).
+    Fixture {
+        name: "gemini_text.sse",
+        dialect: Dialect::Gemini,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "gemini_thoughts.sse",
+        dialect: Dialect::Gemini,
+        thinking: true,
+        usage: true,
+    },
+    Fixture {
+        name: "gemini_function_call.sse",
+        dialect: Dialect::Gemini,
+        thinking: false,
+        usage: true,
+    },
+    Fixture {
+        name: "gemini_after_function_response.sse",
+        dialect: Dialect::Gemini,
+        thinking: false,
+        usage: true,
+    },
     Fixture {
         name: "openai_responses_text_queued.sse",
         dialect: Dialect::Responses,
@@ -282,13 +325,20 @@ pub fn is_error_data(data: &str) -> bool {
 
 /// The events of an LF or CRLF stream, each with its blank line.
 pub fn events_of(bytes: &Bytes) -> Vec<Bytes> {
-    let crlf = bytes.windows(2).any(|w| w == b"\r\n");
-    let end: &[u8] = if crlf { b"\r\n\r\n" } else { b"\n\n" };
     let mut out = Vec::new();
     let mut at = 0;
-    while let Some(pos) = bytes[at..].windows(end.len()).position(|w| w == end) {
-        out.push(bytes.slice(at..at + pos + end.len()));
-        at += pos + end.len();
+    loop {
+        let rest = &bytes[at..];
+        let lf = rest.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+        let crlf = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4);
+        let Some(end) = [lf, crlf].into_iter().flatten().min() else {
+            break;
+        };
+        out.push(bytes.slice(at..at + end));
+        at += end;
     }
     out
 }
@@ -385,6 +435,30 @@ pub fn whole_of(dialect: Dialect, bytes: &Bytes) -> Whole {
             }
             whole.tools = tools;
         }
+        Dialect::Gemini => {
+            for ev in &events {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                for part in v["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(call) = part.get("functionCall") {
+                        whole.tools.push((
+                            call["name"].as_str().unwrap().into(),
+                            call["args"].to_string(),
+                        ));
+                    } else if part["thought"] == true {
+                        whole
+                            .thinking
+                            .get_or_insert_with(String::new)
+                            .push_str(part["text"].as_str().unwrap());
+                    } else if let Some(t) = part["text"].as_str() {
+                        whole.text.push_str(t);
+                    }
+                }
+            }
+        }
         Dialect::Responses => {
             let mut tools: Vec<(String, String)> = Vec::new();
             for ev in &events {
@@ -464,16 +538,25 @@ pub fn request_body(f: &Fixture) -> Value {
             }
             body
         }
+        Dialect::Gemini => {
+            let mut body = json!({"contents":[{"role":"user","parts":[{"text":"Please answer."}]}],"systemInstruction":{"parts":[{"text":"Be brief."}]},"generationConfig":{"maxOutputTokens":4096}});
+            if f.thinking {
+                body["generationConfig"]["thinkingConfig"] = json!({"includeThoughts": true});
+            }
+            body
+        }
         Dialect::Responses => {
             json!({"model":"primary","stream":true,"max_output_tokens":500,"instructions":"Be brief.","input":[{"role":"user","content":"Please answer."}]})
         }
     }
 }
 
+/// Where a request goes; a Gemini request names its model (`primary`) in the path.
 pub fn path(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Anthropic => "/v1/messages",
         Dialect::OpenAi => "/v1/chat/completions",
+        Dialect::Gemini => "/v1beta/models/primary:streamGenerateContent?alt=sse",
         Dialect::Responses => "/v1/responses",
     }
 }
@@ -485,6 +568,7 @@ pub fn chain(dialect: Dialect, prefill: bool) -> FallbackChain {
         (false, _) | (_, Dialect::Responses) => Prefill::None,
         (true, Dialect::Anthropic) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
+        (true, Dialect::Gemini) => Prefill::Assistant,
     };
     FallbackChain::new()
         .model("fallback", kind)
@@ -543,6 +627,7 @@ pub fn check(dialect: Dialect, usage: bool, bytes: &[u8]) -> Result<check::Answe
         Dialect::Anthropic => check::anthropic(&events),
         // As the openai Python SDK reads it: a blank line after an `id:` is an event.
         Dialect::OpenAi => check::openai(&check::parse_sse_as_openai_python(bytes), usage),
+        Dialect::Gemini => check::gemini(bytes, &events),
         Dialect::Responses => check::responses(&events),
     }
 }
@@ -641,6 +726,10 @@ pub fn anthropic_request() -> Value {
     json!({"model":"primary","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Say hello."}]})
 }
 
+pub fn gemini_request() -> Value {
+    json!({"contents":[{"role":"user","parts":[{"text":"Say hello."}]}],"generationConfig":{"maxOutputTokens":100}})
+}
+
 pub fn responses_request() -> Value {
     json!({"model":"primary","max_output_tokens":100,"stream":true,"input":[{"role":"user","content":"Say hello."}]})
 }
@@ -658,6 +747,7 @@ pub fn broken_after(dialect: Dialect, all: &[&str], sent: usize) -> Upstream {
     let bytes = match dialect {
         Dialect::Anthropic => anthropic_text_stream(all),
         Dialect::OpenAi => openai_text_stream(all),
+        Dialect::Gemini => gemini_text_stream(all),
         Dialect::Responses => responses_text_stream(all),
     };
     // message_start + block start, or the role chunk, or created, in_progress, the item and
@@ -665,6 +755,7 @@ pub fn broken_after(dialect: Dialect, all: &[&str], sent: usize) -> Upstream {
     let lead = match dialect {
         Dialect::Anthropic => 2,
         Dialect::OpenAi => 1,
+        Dialect::Gemini => 0,
         Dialect::Responses => 4,
     };
     let events = events_of(&bytes);

@@ -10,7 +10,10 @@ use tower::{Layer, ServiceExt};
 use tower_midstream::{Failure, MidStreamFallbackLayer, Plan, Prefill, RetryPlanner, Strategy};
 
 use super::upstream::{self, Dialect, Fault, Scripted, Upstream, Whole};
-use super::{anthropic_text_stream, events_of, openai_text_stream, path, responses_text_stream};
+use super::{
+    anthropic_text_stream, events_of, gemini_text_stream, openai_text_stream, path,
+    responses_text_stream,
+};
 
 /// The top level of a JSON body, nested values checked for syntax but not built (a body
 /// nested deeper than serde_json's `Value` recursion limit is still well-formed).
@@ -78,11 +81,13 @@ pub fn rewrites(dialect: Dialect, body: Bytes) -> Vec<Rewrite> {
         let stream = match dialect {
             Dialect::Anthropic => anthropic_text_stream(&["Partial ", "answer "]),
             Dialect::OpenAi => openai_text_stream(&["Partial ", "answer "]),
+            Dialect::Gemini => gemini_text_stream(&["Partial ", "answer ", "end"]),
             Dialect::Responses => responses_text_stream(&["Partial ", "answer "]),
         };
         let lead = match dialect {
             Dialect::Anthropic => 4,
             Dialect::OpenAi => 3,
+            Dialect::Gemini => 2,
             Dialect::Responses => 6,
         };
         let upstream = Upstream::new(dialect, Whole::default()).then(Scripted::Stream {

@@ -23,9 +23,14 @@ pub const ANTHROPIC_WHITESPACE_400: &str = r#"{"type":"error","error":{"type":"i
 pub enum Dialect {
     Anthropic,
     OpenAi,
+    /// Gemini's own API: the model in the path, whole responses per event, CRLF.
+    Gemini,
     /// The OpenAI Responses API.
     Responses,
 }
+
+/// Gemini's answer to a request ending with a `model` turn, on models without prefill.
+pub const GEMINI_PREFILL_400: &str = r#"{"error": {"code": 400, "message": "Requests ending with a model turn are not supported.", "status": "INVALID_ARGUMENT"}}"#;
 
 /// How an attempt ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +169,7 @@ impl Upstream {
         match self.inner.by_path {
             true if path.ends_with("/chat/completions") => Dialect::OpenAi,
             true if path.ends_with("/messages") => Dialect::Anthropic,
+            true if path.ends_with(":streamGenerateContent") => Dialect::Gemini,
             true if path.ends_with("/responses") => Dialect::Responses,
             _ => self.inner.dialect,
         }
@@ -214,7 +220,85 @@ impl Upstream {
         if let Some(scripted) = self.inner.script.lock().unwrap().pop_front() {
             return scripted_response(scripted, dialect);
         }
+        if dialect == Dialect::Gemini {
+            return self.gemini_model(&parts.uri, &json);
+        }
+        // Claude on Vertex AI: the model in the path, none in the body.
+        let mut json = json;
+        if let (Some(model), Some(body)) = (vertex_model_of(parts.uri.path()), json.as_object_mut())
+        {
+            body.entry("model").or_insert(Value::String(model));
+        }
         self.model(&json, dialect)
+    }
+
+    /// Gemini: the model from the path, the conversation in `contents`.
+    fn gemini_model(&self, uri: &http::Uri, req: &Value) -> Response<ScriptBody> {
+        let model = gemini_model_of(uri.path()).unwrap_or_default();
+        let contents = req["contents"].as_array().cloned().unwrap_or_default();
+        let ends_with_model = contents.last().is_some_and(|c| c["role"] == "model");
+        if ends_with_model && self.inner.rejects_prefill.contains(&model) {
+            return plain(400, GEMINI_PREFILL_400);
+        }
+        let partial: String = contents
+            .iter()
+            .rev()
+            .find(|c| c["role"] == "model")
+            .and_then(|c| c["parts"].as_array())
+            .map(|parts| {
+                parts
+                    .iter()
+                    .filter(|p| p["thought"] != true)
+                    .filter_map(|p| p["text"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let thinking = req["generationConfig"]["thinkingConfig"]["includeThoughts"] == true;
+        self.stream_rest(Dialect::Gemini, &partial, |whole, remaining| {
+            gemini_stream(
+                &model,
+                thinking.then(|| whole.thinking.clone()).flatten(),
+                remaining,
+                &whole.tools,
+            )
+        })
+    }
+
+    /// The rest of the whole answer after `partial`, streamed as `stream` writes it, cut as
+    /// the next scripted cut says.
+    fn stream_rest(
+        &self,
+        dialect: Dialect,
+        partial: &str,
+        stream: impl FnOnce(&Whole, &str) -> String,
+    ) -> Response<ScriptBody> {
+        let whole = &self.inner.whole;
+        let mut remaining = match whole.text.strip_prefix(partial) {
+            Some(rest) => rest.to_owned(),
+            None if self.inner.lenient => whole.text.clone(),
+            None => panic!("the partial answer {partial:?} is not a prefix of the answer"),
+        };
+        if self.inner.echo {
+            remaining.insert_str(0, partial);
+        }
+        let bytes = Bytes::from(stream(whole, &remaining));
+        self.cut(bytes, dialect)
+    }
+
+    /// `bytes`, cut after the next scripted number of events, with its fault (an in-band
+    /// error in `dialect`).
+    fn cut(&self, bytes: Bytes, dialect: Dialect) -> Response<ScriptBody> {
+        match self.inner.cuts.lock().unwrap().pop_front() {
+            None => sse(ScriptBody::new(bytes, &[], None)),
+            Some((events, fault)) => {
+                let kept: Vec<u8> = crate::support::events_of(&bytes)
+                    .into_iter()
+                    .take(events)
+                    .flat_map(|e| e.to_vec())
+                    .collect();
+                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault)).with_in_band(dialect))
+            }
+        }
     }
 
     /// The model: continue the whole answer after the partial answer in the request.
@@ -264,6 +348,7 @@ impl Upstream {
             Dialect::Anthropic => req["thinking"]["type"] == "enabled" && whole.thinking.is_some(),
             Dialect::Responses => whole.thinking.is_some(),
             Dialect::OpenAi => false,
+            Dialect::Gemini => unreachable!("Gemini requests are answered by gemini_model"),
         };
         let bytes = match dialect {
             Dialect::Anthropic => anthropic_stream(
@@ -278,6 +363,7 @@ impl Upstream {
                 &remaining,
                 req["stream_options"]["include_usage"] == true,
             ),
+            Dialect::Gemini => unreachable!("Gemini requests are answered by gemini_model"),
             Dialect::Responses => responses_stream(
                 &model,
                 thinking.then(|| whole.thinking.clone().unwrap()),
@@ -296,17 +382,7 @@ impl Upstream {
             out.extend_from_slice(&ending);
             bytes = Bytes::from(out);
         }
-        match self.inner.cuts.lock().unwrap().pop_front() {
-            None => sse(ScriptBody::new(bytes, &[], None)),
-            Some((events, fault)) => {
-                let kept: Vec<u8> = crate::support::events_of(&bytes)
-                    .into_iter()
-                    .take(events)
-                    .flat_map(|e| e.to_vec())
-                    .collect();
-                sse(ScriptBody::new(Bytes::from(kept), &[], Some(fault)).with_in_band(dialect))
-            }
-        }
+        self.cut(bytes, dialect)
     }
 }
 
@@ -536,6 +612,99 @@ fn openai_stream(model: &str, whole: &Whole, text: &str, usage: bool) -> String 
     out
 }
 
+/// The model of a Claude-on-Vertex path, `…/publishers/anthropic/models/{model}:…`, decoded.
+pub fn vertex_model_of(path: &str) -> Option<String> {
+    let at = path.find("/publishers/anthropic/models/")? + "/publishers/anthropic/models/".len();
+    let encoded = path[at..].rsplit_once(':')?.0;
+    let decoded = percent_decode(encoded);
+    Some(decoded)
+}
+
+/// `%XX` escapes decoded (the test upstream trusts its callers).
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 3 <= b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The model of a Gemini path, `…/models/{model}:…`.
+pub fn gemini_model_of(path: &str) -> Option<String> {
+    let rest = &path[path.find("/models/")? + "/models/".len()..];
+    Some(rest.rsplit_once(':')?.0.to_owned())
+}
+
+/// A Gemini stream as the API writes it: CRLF between events, `usageMetadata` on every chunk
+/// (cumulative), constant `responseId` and `modelVersion`, the first answer part after thoughts
+/// carrying their signature, function calls whole with a signature of their own, the finish on
+/// the last text chunk or (after a call) in a chunk of its own with an empty text part.
+fn gemini_stream(
+    model: &str,
+    thinking: Option<String>,
+    text: &str,
+    tools: &[(String, String)],
+) -> String {
+    let mut parts: Vec<(Value, bool)> = Vec::new(); // (part, is a thought)
+    if let Some(thinking) = &thinking {
+        for p in pieces(thinking, 12) {
+            parts.push((json!({"text": p, "thought": true}), true));
+        }
+    }
+    for (i, p) in pieces(text, 7).into_iter().enumerate() {
+        let mut part = json!({ "text": p });
+        if i == 0 && thinking.is_some() {
+            part["thoughtSignature"] = json!("c2lnbmF0dXJl");
+        }
+        parts.push((part, false));
+    }
+    for (name, args) in tools {
+        let args: Value = serde_json::from_str(if args.is_empty() { "{}" } else { args }).unwrap();
+        parts.push((
+            json!({"functionCall": {"name": name, "args": args}, "thoughtSignature": "Y2FsbA=="}),
+            false,
+        ));
+    }
+    let (mut candidates, mut thoughts) = (0, 0);
+    let finish_alone = !tools.is_empty() || text.is_empty();
+    let mut out = String::new();
+    let mut chunk = |part: Value, finish: bool, candidates: u32, thoughts: u32| {
+        let mut candidate = json!({"content": {"parts": [part], "role": "model"}, "index": 0});
+        if finish {
+            candidate["finishReason"] = json!("STOP");
+        }
+        let v = json!({
+            "candidates": [candidate],
+            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": candidates,
+                "totalTokenCount": 10 + candidates + thoughts, "thoughtsTokenCount": thoughts},
+            "modelVersion": model,
+            "responseId": "resp-fallback",
+        });
+        out.push_str(&format!("data: {v}\r\n\r\n"));
+    };
+    let n = parts.len();
+    for (i, (part, thought)) in parts.into_iter().enumerate() {
+        if thought {
+            thoughts += 1;
+        } else {
+            candidates += 1;
+        }
+        chunk(part, !finish_alone && i + 1 == n, candidates, thoughts);
+    }
+    if finish_alone {
+        chunk(json!({"text": ""}), true, candidates, thoughts);
+    }
+    out
+}
+
 /// A Responses API stream: reasoning, a message, function calls, each an output item; every
 /// event numbered.
 pub fn responses_stream(
@@ -642,6 +811,7 @@ pub fn responses_stream(
 /// The in-band error event of a dialect.
 pub fn in_band_error(dialect: Dialect) -> &'static str {
     match dialect {
+        Dialect::Gemini => "data: {\"error\": {\"code\": 503, \"message\": \"The model is overloaded. Please try again later.\", \"status\": \"UNAVAILABLE\"}}\r\n\r\n",
         Dialect::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
         Dialect::OpenAi => "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
         // The shape the API sends (nested), numbered after anything a primary sent.

@@ -68,9 +68,15 @@ pub fn exists(name: &str) -> bool {
     MODELS.iter().any(|m| m.name == name)
 }
 
+/// Claude on Vertex AI in the demo config: the same demo models on the Vertex upstream, named
+/// apart from their Anthropic API selves.
+pub const CLAUDE_VERTEX: &str = "demo-claude-vertex";
+/// On the Anthropic API, with [`CLAUDE_VERTEX`] as its fallback.
+pub const CLAUDE_WITH_VERTEX_FALLBACK: &str = "demo-claude-with-vertex-fallback";
+
 /// The gateway configuration for the demo: every demo model the gateway can serve today
-/// (Messages, Chat, Responses), each primary with its fallbacks. Also a worked example of the
-/// config file.
+/// (Messages, Chat, Responses, Gemini, and Claude on Vertex AI both ways), each primary with
+/// its fallbacks. Also a worked example of the config file.
 pub fn gateway_config(upstream: SocketAddr, listen: SocketAddr) -> String {
     format!(
         r#"listen = "{listen}"
@@ -90,6 +96,21 @@ base_url = "http://{upstream}"
 name = "demo-openai"
 dialect = "openai-chat"
 base_url = "http://{upstream}"
+
+[[upstreams]]
+name = "demo-gemini"
+dialect = "gemini"
+base_url = "http://{upstream}"
+headers = {{ "x-goog-api-key" = "demo-key" }}   # a real one: api_key_env = "GEMINI_API_KEY"
+
+# Claude on Vertex AI: the model in the path, an OAuth access token (a real one:
+# access_token_command = ["gcloud", "auth", "print-access-token"]).
+[[upstreams]]
+name = "demo-vertex"
+dialect = "anthropic"
+base_url = "http://{upstream}"
+vertex = {{ project = "demo-project", region = "us-east5" }}
+access_token_command = ["echo", "demo-vertex-token"]
 
 [[upstreams]]
 name = "demo-responses"
@@ -127,6 +148,38 @@ prefill = "prefix"
 name = "{GPT_NO_PREFIX}"
 upstream = "demo-openai"
 prefill = "none"
+
+[[models]]
+name = "{GEMINI_PRIMARY}"
+upstream = "demo-gemini"
+prefill = "assistant"
+fallbacks = ["{GEMINI_NO_PREFILL}", "{GEMINI_PREFILL}"]
+
+[[models]]
+name = "{GEMINI_NO_PREFILL}"
+upstream = "demo-gemini"
+prefill = "none"
+
+[[models]]
+name = "{GEMINI_PREFILL}"
+upstream = "demo-gemini"
+prefill = "assistant"
+
+# The Anthropic API first, the same model on Vertex AI when it fails; and Vertex AI first,
+# the Anthropic API after it.
+[[models]]
+name = "{CLAUDE_WITH_VERTEX_FALLBACK}"
+upstream = "demo-anthropic"
+upstream_model = "{CLAUDE_PRIMARY}"
+prefill = "assistant"
+fallbacks = ["{CLAUDE_VERTEX}"]
+
+[[models]]
+name = "{CLAUDE_VERTEX}"
+upstream = "demo-vertex"
+upstream_model = "{CLAUDE_PREFILL}"
+prefill = "assistant"
+fallbacks = ["{CLAUDE_NO_PREFILL}"]
 
 # The same GPT models on the Responses API (no prefill there: continued by instruction).
 [[models]]
