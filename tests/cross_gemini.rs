@@ -1,5 +1,6 @@
 //! Fallbacks across Gemini's own API and the other dialects: a Gemini client continued by an
-//! Anthropic or Chat model, and an Anthropic or Chat client by a Gemini model. The client gets
+//! Anthropic, Chat or Responses model, and an Anthropic, Chat or Responses client by a Gemini
+//! model. The client gets
 //! one stream in its own dialect that obeys its seam rules and holds the whole answer; the
 //! fallback gets a request in its own dialect, at its own endpoint (Gemini's names the model in
 //! its path), carrying the continuation in its own form.
@@ -28,9 +29,8 @@ fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
         (false, _) => Prefill::None,
         (true, Dialect::Anthropic | Dialect::Gemini) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
-        (true, Dialect::Responses) => {
-            unreachable!("Gemini and Responses: not paired in this file yet")
-        }
+        // The Responses API has none.
+        (true, Dialect::Responses) => Prefill::None,
     }
 }
 
@@ -53,9 +53,8 @@ fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
         (Dialect::OpenAi, true) => "tool_calls",
         // Gemini ends tool calls with STOP too.
         (Dialect::Gemini, _) => "STOP",
-        (Dialect::Responses, _) => {
-            unreachable!("Gemini and Responses: not paired in this file yet")
-        }
+        // A response's status, with calls in its output or not.
+        (Dialect::Responses, _) => "completed",
     }
 }
 
@@ -71,7 +70,8 @@ fn valid_id(dialect: Dialect, id: &str) -> bool {
         }
         Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
         Dialect::Gemini => true,
-        Dialect::Responses => unreachable!("Gemini and Responses: not paired in this file yet"),
+        // A `call_id`, which the API takes back up to 64 characters.
+        Dialect::Responses => !id.is_empty() && id.len() <= 64,
     }
 }
 
@@ -140,7 +140,23 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
                             .all(|c| c["role"] == "user" || c["role"] == "model")
                     })
             }
-            Dialect::Responses => unreachable!("Gemini and Responses: not paired in this file yet"),
+            Dialect::Responses => {
+                call.uri.ends_with("/v1/responses")
+                    && body["model"] == "fallback"
+                    && body["stream"] == true
+                    && body.get("messages").is_none()
+                    && body.get("contents").is_none()
+                    && body.get("max_tokens").is_none()
+                    && body["input"].as_array().is_some_and(|items| {
+                        items.iter().all(|it| {
+                            matches!(it["role"].as_str(), Some("user" | "assistant" | "system"))
+                                || matches!(
+                                    it["type"].as_str(),
+                                    Some("function_call" | "function_call_output")
+                                )
+                        })
+                    })
+            }
         };
         if !shaped {
             return Err(format!(
@@ -156,7 +172,8 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
 fn trailing_model_turn(call: &upstream::Call) -> bool {
     let turns = call.body["messages"]
         .as_array()
-        .or_else(|| call.body["contents"].as_array());
+        .or_else(|| call.body["contents"].as_array())
+        .or_else(|| call.body["input"].as_array());
     turns
         .and_then(|t| t.last())
         .is_some_and(|t| t["role"] == "assistant" || t["role"] == "model")
@@ -180,15 +197,20 @@ fn sampled(events: usize, every: bool) -> impl Iterator<Item = usize> {
 }
 
 /// The matrix for the pair `client` / `to`: every fixture of the client's dialect, every
-/// failure class, sampled positions, with and without prefill.
+/// failure class, sampled positions, with and without prefill (without only, for a target
+/// that has none).
 async fn matrix(client: Dialect, to: Dialect) {
     let mut failures = Vec::new();
     let mut runs = 0;
+    let prefills: &[bool] = match to {
+        Dialect::Responses => &[false],
+        _ => &[true, false],
+    };
     for f in fixtures_of(client) {
         let bytes = fixture(f.name);
         let events = events_of(&bytes);
         let whole = whole_of(f.dialect, &bytes);
-        for prefill in [true, false] {
+        for &prefill in prefills {
             for fault in FAULTS {
                 for p in sampled(events.len(), !whole.tools.is_empty()) {
                     let mut upstream = Upstream::new(f.dialect, whole.clone()).speaking_by_path();
@@ -239,7 +261,10 @@ async fn matrix(client: Dialect, to: Dialect) {
         failures.len(),
         failures.join("\n\n")
     );
-    assert!(runs >= 64, "the matrix ran only {runs} cases");
+    assert!(
+        runs >= 32 * prefills.len(),
+        "the matrix ran only {runs} cases"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -264,10 +289,26 @@ async fn every_chat_fixture_continues_on_a_gemini_fallback_after_every_failure_a
     matrix(Dialect::OpenAi, Dialect::Gemini).await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn every_gemini_fixture_continues_on_a_responses_fallback_after_every_failure_at_sampled_events(
+) {
+    matrix(Dialect::Gemini, Dialect::Responses).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_responses_fixture_continues_on_a_gemini_fallback_after_every_failure_at_sampled_events(
+) {
+    matrix(Dialect::Responses, Dialect::Gemini).await;
+}
+
 #[test]
 fn gemini_translates_to_and_from_the_other_dialects() {
     use tower_midstream::Dialect as Wire;
-    for other in [Wire::ANTHROPIC_MESSAGES, Wire::OPENAI_CHAT] {
+    for other in [
+        Wire::ANTHROPIC_MESSAGES,
+        Wire::OPENAI_CHAT,
+        Wire::OPENAI_RESPONSES,
+    ] {
         assert!(Wire::GEMINI.translates_to(other), "{other:?}");
         assert!(other.translates_to(Wire::GEMINI), "{other:?}");
     }
@@ -464,5 +505,149 @@ async fn the_request_an_anthropic_client_sends_reaches_a_gemini_fallback_transla
         json!({"contents":[{"role":"user","parts":[{"text":"Greet the world."}]}],
             "systemInstruction":{"parts":[{"text":"Be brief."}]},
             "generationConfig":{"maxOutputTokens":100}})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_a_gemini_client_sends_reaches_a_responses_fallback_translated_with_the_continuation(
+) {
+    // The Gemini primary says "Hello, " and breaks; the Responses API has no prefill, so the
+    // model gets the partial answer as an assistant item and the instruction to continue.
+    let whole = Whole {
+        text: "Hello, world.".into(),
+        ..Whole::default()
+    };
+    let primary = Scripted::Stream {
+        bytes: Bytes::from(gemini_chunk(json!([{"text":"Hello, "}]), None)),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    };
+    let upstream = Upstream::new(Dialect::Gemini, whole.clone())
+        .speaking_by_path()
+        .then(primary);
+    let request = json!({"contents":[{"role":"user","parts":[{"text":"Greet the world."}]}],
+        "systemInstruction":{"parts":[{"text":"Be brief."}]},
+        "generationConfig":{"maxOutputTokens":100,"temperature":0.2,"topP":0.9}});
+    let layer = MidStreamFallbackLayer::new(
+        FallbackChain::new()
+            .target(Target::new("gpt-5").dialect(wire(Dialect::Responses)))
+            .fallbacks("primary", ["gpt-5"]),
+    );
+    let out = run(
+        layer,
+        &upstream,
+        path(Dialect::Gemini),
+        Bytes::from(request.to_string()),
+    )
+    .await;
+    let got = client_got(Dialect::Gemini, true, &out, &whole).unwrap();
+    assert_eq!(got.text, "Hello, world.");
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].uri, "/v1/responses");
+    let mut sent = calls[1].body.clone();
+    // The continuation's turns: the partial answer, then the instruction (its words are the
+    // instruction strategy's, tested with it).
+    let input = sent["input"].as_array_mut().unwrap();
+    let instruction = input.pop().unwrap();
+    assert_eq!(instruction["role"], "user");
+    assert!(instruction["content"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    // The limit, less what the primary spent (at least the API's 16).
+    let limit = sent["max_output_tokens"].take().as_u64().unwrap();
+    assert!((16..100).contains(&limit), "{limit}");
+    assert_eq!(
+        sent,
+        json!({"model":"gpt-5",
+            "input":[{"role":"system","content":"Be brief."},
+                     {"role":"user","content":"Greet the world."},
+                     {"role":"assistant","content":"Hello, "}],
+            "max_output_tokens":null,"temperature":0.2,"top_p":0.9,"stream":true}),
+        "{}",
+        calls[1].body
+    );
+}
+
+/// Responses events as the API writes them, numbered from 0.
+fn responses_events(events: &[Value]) -> String {
+    let mut out = String::new();
+    for (n, e) in events.iter().enumerate() {
+        let mut e = e.clone();
+        e["sequence_number"] = json!(n);
+        out.push_str(&format!(
+            "event: {}\ndata: {e}\n\n",
+            e["type"].as_str().unwrap()
+        ));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_a_responses_client_sends_reaches_a_gemini_fallback_translated_with_the_continuation(
+) {
+    // The Responses primary says "Hello, " and breaks; Gemini continues the model turn.
+    let whole = Whole {
+        text: "Hello, world.".into(),
+        ..Whole::default()
+    };
+    let response = json!({"id":"resp_1","object":"response","created_at":1700000000,
+        "status":"in_progress","model":"primary","output":[],"usage":null});
+    let primary = Scripted::Stream {
+        bytes: Bytes::from(responses_events(&[
+            json!({"type":"response.created","response":response}),
+            json!({"type":"response.output_item.added","output_index":0,"item":{"id":"msg_1","type":"message","status":"in_progress","role":"assistant","content":[]}}),
+            json!({"type":"response.content_part.added","item_id":"msg_1","output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}),
+            json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hello, "}),
+        ])),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    };
+    let upstream = Upstream::new(Dialect::Responses, whole.clone())
+        .speaking_by_path()
+        .then(primary);
+    let request = json!({"model":"primary","stream":true,"instructions":"Be brief.",
+        "input":"Greet the world.","max_output_tokens":100,"temperature":0.2,"store":false});
+    let layer = MidStreamFallbackLayer::new(
+        FallbackChain::new()
+            .target(
+                Target::new("gemini-2.5-flash")
+                    .prefill(Prefill::Assistant)
+                    .dialect(wire(Dialect::Gemini)),
+            )
+            .fallbacks("primary", ["gemini-2.5-flash"]),
+    );
+    let out = run(
+        layer,
+        &upstream,
+        path(Dialect::Responses),
+        Bytes::from(request.to_string()),
+    )
+    .await;
+    let got = client_got(Dialect::Responses, true, &out, &whole).unwrap();
+    assert_eq!(got.text, "Hello, world.");
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        calls[1].uri,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    // `store` is dropped (nothing is stored at Gemini); the answer so far is the model's own
+    // turn, which Gemini continues (a prefill, though the client's API has none); the limit is
+    // less what the primary spent.
+    let mut sent = calls[1].body.clone();
+    let limit = sent["generationConfig"]["maxOutputTokens"]
+        .take()
+        .as_u64()
+        .unwrap();
+    assert!((1..100).contains(&limit), "{limit}");
+    assert_eq!(
+        sent,
+        json!({"contents":[{"role":"user","parts":[{"text":"Greet the world."}]},
+                           {"role":"model","parts":[{"text":"Hello, "}]}],
+            "systemInstruction":{"parts":[{"text":"Be brief."}]},
+            "generationConfig":{"maxOutputTokens":null,"temperature":0.2}}),
+        "{}",
+        calls[1].body
     );
 }

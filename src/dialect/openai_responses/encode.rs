@@ -2,6 +2,7 @@
 //! content part opened and closed in order, and a final response object of the whole answer.
 
 use super::*;
+use crate::translate::ids;
 
 /// An output item as the client has it.
 #[derive(Debug)]
@@ -457,8 +458,16 @@ impl Encode for EventEncoder {
                 // Reasoning and other items of another wire have no form here.
                 return;
             }
+            // Another wire's id, fitted to the API's limit (or made, if it had none: Gemini's
+            // Developer API sends none), so the client's next turn can send it back.
+            let call_id = if held.id.is_empty() {
+                let seed = [self.id.as_str(), &position, &held.name, &held.arguments];
+                ids::minted("call_", &seed).into()
+            } else {
+                ids::responses(&held.id)
+            };
             let mut item = br#"{"type":"function_call","status":"completed","call_id":"#.to_vec();
-            write_str(&mut item, &held.id);
+            write_str(&mut item, &call_id);
             item.extend_from_slice(br#","name":"#);
             write_str(&mut item, &held.name);
             item.extend_from_slice(br#","arguments":"#);
