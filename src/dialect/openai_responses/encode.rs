@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::translate::ids;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An output item as the client has it.
 #[derive(Debug)]
@@ -298,8 +299,12 @@ impl Encode for EventEncoder {
             Some(_) => src.get(start.model).to_owned(),
             None => "\"\"".to_owned(),
         };
+        // When the client's response began, as the API dates its own: Unix seconds.
+        let created_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
         self.created = format!(
-            r#"{{"id":{},"object":"response","created_at":0,"status":"in_progress","model":{model},"output":[],"usage":null}}"#,
+            r#"{{"id":{},"object":"response","created_at":{created_at},"status":"in_progress","model":{model},"output":[],"usage":null}}"#,
             self.id
         );
     }
@@ -570,6 +575,11 @@ impl Encode for EventEncoder {
         let mut edits: Vec<(&str, Option<&str>)> = Vec::new();
         if !self.id.is_empty() {
             edits.push(("id", Some(&self.id)));
+        }
+        // The client's response began when its `response.created` says, whatever attempt ends it.
+        let created_at = members(&self.created, ["created_at"]).and_then(|[at]| at);
+        if let (Some(at), true) = (created_at, self.spliced) {
+            edits.push(("created_at", Some(at)));
         }
         if self.spliced || closing.is_none() {
             edits.push(("output", Some(&output)));
