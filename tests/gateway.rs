@@ -809,10 +809,12 @@ fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
         Some(tower_midstream::Dialect::OPENAI_RESPONSES)
     );
     assert_eq!(chain.fallbacks_of("gpt-5")[0].as_ref(), "claude-sonnet-4-5");
+    assert_eq!(chain.fallbacks_of("gpt-5")[1].as_ref(), "gemini-2.5-flash");
     assert_eq!(
         chain.fallbacks_of("gemini-2.5-flash")[0].as_ref(),
         "claude-sonnet-4-5"
     );
+    assert_eq!(chain.fallbacks_of("gemini-2.5-flash")[1].as_ref(), "gpt-5");
     assert_eq!(
         chain.target_of("gemini-2.5-flash").unwrap().speaks(),
         Some(tower_midstream::Dialect::GEMINI)
@@ -1683,4 +1685,64 @@ async fn a_responses_stream_that_breaks_completes_on_a_fallback_through_the_gate
     assert_eq!(input.len(), 3, "{input:?}");
     assert_eq!(input[1]["role"], "assistant");
     assert_eq!(input[2]["role"], "user");
+}
+
+#[tokio::test]
+async fn gemini_and_responses_models_fall_back_on_each_other_through_the_gateway() {
+    // A Gemini model whose fallback is on the Responses API, and a Responses model whose
+    // fallback is Gemini's: the config takes both, and each client reads one stream of its own
+    // holding the whole answer.
+    let config = |addr: SocketAddr| {
+        demo_config(addr)
+            + &format!(
+                "\n[[models]]\nname = \"gemini-cross\"\nupstream = \"demo-gemini\"\nupstream_model = \"{}\"\nprefill = \"assistant\"\nfallbacks = [\"{}\"]\n\
+                 \n[[models]]\nname = \"responses-cross\"\nupstream = \"demo-responses\"\nupstream_model = \"{}\"\nfallbacks = [\"{}\"]\n",
+                demo::GEMINI_PRIMARY,
+                demo::RESPONSES_FALLBACK,
+                demo::GPT_PRIMARY,
+                demo::GEMINI_PREFILL,
+            )
+    };
+    let gw = start_with(config, &|_| None).await;
+
+    let reply = gw
+        .send(&gemini_path("gemini-cross"), &[], gemini_request())
+        .await;
+    assert_eq!(reply.status, 200);
+    let answer = support::check(support::Dialect::Gemini, true, reply.bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The Responses model (no prefill): the partial answer as an assistant item, then the
+    // instruction, at the Responses endpoint.
+    let calls = gw.calls_to(demo::GPT_NO_PREFIX);
+    assert_eq!(calls.len(), 1);
+    assert!(
+        calls[0].path.ends_with("/v1/responses"),
+        "{}",
+        calls[0].path
+    );
+    let input = calls[0].body["input"].as_array().unwrap();
+    let roles: Vec<&str> = input.iter().filter_map(|it| it["role"].as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "user"], "{input:?}");
+
+    let body = json!({"model": "responses-cross", "stream": true, "input": "Say hello."});
+    let reply = gw.send("/v1/responses", &[], body.to_string()).await;
+    assert_eq!(reply.status, 200);
+    let answer = support::check(support::Dialect::Responses, true, reply.bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The Gemini model takes the answer so far as its own turn, at its own path.
+    let calls = gw.calls_to(demo::GEMINI_PREFILL);
+    assert_eq!(calls.len(), 1);
+    assert!(
+        calls[0]
+            .path
+            .ends_with("/models/demo-gemini-prefill:streamGenerateContent"),
+        "{}",
+        calls[0].path
+    );
+    let contents = calls[0].body["contents"].as_array().unwrap();
+    assert_eq!(contents.last().unwrap()["role"], "model", "{contents:?}");
 }
