@@ -182,8 +182,9 @@ impl<'a> Failure<'a> {
         }
     }
 
-    /// The strategy that continues the answer on a target that accepts `prefill`, or why there
-    /// is none, the way [`FallbackChain`](crate::FallbackChain) decides:
+    /// The strategy that continues the answer on a target of the client's dialect that accepts
+    /// `prefill`, or why there is none, the way [`FallbackChain`](crate::FallbackChain) decides
+    /// (for a target of any dialect, [`strategy_on`](Self::strategy_on)):
     ///
     /// * nothing of the answer reached the client: [`Strategy::Restart`];
     /// * it [`cannot_continue`](Self::cannot_continue) (more text than the transcript keeps,
@@ -217,7 +218,7 @@ impl<'a> Failure<'a> {
         prefill: Prefill,
         when_no_prefill: WhenNoPrefill,
     ) -> Result<Strategy, Cow<'static, str>> {
-        self.strategy_with(prefill, self.prefill_allowed(), when_no_prefill)
+        self.strategy_with(prefill, || self.prefill_allowed(), when_no_prefill)
     }
 
     /// As [`strategy_for`](Self::strategy_for), for `target` as declared: its prefill form,
@@ -248,15 +249,16 @@ impl<'a> Failure<'a> {
         target: &Target,
         when_no_prefill: WhenNoPrefill,
     ) -> Result<Strategy, Cow<'static, str>> {
-        let prefill = target.accepts();
-        let allowed = prefill != Prefill::None && self.prefill_allowed_on(target);
-        self.strategy_with(prefill, allowed, when_no_prefill)
+        let prefill_allowed = || self.prefill_allowed_on(target);
+        self.strategy_with(target.accepts(), prefill_allowed, when_no_prefill)
     }
 
+    /// `prefill_allowed` is asked only when a prefill would continue the answer (for a target
+    /// of another dialect it translates the request).
     fn strategy_with(
         &self,
         prefill: Prefill,
-        prefill_allowed: bool,
+        prefill_allowed: impl FnOnce() -> bool,
         when_no_prefill: WhenNoPrefill,
     ) -> Result<Strategy, Cow<'static, str>> {
         if !self.answer_started() {
@@ -271,7 +273,7 @@ impl<'a> Failure<'a> {
         if let Some(why) = self.cannot_continue() {
             return Err(why.into());
         }
-        if prefill != Prefill::None && prefill_allowed {
+        if prefill != Prefill::None && prefill_allowed() {
             return Ok(Strategy::Prefill(prefill));
         }
         match when_no_prefill {

@@ -141,7 +141,9 @@
 //! model refused to answer.") and `finish_reason: "stop"`, which every path of the openai SDK
 //! accepts (its `category` has no Chat form). The continuation follows the target: a
 //! restart while the client has nothing; else the target's own prefill form ([`Prefill`]) or
-//! the instruction.
+//! the instruction. Whether a request may carry a prefill is the target dialect's rule: a
+//! Responses client's answer is prefilled on Claude or Gemini, though its own API has none
+//! ([`Failure::strategy_on`]).
 //!
 //! Carried across: the system prompt, text, images (URL and base64), tool definitions and
 //! `tool_choice` (`any` is `required`), parallel tool use, assistant tool calls and tool
