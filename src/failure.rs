@@ -359,7 +359,7 @@ impl<'a> Failure<'a> {
         let translated = crate::replay::rebuild(self.request, translated);
         let mut request = target.request_for(to, &translated, &index, strategy, &continuation)?;
         if request.uri() == self.request.uri() {
-            translate::set_endpoint(&mut request, self.dialect, to);
+            translate::set_endpoint(&mut request, self.dialect, to, target.name());
         }
         Ok(request)
     }

@@ -124,13 +124,15 @@
 //!
 //! The fallback that saves an answer during a provider's outage is often another provider's
 //! model. A [`Target`] may declare the wire format it speaks ([`Target::dialect`]): a request
-//! for it is translated from the client's dialect (Anthropic Messages and OpenAI Chat
-//! Completions, both ways), the path's endpoint swapped (`…/v1/messages` and
-//! `…/v1/chat/completions`), and [`Attempt::dialect`] names the dialect so that the inner
+//! for it is translated from the client's dialect (Anthropic Messages, OpenAI Chat
+//! Completions and Gemini's own API, each way), the path's endpoint swapped (`…/v1/messages` and
+//! `…/v1/chat/completions`; a Gemini target gets `/v1beta/models/{model}:streamGenerateContent?alt=sse`,
+//! a request leaving Gemini `/v1/` and the other endpoint), and [`Attempt::dialect`] names the dialect so that the inner
 //! service routes it (upstream, credentials). Its stream is read with its own dialect's reader
 //! and written to the client in the client's: one start, the client's ids and envelope, text
 //! continued in the open block, tool calls with dense indices, one stop reason mapped
-//! (`end_turn`/`stop`, `max_tokens`/`length`, `tool_use`/`tool_calls`, `content_filter` to `refusal`),
+//! (`end_turn`/`stop`/`STOP`, `max_tokens`/`length`/`MAX_TOKENS`, `tool_use`/`tool_calls`
+//! (Gemini ends calls with `STOP`), `content_filter` to `refusal`),
 //! usage over every attempt where the client's dialect reports it (a Chat client gets its usage
 //! chunk only if it asked for one). A refusal keeps its words: a Chat model's `delta.refusal`
 //! reaches an Anthropic client as `stop_reason: "refusal"` with the words in
@@ -155,7 +157,23 @@
 //! of earlier turns while thinking is off; Chat `user`, `seed`, penalties, `logit_bias`,
 //! `reasoning_effort`, `verbosity`, `prediction`, `store`, `metadata`, `service_tier`, prompt
 //! cache keys, message `name`s, image `detail`, `is_error` of a tool result (its text says it),
-//! vLLM's continuation flags (the final assistant message is the prefill).
+//! vLLM's continuation flags (the final assistant message is the prefill); Gemini
+//! `safetySettings`, `labels`, `topK`, `seed`, penalties, `thinkingConfig`, `mediaResolution`,
+//! thought parts of earlier turns and every `thoughtSignature` (they verify Gemini's reasoning
+//! to Gemini only), a declaration's `response` schema; toward Gemini, `strict` and
+//! `parallel_tool_calls` (no Gemini form).
+//!
+//! Gemini specifics: a function call without an id (the Developer API sends none) gets a
+//! derived `call_…` id, and its `functionResponse` (paired by name, in order, as the API pairs
+//! them) the same; a response of only `output` (or `error`, which is a failed call) is its
+//! text, any other its JSON. Toward Gemini a tool result is a `functionResponse` named after its
+//! call, `{"output": text}` or `{"error": text}`; every function call carries the placeholder
+//! `thoughtSignature` Google names for calls Gemini did not make
+//! (`skip_thought_signature_validator`: Gemini 3 refuses a history whose calls have none), and
+//! so does each call another provider's fallback makes in a Gemini client's stream (a Gemini
+//! fallback's calls keep their own); schemas go as `parametersJsonSchema`, and
+//! Gemini's upper-case OpenAPI `parameters` types come out in JSON Schema's lower case; an image
+//! URL goes as `fileData` with the media type its extension names; `temperature` at most 2.
 //!
 //! Never carried: a request that needs one of these is not sent to a target of another
 //! dialect; [`FallbackChain`] passes over such a target (and says so in the log and in the
@@ -171,10 +189,18 @@
 //! * Chat: `n` above 1, `logprobs`, structured output (`response_format` other than `text`),
 //!   audio (input or output), files, web search, legacy `functions`, custom tools, a system
 //!   message after the first turn, and any parameter not listed above.
+//! * Gemini: parts other than text, images and function calls and responses (audio, video,
+//!   PDF, files Gemini stores, `gs://` objects, executable code and its results), tools other
+//!   than function declarations (Google Search, code execution, URL context...),
+//!   `cachedContent`, structured output (`responseMimeType` other than `text/plain`,
+//!   `responseSchema`), output modalities other than text, speech, `candidateCount` above 1,
+//!   logprobs, the `VALIDATED` calling mode or more than one allowed function name, and any
+//!   parameter not listed above. Toward Gemini: more than 5 stop sequences, images in tool
+//!   results, an image URL whose extension names no image type, a tool result whose call the
+//!   conversation does not hold (Gemini names the function).
 //! * Either: a request that is not streamed, or that ends with an assistant message of its own
 //!   for a target that continues none.
-//! * Gemini's own API ([`Dialect::GEMINI`]): nothing is translated to or from it yet; its
-//!   fallbacks are Gemini models. Claude on Vertex AI ([`Address::vertex`]) speaks Anthropic
+//! * Claude on Vertex AI ([`Address::vertex`]) speaks Anthropic
 //!   Messages: a Chat client's request is translated for it and placed in its path; a request a
 //!   client sent to a Vertex path (with its `anthropic_version`) does not cross to Chat.
 //! * The OpenAI Responses API, either way: its requests are not translated yet, so a Responses

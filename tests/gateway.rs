@@ -782,6 +782,14 @@ fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
         chain.target_of("claude-sonnet-4-5").unwrap().speaks(),
         Some(claude)
     );
+    assert_eq!(
+        chain.fallbacks_of("gemini-2.5-flash")[0].as_ref(),
+        "claude-sonnet-4-5"
+    );
+    assert_eq!(
+        chain.target_of("gemini-2.5-flash").unwrap().speaks(),
+        Some(tower_midstream::Dialect::GEMINI)
+    );
 }
 
 #[test]
@@ -1563,6 +1571,38 @@ fn vertex_and_gemini_upstreams_are_configured_with_their_own_credentials() {
 }
 
 #[test]
+fn a_gemini_model_may_fall_back_on_claude_and_claude_on_gemini() {
+    let env = |var: &str| match var {
+        "VERTEX_TOKEN" => Some("ya29.secret-token".to_owned()),
+        "GEMINI_KEY" => Some("AIza-secret-key".to_owned()),
+        _ => None,
+    };
+    let text = VERTEX_UPSTREAM
+        .replace(
+            "prefill = \"none\"",
+            "prefill = \"none\"\nfallbacks = [\"claude-on-vertex\"]",
+        )
+        .replace(
+            "prefill = \"assistant\"",
+            "prefill = \"assistant\"\nfallbacks = [\"gemini-2.5-flash\"]\ncontext_window_fallbacks = [\"gemini-2.5-flash\"]",
+        );
+    let config = config::parse(&format!("{GOOD}{text}"), &env).unwrap();
+    let model = |name: &str| config.models.iter().find(|m| m.name == name).unwrap();
+    assert_eq!(model("gemini-2.5-flash").fallbacks, ["claude-on-vertex"]);
+    assert_eq!(model("claude-on-vertex").fallbacks, ["gemini-2.5-flash"]);
+    assert_eq!(
+        model("claude-on-vertex").context_window_fallbacks,
+        ["gemini-2.5-flash"]
+    );
+    // Each target speaks its upstream's dialect: the layer translates for it.
+    let chain = config.chain();
+    assert_eq!(
+        chain.target_of("gemini-2.5-flash").unwrap().speaks(),
+        Some(tower_midstream::Dialect::GEMINI)
+    );
+}
+
+#[test]
 fn vertex_and_gemini_config_errors_name_the_key() {
     let env = |var: &str| (var == "VERTEX_TOKEN" || var == "GEMINI_KEY").then(|| "t".to_owned());
     let cases = [
@@ -1610,31 +1650,6 @@ fn vertex_and_gemini_config_errors_name_the_key() {
         (
             VERTEX_UPSTREAM.replace("prefill = \"none\"", "prefill = \"prefix\""),
             vec!["models[1]", "prefill", "gemini"],
-        ),
-        // Gemini's own API is not translated (yet): no fallback across it, either way.
-        (
-            VERTEX_UPSTREAM.replace(
-                "prefill = \"none\"",
-                "prefill = \"none\"\nfallbacks = [\"claude-on-vertex\"]",
-            ),
-            vec![
-                "models[1]",
-                "fallbacks[0]",
-                "speaks gemini",
-                "not translated",
-            ],
-        ),
-        (
-            VERTEX_UPSTREAM.replace(
-                "prefill = \"assistant\"",
-                "prefill = \"assistant\"\ncontext_window_fallbacks = [\"gemini-2.5-flash\"]",
-            ),
-            vec![
-                "models[0]",
-                "context_window_fallbacks[0]",
-                "gemini-2.5-flash",
-                "not translated",
-            ],
         ),
     ];
     for (text, needles) in cases {

@@ -107,6 +107,9 @@ pub(crate) enum Item {
     Text { block: u32, literal: Literal },
     /// A piece of a tool call's arguments (JSON text, as a string literal).
     ToolArgs { block: u32, literal: Literal },
+    /// A tool call's whole arguments, a JSON object as it came (Gemini's `args`): for an
+    /// encoder of another wire, which cannot read them in the block's native form.
+    ToolArgsObject { block: u32, json: Span },
     /// A tool call's id or name, sent after its first delta (Chat allows it).
     ToolName {
         block: u32,
@@ -258,6 +261,7 @@ impl Item {
             Item::KeepAlive => Carried::Nothing,
             Item::Text { .. }
             | Item::ToolArgs { .. }
+            | Item::ToolArgsObject { .. }
             | Item::Reasoning { .. }
             | Item::Signature { .. }
             | Item::Refusal { .. }

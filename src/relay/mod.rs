@@ -521,6 +521,18 @@ impl Relay {
                 }
                 Outcome::Quiet
             }
+            Item::ToolArgsObject { block, json } => {
+                if let Some(Open::Held(held)) = self.attempt.get_mut(block) {
+                    let before = held.size();
+                    held.arguments.push_str(json.get(src.data));
+                    let grew = held.size().saturating_sub(before);
+                    self.budget.take(grew).map_err(over_budget)?;
+                }
+                if !json.is_empty() {
+                    self.attempt.spent += 1;
+                }
+                Outcome::Quiet
+            }
             Item::OtherDelta { block } => self.other_delta(block, src)?,
             Item::BlockStop { block } => self.block_stop(block, out)?,
             Item::Finish(Stop { usage, .. }) => {
@@ -1006,6 +1018,7 @@ impl Relay {
                 self.encoder.reasoning(client, native, &self.text, out);
             }
             Item::ToolArgs { .. }
+            | Item::ToolArgsObject { .. }
             | Item::Reasoning { .. }
             | Item::Refusal { .. }
             | Item::Signature { .. }

@@ -13,6 +13,7 @@
 
 mod anthropic;
 mod conversation;
+mod gemini;
 pub(crate) mod ids;
 mod openai_chat;
 
@@ -65,14 +66,15 @@ fn format(dialect: Dialect) -> Option<&'static dyn Format> {
     match dialect.name() {
         "anthropic" => Some(&anthropic::Messages),
         "openai-chat" => Some(&openai_chat::Chat),
+        "gemini" => Some(&gemini::GenerateContent),
         _ => None,
     }
 }
 
 impl Dialect {
     /// Whether a request in this dialect can be sent to a target that speaks `to`: the same
-    /// dialect, or one the request can be translated into (Anthropic Messages and OpenAI Chat
-    /// Completions, both ways). What a given request carries may still keep it from a target
+    /// dialect, or one the request can be translated into (Anthropic Messages, OpenAI Chat
+    /// Completions and Gemini, each way). What a given request carries may still keep it from a target
     /// ([`Failure::cannot_send_to`](crate::Failure::cannot_send_to)).
     ///
     /// ```
@@ -80,6 +82,7 @@ impl Dialect {
     ///
     /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
+    /// assert!(Dialect::GEMINI.translates_to(Dialect::ANTHROPIC_MESSAGES));
     /// // Not yet: the Responses API's requests.
     /// assert!(!Dialect::OPENAI_RESPONSES.translates_to(Dialect::OPENAI_CHAT));
     /// ```
@@ -125,20 +128,40 @@ fn no_translation(dialect: Dialect) -> Untranslatable {
 }
 
 /// Points `request` at `to`'s endpoint: a path ending in `from`'s (`/v1/messages`) ends in
-/// `to`'s instead (`/v1/chat/completions`), the query kept. Any other path is left as it is:
-/// the inner service routes by [`Attempt::dialect`](crate::Attempt::dialect).
-pub(crate) fn set_endpoint<B>(request: &mut http::Request<B>, from: Dialect, to: Dialect) {
+/// `to`'s instead (`/v1/chat/completions`), the query kept. A dialect that names its model in
+/// the path (Gemini) gets its own path for `model` (`/v1beta/models/{model}:streamGenerateContent?alt=sse`),
+/// and a request leaving one gets `/v1` and `to`'s endpoint, without the query (`alt=sse` is
+/// Gemini's). Any other path is left as it is: the inner service routes by
+/// [`Attempt::dialect`](crate::Attempt::dialect).
+pub(crate) fn set_endpoint<B>(
+    request: &mut http::Request<B>,
+    from: Dialect,
+    to: Dialect,
+    model: &str,
+) {
     let uri = request.uri();
     let path = uri.path();
-    let trimmed = path.trim_end_matches('/');
-    let Some(base) = trimmed.strip_suffix(from.spec().path) else {
-        return;
+    let path_and_query = if to == Dialect::GEMINI {
+        // v1beta: where `parametersJsonSchema` is read (the JS client's default version).
+        format!(
+            "/v1beta/models/{}{}?alt=sse",
+            crate::address::encode_segment(model),
+            to.spec().path
+        )
+    } else if from.spec().rules.model_in_path(path).is_some() {
+        format!("/v1{}", to.spec().path)
+    } else {
+        let trimmed = path.trim_end_matches('/');
+        let Some(base) = trimmed.strip_suffix(from.spec().path) else {
+            return;
+        };
+        let mut path_and_query = format!("{base}{}", to.spec().path);
+        if let Some(query) = uri.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        path_and_query
     };
-    let mut path_and_query = format!("{base}{}", to.spec().path);
-    if let Some(query) = uri.query() {
-        path_and_query.push('?');
-        path_and_query.push_str(query);
-    }
     let mut parts = uri.clone().into_parts();
     if let Ok(pq) = path_and_query.parse() {
         parts.path_and_query = Some(pq);
@@ -152,6 +175,14 @@ pub(crate) fn set_endpoint<B>(request: &mut http::Request<B>, from: Dialect, to:
 /// once (a key twice is refused: a client might read either), but those that are null (they
 /// read as absent) and `model` (the target's name replaces it).
 fn parameters(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {
+    let mut out = members(body)?;
+    out.retain(|(key, value)| key != "model" && !is_null(value));
+    Ok(out)
+}
+
+/// The members of the JSON object `body`, in order, each once (a key twice is refused: a
+/// client might read either).
+fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslatable> {
     struct Members;
     impl<'de> Visitor<'de> for Members {
         type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
@@ -174,12 +205,9 @@ fn parameters(body: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, Untranslata
         return Err(Untranslatable::new("the request body is not a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let mut out = de
-        .deserialize_map(Members)
+    de.deserialize_map(Members)
         .and_then(|out| de.end().map(|()| out))
-        .map_err(|e| Untranslatable::new(format!("the request body is not readable: {e}")))?;
-    out.retain(|(key, value)| key != "model" && !is_null(value));
-    Ok(out)
+        .map_err(|e| Untranslatable::new(format!("the request body is not readable: {e}")))
 }
 
 /// `raw` as a `T`, or an error naming `what`.

@@ -324,12 +324,12 @@ fn the_endpoint_follows_the_dialect_and_keeps_the_query() {
     let mut request = http::Request::post("http://h/api/v1/messages?beta=true")
         .body(())
         .unwrap();
-    set_endpoint(&mut request, ANTHROPIC, CHAT);
+    set_endpoint(&mut request, ANTHROPIC, CHAT, "m");
     assert_eq!(request.uri(), "http://h/api/v1/chat/completions?beta=true");
-    set_endpoint(&mut request, CHAT, ANTHROPIC);
+    set_endpoint(&mut request, CHAT, ANTHROPIC, "m");
     assert_eq!(request.uri(), "http://h/api/v1/messages?beta=true");
     let mut other = http::Request::post("/generate").body(()).unwrap();
-    set_endpoint(&mut other, CHAT, ANTHROPIC);
+    set_endpoint(&mut other, CHAT, ANTHROPIC, "m");
     assert_eq!(
         other.uri(),
         "/generate",

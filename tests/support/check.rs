@@ -795,6 +795,7 @@ pub fn gemini(bytes: &[u8], events: &[Sse]) -> Result<Answer, String> {
         }
         if candidate.get("finishReason").is_some_and(|f| !f.is_null()) {
             finished = true;
+            answer.stop_reason = candidate["finishReason"].as_str().map(str::to_owned);
             answer.output_tokens = chunk["usageMetadata"]["candidatesTokenCount"].as_u64();
         }
     }

@@ -169,6 +169,7 @@ impl Upstream {
         match self.inner.by_path {
             true if path.ends_with("/chat/completions") => Dialect::OpenAi,
             true if path.ends_with("/messages") => Dialect::Anthropic,
+            true if path.ends_with(":streamGenerateContent") => Dialect::Gemini,
             true if path.ends_with("/responses") => Dialect::Responses,
             _ => self.inner.dialect,
         }
