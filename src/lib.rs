@@ -176,7 +176,11 @@
 //! derived `call_…` id, and its `functionResponse` (paired by name, in order, as the API pairs
 //! them) the same; a response of only `output` (or `error`, which is a failed call) is its
 //! text, any other its JSON. Toward Gemini a tool result is a `functionResponse` named after its
-//! call, `{"output": text}` or `{"error": text}`; schemas go as `parametersJsonSchema`, and
+//! call, `{"output": text}` or `{"error": text}`; every function call carries the placeholder
+//! `thoughtSignature` Google names for calls Gemini did not make
+//! (`skip_thought_signature_validator`: Gemini 3 refuses a history whose calls have none), and
+//! so does each call another provider's fallback makes in a Gemini client's stream (a Gemini
+//! fallback's calls keep their own); schemas go as `parametersJsonSchema`, and
 //! Gemini's upper-case OpenAPI `parameters` types come out in JSON Schema's lower case; an image
 //! URL goes as `fileData` with the media type its extension names; `temperature` at most 2.
 //!

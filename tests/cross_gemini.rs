@@ -139,6 +139,7 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
                         c.iter()
                             .all(|c| c["role"] == "user" || c["role"] == "model")
                     })
+                    && unsigned_calls(&body["contents"]).is_empty()
             }
             Dialect::Responses => {
                 call.uri.ends_with("/v1/responses")
@@ -166,6 +167,27 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// The `functionCall` parts without a `thoughtSignature` in `parts` (a list of parts, or of
+/// turns that have them).
+fn unsigned_calls(value: &Value) -> Vec<Value> {
+    let mut parts = Vec::new();
+    for item in value.as_array().into_iter().flatten() {
+        match item["parts"].as_array() {
+            Some(inner) => parts.extend(inner.iter().cloned()),
+            None => parts.push(item.clone()),
+        }
+    }
+    parts
+        .into_iter()
+        .filter(|p| p.get("functionCall").is_some())
+        .filter(|p| {
+            !p["thoughtSignature"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        })
+        .collect()
 }
 
 /// Whether a call ends with a turn of the model's own (a prefill).
@@ -237,6 +259,15 @@ async fn matrix(client: Dialect, to: Dialect) {
                     if let Err(e) = client_got(f.dialect, f.usage, &out, &whole) {
                         failures.push(format!("{case}: {e}"));
                         continue;
+                    }
+                    if f.dialect == Dialect::Gemini {
+                        let unsigned = unsigned_calls(&json!(function_call_parts(&out.bytes)));
+                        if !unsigned.is_empty() {
+                            failures.push(format!(
+                                "{case}: calls a Gemini 3 model refuses in the next turn: \
+                                 {unsigned:?}"
+                            ));
+                        }
                     }
                     let calls = upstream.calls();
                     if let Err(e) = fallback_calls_in(to, &calls) {
@@ -650,4 +681,177 @@ async fn the_request_a_responses_client_sends_reaches_a_gemini_fallback_translat
         "{}",
         calls[1].body
     );
+}
+
+/// The placeholder `thoughtSignature` Google names for function calls Gemini did not make.
+const PLACEHOLDER: &str = "skip_thought_signature_validator";
+
+/// The `functionCall` parts of a Gemini stream, whole (with their `thoughtSignature`).
+fn function_call_parts(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .flat_map(|chunk| {
+            chunk["candidates"][0]["content"]["parts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|part| part.get("functionCall").is_some())
+        .collect()
+}
+
+/// A Gemini client asking for the weather with a tool, in a conversation where an earlier call
+/// of Gemini 3's came with its signature.
+fn gemini_tool_request() -> Value {
+    json!({"contents":[
+        {"role":"user","parts":[{"text":"Time in Paris?"}]},
+        {"role":"model","parts":[{"functionCall":{"name":"get_time","args":{"city":"Paris"}},
+            "thoughtSignature":"RWFybGllcg=="}]},
+        {"role":"user","parts":[{"functionResponse":{"name":"get_time","response":{"output":"noon"}}}]}],
+        "tools":[{"functionDeclarations":[{"name":"get_weather"},{"name":"get_time"}]}]})
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gemini_client_continued_on_another_provider_gets_its_calls_with_the_placeholder_signature(
+) {
+    // Without a signature on the call, the client's next turn (the call and its result) is
+    // refused by a Gemini 3 model: the fallback's call carries the one Google names.
+    for to in [Dialect::Anthropic, Dialect::OpenAi, Dialect::Responses] {
+        let whole = Whole {
+            text: "Let me check. ".into(),
+            tools: vec![("get_weather".into(), r#"{"city":"Paris"}"#.into())],
+            ..Whole::default()
+        };
+        let primary = Scripted::Stream {
+            bytes: Bytes::from(gemini_chunk(json!([{"text":"Let me "}]), None)),
+            cuts: vec![],
+            fault: Some(Fault::Reset),
+        };
+        let upstream = Upstream::new(Dialect::Gemini, whole.clone())
+            .speaking_by_path()
+            .then(primary);
+        let layer = MidStreamFallbackLayer::new(chain_to(to, true));
+        let out = run(
+            layer,
+            &upstream,
+            path(Dialect::Gemini),
+            Bytes::from(gemini_tool_request().to_string()),
+        )
+        .await;
+        client_got(Dialect::Gemini, true, &out, &whole).unwrap();
+        let calls = function_call_parts(&out.bytes);
+        assert_eq!(calls.len(), 1, "{to:?}: {calls:?}");
+        assert_eq!(calls[0]["functionCall"]["name"], "get_weather", "{to:?}");
+        assert_eq!(calls[0]["thoughtSignature"], PLACEHOLDER, "{to:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gemini_fallback_s_own_call_signature_and_the_client_s_own_reach_their_ends_untouched() {
+    let whole = Whole {
+        text: "Let me check. ".into(),
+        tools: vec![("get_weather".into(), r#"{"city":"Paris"}"#.into())],
+        ..Whole::default()
+    };
+    let primary = Scripted::Stream {
+        bytes: Bytes::from(gemini_chunk(json!([{"text":"Let me "}]), None)),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    };
+    let upstream = Upstream::new(Dialect::Gemini, whole.clone())
+        .speaking_by_path()
+        .then(primary);
+    let layer = MidStreamFallbackLayer::new(chain_to(Dialect::Gemini, true));
+    let request = gemini_tool_request();
+    let out = run(
+        layer,
+        &upstream,
+        path(Dialect::Gemini),
+        Bytes::from(request.to_string()),
+    )
+    .await;
+    client_got(Dialect::Gemini, true, &out, &whole).unwrap();
+    // The test upstream's Gemini signs its call `Y2FsbA==`: the client gets that one.
+    let calls = function_call_parts(&out.bytes);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["thoughtSignature"], "Y2FsbA==");
+    // Gemini to Gemini, the client's history goes as it came, its signature with it.
+    let sent = upstream.calls();
+    assert_eq!(sent.len(), 2);
+    let history = &sent[1].body["contents"];
+    assert_eq!(history[1], request["contents"][1]);
+    assert_eq!(history[2], request["contents"][2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conversation_with_tool_calls_reaches_a_gemini_fallback_with_the_placeholder_on_each_call(
+) {
+    // An Anthropic client's second step, then a Chat client's: each call in the history is
+    // one Gemini did not make, and a Gemini 3 fallback refuses the request unless it carries
+    // the placeholder.
+    let anthropic = json!({"model":"primary","max_tokens":100,"stream":true,"messages":[
+        {"role":"user","content":"Weather and time in Paris?"},
+        {"role":"assistant","content":[
+            {"type":"text","text":"Checking."},
+            {"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{"city":"Paris"}},
+            {"type":"tool_use","id":"toolu_01B","name":"get_time","input":{}}]},
+        {"role":"user","content":[
+            {"type":"tool_result","tool_use_id":"toolu_01A","content":"sunny"},
+            {"type":"tool_result","tool_use_id":"toolu_01B","content":"noon"}]}],
+        "tools":[{"name":"get_weather","input_schema":{"type":"object"}},
+                 {"name":"get_time","input_schema":{"type":"object"}}]});
+    let chat = json!({"model":"primary","stream":true,"stream_options":{"include_usage":true},
+        "messages":[
+            {"role":"user","content":"Weather and time in Paris?"},
+            {"role":"assistant","content":"Checking.","tool_calls":[
+                {"id":"toolu_01A","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},
+                {"id":"toolu_01B","type":"function","function":{"name":"get_time","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"toolu_01A","content":"sunny"},
+            {"role":"tool","tool_call_id":"toolu_01B","content":"noon"}],
+        "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}},
+                 {"type":"function","function":{"name":"get_time","parameters":{"type":"object"}}}]});
+    let want = json!([
+        {"role":"user","parts":[{"text":"Weather and time in Paris?"}]},
+        {"role":"model","parts":[
+            {"text":"Checking."},
+            {"functionCall":{"id":"toolu_01A","name":"get_weather","args":{"city":"Paris"}},
+                "thoughtSignature":PLACEHOLDER},
+            {"functionCall":{"id":"toolu_01B","name":"get_time","args":{}},
+                "thoughtSignature":PLACEHOLDER}]},
+        {"role":"user","parts":[
+            {"functionResponse":{"id":"toolu_01A","name":"get_weather","response":{"output":"sunny"}}},
+            {"functionResponse":{"id":"toolu_01B","name":"get_time","response":{"output":"noon"}}}]}
+    ]);
+    for (client, request) in [(Dialect::Anthropic, anthropic), (Dialect::OpenAi, chat)] {
+        let whole = Whole {
+            text: "Sunny, at noon.".into(),
+            ..Whole::default()
+        };
+        // The primary is down before it says anything: the fallback starts the answer.
+        let primary = Scripted::Status {
+            status: 529,
+            content_type: "application/json",
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        };
+        // The test model reads the history's last model text as a partial answer: it answers
+        // the whole answer anyway.
+        let upstream = Upstream::new(client, whole.clone())
+            .speaking_by_path()
+            .lenient()
+            .then(primary);
+        let layer = MidStreamFallbackLayer::new(chain_to(Dialect::Gemini, true));
+        let out = run(
+            layer,
+            &upstream,
+            path(client),
+            Bytes::from(request.to_string()),
+        )
+        .await;
+        client_got(client, true, &out, &whole).unwrap();
+        let sent = upstream.calls();
+        assert_eq!(sent.len(), 2, "{client:?}");
+        assert_eq!(sent[1].body["contents"], want, "{client:?}");
+    }
 }
