@@ -512,6 +512,12 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
                     "output_index not the next position",
                 )?;
                 let it = &v["item"];
+                // Every output item has an id of its own (a call's `fc_...` beside its
+                // `call_id`), as the API writes them.
+                need(
+                    it["id"].as_str().is_some_and(|id| !id.is_empty()),
+                    "an output item without an id",
+                )?;
                 items.push(Item {
                     kind: it["type"].as_str().unwrap_or("").to_owned(),
                     id: it["id"].clone(),
@@ -603,7 +609,7 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
                 let ours = &items[at];
                 need(
                     it["type"].as_str() == Some(&ours.kind)
-                        && (ours.kind == "function_call" || it["id"] == ours.id)
+                        && it["id"] == ours.id
                         && it["call_id"] == ours.call_id,
                     "output_item.done changed the item's identity",
                 )?;

@@ -471,7 +471,12 @@ impl Encode for EventEncoder {
             } else {
                 ids::responses(&held.id)
             };
-            let mut item = br#"{"type":"function_call","status":"completed","call_id":"#.to_vec();
+            // The item's own id, as the API gives every output item (`fc_`), apart from the
+            // call's: a client that keys its items by id finds this one too.
+            let item_id = ids::minted("fc_", &[self.id.as_str(), &position, &call_id]);
+            let mut item = br#"{"id":"#.to_vec();
+            write_str(&mut item, &item_id);
+            item.extend_from_slice(br#","type":"function_call","status":"completed","call_id":"#);
             write_str(&mut item, &call_id);
             item.extend_from_slice(br#","name":"#);
             write_str(&mut item, &held.name);
