@@ -19,9 +19,10 @@ at every event position of the primary's stream; a retryable status before the s
 fallback that accepts prefill and one that rejects it. Plus: every attempt fails; the primary
 answers a non-retryable 400; the per-request opt-out; a fallback declared to accept prefill
 that answers it with 400. Across dialects (issue 14): the anthropic SDK with fallbacks on the
-OpenAI Chat upstream and the openai SDK with fallbacks on the Anthropic one, each answer that
-can cross x each failure class at sampled positions (the first and last few, and every
-`CROSS_STEP`-th: the Rust matrix in tests/cross_dialect.rs keeps every position).
+OpenAI Chat upstream and on Gemini's API, the openai SDK and google-genai with fallbacks on the
+Anthropic one, each answer that can cross x each failure class at sampled positions (the first
+and last few, and every `CROSS_STEP`-th, or a handful per answer: the Rust matrices in
+tests/cross_dialect.rs and tests/cross_gemini.rs keep every position).
 
 OpenAI-compatible servers (issue 9, `x-demo-server`, positions sampled): reasoning in
 `reasoning_content` (DeepSeek) and `reasoning` (vLLM, usage on the finish chunk), kept once
@@ -100,9 +101,9 @@ class Dialect:
     status; `tail` the events after the answer is complete (a failure there needs no fallback);
     `prefill_rejected` a model whose first fallback is declared to take prefill but answers it
     with 400; `every` samples failure positions (every k-th, plus the first and last three) to
-    keep CI within its budget (the Rust splice matrix keeps every position); `cross` the cases
-    whose fallbacks speak another dialect. A model may name its own upstream as a fifth element
-    (a fallback on Claude on Vertex AI, UPSTREAMS). `truncation_raises`: an SDK that raises on a
+    keep CI within its budget (the Rust splice matrix keeps every position); `cross` a `Cross`
+    per other dialect the client's fallbacks speak. A model may name its own upstream as a
+    fifth element (a fallback on Claude on Vertex AI, UPSTREAMS). `truncation_raises`: an SDK that raises on a
     stream without its terminal event (the Responses helpers) rather than returning the partial
     answer. A new dialect's gateway cases are one more entry in DIALECTS."""
 
@@ -110,7 +111,7 @@ class Dialect:
                  every=1, cross=None, truncation_raises=False):
         self.wrapper, self.dialect, self.upstream, self.prefix = wrapper, dialect, upstream, prefix
         self.models, self.answers, self.status, self.tail = models, answers, status, tail
-        self.prefill_rejected, self.every, self.cross = prefill_rejected, every, cross
+        self.prefill_rejected, self.every, self.cross = prefill_rejected, every, cross or []
         self.truncation_raises = truncation_raises
 
     def positions(self, n):
@@ -122,10 +123,18 @@ class Dialect:
 class Cross:
     """Fallbacks in another dialect: `to` names it; `prefill` and `no_prefill` are primaries
     (in DIALECTS' models) whose fallback there accepts prefill or rejects it; `answers` the
-    answers whose request can cross (extended thinking cannot: it is never sent there)."""
+    answers whose request can cross (extended thinking cannot: it is never sent there).
+    Failure positions: the first and last few, and every `CROSS_STEP`-th; with `spread`, every
+    (n // spread)-th instead, a handful per answer whatever its length (the Rust matrices in
+    tests/cross_dialect.rs and tests/cross_gemini.rs keep every position)."""
 
-    def __init__(self, to, answers, prefill, no_prefill):
+    def __init__(self, to, answers, prefill, no_prefill, spread=None):
         self.to, self.answers, self.prefill, self.no_prefill = to, answers, prefill, no_prefill
+        self.spread = spread
+
+    def positions(self, n):
+        step = max(1, n // self.spread) if self.spread else CROSS_STEP
+        return sorted({0, 1, 2, n - 2, n - 1, *range(0, n, step)} & set(range(n)))
 
 
 # Upstreams that are not a plain dialect endpoint with an API key: Claude on Vertex AI, its
@@ -148,8 +157,12 @@ DIALECTS = [
         # Fallbacks on the OpenAI Chat upstream.
         ("claude-x", "demo-claude-primary", "none", ["gpt-prefix"]),
         ("claude-y", "demo-claude-primary", "none", ["gpt-no-prefix"]),
+        # Fallbacks on Gemini's own API.
+        ("claude-g", "demo-claude-primary", "none", ["gemini-prefill"]),
+        ("claude-h", "demo-claude-primary", "none", ["gemini-no-prefill"]),
     ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c",
-        cross=Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y")),
+        cross=[Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y"),
+               Cross("gemini", ("text", "tool"), "claude-g", "claude-h", spread=3)]),
     Dialect("openai", "openai-chat", "demo-openai", "gpt", models=[
         ("gpt-a", "demo-gpt-primary", "none", ["gpt-prefix"]),
         ("gpt-b", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
@@ -161,14 +174,18 @@ DIALECTS = [
         ("gpt-x", "demo-gpt-primary", "none", ["claude-prefill"]),
         ("gpt-y", "demo-gpt-primary", "none", ["claude-no-prefill"]),
     ], answers=("text", "tool", "parallel-tools"), status="503", tail=3,
-        cross=Cross("anthropic", ("text", "tool", "parallel-tools"), "gpt-x", "gpt-y")),
+        cross=[Cross("anthropic", ("text", "tool", "parallel-tools"), "gpt-x", "gpt-y")]),
     # google-genai's default API version (v1 in 3.x) and v1beta; the finish rides on the last chunk.
     Dialect("google-genai", "gemini", "demo-gemini", "gemini", models=[
         ("gemini-a", "demo-gemini-primary", "none", ["gemini-prefill"]),
         ("gemini-b", "demo-gemini-primary", "none", ["gemini-no-prefill"]),
         ("gemini-prefill", "demo-gemini-prefill", "assistant", []),
         ("gemini-no-prefill", "demo-gemini-no-prefill", "none", []),
-    ], answers=("text", "tool", "thinking"), status="503", tail=1, every=3),
+        # Fallbacks on the Anthropic upstream.
+        ("gemini-x", "demo-gemini-primary", "none", ["claude-prefill"]),
+        ("gemini-y", "demo-gemini-primary", "none", ["claude-no-prefill"]),
+    ], answers=("text", "tool", "thinking"), status="503", tail=1, every=3,
+        cross=[Cross("anthropic", ("text", "tool"), "gemini-x", "gemini-y", spread=3)]),
     Dialect("google-genai-v1beta", "gemini", "demo-gemini", "gemini", models=[],
             answers=("text",), status="503", tail=1, every=4),
     # The anthropic SDK on the Anthropic API, its fallbacks Claude on Vertex AI.
@@ -478,20 +495,20 @@ def cases(gateway: str):
             if d.prefill_rejected:
                 for at in (2, n // 2):
                     out.append(Case(d, answer, "reset", f"reset@{at}", d.prefill_rejected, "prefill-rejected"))
-            if d.cross and answer in d.cross.answers:
-                out += cross_cases(d, answer, n)
+            for cross in d.cross:
+                if answer in cross.answers:
+                    out += cross_cases(d, cross, answer, n)
     out += server_cases(gateway, wholes)
     return wholes, out
 
 
-def cross_cases(d, answer, n):
-    """The primary in the client's dialect fails; its fallback speaks `d.cross.to`."""
-    route = f"{d.dialect}>{d.cross.to}"
-    positions = sorted({0, 1, 2, n - 2, n - 1, *range(0, n, CROSS_STEP)} & set(range(n)))
+def cross_cases(d, cross, answer, n):
+    """The primary in the client's dialect fails; its fallback speaks `cross.to`."""
+    route = f"{d.dialect}>{cross.to}"
     out = []
-    for fallback, model in [("prefill", d.cross.prefill), ("no-prefill", d.cross.no_prefill)]:
+    for fallback, model in [("prefill", cross.prefill), ("no-prefill", cross.no_prefill)]:
         for failure in ("reset", "stall", "error", "truncate"):
-            for at in positions:
+            for at in cross.positions(n):
                 out.append(Case(d, answer, failure, f"{failure}@{at}", model, fallback, usage=at % 2 == 0,
                                 route=route))
         out.append(Case(d, answer, "status", d.status, model, fallback, route=route))
