@@ -123,14 +123,16 @@ class Dialect:
 class Cross:
     """Fallbacks in another dialect: `to` names it; `prefill` and `no_prefill` are primaries
     (in DIALECTS' models) whose fallback there accepts prefill or rejects it; `answers` the
-    answers whose request can cross (extended thinking cannot: it is never sent there).
-    Failure positions: the first and last few, and every `CROSS_STEP`-th; with `spread`, every
-    (n // spread)-th instead, a handful per answer whatever its length (the Rust matrices in
-    tests/cross_dialect.rs and tests/cross_gemini.rs keep every position)."""
+    answers whose request can cross and whose final message is checked whole; `refused` those
+    whose request cannot (Anthropic's extended thinking): it is never sent there, and the
+    client gets the original failure. Failure positions: the first and last few, and every
+    `CROSS_STEP`-th; with `spread`, every (n // spread)-th instead, a handful per answer
+    whatever its length (the Rust matrices in tests/cross_dialect.rs and tests/cross_gemini.rs
+    keep every position)."""
 
-    def __init__(self, to, answers, prefill, no_prefill, spread=None):
+    def __init__(self, to, answers, prefill, no_prefill, spread=None, refused=()):
         self.to, self.answers, self.prefill, self.no_prefill = to, answers, prefill, no_prefill
-        self.spread = spread
+        self.spread, self.refused = spread, refused
 
     def positions(self, n):
         step = max(1, n // self.spread) if self.spread else CROSS_STEP
@@ -161,8 +163,8 @@ DIALECTS = [
         ("claude-g", "demo-claude-primary", "none", ["gemini-prefill"]),
         ("claude-h", "demo-claude-primary", "none", ["gemini-no-prefill"]),
     ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c",
-        cross=[Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y"),
-               Cross("gemini", ("text", "tool"), "claude-g", "claude-h", spread=3)]),
+        cross=[Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y", refused=("thinking",)),
+               Cross("gemini", ("text", "tool"), "claude-g", "claude-h", spread=3, refused=("thinking",))]),
     Dialect("openai", "openai-chat", "demo-openai", "gpt", models=[
         ("gpt-a", "demo-gpt-primary", "none", ["gpt-prefix"]),
         ("gpt-b", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
@@ -498,6 +500,8 @@ def cases(gateway: str):
             for cross in d.cross:
                 if answer in cross.answers:
                     out += cross_cases(d, cross, answer, n)
+                if answer in cross.refused:
+                    out += refused_cases(d, cross, answer, n)
     out += server_cases(gateway, wholes)
     return wholes, out
 
@@ -513,6 +517,17 @@ def cross_cases(d, cross, answer, n):
                                 route=route))
         out.append(Case(d, answer, "status", d.status, model, fallback, route=route))
     return out
+
+
+def refused_cases(d, cross, answer, n):
+    """The primary fails and its only fallback speaks `cross.to`, which cannot take this
+    request: it is never sent there, and the client gets the original failure (before any
+    content as after it)."""
+    route = f"{d.dialect}>{cross.to}"
+    return [Case(d, answer, failure, f"{failure}@{at}", model, "refused", expect="original-error", route=route)
+            for model in (cross.prefill, cross.no_prefill)
+            for failure in ("reset", "stall", "error", "truncate")
+            for at in (0, n // 2)]
 
 
 def main():
