@@ -543,7 +543,7 @@ impl RetryPlanner for FallbackChain {
         let target = self.declared(&name);
         let when = self.shared.when_no_prefill;
         let on_target = |plan: Plan| self.on_target(target.name(), plan);
-        match failure.strategy_for(target.accepts(), when) {
+        match failure.strategy_on(&target, when) {
             Ok(Strategy::Instruction(_)) => {
                 on_target(failure.retry_to(&target, self.instruction_strategy()))
             }

@@ -130,6 +130,25 @@ impl<'a> Failure<'a> {
         self.dialect.spec().prefill_allowed(self.index)
     }
 
+    /// Whether the request may carry a prefill to `target`: [`prefill_allowed`](Self::prefill_allowed)
+    /// for a target of the client's dialect; for one of another, whether the request as
+    /// translated for it may (a Responses client's request may reach Claude or Gemini with
+    /// one; no request reaches a Responses model with one, the API has none).
+    pub fn prefill_allowed_on(&self, target: &Target) -> bool {
+        let to = target.speaks().unwrap_or(self.dialect);
+        if to == self.dialect {
+            return self.prefill_allowed();
+        }
+        translate::translate(
+            self.dialect,
+            to,
+            self.request.body(),
+            target.name(),
+            target.accepts(),
+        )
+        .is_ok_and(|translated| to.spec().prefill_allowed(&to.index("", &translated)))
+    }
+
     /// Whether any of the answer reached the client (text, a refusal, a tool call, anything
     /// of one of several choices). While none has, a restart elsewhere is invisible to the
     /// client; reasoning alone does not count, since the layer drops a fallback's reasoning
@@ -163,8 +182,9 @@ impl<'a> Failure<'a> {
         }
     }
 
-    /// The strategy that continues the answer on a target that accepts `prefill`, or why there
-    /// is none, the way [`FallbackChain`](crate::FallbackChain) decides:
+    /// The strategy that continues the answer on a target of the client's dialect that accepts
+    /// `prefill`, or why there is none, the way [`FallbackChain`](crate::FallbackChain) decides
+    /// (for a target of any dialect, [`strategy_on`](Self::strategy_on)):
     ///
     /// * nothing of the answer reached the client: [`Strategy::Restart`];
     /// * it [`cannot_continue`](Self::cannot_continue) (more text than the transcript keeps,
@@ -198,6 +218,49 @@ impl<'a> Failure<'a> {
         prefill: Prefill,
         when_no_prefill: WhenNoPrefill,
     ) -> Result<Strategy, Cow<'static, str>> {
+        self.strategy_with(prefill, || self.prefill_allowed(), when_no_prefill)
+    }
+
+    /// As [`strategy_for`](Self::strategy_for), for `target` as declared: its prefill form,
+    /// and whether the request may carry one there ([`prefill_allowed_on`](Self::prefill_allowed_on)),
+    /// which for a target of another dialect is that dialect's rule, not the client's.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_midstream::{Dialect, Failure, Prefill, Strategy, Target, WhenNoPrefill};
+    ///
+    /// let request = http::Request::post("/v1/responses").body(Bytes::from_static(
+    ///     br#"{"model":"gpt-5","stream":true,"input":"Hi"}"#,
+    /// ))?;
+    /// let scenario = Failure::builder(Dialect::OPENAI_RESPONSES, request).sent_text("Hello, wor");
+    /// let failure = scenario.build();
+    /// let when = WhenNoPrefill::Instruction;
+    /// // The Responses API has no prefill; Claude takes the answer so far as its own turn.
+    /// let gpt = Target::new("gpt-5-mini");
+    /// let claude = Target::new("claude-sonnet-4-5")
+    ///     .prefill(Prefill::Assistant)
+    ///     .dialect(Dialect::ANTHROPIC_MESSAGES);
+    /// assert_eq!(failure.strategy_on(&gpt, when), Ok(Strategy::instruction()));
+    /// assert_eq!(failure.strategy_on(&claude, when), Ok(Strategy::Prefill(Prefill::Assistant)));
+    /// # Ok::<(), http::Error>(())
+    /// ```
+    pub fn strategy_on(
+        &self,
+        target: &Target,
+        when_no_prefill: WhenNoPrefill,
+    ) -> Result<Strategy, Cow<'static, str>> {
+        let prefill_allowed = || self.prefill_allowed_on(target);
+        self.strategy_with(target.accepts(), prefill_allowed, when_no_prefill)
+    }
+
+    /// `prefill_allowed` is asked only when a prefill would continue the answer (for a target
+    /// of another dialect it translates the request).
+    fn strategy_with(
+        &self,
+        prefill: Prefill,
+        prefill_allowed: impl FnOnce() -> bool,
+        when_no_prefill: WhenNoPrefill,
+    ) -> Result<Strategy, Cow<'static, str>> {
         if !self.answer_started() {
             return Ok(Strategy::Restart);
         }
@@ -210,7 +273,7 @@ impl<'a> Failure<'a> {
         if let Some(why) = self.cannot_continue() {
             return Err(why.into());
         }
-        if prefill != Prefill::None && self.prefill_allowed() {
+        if prefill != Prefill::None && prefill_allowed() {
             return Ok(Strategy::Prefill(prefill));
         }
         match when_no_prefill {

@@ -141,13 +141,19 @@
 //! model refused to answer.") and `finish_reason: "stop"`, which every path of the openai SDK
 //! accepts (its `category` has no Chat form). The continuation follows the target: a
 //! restart while the client has nothing; else the target's own prefill form ([`Prefill`]) or
-//! the instruction.
+//! the instruction. Whether a request may carry a prefill is the target dialect's rule: a
+//! Responses client's answer is prefilled on Claude or Gemini, though its own API has none
+//! ([`Failure::strategy_on`]).
 //!
 //! Carried across: the system prompt, text, images (URL and base64), tool definitions and
 //! `tool_choice` (`any` is `required`), parallel tool use, assistant tool calls and tool
 //! results (results first in their Anthropic turn), stop sequences, the token limit
 //! (`max_tokens` is required by Anthropic: 8192 when a Chat client set none), temperature
-//! (at most 1 for Anthropic) and top_p, streaming usage. Tool-call ids that fit the other API
+//! (at most 1 for Anthropic) and top_p, streaming usage. OpenAI Responses requests cross to
+//! and from the others: `instructions` and system items are the system prompt, `function_call` and
+//! `function_call_output` items the calls and results, `max_output_tokens` the limit (at
+//! least the API's 16 when written), function tools flat (`strict: false` unless the client
+//! set it). Tool-call ids that fit the other API
 //! (Anthropic: `^[a-zA-Z0-9_-]+$`; Chat: at most 40 characters) are kept; one that does not,
 //! or a call without an id, gets a derived one (`toolu_…`, `call_…`), the same for the call and
 //! for the result the client sends back in its next turn.
@@ -157,7 +163,10 @@
 //! of earlier turns while thinking is off; Chat `user`, `seed`, penalties, `logit_bias`,
 //! `reasoning_effort`, `verbosity`, `prediction`, `store`, `metadata`, `service_tier`, prompt
 //! cache keys, message `name`s, image `detail`, `is_error` of a tool result (its text says it),
-//! vLLM's continuation flags (the final assistant message is the prefill); Gemini
+//! vLLM's continuation flags (the final assistant message is the prefill); Responses `store`,
+//! `metadata`, `user`, `safety_identifier`, prompt cache keys, `service_tier`, `truncation`,
+//! `reasoning`, `include`, `stream_options`, `text.verbosity`, item ids, and reasoning items of
+//! earlier turns (encrypted for OpenAI's models alone); Gemini
 //! `safetySettings`, `labels`, `topK`, `seed`, penalties, `thinkingConfig`, `mediaResolution`,
 //! thought parts of earlier turns and every `thoughtSignature` (they verify Gemini's reasoning
 //! to Gemini only), a declaration's `response` schema; toward Gemini, `strict` and
@@ -167,7 +176,11 @@
 //! derived `call_…` id, and its `functionResponse` (paired by name, in order, as the API pairs
 //! them) the same; a response of only `output` (or `error`, which is a failed call) is its
 //! text, any other its JSON. Toward Gemini a tool result is a `functionResponse` named after its
-//! call, `{"output": text}` or `{"error": text}`; schemas go as `parametersJsonSchema`, and
+//! call, `{"output": text}` or `{"error": text}`; every function call carries the placeholder
+//! `thoughtSignature` Google names for calls Gemini did not make
+//! (`skip_thought_signature_validator`: Gemini 3 refuses a history whose calls have none), and
+//! so does each call another provider's fallback makes in a Gemini client's stream (a Gemini
+//! fallback's calls keep their own); schemas go as `parametersJsonSchema`, and
 //! Gemini's upper-case OpenAPI `parameters` types come out in JSON Schema's lower case; an image
 //! URL goes as `fileData` with the media type its extension names; `temperature` at most 2.
 //!
@@ -185,6 +198,12 @@
 //! * Chat: `n` above 1, `logprobs`, structured output (`response_format` other than `text`),
 //!   audio (input or output), files, web search, legacy `functions`, custom tools, a system
 //!   message after the first turn, and any parameter not listed above.
+//! * Responses: `previous_response_id` and `conversation` (the conversation is kept at
+//!   OpenAI), `background`, `prompt` templates, `max_tool_calls`, `top_logprobs`, structured
+//!   output (`text.format` other than `text`), built-in and custom tools (web and file
+//!   search, code interpreter, MCP...), files, audio, images by file id, a system message
+//!   after the first turn, any other input item type or parameter; and toward a Responses
+//!   target: stop sequences (the API has none), images in tool results.
 //! * Gemini: parts other than text, images and function calls and responses (audio, video,
 //!   PDF, files Gemini stores, `gs://` objects, executable code and its results), tools other
 //!   than function declarations (Google Search, code execution, URL context...),
@@ -194,14 +213,11 @@
 //!   parameter not listed above. Toward Gemini: more than 5 stop sequences, images in tool
 //!   results, an image URL whose extension names no image type, a tool result whose call the
 //!   conversation does not hold (Gemini names the function).
-//! * Either: a request that is not streamed, or that ends with an assistant message of its own
+//! * Any: a request that is not streamed, or that ends with an assistant message of its own
 //!   for a target that continues none.
 //! * Claude on Vertex AI ([`Address::vertex`]) speaks Anthropic
 //!   Messages: a Chat client's request is translated for it and placed in its path; a request a
 //!   client sent to a Vertex path (with its `anthropic_version`) does not cross to Chat.
-//! * The OpenAI Responses API, either way: its requests are not translated yet, so a Responses
-//!   client's fallbacks must speak Responses, and a Responses target is passed over for a
-//!   client of another dialect ([`Dialect::translates_to`] says which pairs translate).
 //!
 //! A client error (HTTP 4xx, in-band) from a target of another dialect answers the translation,
 //! not the client's request: the next fallback is tried. A fallback's tool call whose arguments

@@ -12,17 +12,12 @@ use serde_json::{json, Value};
 use support::*;
 use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Target};
 
-/// The Responses API's pairs are not in this matrix yet: no case here uses it.
-fn not_translated() -> ! {
-    unreachable!("the Responses API's pairs are not in this matrix")
-}
-
+/// The other dialect of the first pair (Anthropic and Chat); Responses' is Anthropic.
 fn other(dialect: Dialect) -> Dialect {
     match dialect {
         Dialect::Anthropic => Dialect::OpenAi,
-        Dialect::OpenAi => Dialect::Anthropic,
+        Dialect::OpenAi | Dialect::Responses => Dialect::Anthropic,
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        Dialect::Responses => not_translated(),
     }
 }
 
@@ -30,8 +25,8 @@ fn wire(dialect: Dialect) -> tower_midstream::Dialect {
     match dialect {
         Dialect::Anthropic => tower_midstream::Dialect::ANTHROPIC_MESSAGES,
         Dialect::OpenAi => tower_midstream::Dialect::OPENAI_CHAT,
+        Dialect::Responses => tower_midstream::Dialect::OPENAI_RESPONSES,
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        Dialect::Responses => not_translated(),
     }
 }
 
@@ -41,15 +36,20 @@ fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
         (false, _) => Prefill::None,
         (true, Dialect::Anthropic) => Prefill::Assistant,
         (true, Dialect::OpenAi) => Prefill::Prefix,
+        // The Responses API has none.
+        (true, Dialect::Responses) => Prefill::None,
         (true, Dialect::Gemini) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        (_, Dialect::Responses) => not_translated(),
     }
 }
 
 /// `primary` (the client's dialect) falls back to `fallback` and `fallback-2`, both speaking
 /// the other dialect.
 fn cross_chain(client: Dialect, prefill: bool) -> FallbackChain {
-    let to = other(client);
+    cross_chain_to(other(client), prefill)
+}
+
+/// `primary` falls back to `fallback` and `fallback-2`, both speaking `to`.
+fn cross_chain_to(to: Dialect, prefill: bool) -> FallbackChain {
     let kind = prefill_of(to, prefill);
     FallbackChain::new()
         .target(Target::new("fallback").prefill(kind).dialect(wire(to)))
@@ -64,8 +64,8 @@ fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
         (Dialect::Anthropic, true) => "tool_use",
         (Dialect::OpenAi, false) => "stop",
         (Dialect::OpenAi, true) => "tool_calls",
+        (Dialect::Responses, _) => "completed",
         (Dialect::Gemini, _) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        (Dialect::Responses, _) => not_translated(),
     }
 }
 
@@ -79,8 +79,8 @@ fn valid_id(dialect: Dialect, id: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         }
         Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
+        Dialect::Responses => !id.is_empty() && id.len() <= 64,
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        Dialect::Responses => not_translated(),
     }
 }
 
@@ -140,8 +140,13 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
                     && body.get("max_tokens").is_none()
                     && body.get("system").is_none()
             }
+            Dialect::Responses => {
+                body["input"].is_array()
+                    && body.get("messages").is_none()
+                    && body.get("stream_options").is_none()
+                    && body.get("max_tokens").is_none()
+            }
             Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-            Dialect::Responses => not_translated(),
         };
         if !shaped || body["stream"] != true {
             return Err(format!("a fallback call is not a {to:?} request: {body}"));
@@ -151,22 +156,136 @@ fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String
 }
 
 fn trailing_assistant(call: &upstream::Call) -> bool {
-    call.body["messages"]
+    let turns = match call.body.get("input") {
+        Some(input) => input,
+        None => &call.body["messages"],
+    };
+    turns
         .as_array()
         .and_then(|m| m.last())
         .is_some_and(|m| m["role"] == "assistant")
 }
 
-/// The recorded streams a fallback of the other dialect can continue (a request asking for
+/// The recorded streams a fallback of another dialect can continue (a request asking for
 /// extended thinking is never sent there; a refusal, whose stop reason depends on which
 /// dialect's model gave it, has tests of its own; Gemini's pairs are tests/cross_gemini.rs's).
-/// Responses streams are not translated yet.
 fn fixtures() -> impl Iterator<Item = &'static Fixture> {
     FIXTURES.iter().filter(|f| {
         !matches!(f.dialect, Dialect::Gemini | Dialect::Responses)
             && !f.thinking
             && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
     })
+}
+
+/// As [`fixtures`], of the client's dialect `client`, Responses' included.
+fn fixtures_of(client: Dialect) -> impl Iterator<Item = &'static Fixture> {
+    FIXTURES.iter().filter(move |f| {
+        f.dialect == client
+            && !f.thinking
+            && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
+    })
+}
+
+/// Failure positions in a stream of `events`: its first few, its last few, and some between
+/// (every one for a short stream), so that each pair runs in seconds.
+fn sampled(events: usize) -> Vec<usize> {
+    if events <= 10 {
+        return (0..events).collect();
+    }
+    let mut at: Vec<usize> = [0, 1, 2, 3, events / 3, events / 2, 2 * events / 3]
+        .into_iter()
+        .chain(events - 3..events)
+        .collect();
+    at.sort_unstable();
+    at.dedup();
+    at
+}
+
+/// One fixture of `client`'s broken at `p` with `fault`, continued by fallbacks speaking `to`:
+/// what is wrong with the result, if anything.
+async fn one_cross_case(
+    f: &Fixture,
+    to: Dialect,
+    prefill: bool,
+    fault: Fault,
+    p: usize,
+) -> Result<(), String> {
+    let bytes = fixture(f.name);
+    let events = events_of(&bytes);
+    let whole = whole_of(f.dialect, &bytes);
+    let mut upstream = Upstream::new(f.dialect, whole.clone()).speaking_by_path();
+    if !prefill {
+        upstream = upstream
+            .rejecting_prefill("fallback")
+            .rejecting_prefill("fallback-2");
+    }
+    let upstream = upstream.then(Scripted::Stream {
+        bytes: Bytes::from(events[..p].concat()),
+        cuts: vec![],
+        fault: Some(fault),
+    });
+    let layer = MidStreamFallbackLayer::new(cross_chain_to(to, prefill))
+        .idle_timeout(Duration::from_secs(10));
+    let body = Bytes::from(request_body(f).to_string());
+    let out = run(layer, &upstream, path(f.dialect), body).await;
+    client_got(f.dialect, f.usage, &out, &whole)?;
+    let calls = upstream.calls();
+    fallback_calls_in(to, &calls)?;
+    if !prefill && calls.iter().skip(1).any(trailing_assistant) {
+        return Err("a prefill reached a model that rejects it".into());
+    }
+    if calls.len() > 2 {
+        return Err(format!("{} calls where one fallback suffices", calls.len()));
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_fixture_continues_across_responses_and_anthropic_after_every_failure_at_sampled_events(
+) {
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for (client, to) in [
+        (Dialect::Responses, Dialect::Anthropic),
+        (Dialect::Anthropic, Dialect::Responses),
+        (Dialect::Responses, Dialect::OpenAi),
+        (Dialect::OpenAi, Dialect::Responses),
+    ] {
+        let mut pair_runs = 0;
+        for f in fixtures_of(client) {
+            let events = events_of(&fixture(f.name)).len();
+            let prefills: &[bool] = if to == Dialect::Responses {
+                &[false]
+            } else {
+                &[true, false]
+            };
+            for &prefill in prefills {
+                for fault in FAULTS {
+                    for p in sampled(events) {
+                        runs += 1;
+                        pair_runs += 1;
+                        if let Err(e) = one_cross_case(f, to, prefill, fault, p).await {
+                            failures.push(format!(
+                                "{} to {to:?} prefill={prefill} {fault:?} after {p} of {events} \
+                                 events: {e}",
+                                f.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            pair_runs > 20,
+            "{client:?} to {to:?} ran only {pair_runs} cases"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -300,14 +419,14 @@ fn hello_upstream(client: Dialect) -> Upstream {
     let bytes = match client {
         Dialect::Anthropic => anthropic_text_stream(&HELLO),
         Dialect::OpenAi => openai_text_stream(&HELLO),
+        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        Dialect::Responses => not_translated(),
     };
     let lead = match client {
         Dialect::Anthropic => 2,
         Dialect::OpenAi => 1,
+        Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        Dialect::Responses => not_translated(),
     };
     let whole = Whole {
         text: HELLO.concat(),
@@ -327,8 +446,8 @@ fn hello_request(client: Dialect) -> Value {
     match client {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
+        Dialect::Responses => responses_request(),
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        Dialect::Responses => not_translated(),
     }
 }
 
@@ -477,8 +596,8 @@ async fn a_retryable_status_restarts_on_the_other_dialect_with_the_request_trans
                 "messages": [{"role":"user","content":"Please answer."}],
                 "stream": true
             }),
+            Dialect::Responses => unreachable!("this case is of Anthropic and Chat"),
             Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-            Dialect::Responses => not_translated(),
         };
         assert_eq!(calls[1].body, want, "{}", f.name);
         assert_eq!(calls[1].uri, path(other(f.dialect)));
@@ -980,8 +1099,41 @@ fn ending_with(dialect: Dialect, reason: &str) -> Bytes {
             ),
             (Some("message_stop"), json!({"type":"message_stop"})),
         ]),
+        Dialect::Responses => {
+            // `completed`, or the `incomplete_details.reason` of an incomplete response.
+            let (kind, status, details) = match reason {
+                "completed" => ("response.completed", "completed", Value::Null),
+                why => (
+                    "response.incomplete",
+                    "incomplete",
+                    json!({ "reason": why }),
+                ),
+            };
+            let part = json!({"type":"output_text","annotations":[],"text":"Hi."});
+            let item = json!({"id":"msg_2","type":"message","status":"completed","role":"assistant","content":[part]});
+            let response = |status: &str, output: Value, usage: Value, details: Value| json!({"id":"resp_2","object":"response","status":status,"model":"other","output":output,"usage":usage,"incomplete_details":details});
+            let mut events = vec![
+                json!({"type":"response.created","response":response("in_progress", json!([]), Value::Null, Value::Null)}),
+                json!({"type":"response.output_item.added","output_index":0,"item":{"id":"msg_2","type":"message","status":"in_progress","role":"assistant","content":[]}}),
+                json!({"type":"response.content_part.added","item_id":"msg_2","output_index":0,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}),
+                json!({"type":"response.output_text.delta","item_id":"msg_2","output_index":0,"content_index":0,"delta":"Hi."}),
+                json!({"type":"response.output_text.done","item_id":"msg_2","output_index":0,"content_index":0,"text":"Hi."}),
+                json!({"type":"response.content_part.done","item_id":"msg_2","output_index":0,"content_index":0,"part":part}),
+                json!({"type":"response.output_item.done","output_index":0,"item":item}),
+                json!({"type":kind,"response":response(status, json!([item]), json!({"input_tokens":3,"output_tokens":2,"total_tokens":5}), details)}),
+            ];
+            for (n, e) in events.iter_mut().enumerate() {
+                e["sequence_number"] = json!(n);
+            }
+            let names: Vec<String> = events
+                .iter()
+                .map(|e| e["type"].as_str().unwrap().to_owned())
+                .collect();
+            let named: Vec<(Option<&str>, Value)> =
+                names.iter().map(|n| Some(n.as_str())).zip(events).collect();
+            sse_lines(&named)
+        }
         Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        Dialect::Responses => not_translated(),
     }
 }
 
@@ -1001,8 +1153,64 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
         ),
         (Dialect::Anthropic, "refusal", "stop"),
     ];
-    for (fallback, reason, told) in cases {
-        let client = other(fallback);
+    let cases = cases
+        .into_iter()
+        .map(|(fallback, reason, told)| (other(fallback), fallback, reason, told))
+        .chain([
+            // A Responses model's ending under the others' clients, and theirs under its.
+            (
+                Dialect::Anthropic,
+                Dialect::Responses,
+                "completed",
+                "end_turn",
+            ),
+            (
+                Dialect::Anthropic,
+                Dialect::Responses,
+                "max_output_tokens",
+                "max_tokens",
+            ),
+            (
+                Dialect::Anthropic,
+                Dialect::Responses,
+                "content_filter",
+                "refusal",
+            ),
+            (Dialect::OpenAi, Dialect::Responses, "completed", "stop"),
+            (
+                Dialect::OpenAi,
+                Dialect::Responses,
+                "max_output_tokens",
+                "length",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "end_turn",
+                "completed",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "stop_sequence",
+                "completed",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "max_tokens",
+                "incomplete",
+            ),
+            (
+                Dialect::Responses,
+                Dialect::Anthropic,
+                "model_context_window_exceeded",
+                "incomplete",
+            ),
+            (Dialect::Responses, Dialect::OpenAi, "stop", "completed"),
+            (Dialect::Responses, Dialect::OpenAi, "length", "incomplete"),
+        ]);
+    for (client, fallback, reason, told) in cases {
         let upstream = Upstream::new(client, Whole::default())
             .speaking_by_path()
             .then(Scripted::Status {
@@ -1025,10 +1233,22 @@ async fn each_stop_reason_of_the_fallback_is_told_in_the_clients_words() {
             &hello_request(client),
         )
         .await;
-        let got = check(client, client == Dialect::OpenAi, &out.bytes)
+        let got = check(client, client != Dialect::Anthropic, &out.bytes)
             .unwrap_or_else(|e| panic!("{reason}: {e}"));
         assert_eq!(got.text, "Hi.", "{reason}");
         assert_eq!(got.stop_reason.as_deref(), Some(told), "{reason}");
+        if client == Dialect::Responses {
+            let last = client_events(&out.bytes).pop().unwrap().1;
+            let why = &last["response"]["incomplete_details"]["reason"];
+            match told {
+                "incomplete" => assert_eq!(why, "max_output_tokens", "{reason}"),
+                _ => assert_eq!(last["type"], "response.completed", "{reason}"),
+            }
+            assert_eq!(
+                last["response"]["usage"]["output_tokens"], 2,
+                "{reason}: the fallback's usage"
+            );
+        }
         if client == Dialect::OpenAi {
             // A refusal without words gets the layer's: a Chat refusal is told in words.
             let said = if reason == "refusal" {
@@ -1631,4 +1851,139 @@ async fn a_failure_inside_the_second_of_parallel_tool_calls_leaves_an_anthropic_
             &json!({"role":"tool","tool_call_id":ids[1],"content":"21 degrees"})
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_anywhere_in_a_responses_function_call_leaves_the_client_the_whole_call_from_another_dialect(
+) {
+    // A Responses answer of text and two function calls, broken at every event, continued by
+    // an Anthropic or a Chat model: the client's final response holds the text and each call
+    // once, whole, with a `call_id` it can send back.
+    let whole = Whole {
+        text: "Let me check the weather.".into(),
+        tools: vec![
+            (
+                "get_weather".into(),
+                r#"{"city":"Paris","unit":"c"}"#.into(),
+            ),
+            ("get_time".into(), r#"{"zone":"CET"}"#.into()),
+        ],
+        ..Whole::default()
+    };
+    let primary = Bytes::from(upstream::responses_stream(
+        "primary",
+        None,
+        &whole.text,
+        &whole.tools,
+    ));
+    let events = events_of(&primary);
+    let request = json!({"model":"primary","stream":true,"max_output_tokens":500,
+        "input":[{"role":"user","content":"Weather and time in Paris?"}],
+        "tools":[{"type":"function","name":"get_weather","parameters":{"type":"object"}},
+                 {"type":"function","name":"get_time","parameters":{"type":"object"}}]});
+    let mut failures = Vec::new();
+    for to in [Dialect::Anthropic, Dialect::OpenAi] {
+        for p in 0..events.len() {
+            let upstream = Upstream::new(Dialect::Responses, whole.clone())
+                .speaking_by_path()
+                .then(Scripted::Stream {
+                    bytes: Bytes::from(events[..p].concat()),
+                    cuts: vec![],
+                    fault: Some(Fault::Reset),
+                });
+            let out = send(
+                MidStreamFallbackLayer::new(cross_chain_to(to, false)),
+                &upstream,
+                Dialect::Responses,
+                &request,
+            )
+            .await;
+            let case = format!("to {to:?} after {p} of {} events", events.len());
+            if let Err(e) = client_got(Dialect::Responses, true, &out, &whole) {
+                failures.push(format!("{case}: {e}"));
+                continue;
+            }
+            if let Err(e) = fallback_calls_in(to, &upstream.calls()) {
+                failures.push(format!("{case}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `body` (a request for fixture `f`) broken mid-answer, with `to` first in the chain: the
+/// target of `to` is passed over for one of the client's own dialect; with nothing else left,
+/// the client hears of the original failure and nothing reaches `to`.
+async fn passed_over(f: &Fixture, body: &Value, to: Dialect) {
+    let bytes = fixture(f.name);
+    let events = events_of(&bytes);
+    let whole = whole_of(f.dialect, &bytes);
+    let primary = Scripted::Stream {
+        bytes: Bytes::from(events[..events.len() / 2].concat()),
+        cuts: vec![],
+        fault: Some(Fault::Reset),
+    };
+    let chain = FallbackChain::new()
+        .target(Target::new("elsewhere").dialect(wire(to)))
+        .target(Target::new("fallback"))
+        .fallbacks("primary", ["elsewhere", "fallback"]);
+    let upstream = Upstream::new(f.dialect, whole.clone())
+        .speaking_by_path()
+        .then(primary.clone());
+    let send = |chain, upstream| {
+        run(
+            MidStreamFallbackLayer::new(chain),
+            upstream,
+            path(f.dialect),
+            Bytes::from(body.to_string()),
+        )
+    };
+    let out = send(chain, &upstream).await;
+    let got = check(f.dialect, f.usage, &out.bytes).unwrap();
+    same_answer(&got, &expected(&whole)).unwrap();
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2, "{} to {to:?}", f.name);
+    assert_eq!(calls[1].uri, path(f.dialect));
+    assert_eq!(calls[1].body["model"], "fallback");
+
+    let chain = FallbackChain::new()
+        .target(Target::new("elsewhere").dialect(wire(to)))
+        .fallbacks("primary", ["elsewhere"]);
+    let upstream = Upstream::new(f.dialect, whole)
+        .speaking_by_path()
+        .then(primary);
+    let out = send(chain, &upstream).await;
+    assert_eq!(
+        upstream.calls().len(),
+        1,
+        "{} to {to:?}: nothing sent",
+        f.name
+    );
+    let got = check(f.dialect, f.usage, &out.bytes).unwrap();
+    let error = got.error.expect("the stream ends with an error event");
+    assert!(error.contains("reset"), "{}: {error}", f.name);
+    let why = out.error.expect("the FallbackError").to_string();
+    assert!(why.contains("elsewhere cannot take this request"), "{why}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_a_responses_target_cannot_take_or_only_responses_can_say_is_never_sent_across() {
+    let named = |name: &str| FIXTURES.iter().find(|f| f.name == name).unwrap();
+    let responses = named("openai_responses_text_queued.sse");
+    let anthropic = named("anthropic_text.sse");
+    let chat = named("openai_chat_text.sse");
+    // What only Responses says: state kept at OpenAI, a built-in tool.
+    let mut stored = request_body(responses);
+    stored["previous_response_id"] = json!("resp_earlier");
+    passed_over(responses, &stored, Dialect::Anthropic).await;
+    let mut searching = request_body(responses);
+    searching["tools"] = json!([{"type":"web_search"}]);
+    passed_over(responses, &searching, Dialect::OpenAi).await;
+    // What a Responses model cannot take: stop sequences.
+    let mut stopping = request_body(anthropic);
+    stopping["stop_sequences"] = json!(["END"]);
+    passed_over(anthropic, &stopping, Dialect::Responses).await;
+    let mut stopping = request_body(chat);
+    stopping["stop"] = json!("END");
+    passed_over(chat, &stopping, Dialect::Responses).await;
 }

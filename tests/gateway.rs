@@ -753,6 +753,28 @@ fn a_fallback_of_another_dialect_is_declared_with_the_dialect_of_its_upstream() 
 }
 
 #[test]
+fn a_model_on_the_responses_api_falls_back_to_other_dialects_and_back() {
+    let text = format!(
+        "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
+         base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
+         upstream = \"responses\"\nfallbacks = [\"gpt-4o\", \"claude-sonnet-4-5\"]\n"
+    )
+    .replace(
+        "fallbacks = [\"claude-sonnet-4-5\"]",
+        "fallbacks = [\"claude-sonnet-4-5\", \"gpt-r\"]",
+    );
+    let config = config::parse(&text, &|_| None).unwrap();
+    let chain = config.chain();
+    assert_eq!(
+        chain.target_of("gpt-r").unwrap().speaks(),
+        Some(tower_midstream::Dialect::OPENAI_RESPONSES)
+    );
+    assert_eq!(chain.fallbacks_of("gpt-r")[0].as_ref(), "gpt-4o");
+    assert_eq!(chain.fallbacks_of("gpt-r")[1].as_ref(), "claude-sonnet-4-5");
+    assert_eq!(chain.fallbacks_of("claude-sonnet-4-6")[1].as_ref(), "gpt-r");
+}
+
+#[test]
 fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
@@ -783,9 +805,16 @@ fn the_readmes_cross_provider_config_is_valid_and_crosses_providers() {
         Some(claude)
     );
     assert_eq!(
+        chain.target_of("gpt-5").unwrap().speaks(),
+        Some(tower_midstream::Dialect::OPENAI_RESPONSES)
+    );
+    assert_eq!(chain.fallbacks_of("gpt-5")[0].as_ref(), "claude-sonnet-4-5");
+    assert_eq!(chain.fallbacks_of("gpt-5")[1].as_ref(), "gemini-2.5-flash");
+    assert_eq!(
         chain.fallbacks_of("gemini-2.5-flash")[0].as_ref(),
         "claude-sonnet-4-5"
     );
+    assert_eq!(chain.fallbacks_of("gemini-2.5-flash")[1].as_ref(), "gpt-5");
     assert_eq!(
         chain.target_of("gemini-2.5-flash").unwrap().speaks(),
         Some(tower_midstream::Dialect::GEMINI)
@@ -902,40 +931,6 @@ fn config_errors_name_the_key() {
         (
             GOOD.replace("prefill = \"assistant\"", "prefill = \"prefix\""),
             vec!["models[1]", "prefill"],
-        ),
-        // Responses requests are not translated yet: a fallback across that line is refused,
-        // either way, naming both dialects.
-        (
-            format!(
-                "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
-                 base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
-                 upstream = \"responses\"\nfallbacks = [\"gpt-4o\"]\n"
-            ),
-            vec![
-                "models[3]",
-                "fallbacks[0]",
-                "openai-chat",
-                "openai-responses",
-                "not translated",
-            ],
-        ),
-        (
-            format!(
-                "{GOOD}\n[[upstreams]]\nname = \"responses\"\ndialect = \"openai-responses\"\n\
-                 base_url = \"https://api.openai.com\"\n\n[[models]]\nname = \"gpt-r\"\n\
-                 upstream = \"responses\"\n"
-            )
-            .replace(
-                "fallbacks = [\"claude-sonnet-4-5\"]",
-                "fallbacks = [\"claude-sonnet-4-5\", \"gpt-r\"]",
-            ),
-            vec![
-                "models[0]",
-                "fallbacks[1]",
-                "anthropic",
-                "openai-responses",
-                "not translated",
-            ],
         ),
         (
             format!("[fallback]\nwhen_no_prefill = \"retry\"\n{GOOD}"),
@@ -1690,4 +1685,64 @@ async fn a_responses_stream_that_breaks_completes_on_a_fallback_through_the_gate
     assert_eq!(input.len(), 3, "{input:?}");
     assert_eq!(input[1]["role"], "assistant");
     assert_eq!(input[2]["role"], "user");
+}
+
+#[tokio::test]
+async fn gemini_and_responses_models_fall_back_on_each_other_through_the_gateway() {
+    // A Gemini model whose fallback is on the Responses API, and a Responses model whose
+    // fallback is Gemini's: the config takes both, and each client reads one stream of its own
+    // holding the whole answer.
+    let config = |addr: SocketAddr| {
+        demo_config(addr)
+            + &format!(
+                "\n[[models]]\nname = \"gemini-cross\"\nupstream = \"demo-gemini\"\nupstream_model = \"{}\"\nprefill = \"assistant\"\nfallbacks = [\"{}\"]\n\
+                 \n[[models]]\nname = \"responses-cross\"\nupstream = \"demo-responses\"\nupstream_model = \"{}\"\nfallbacks = [\"{}\"]\n",
+                demo::GEMINI_PRIMARY,
+                demo::RESPONSES_FALLBACK,
+                demo::GPT_PRIMARY,
+                demo::GEMINI_PREFILL,
+            )
+    };
+    let gw = start_with(config, &|_| None).await;
+
+    let reply = gw
+        .send(&gemini_path("gemini-cross"), &[], gemini_request())
+        .await;
+    assert_eq!(reply.status, 200);
+    let answer = support::check(support::Dialect::Gemini, true, reply.bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The Responses model (no prefill): the partial answer as an assistant item, then the
+    // instruction, at the Responses endpoint.
+    let calls = gw.calls_to(demo::GPT_NO_PREFIX);
+    assert_eq!(calls.len(), 1);
+    assert!(
+        calls[0].path.ends_with("/v1/responses"),
+        "{}",
+        calls[0].path
+    );
+    let input = calls[0].body["input"].as_array().unwrap();
+    let roles: Vec<&str> = input.iter().filter_map(|it| it["role"].as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "user"], "{input:?}");
+
+    let body = json!({"model": "responses-cross", "stream": true, "input": "Say hello."});
+    let reply = gw.send("/v1/responses", &[], body.to_string()).await;
+    assert_eq!(reply.status, 200);
+    let answer = support::check(support::Dialect::Responses, true, reply.bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.error, None);
+    assert_eq!(answer.text, demo::TEXT);
+    // The Gemini model takes the answer so far as its own turn, at its own path.
+    let calls = gw.calls_to(demo::GEMINI_PREFILL);
+    assert_eq!(calls.len(), 1);
+    assert!(
+        calls[0]
+            .path
+            .ends_with("/models/demo-gemini-prefill:streamGenerateContent"),
+        "{}",
+        calls[0].path
+    );
+    let contents = calls[0].body["contents"].as_array().unwrap();
+    assert_eq!(contents.last().unwrap()["role"], "model", "{contents:?}");
 }

@@ -227,13 +227,14 @@ fn fallback_in(to: tower_midstream::Dialect) -> MidStreamFallbackLayer<FallbackC
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_fallback_of_another_dialect_is_passed_over_until_responses_requests_are_translated() {
+async fn a_responses_client_is_continued_by_a_fallback_of_another_dialect_in_one_response() {
     use tower_midstream::Dialect as Wire;
-    for other in [Wire::OPENAI_CHAT, Wire::ANTHROPIC_MESSAGES] {
-        assert!(!Wire::OPENAI_RESPONSES.translates_to(other));
-        assert!(!other.translates_to(Wire::OPENAI_RESPONSES));
-        // A Responses client: the failure it hears is the primary's, and nothing was sent
-        // to the fallback it cannot reach.
+    for (other, speaks, endpoint) in [
+        (Wire::OPENAI_CHAT, Dialect::OpenAi, "/v1/chat/completions"),
+        (Wire::ANTHROPIC_MESSAGES, Dialect::Anthropic, "/v1/messages"),
+    ] {
+        assert!(Wire::OPENAI_RESPONSES.translates_to(other));
+        assert!(other.translates_to(Wire::OPENAI_RESPONSES));
         let upstream = primary_then(2, Some(SERVER_ERROR)).speaking_by_path();
         let out = send(
             fallback_in(other),
@@ -242,38 +243,65 @@ async fn a_fallback_of_another_dialect_is_passed_over_until_responses_requests_a
             &responses_request(),
         )
         .await;
-        let got = check(Dialect::Responses, true, &out.bytes).unwrap();
-        assert_eq!(got.text, "Hello there, ", "what was sent stays sent");
-        let message = got.error.expect("an error event");
-        assert!(
-            message.contains("The model melted."),
-            "{other:?}: {message}"
-        );
+        let shown = String::from_utf8_lossy(&out.bytes).into_owned();
+        let got = check(Dialect::Responses, true, &out.bytes)
+            .unwrap_or_else(|e| panic!("{other:?}: {e}\n{shown}"));
+        assert_eq!(got.text, HELLO.concat(), "{other:?}: {shown}");
+        assert!(got.error.is_none(), "{other:?}: {shown}");
+        let calls = upstream.calls();
+        assert_eq!(calls.len(), 2, "{other:?}");
+        assert!(calls[1].uri.ends_with(endpoint), "{}", calls[1].uri);
+        assert_eq!(calls[1].dialect, Some(other));
+        // The continuation in the fallback's own words: the partial answer, then the ask.
+        let turns = calls[1].body["messages"].as_array().unwrap();
+        let partial = &turns[turns.len() - 2];
         assert_eq!(
-            upstream.calls().len(),
-            1,
-            "{other:?}: no call to the fallback"
+            partial["role"], "assistant",
+            "{speaks:?}: {}",
+            calls[1].body
+        );
+        assert_eq!(turns.last().unwrap()["role"], "user");
+        let events = events(&out.bytes);
+        assert_eq!(of_type(&events, "response.created").len(), 1);
+        let last = events.last().unwrap();
+        assert_eq!(last["type"], "response.completed", "{shown}");
+        assert_eq!(last["response"]["id"], "resp_primary");
+        assert_eq!(last["response"]["status"], "completed");
+        assert_eq!(
+            last["response"]["output"][0]["content"][0]["text"],
+            HELLO.concat()
         );
     }
-    // A Chat client whose fallback speaks Responses: likewise.
-    let upstream = broken_after(Dialect::OpenAi, &HELLO, 2);
-    let out = send(
-        fallback_in(Wire::OPENAI_RESPONSES),
-        &upstream,
-        Dialect::OpenAi,
-        &openai_request(),
-    )
-    .await;
-    let got = check(Dialect::OpenAi, true, &out.bytes).unwrap();
-    assert_eq!(got.text, "Hello there, ");
-    let message = got.error.expect("an error event");
-    assert!(
-        message.contains("stream broken"),
-        "the original failure: {message}"
-    );
-    assert_eq!(
-        upstream.calls().len(),
-        1,
-        "no call to the Responses fallback"
-    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_of_another_dialect_is_continued_by_a_responses_fallback_in_its_own_stream() {
+    use tower_midstream::Dialect as Wire;
+    for (client, request) in [
+        (Dialect::OpenAi, openai_request()),
+        (Dialect::Anthropic, anthropic_request()),
+    ] {
+        let upstream = broken_after(client, &HELLO, 2).speaking_by_path();
+        let out = send(
+            fallback_in(Wire::OPENAI_RESPONSES),
+            &upstream,
+            client,
+            &request,
+        )
+        .await;
+        let shown = String::from_utf8_lossy(&out.bytes).into_owned();
+        let got =
+            check(client, true, &out.bytes).unwrap_or_else(|e| panic!("{client:?}: {e}\n{shown}"));
+        assert_eq!(got.text, HELLO.concat(), "{client:?}: {shown}");
+        assert!(got.error.is_none(), "{client:?}: {shown}");
+        let calls = upstream.calls();
+        assert_eq!(calls.len(), 2);
+        assert!(calls[1].uri.ends_with("/v1/responses"), "{}", calls[1].uri);
+        let input = calls[1].body["input"].as_array().unwrap();
+        assert_eq!(
+            input[input.len() - 2],
+            json!({"role":"assistant","content":"Hello there, "})
+        );
+        assert_eq!(input.last().unwrap()["role"], "user");
+    }
 }

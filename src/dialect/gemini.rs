@@ -13,6 +13,9 @@
 //! one reasoning block, held until the part after them, whose `thoughtSignature` is theirs
 //! (written again on the first part that follows them); each function call, and each part of
 //! another kind, is whole in one part and a block of its own (its signature stays on it). A
+//! function call another wire's model made reaches the client with the placeholder signature
+//! Google names for such calls ([`FOREIGN_CALL_SIGNATURE`]): without one, Gemini 3 refuses the
+//! client's next turn. A
 //! chunk with a `continuationToken` (google-genai 3.x resumes a broken stream with it, at the
 //! upstream that issued it) or an `event:` line never goes out as it came; a `CONTINUATION`
 //! finish (which only that token resumes) is a truncation the layer continues itself. Several
@@ -25,6 +28,13 @@ use super::prelude::*;
 use crate::json::elements;
 
 use template::Template;
+
+/// The `thoughtSignature` of a function call Gemini did not make: Gemini 3 refuses a turn whose
+/// history holds a call without a signature, and Google names this value for calls from
+/// another model ("skip_thought_signature_validator", in its thought-signatures FAQ). It is
+/// base64url of 24 bytes without padding, so google-genai, which keeps signatures as bytes,
+/// writes it back as it came.
+pub(crate) const FOREIGN_CALL_SIGNATURE: &str = "skip_thought_signature_validator";
 
 pub(crate) const WIRE: Wire = Wire {
     name: "gemini",
@@ -630,7 +640,10 @@ impl Encode for ChunkEncoder {
                 if !held.id.is_empty() {
                     call["id"] = Value::String(held.id.clone());
                 }
-                to_vec(&json!({ "functionCall": call }))
+                // Each foreign call gets the placeholder (Google allows it on every call). A
+                // Gemini signature still owed stays for the next part: it vouches for Gemini's
+                // thoughts, not for a call another model made.
+                to_vec(&json!({ "functionCall": call, "thoughtSignature": FOREIGN_CALL_SIGNATURE }))
             }
             // A refusal is answer text here.
             HeldKind::Refusal => self.text_part(&held.text),

@@ -28,6 +28,7 @@ use crate::transcript::Transcript;
 use crate::untrusted::Redactor;
 
 pub(crate) use crate::rewrite::Continuation;
+pub(crate) use gemini::FOREIGN_CALL_SIGNATURE;
 
 mod anthropic;
 mod gemini;

@@ -137,8 +137,15 @@ impl Decode for EventDecoder {
             "response.completed" | "response.incomplete" => {
                 let response = not_null(response)
                     .ok_or_else(|| Unreadable::new("a terminal event without a response"))?;
-                let [status, usage] = members(response, ["status", "usage"])
-                    .ok_or_else(|| Unreadable::new("an unreadable response"))?;
+                let [status, usage, details] =
+                    members(response, ["status", "usage", "incomplete_details"])
+                        .ok_or_else(|| Unreadable::new("an unreadable response"))?;
+                // Why an incomplete response stopped is its stop reason (`max_output_tokens`,
+                // `content_filter`); a complete one's is its status.
+                let why = not_null(details)
+                    .and_then(|d| members(d, ["reason"]))
+                    .and_then(|[r]| not_null(r));
+                let status = why.or(status);
                 let usage = match not_null(usage) {
                     Some(usage) => {
                         let [output, input] = members(usage, ["output_tokens", "input_tokens"])
@@ -450,6 +457,16 @@ impl Rules for OpenAiResponses {
 
     fn min_token_limit(&self, _: &RequestIndex) -> u64 {
         MIN_OUTPUT_TOKENS
+    }
+
+    fn stop_kind(&self, reason: &str) -> StopKind {
+        match reason {
+            // With function calls in its output: the client's encoder counts them.
+            "completed" => StopKind::EndTurn,
+            "max_output_tokens" => StopKind::MaxTokens,
+            "content_filter" => StopKind::Refusal,
+            _ => StopKind::Other,
+        }
     }
 
     fn text_turn(&self, literal: &str) -> Option<Vec<u8>> {

@@ -17,8 +17,10 @@
 //! `candidateCount` above 1, logprobs, `VALIDATED` or several allowed function names, any
 //! other parameter. The request streams: the layer reads only `:streamGenerateContent`.
 //!
-//! Written: turns `user` and `model`, consecutive turns of one role merged; a tool result as
-//! a `functionResponse` named after its call (`{"output": text}`, `{"error": text}` for a
+//! Written: turns `user` and `model`, consecutive turns of one role merged; each tool call as
+//! a `functionCall` with the placeholder `thoughtSignature` Google names for calls Gemini did
+//! not make (Gemini 3 refuses a history whose calls have none); a tool result as a
+//! `functionResponse` named after its call (`{"output": text}`, `{"error": text}` for a
 //! failed call), ids kept; images inline, or by URL as `fileData` with the media type its
 //! extension names (refused without one); tools as `parametersJsonSchema` (JSON Schema as it
 //! came); `temperature` at most 2 (the API's range); at most five stop sequences (refused
@@ -36,6 +38,7 @@ use super::{
     is_null, members, object, parse, Conversation, Format, Image, Message, Part, Role, ToolCall,
     ToolChoice, ToolDef, ToolResult, Untranslatable,
 };
+use crate::dialect::FOREIGN_CALL_SIGNATURE;
 use crate::strategy::Prefill;
 
 /// The most stop sequences the API takes.
@@ -676,6 +679,8 @@ enum OutPart<'a> {
     Call {
         #[serde(rename = "functionCall")]
         function_call: OutCall<'a>,
+        #[serde(rename = "thoughtSignature")]
+        thought_signature: &'static str,
     },
     Response {
         #[serde(rename = "functionResponse")]
@@ -769,12 +774,16 @@ fn out_part<'a>(part: &'a Part, c: &'a Conversation) -> Result<Vec<OutPart<'a>>,
         Part::Text(text) if text.is_empty() => Vec::new(),
         Part::Text(text) => vec![OutPart::Text { text }],
         Part::Image(image) => vec![out_image(image)?],
+        // Gemini 3 checks the first call of each step for a signature, and a step is the
+        // API's to delimit, not the turns merged here: every call carries the placeholder
+        // (allowed on each), so none is found unsigned.
         Part::ToolCall(call) => vec![OutPart::Call {
             function_call: OutCall {
                 id: &call.id,
                 name: &call.name,
                 args: &call.arguments,
             },
+            thought_signature: FOREIGN_CALL_SIGNATURE,
         }],
         Part::ToolResult(result) => {
             let name = name_of_call(c, &result.id)?;

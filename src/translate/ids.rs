@@ -1,5 +1,5 @@
 //! Tool-call ids across dialects. Each API validates its own: Anthropic wants
-//! `^[a-zA-Z0-9_-]+$`, OpenAI Chat at most 40 characters; ids from OpenAI-compatible servers
+//! `^[a-zA-Z0-9_-]+$`, OpenAI Chat at most 40 characters, Responses `call_id`s at most 64; ids from OpenAI-compatible servers
 //! may break either rule (`functions.Bash:0`). An id that fits is kept as it is; one that does
 //! not is replaced by one derived from it, the same for the call and for its result, in the
 //! stream and in every later request that carries it: no table is kept, the client's next
@@ -11,6 +11,8 @@ use std::borrow::Cow;
 const ANTHROPIC_MAX: usize = 64;
 /// OpenAI's limit on `tool_calls[].id`.
 const CHAT_MAX: usize = 40;
+/// The Responses API's reported limit on `call_id`.
+const RESPONSES_MAX: usize = 64;
 
 /// `id` as Anthropic Messages accepts it.
 pub(crate) fn anthropic(id: &str) -> Cow<'_, str> {
@@ -29,6 +31,16 @@ pub(crate) fn anthropic(id: &str) -> Cow<'_, str> {
 /// `id` as OpenAI Chat Completions accepts it.
 pub(crate) fn chat(id: &str) -> Cow<'_, str> {
     let fits = !id.is_empty() && id.len() <= CHAT_MAX && !id.chars().any(char::is_control);
+    if fits {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(derived("call_", &[id]))
+    }
+}
+
+/// `id` as the OpenAI Responses API accepts it (a `call_id`).
+pub(crate) fn responses(id: &str) -> Cow<'_, str> {
+    let fits = !id.is_empty() && id.len() <= RESPONSES_MAX && !id.chars().any(char::is_control);
     if fits {
         Cow::Borrowed(id)
     } else {
@@ -97,7 +109,15 @@ mod tests {
         let c = chat(&long);
         assert!(c.starts_with("call_") && c.len() == 29);
         assert!(matches!(chat(&c), Cow::Borrowed(_)));
-        for empty in [anthropic(""), chat("")] {
+        assert!(
+            matches!(responses(&long), Cow::Borrowed(_)),
+            "41 fits in 64"
+        );
+        let longer = "x".repeat(65);
+        let r = responses(&longer);
+        assert!(r.starts_with("call_") && r.len() == 29);
+        assert_eq!(r, responses(&longer));
+        for empty in [anthropic(""), chat(""), responses("")] {
             assert!(empty.len() > 5);
         }
         assert_ne!(minted("call_", &["a", "bc"]), minted("call_", &["ab", "c"]));

@@ -16,6 +16,7 @@ mod conversation;
 mod gemini;
 pub(crate) mod ids;
 mod openai_chat;
+mod openai_responses;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -66,6 +67,7 @@ fn format(dialect: Dialect) -> Option<&'static dyn Format> {
     match dialect.name() {
         "anthropic" => Some(&anthropic::Messages),
         "openai-chat" => Some(&openai_chat::Chat),
+        "openai-responses" => Some(&openai_responses::Responses),
         "gemini" => Some(&gemini::GenerateContent),
         _ => None,
     }
@@ -74,7 +76,8 @@ fn format(dialect: Dialect) -> Option<&'static dyn Format> {
 impl Dialect {
     /// Whether a request in this dialect can be sent to a target that speaks `to`: the same
     /// dialect, or one the request can be translated into (Anthropic Messages, OpenAI Chat
-    /// Completions and Gemini, each way). What a given request carries may still keep it from a target
+    /// Completions, OpenAI Responses and Gemini, each to each). What a given request carries may
+    /// still keep it from a target
     /// ([`Failure::cannot_send_to`](crate::Failure::cannot_send_to)).
     ///
     /// ```
@@ -83,8 +86,9 @@ impl Dialect {
     /// assert!(Dialect::ANTHROPIC_MESSAGES.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_CHAT));
     /// assert!(Dialect::GEMINI.translates_to(Dialect::ANTHROPIC_MESSAGES));
-    /// // Not yet: the Responses API's requests.
-    /// assert!(!Dialect::OPENAI_RESPONSES.translates_to(Dialect::OPENAI_CHAT));
+    /// assert!(Dialect::OPENAI_RESPONSES.translates_to(Dialect::ANTHROPIC_MESSAGES));
+    /// assert!(Dialect::OPENAI_CHAT.translates_to(Dialect::OPENAI_RESPONSES));
+    /// assert!(Dialect::GEMINI.translates_to(Dialect::OPENAI_RESPONSES));
     /// ```
     pub fn translates_to(self, to: Dialect) -> bool {
         self == to || (format(self).is_some() && format(to).is_some())

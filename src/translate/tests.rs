@@ -338,7 +338,7 @@ fn the_endpoint_follows_the_dialect_and_keeps_the_query() {
 }
 
 /// Rich requests of both dialects, for the hostile-input tests.
-fn rich() -> [(Dialect, Value); 2] {
+fn rich() -> [(Dialect, Value); 3] {
     [
         (
             ANTHROPIC,
@@ -360,6 +360,16 @@ fn rich() -> [(Dialect, Value); 2] {
                     {"role":"tool","tool_call_id":"c","content":"ok"}],
                 "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
                 "tool_choice":"auto","stop":["x"],"max_completion_tokens":9}),
+        ),
+        (
+            RESPONSES,
+            json!({"model":"m","stream":true,"instructions":"S",
+                "input":[{"role":"user","content":[{"type":"input_text","text":"Hi"},
+                        {"type":"input_image","image_url":"https://e/x.png"}]},
+                    {"type":"function_call","call_id":"c","name":"f","arguments":"{}"},
+                    {"type":"function_call_output","call_id":"c","output":"ok"}],
+                "tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],
+                "tool_choice":"auto","max_output_tokens":99}),
         ),
     ]
 }
@@ -419,7 +429,9 @@ fn a_value_of_the_wrong_type_anywhere_is_refused_or_read_without_a_panic() {
                 *at = value.clone();
                 let bytes = mutated.to_string().into_bytes();
                 for prefill in [Prefill::None, Prefill::Assistant, Prefill::Prefix] {
-                    let _ = translate(from, to, &bytes, "t", prefill);
+                    for to in [to, RESPONSES] {
+                        let _ = translate(from, to, &bytes, "t", prefill);
+                    }
                 }
             }
         }
@@ -615,4 +627,346 @@ fn tool_results_of_every_shape_and_image_urls_cross_both_ways() {
             {"role":"user","content":"Why?"}
         ])
     );
+}
+
+// ---- OpenAI Responses ------------------------------------------------------------------
+
+const RESPONSES: Dialect = Dialect::OPENAI_RESPONSES;
+
+/// A Responses request with every part that crosses: instructions and a system item, a string
+/// and a parts message, both image forms, a message with two function calls and their
+/// outputs, reasoning of an earlier turn, tools, a named tool_choice and the sampling knobs.
+fn rich_responses() -> Value {
+    json!({
+        "model": "gpt-5",
+        "stream": true,
+        "instructions": "Be brief.",
+        "input": [
+            {"role":"developer","content":"Answer in French."},
+            {"type":"message","role":"user","content":[
+                {"type":"input_text","text":"Weather here?"},
+                {"type":"input_image","image_url":format!("data:image/png;base64,{PNG}"),"detail":"low"},
+                {"type":"input_image","image_url":"https://example.com/a.jpg"}]},
+            {"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"gAAA"},
+            {"type":"message","id":"msg_1","role":"assistant","status":"completed","content":[
+                {"type":"output_text","text":"Let me check.","annotations":[]}]},
+            {"type":"function_call","id":"fc_1","call_id":"call_1","name":"get_weather","arguments":"{\"city\":\"Paris\"}","status":"completed"},
+            {"type":"function_call","call_id":"functions.get_time:1","name":"get_time","arguments":""},
+            {"type":"function_call_output","call_id":"call_1","output":"18 degrees"},
+            {"type":"function_call_output","call_id":"functions.get_time:1","output":[{"type":"input_text","text":"noon"}]},
+            {"role":"user","content":"Tomorrow?"}
+        ],
+        "tools": [
+            {"type":"function","name":"get_weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"strict":true},
+            {"type":"function","name":"get_time","parameters":null,"strict":false}],
+        "tool_choice": {"type":"function","name":"get_weather"},
+        "parallel_tool_calls": false,
+        "max_output_tokens": 500,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "store": false,
+        "reasoning": {"effort":"low","summary":"auto"},
+        "include": ["reasoning.encrypted_content"],
+        "text": {"format":{"type":"text"},"verbosity":"low"},
+        "truncation": "disabled",
+        "metadata": {"a":"b"}
+    })
+}
+
+#[test]
+fn a_responses_request_is_written_as_anthropic_messages_field_by_field() {
+    let time_id = ids::anthropic("functions.get_time:1").into_owned();
+    let want = json!({
+        "model": "target",
+        "max_tokens": 500,
+        "system": [{"type":"text","text":"Be brief."},{"type":"text","text":"Answer in French."}],
+        "messages": [
+            {"role":"user","content":[
+                {"type":"text","text":"Weather here?"},
+                {"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}},
+                {"type":"image","source":{"type":"url","url":"https://example.com/a.jpg"}}]},
+            {"role":"assistant","content":[
+                {"type":"text","text":"Let me check."},
+                {"type":"tool_use","id":"call_1","name":"get_weather","input":{"city":"Paris"}},
+                {"type":"tool_use","id":time_id,"name":"get_time","input":{}}]},
+            {"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"call_1","content":"18 degrees"},
+                {"type":"tool_result","tool_use_id":time_id,"content":"noon"},
+                {"type":"text","text":"Tomorrow?"}]}
+        ],
+        "temperature": 0.5,
+        "tools": [
+            {"name":"get_weather","description":"Weather now","input_schema":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"strict":true},
+            {"name":"get_time","input_schema":{"type":"object","properties":{}},"strict":false}],
+        "tool_choice": {"type":"tool","name":"get_weather","disable_parallel_tool_use":true},
+        "stream": true
+    });
+    assert_eq!(
+        translated(RESPONSES, ANTHROPIC, &rich_responses(), Prefill::None),
+        want
+    );
+}
+
+#[test]
+fn a_responses_request_is_written_as_chat_completions_field_by_field() {
+    let want = json!({
+        "model": "target",
+        "messages": [
+            {"role":"system","content":"Be brief."},
+            {"role":"system","content":"Answer in French."},
+            {"role":"user","content":[
+                {"type":"text","text":"Weather here?"},
+                {"type":"image_url","image_url":{"url":format!("data:image/png;base64,{PNG}")}},
+                {"type":"image_url","image_url":{"url":"https://example.com/a.jpg"}}]},
+            {"role":"assistant","content":"Let me check.","tool_calls":[
+                {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},
+                {"id":"functions.get_time:1","type":"function","function":{"name":"get_time","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"18 degrees"},
+            {"role":"tool","tool_call_id":"functions.get_time:1","content":"noon"},
+            {"role":"user","content":"Tomorrow?"}
+        ],
+        "max_completion_tokens": 500,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "tools": [
+            {"type":"function","function":{"name":"get_weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"strict":true}},
+            {"type":"function","function":{"name":"get_time","strict":false}}],
+        "tool_choice": {"type":"function","function":{"name":"get_weather"}},
+        "parallel_tool_calls": false,
+        "stream": true,
+        "stream_options": {"include_usage": true}
+    });
+    assert_eq!(
+        translated(RESPONSES, CHAT, &rich_responses(), Prefill::None),
+        want
+    );
+}
+
+#[test]
+fn an_anthropic_request_is_written_as_responses_field_by_field() {
+    let body = json!({
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 1000,
+        "stream": true,
+        "system": [{"type":"text","text":"Be brief."},{"type":"text","text":"Answer in French."}],
+        "messages": [
+            {"role":"user","content":[
+                {"type":"text","text":"What is in this picture, and the weather?"},
+                {"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}},
+                {"type":"image","source":{"type":"url","url":"https://example.com/a.jpg"}}]},
+            {"role":"assistant","content":[
+                {"type":"text","text":"Let me check."},
+                {"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{"city":"Paris"}}]},
+            {"role":"user","content":[
+                {"type":"tool_result","tool_use_id":"toolu_01A","content":[{"type":"text","text":"18"},{"type":"text","text":"degrees"}]},
+                {"type":"text","text":"And tomorrow?"}]}
+        ],
+        "tools": [{"name":"get_weather","description":"Weather now","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+        "tool_choice": {"type":"any","disable_parallel_tool_use":true},
+        "temperature": 0.5,
+        "metadata": {"user_id":"u-1"}
+    });
+    let want = json!({
+        "model": "target",
+        "input": [
+            {"role":"system","content":"Be brief."},
+            {"role":"system","content":"Answer in French."},
+            {"role":"user","content":[
+                {"type":"input_text","text":"What is in this picture, and the weather?"},
+                {"type":"input_image","image_url":format!("data:image/png;base64,{PNG}"),"detail":"auto"},
+                {"type":"input_image","image_url":"https://example.com/a.jpg","detail":"auto"}]},
+            {"role":"assistant","content":"Let me check."},
+            {"type":"function_call","call_id":"toolu_01A","name":"get_weather","arguments":"{\"city\":\"Paris\"}"},
+            {"type":"function_call_output","call_id":"toolu_01A","output":"18\ndegrees"},
+            {"role":"user","content":"And tomorrow?"}
+        ],
+        "max_output_tokens": 1000,
+        "temperature": 0.5,
+        "tools": [{"type":"function","name":"get_weather","description":"Weather now","parameters":{"type":"object","properties":{"city":{"type":"string"}}},"strict":false}],
+        "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "stream": true
+    });
+    assert_eq!(translated(ANTHROPIC, RESPONSES, &body, Prefill::None), want);
+}
+
+#[test]
+fn a_chat_request_is_written_as_responses_field_by_field() {
+    let long = "x".repeat(70);
+    let body = json!({
+        "model": "gpt-4.1",
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [
+            {"role":"system","content":"Be brief."},
+            {"role":"user","content":"Weather?"},
+            {"role":"assistant","content":null,"tool_calls":[
+                {"id":long,"type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":long,"content":"18 degrees"}
+        ],
+        "tools": [{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"},"strict":true}}],
+        "tool_choice": "auto",
+        "max_completion_tokens": 4,
+        "top_p": 0.5,
+        "user": "u-1"
+    });
+    let id = ids::responses(&long).into_owned();
+    assert!(id.len() <= 64 && id.starts_with("call_"));
+    let want = json!({
+        "model": "target",
+        "input": [
+            {"role":"system","content":"Be brief."},
+            {"role":"user","content":"Weather?"},
+            {"type":"function_call","call_id":id,"name":"get_weather","arguments":"{\"city\":\"Paris\"}"},
+            {"type":"function_call_output","call_id":id,"output":"18 degrees"}
+        ],
+        // The API's minimum.
+        "max_output_tokens": 16,
+        "top_p": 0.5,
+        "tools": [{"type":"function","name":"get_weather","parameters":{"type":"object"},"strict":true}],
+        "tool_choice": "auto",
+        "stream": true
+    });
+    assert_eq!(translated(CHAT, RESPONSES, &body, Prefill::None), want);
+}
+
+#[test]
+fn a_string_input_is_one_user_turn() {
+    let body = json!({"model":"m","stream":true,"input":"Hi","instructions":"Be brief."});
+    let out = translated(RESPONSES, ANTHROPIC, &body, Prefill::None);
+    assert_eq!(out["system"], "Be brief.");
+    assert_eq!(out["messages"], json!([{"role":"user","content":"Hi"}]));
+    assert_eq!(out["max_tokens"], anthropic::DEFAULT_MAX_TOKENS);
+}
+
+#[test]
+fn what_responses_cannot_carry_or_take_is_refused_with_its_name() {
+    let responses = |extra: Value| {
+        let mut body = json!({"model":"m","stream":true,"input":"Hi"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        [
+            refused(RESPONSES, ANTHROPIC, &body),
+            refused(RESPONSES, CHAT, &body),
+        ]
+    };
+    for (extra, says) in [
+        (
+            json!({"previous_response_id":"resp_1"}),
+            "previous_response_id",
+        ),
+        (json!({"conversation":"conv_1"}), "`conversation`"),
+        (json!({"background":true}), "background"),
+        (json!({"prompt":{"id":"pmpt_1"}}), "`prompt`"),
+        (json!({"max_tool_calls":3}), "`max_tool_calls`"),
+        (json!({"top_logprobs":2}), "top_logprobs"),
+        (json!({"stream":false}), "not streamed"),
+        (
+            json!({"text":{"format":{"type":"json_schema","name":"x","schema":{}}}}),
+            "structured output",
+        ),
+        (
+            json!({"tools":[{"type":"web_search"}]}),
+            "type `web_search`",
+        ),
+        (
+            json!({"tools":[{"type":"custom","name":"grammar"}]}),
+            "type `custom`",
+        ),
+        (
+            json!({"tool_choice":{"type":"file_search"}}),
+            "tool_choice of type `file_search`",
+        ),
+        (
+            json!({"input":[{"role":"user","content":[{"type":"input_file","file_id":"file_1"}]}]}),
+            "`input_file`",
+        ),
+        (
+            json!({"input":[{"role":"user","content":[{"type":"input_image","file_id":"file_1"}]}]}),
+            "file id",
+        ),
+        (
+            json!({"input":[{"role":"user","content":"Hi"},{"role":"system","content":"French."}]}),
+            "system message after the first turn",
+        ),
+        (
+            json!({"input":[{"type":"item_reference","id":"msg_1"}]}),
+            "`item_reference`",
+        ),
+        (
+            json!({"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"[1]"}]}),
+            "not a JSON object",
+        ),
+        (
+            json!({"input":[{"type":"function_call_output","output":"x"}]}),
+            "without a `call_id`",
+        ),
+    ] {
+        for why in responses(extra.clone()) {
+            assert!(why.contains(says), "{extra}: {why}");
+        }
+    }
+    // Toward a Responses target: what the API has no form for.
+    let anthropic = json!({"model":"m","max_tokens":9,"stream":true,"stop_sequences":["END"],
+        "messages":[{"role":"user","content":"Hi"}]});
+    assert!(refused(ANTHROPIC, RESPONSES, &anthropic).contains("stop sequences"));
+    let chat =
+        json!({"model":"m","stream":true,"stop":"END","messages":[{"role":"user","content":"Hi"}]});
+    assert!(refused(CHAT, RESPONSES, &chat).contains("stop sequences"));
+    let image_result = json!({"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":[
+        {"type":"tool_result","tool_use_id":"t","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":PNG}}]}]}]});
+    assert!(refused(ANTHROPIC, RESPONSES, &image_result).contains("image in a tool result"));
+    let prefill = json!({"model":"m","max_tokens":9,"stream":true,"messages":[
+        {"role":"user","content":"JSON please"},{"role":"assistant","content":"{"}]});
+    assert!(refused(ANTHROPIC, RESPONSES, &prefill).contains("does not continue one"));
+    let misdeclared = translate(
+        ANTHROPIC,
+        RESPONSES,
+        prefill.to_string().as_bytes(),
+        "t",
+        Prefill::Prefix,
+    )
+    .unwrap_err();
+    assert!(misdeclared.0.contains("no prefill"), "{misdeclared}");
+}
+
+#[test]
+fn a_responses_request_crosses_to_chat_and_back_unchanged_in_what_it_says() {
+    // Responses -> Chat -> Responses keeps every turn, call and result (in the written form).
+    let chat = translate(
+        RESPONSES,
+        CHAT,
+        rich_responses().to_string().as_bytes(),
+        "m",
+        Prefill::None,
+    )
+    .unwrap();
+    let back: Value = serde_json::from_slice(
+        &translate(CHAT, RESPONSES, &chat, "target", Prefill::None).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        back["input"],
+        json!([
+            {"role":"system","content":"Be brief."},
+            {"role":"system","content":"Answer in French."},
+            {"role":"user","content":[
+                {"type":"input_text","text":"Weather here?"},
+                {"type":"input_image","image_url":format!("data:image/png;base64,{PNG}"),"detail":"auto"},
+                {"type":"input_image","image_url":"https://example.com/a.jpg","detail":"auto"}]},
+            {"role":"assistant","content":"Let me check."},
+            {"type":"function_call","call_id":"call_1","name":"get_weather","arguments":"{\"city\":\"Paris\"}"},
+            {"type":"function_call","call_id":"functions.get_time:1","name":"get_time","arguments":"{}"},
+            {"type":"function_call_output","call_id":"call_1","output":"18 degrees"},
+            {"type":"function_call_output","call_id":"functions.get_time:1","output":"noon"},
+            {"role":"user","content":"Tomorrow?"}
+        ])
+    );
+    assert_eq!(
+        back["tool_choice"],
+        json!({"type":"function","name":"get_weather"})
+    );
+    assert_eq!(back["parallel_tool_calls"], false);
+    assert_eq!(back["max_output_tokens"], 500);
 }

@@ -416,6 +416,7 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
     }
     let mut answer = Answer::default();
     let mut id: Option<Value> = None;
+    let mut created_at: Option<Value> = None;
     let mut items: Vec<Item> = Vec::new();
     let mut offset: Option<i64> = None;
     let mut terminal: Option<Value> = None;
@@ -491,6 +492,19 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
                     kind != "response.created" || i == 0,
                     "a second response.created",
                 )?;
+                // Unix seconds, as the SDKs type it (hand-written streams may leave it out; the
+                // layer dates a response it writes); one response has one.
+                let at = &v["response"]["created_at"];
+                match &created_at {
+                    None => {
+                        need(
+                            at.is_null() || at.as_u64().is_some_and(|t| t > 0),
+                            &format!("created_at {at} is not a positive integer"),
+                        )?;
+                        created_at = Some(at.clone());
+                    }
+                    Some(first) => need(at == first, "created_at changed")?,
+                }
             }
             "response.output_item.added" => {
                 need(
@@ -624,6 +638,12 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
                     Some(&v["response"]["id"]) == id.as_ref(),
                     "terminal with another id",
                 )?;
+                need(
+                    created_at.as_ref().map_or(true, |at| {
+                        at.is_null() || at == &v["response"]["created_at"]
+                    }),
+                    "terminal with another created_at",
+                )?;
                 terminal = Some(v["response"].clone());
             }
             "error" => {
@@ -701,6 +721,14 @@ pub fn responses(events: &[Sse]) -> Result<Answer, String> {
         answer.output_tokens.is_some(),
         "no usage in the final response",
     )?;
+    // The response's status is its stop reason (`completed`, `incomplete`); the calls' ids are
+    // what the client's next turn sends back as `function_call_output.call_id`.
+    answer.stop_reason = response["status"].as_str().map(str::to_owned);
+    answer.tool_ids = output
+        .iter()
+        .filter(|it| it["type"] == "function_call")
+        .map(|it| it["call_id"].as_str().unwrap_or("").to_owned())
+        .collect();
     Ok(answer)
 }
 

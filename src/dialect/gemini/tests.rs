@@ -300,3 +300,94 @@ fn only_counts_may_change() {
     ));
     assert!(!same_but_counts(br#"}"#, br#"}x"#, &all));
 }
+
+/// The parts of the chunks `out` holds, in order.
+fn parts_written(out: &mut Outbox) -> Vec<Value> {
+    std::iter::from_fn(|| out.pop())
+        .flat_map(|bytes| {
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            let data = text.strip_prefix("data: ").unwrap().trim_end().to_owned();
+            let chunk: Value = serde_json::from_str(&data).unwrap();
+            chunk["candidates"][0]["content"]["parts"]
+                .as_array()
+                .cloned()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn foreign_call(wire: crate::dialect::Dialect) -> Held {
+    let mut held = Held::new(HeldKind::ToolCall, wire, r#"{"type":"tool_use"}"#);
+    held.id = "toolu_01".into();
+    held.name = "get_weather".into();
+    held.arguments = r#"{"city":"Paris"}"#.into();
+    held
+}
+
+#[test]
+fn a_call_another_model_made_carries_the_placeholder_signature_and_gemini_s_keep_their_own() {
+    use crate::dialect::Dialect;
+    let mut encoder = ChunkEncoder::default();
+    let mut out = Outbox::default();
+    for wire in [
+        Dialect::ANTHROPIC_MESSAGES,
+        Dialect::OPENAI_CHAT,
+        Dialect::OPENAI_RESPONSES,
+    ] {
+        encoder.held(0, &foreign_call(wire), &mut out);
+    }
+    let signed = Held::new(
+        HeldKind::ToolCall,
+        Dialect::GEMINI,
+        r#"{"functionCall":{"name":"get_time","args":{}},"thoughtSignature":"Y2FsbA=="}"#,
+    );
+    // A parallel call after the first: Gemini signs only the first, and that is its own choice.
+    let unsigned = Held::new(
+        HeldKind::ToolCall,
+        Dialect::GEMINI,
+        r#"{"functionCall":{"name":"get_date","args":{}}}"#,
+    );
+    encoder.held(1, &signed, &mut out);
+    encoder.held(2, &unsigned, &mut out);
+    let foreign = json!({"functionCall":{"id":"toolu_01","name":"get_weather","args":{"city":"Paris"}},
+        "thoughtSignature":"skip_thought_signature_validator"});
+    assert_eq!(
+        parts_written(&mut out),
+        [
+            foreign.clone(),
+            foreign.clone(),
+            foreign,
+            json!({"functionCall":{"name":"get_time","args":{}},"thoughtSignature":"Y2FsbA=="}),
+            json!({"functionCall":{"name":"get_date","args":{}}}),
+        ]
+    );
+}
+
+#[test]
+fn a_signature_owed_to_gemini_thoughts_is_not_spent_on_a_call_another_model_made() {
+    use crate::dialect::Dialect;
+    let mut encoder = ChunkEncoder::default();
+    let mut out = Outbox::default();
+    let mut thoughts = Held::new(HeldKind::Reasoning, Dialect::GEMINI, "");
+    thoughts.text = "Think.".into();
+    thoughts.signature = Some("c2ln".into());
+    encoder.held(0, &thoughts, &mut out);
+    encoder.held(1, &foreign_call(Dialect::ANTHROPIC_MESSAGES), &mut out);
+    encoder.text(2, "Done.", &mut out);
+    let parts = parts_written(&mut out);
+    assert_eq!(parts[0], json!({"text":"Think.","thought":true}));
+    assert_eq!(parts[1]["thoughtSignature"], FOREIGN_CALL_SIGNATURE);
+    assert_eq!(parts[2], json!({"text":"Done.","thoughtSignature":"c2ln"}));
+}
+
+#[test]
+fn the_placeholder_signature_is_base64url_that_reads_back_as_itself() {
+    // google-genai keeps a signature as the bytes its base64url decodes to and writes them
+    // again: only whole groups of four characters of that alphabet, no padding, come back
+    // unchanged (a 31-character string comes back with `=`, `+` as `-`).
+    let sig = FOREIGN_CALL_SIGNATURE.as_bytes();
+    assert_eq!(sig.len() % 4, 0);
+    assert!(sig
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+}

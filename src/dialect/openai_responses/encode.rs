@@ -2,6 +2,8 @@
 //! content part opened and closed in order, and a final response object of the whole answer.
 
 use super::*;
+use crate::translate::ids;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An output item as the client has it.
 #[derive(Debug)]
@@ -65,6 +67,10 @@ pub(super) struct EventEncoder {
     /// Text was not kept (over the limit): a final response cannot be rebuilt.
     lost: bool,
     closing: Option<Closing>,
+    /// How a fallback of another wire ended, and its usage (input, output over every attempt):
+    /// what the terminal event this encoder writes says.
+    foreign_stop: Option<StopKind>,
+    foreign_usage: Option<(u64, u64)>,
     /// Reused for the text of each delta forwarded by the fast lane.
     piece: String,
 }
@@ -271,8 +277,36 @@ pub(super) fn sequence_number(data: &str) -> Option<u64> {
 
 impl Encode for EventEncoder {
     fn begin(&mut self, start: &Start, src: &Source<'_>) {
-        self.id = src.get(start.id).to_owned();
-        self.created = src.get(start.created).to_owned();
+        if src.wire.is(&WIRE) {
+            self.id = src.get(start.id).to_owned();
+            self.created = src.get(start.created).to_owned();
+            return;
+        }
+        // The client's first events are of a fallback of another wire: a response of its own,
+        // named after that attempt's message, in progress.
+        let raw = src.get(start.id);
+        let named = text(raw).unwrap_or_default();
+        let mut id = b"resp_".to_vec();
+        id.extend(
+            named
+                .bytes()
+                .filter(|b| b.is_ascii_alphanumeric() || *b == b'_'),
+        );
+        let mut json = Vec::new();
+        write_str(&mut json, std::str::from_utf8(&id).unwrap_or("resp_"));
+        self.id = String::from_utf8(json).expect("JSON text is UTF-8");
+        let model = match text(src.get(start.model)) {
+            Some(_) => src.get(start.model).to_owned(),
+            None => "\"\"".to_owned(),
+        };
+        // When the client's response began, as the API dates its own: Unix seconds.
+        let created_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.created = format!(
+            r#"{{"id":{},"object":"response","created_at":{created_at},"status":"in_progress","model":{model},"output":[],"usage":null}}"#,
+            self.id
+        );
     }
 
     fn start(&mut self, out: &mut Outbox) {
@@ -429,8 +463,16 @@ impl Encode for EventEncoder {
                 // Reasoning and other items of another wire have no form here.
                 return;
             }
+            // Another wire's id, fitted to the API's limit (or made, if it had none: Gemini's
+            // Developer API sends none), so the client's next turn can send it back.
+            let call_id = if held.id.is_empty() {
+                let seed = [self.id.as_str(), &position, &held.name, &held.arguments];
+                ids::minted("call_", &seed).into()
+            } else {
+                ids::responses(&held.id)
+            };
             let mut item = br#"{"type":"function_call","status":"completed","call_id":"#.to_vec();
-            write_str(&mut item, &held.id);
+            write_str(&mut item, &call_id);
             item.extend_from_slice(br#","name":"#);
             write_str(&mut item, &held.name);
             item.extend_from_slice(br#","arguments":"#);
@@ -469,11 +511,17 @@ impl Encode for EventEncoder {
         self.set_output(index, Output::Whole(item));
     }
 
-    fn finish(&mut self, _: Stop, base: u32, src: &Source<'_>, _: &mut Outbox) {
+    fn finish(&mut self, stop: Stop, base: u32, src: &Source<'_>, _: &mut Outbox) {
         // Written with the terminal event, which is the same event on this wire.
         if !src.wire.is(&WIRE) {
+            self.closing = None;
+            self.foreign_stop = Some(stop_kind_of(&stop, src, 0));
+            if let Some(usage) = stop.usage {
+                self.foreign_usage = Some(summed(usage, base));
+            }
             return;
         }
+        (self.foreign_stop, self.foreign_usage) = (None, None);
         if let Some([Some(kind), Some(response)]) = members(src.data, ["type", "response"]) {
             self.closing = Some(Closing {
                 kind: text(kind).map_or_else(|| "response.completed".into(), |k| k.into_owned()),
@@ -483,15 +531,30 @@ impl Encode for EventEncoder {
         }
     }
 
-    // The terminal event carries usage on this wire.
-    fn usage(&mut self, _: Usage, _: u32, _: &Source<'_>, _: &mut Outbox) {}
+    // The terminal event carries usage on this wire; another wire's is kept for it.
+    fn usage(&mut self, usage: Usage, base: u32, src: &Source<'_>, _: &mut Outbox) {
+        if !src.wire.is(&WIRE) {
+            self.foreign_usage = Some(summed(usage, base));
+        }
+    }
 
-    fn usage_estimate(&mut self, _: u32, _: &mut Outbox) {}
+    fn usage_estimate(&mut self, tokens: u32, _: &mut Outbox) {
+        if self.closing.is_none() && self.foreign_usage.is_none() {
+            self.foreign_usage = Some((0, u64::from(tokens)));
+        }
+    }
 
     fn terminal(&mut self, out: &mut Outbox) {
         let closing = self.closing.take();
+        // A fallback of another wire ended the answer: its stop told as the API tells it.
+        let incomplete = match self.foreign_stop {
+            Some(StopKind::MaxTokens | StopKind::ContextWindow) => Some("max_output_tokens"),
+            Some(StopKind::Refusal) => Some("content_filter"),
+            _ => None,
+        };
         let (kind, response, base) = match &closing {
             Some(c) => (c.kind.as_str(), c.response.as_str(), c.base),
+            None if incomplete.is_some() => ("response.incomplete", self.created.as_str(), 0),
             None => ("response.completed", self.created.as_str(), 0),
         };
         if self.spliced && self.lost {
@@ -500,17 +563,35 @@ impl Encode for EventEncoder {
             return;
         }
         let output = self.output_json();
-        let usage =
-            members(response, ["usage"]).and_then(|[u]| not_null(u).map(|u| summed_usage(u, base)));
+        let usage = match (&closing, self.foreign_usage) {
+            (None, Some((input, output))) => Some(Some(format!(
+                r#"{{"input_tokens":{input},"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{output},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#,
+                input + output
+            ))),
+            _ => members(response, ["usage"])
+                .and_then(|[u]| not_null(u).map(|u| summed_usage(u, base))),
+        };
+        let details = incomplete.map(|reason| format!(r#"{{"reason":"{reason}"}}"#));
         let mut edits: Vec<(&str, Option<&str>)> = Vec::new();
         if !self.id.is_empty() {
             edits.push(("id", Some(&self.id)));
+        }
+        // The client's response began when its `response.created` says, whatever attempt ends it.
+        let created_at = members(&self.created, ["created_at"]).and_then(|[at]| at);
+        if let (Some(at), true) = (created_at, self.spliced) {
+            edits.push(("created_at", Some(at)));
         }
         if self.spliced || closing.is_none() {
             edits.push(("output", Some(&output)));
         }
         if closing.is_none() {
-            edits.push(("status", Some("\"completed\"")));
+            match &details {
+                Some(details) => {
+                    edits.push(("status", Some("\"incomplete\"")));
+                    edits.push(("incomplete_details", Some(details)));
+                }
+                None => edits.push(("status", Some("\"completed\""))),
+            }
         }
         if let Some(Some(usage)) = &usage {
             edits.push(("usage", Some(usage)));
@@ -634,6 +715,14 @@ impl EventEncoder {
             }
         }
     }
+}
+
+/// Another wire's `usage` as (input, output) tokens, with `base` more output tokens.
+fn summed(usage: Usage, base: u32) -> (u64, u64) {
+    (
+        usage.input_tokens.unwrap_or(0),
+        usage.output_tokens.unwrap_or(0) + u64::from(base),
+    )
 }
 
 /// `usage` with `base` more output tokens (and total).

@@ -172,12 +172,14 @@ fn an_anthropic_request_is_written_as_gemini_field_by_field() {
                 {"fileData":{"mimeType":"image/jpeg","fileUri":"https://example.com/a.JPG?x=1"}}]},
             {"role":"model","parts":[
                 {"text":"Let me check."},
-                {"functionCall":{"id":"toolu_01A","name":"get_weather","args":{"city":"Paris"}}}]},
+                {"functionCall":{"id":"toolu_01A","name":"get_weather","args":{"city":"Paris"}},
+                    "thoughtSignature":"skip_thought_signature_validator"}]},
             {"role":"user","parts":[
                 {"functionResponse":{"id":"toolu_01A","name":"get_weather","response":{"output":"18 degrees"}}},
                 {"text":"And tomorrow?"}]},
             {"role":"model","parts":[
-                {"functionCall":{"id":"toolu_01B","name":"get_weather","args":{"city":"Paris","day":1}}}]},
+                {"functionCall":{"id":"toolu_01B","name":"get_weather","args":{"city":"Paris","day":1}},
+                    "thoughtSignature":"skip_thought_signature_validator"}]},
             {"role":"user","parts":[
                 {"functionResponse":{"id":"toolu_01B","name":"get_weather","response":{"error":"service down"}}}]}
         ],
@@ -223,8 +225,11 @@ fn a_chat_request_is_written_as_gemini_field_by_field() {
                 {"text":"Weather here?"},
                 {"inlineData":{"mimeType":"image/webp","data":PNG}}]},
             {"role":"model","parts":[
-                {"functionCall":{"id":"call_1","name":"get_weather","args":{"city":"Paris"}}},
-                {"functionCall":{"id":"functions.get_time:1","name":"get_time","args":{}}}]},
+                // Every call Gemini did not make carries Google's placeholder signature.
+                {"functionCall":{"id":"call_1","name":"get_weather","args":{"city":"Paris"}},
+                    "thoughtSignature":"skip_thought_signature_validator"},
+                {"functionCall":{"id":"functions.get_time:1","name":"get_time","args":{}},
+                    "thoughtSignature":"skip_thought_signature_validator"}]},
             // Chat's tool messages are the user's turn, as Gemini has it.
             {"role":"user","parts":[
                 {"functionResponse":{"id":"call_1","name":"get_weather","response":{"output":"18 degrees"}}},
