@@ -19,10 +19,12 @@ at every event position of the primary's stream; a retryable status before the s
 fallback that accepts prefill and one that rejects it. Plus: every attempt fails; the primary
 answers a non-retryable 400; the per-request opt-out; a fallback declared to accept prefill
 that answers it with 400. Across dialects (issue 14): the anthropic SDK with fallbacks on the
-OpenAI Chat upstream and on Gemini's API, the openai SDK and google-genai with fallbacks on the
-Anthropic one, each answer that can cross x each failure class at sampled positions (the first
-and last few, and every `CROSS_STEP`-th, or a handful per answer: the Rust matrices in
-tests/cross_dialect.rs and tests/cross_gemini.rs keep every position).
+OpenAI Chat upstream, on Gemini's API and on the Responses one, the openai SDK (Chat
+Completions and Responses) and google-genai with fallbacks on the Anthropic one, each answer
+that can cross x each failure class at sampled positions (the first and last few, and every
+`CROSS_STEP`-th, or a handful per answer: the Rust matrices in tests/cross_dialect.rs and
+tests/cross_gemini.rs keep every position); a request that cannot cross gets the original
+failure.
 
 OpenAI-compatible servers (issue 9, `x-demo-server`, positions sampled): reasoning in
 `reasoning_content` (DeepSeek) and `reasoning` (vLLM, usage on the finish chunk), kept once
@@ -122,7 +124,8 @@ class Dialect:
 
 class Cross:
     """Fallbacks in another dialect: `to` names it; `prefill` and `no_prefill` are primaries
-    (in DIALECTS' models) whose fallback there accepts prefill or rejects it; `answers` the
+    (in DIALECTS' models) whose fallback there accepts prefill (None where the dialect has no
+    prefill) or rejects it; `answers` the
     answers whose request can cross and whose final message is checked whole; `refused` those
     whose request cannot (Anthropic's extended thinking): it is never sent there, and the
     client gets the original failure. Failure positions: the first and last few, and every
@@ -133,6 +136,12 @@ class Cross:
     def __init__(self, to, answers, prefill, no_prefill, spread=None, refused=()):
         self.to, self.answers, self.prefill, self.no_prefill = to, answers, prefill, no_prefill
         self.spread, self.refused = spread, refused
+
+    def fallbacks(self):
+        """The kinds of fallback and their primaries: a dialect without prefill (Responses)
+        has no `prefill` one."""
+        return [(kind, model) for kind, model in (("prefill", self.prefill), ("no-prefill", self.no_prefill))
+                if model]
 
     def positions(self, n):
         step = max(1, n // self.spread) if self.spread else CROSS_STEP
@@ -162,9 +171,12 @@ DIALECTS = [
         # Fallbacks on Gemini's own API.
         ("claude-g", "demo-claude-primary", "none", ["gemini-prefill"]),
         ("claude-h", "demo-claude-primary", "none", ["gemini-no-prefill"]),
+        # A fallback on the Responses upstream (no prefill there: by instruction).
+        ("claude-r", "demo-claude-primary", "none", ["resp-fallback"]),
     ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c",
         cross=[Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y", refused=("thinking",)),
-               Cross("gemini", ("text", "tool"), "claude-g", "claude-h", spread=3, refused=("thinking",))]),
+               Cross("gemini", ("text", "tool"), "claude-g", "claude-h", spread=3, refused=("thinking",)),
+               Cross("openai-responses", ("text", "tool"), None, "claude-r", spread=3, refused=("thinking",))]),
     Dialect("openai", "openai-chat", "demo-openai", "gpt", models=[
         ("gpt-a", "demo-gpt-primary", "none", ["gpt-prefix"]),
         ("gpt-b", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
@@ -207,13 +219,17 @@ DIALECTS = [
     # (responses.stream) and raw iteration (responses.create(stream=True)), raw on the text
     # answer only. Its streams are long: failure positions are sampled sparsely, as
     # at strides 3 and 5 the two took 14.6 minutes of a 40-minute run on a loaded machine
-    # (1,152 cases, all passing); the Rust splice matrix keeps every position. Not translated
-    # to or from other dialects yet: no cross cases.
+    # (1,152 cases, all passing); the Rust splice matrix keeps every position. Its fallbacks on
+    # the Anthropic upstream cross (responses.stream only: raw iteration reads the same stream).
     Dialect("openai-responses", "openai-responses", "demo-responses", "resp", models=[
         ("resp-a", "demo-gpt-primary", "none", ["resp-fallback"]),
         ("resp-b", "demo-gpt-primary", "none", ["resp-fallback"]),
         ("resp-fallback", "demo-gpt-no-prefix", "none", []),
-    ], answers=("text", "tool", "thinking"), status="503", tail=0, every=15, truncation_raises=True),
+        # Fallbacks on the Anthropic upstream.
+        ("resp-x", "demo-gpt-primary", "none", ["claude-prefill"]),
+        ("resp-y", "demo-gpt-primary", "none", ["claude-no-prefill"]),
+    ], answers=("text", "tool", "thinking"), status="503", tail=0, every=15, truncation_raises=True,
+        cross=[Cross("anthropic", ("text", "tool"), "resp-x", "resp-y", spread=3)]),
     Dialect("openai-responses-raw", "openai-responses", "demo-responses-raw", "rraw", models=[
         ("rraw-a", "demo-gpt-primary", "none", ["rraw-fallback"]),
         ("rraw-b", "demo-gpt-primary", "none", ["rraw-fallback"]),
@@ -510,7 +526,7 @@ def cross_cases(d, cross, answer, n):
     """The primary in the client's dialect fails; its fallback speaks `cross.to`."""
     route = f"{d.dialect}>{cross.to}"
     out = []
-    for fallback, model in [("prefill", cross.prefill), ("no-prefill", cross.no_prefill)]:
+    for fallback, model in cross.fallbacks():
         for failure in ("reset", "stall", "error", "truncate"):
             for at in cross.positions(n):
                 out.append(Case(d, answer, failure, f"{failure}@{at}", model, fallback, usage=at % 2 == 0,
@@ -525,7 +541,7 @@ def refused_cases(d, cross, answer, n):
     content as after it)."""
     route = f"{d.dialect}>{cross.to}"
     return [Case(d, answer, failure, f"{failure}@{at}", model, "refused", expect="original-error", route=route)
-            for model in (cross.prefill, cross.no_prefill)
+            for _, model in cross.fallbacks()
             for failure in ("reset", "stall", "error", "truncate")
             for at in (0, n // 2)]
 
@@ -576,9 +592,9 @@ def main():
                     failures.append(f"{case.name()} ({case.model}): {error}")
 
         print(f"\nconformance matrix ({time.time() - started:.0f} s)\n")
-        print(f"{'client':<20} {'dialect':<24} {'failure class':<16} {'passed':>7} {'failed':>7}")
+        print(f"{'client':<20} {'dialect':<28} {'failure class':<16} {'passed':>7} {'failed':>7}")
         for (client_name, dialect, failure), counts in sorted(results.items()):
-            print(f"{client_name:<20} {dialect:<24} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
+            print(f"{client_name:<20} {dialect:<28} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
         total = sum(c["passed"] for c in results.values())
         print(f"\n{total} passed, {len(failures)} failed")
         for f in failures[:20]:
