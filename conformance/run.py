@@ -19,9 +19,12 @@ at every event position of the primary's stream; a retryable status before the s
 fallback that accepts prefill and one that rejects it. Plus: every attempt fails; the primary
 answers a non-retryable 400; the per-request opt-out; a fallback declared to accept prefill
 that answers it with 400. Across dialects (issue 14): the anthropic SDK with fallbacks on the
-OpenAI Chat upstream and the openai SDK with fallbacks on the Anthropic one, each answer that
-can cross x each failure class at sampled positions (the first and last few, and every
-`CROSS_STEP`-th: the Rust matrix in tests/cross_dialect.rs keeps every position).
+OpenAI Chat upstream, on Gemini's API and on the Responses one, the openai SDK (Chat
+Completions and Responses) and google-genai with fallbacks on the Anthropic one, each answer
+that can cross x each failure class at sampled positions (the first and last few, and every
+`CROSS_STEP`-th, or a handful per answer: the Rust matrices in tests/cross_dialect.rs and
+tests/cross_gemini.rs keep every position); a request that cannot cross gets the original
+failure.
 
 OpenAI-compatible servers (issue 9, `x-demo-server`, positions sampled): reasoning in
 `reasoning_content` (DeepSeek) and `reasoning` (vLLM, usage on the finish chunk), kept once
@@ -100,9 +103,9 @@ class Dialect:
     status; `tail` the events after the answer is complete (a failure there needs no fallback);
     `prefill_rejected` a model whose first fallback is declared to take prefill but answers it
     with 400; `every` samples failure positions (every k-th, plus the first and last three) to
-    keep CI within its budget (the Rust splice matrix keeps every position); `cross` the cases
-    whose fallbacks speak another dialect. A model may name its own upstream as a fifth element
-    (a fallback on Claude on Vertex AI, UPSTREAMS). `truncation_raises`: an SDK that raises on a
+    keep CI within its budget (the Rust splice matrix keeps every position); `cross` a `Cross`
+    per other dialect the client's fallbacks speak. A model may name its own upstream as a
+    fifth element (a fallback on Claude on Vertex AI, UPSTREAMS). `truncation_raises`: an SDK that raises on a
     stream without its terminal event (the Responses helpers) rather than returning the partial
     answer. A new dialect's gateway cases are one more entry in DIALECTS."""
 
@@ -110,7 +113,7 @@ class Dialect:
                  every=1, cross=None, truncation_raises=False):
         self.wrapper, self.dialect, self.upstream, self.prefix = wrapper, dialect, upstream, prefix
         self.models, self.answers, self.status, self.tail = models, answers, status, tail
-        self.prefill_rejected, self.every, self.cross = prefill_rejected, every, cross
+        self.prefill_rejected, self.every, self.cross = prefill_rejected, every, cross or []
         self.truncation_raises = truncation_raises
 
     def positions(self, n):
@@ -121,11 +124,28 @@ class Dialect:
 
 class Cross:
     """Fallbacks in another dialect: `to` names it; `prefill` and `no_prefill` are primaries
-    (in DIALECTS' models) whose fallback there accepts prefill or rejects it; `answers` the
-    answers whose request can cross (extended thinking cannot: it is never sent there)."""
+    (in DIALECTS' models) whose fallback there accepts prefill (None where the dialect has no
+    prefill) or rejects it; `answers` the
+    answers whose request can cross and whose final message is checked whole; `refused` those
+    whose request cannot (Anthropic's extended thinking): it is never sent there, and the
+    client gets the original failure. Failure positions: the first and last few, and every
+    `CROSS_STEP`-th; with `spread`, every (n // spread)-th instead, a handful per answer
+    whatever its length (the Rust matrices in tests/cross_dialect.rs and tests/cross_gemini.rs
+    keep every position)."""
 
-    def __init__(self, to, answers, prefill, no_prefill):
+    def __init__(self, to, answers, prefill, no_prefill, spread=None, refused=()):
         self.to, self.answers, self.prefill, self.no_prefill = to, answers, prefill, no_prefill
+        self.spread, self.refused = spread, refused
+
+    def fallbacks(self):
+        """The kinds of fallback and their primaries: a dialect without prefill (Responses)
+        has no `prefill` one."""
+        return [(kind, model) for kind, model in (("prefill", self.prefill), ("no-prefill", self.no_prefill))
+                if model]
+
+    def positions(self, n):
+        step = max(1, n // self.spread) if self.spread else CROSS_STEP
+        return sorted({0, 1, 2, n - 2, n - 1, *range(0, n, step)} & set(range(n)))
 
 
 # Upstreams that are not a plain dialect endpoint with an API key: Claude on Vertex AI, its
@@ -148,8 +168,15 @@ DIALECTS = [
         # Fallbacks on the OpenAI Chat upstream.
         ("claude-x", "demo-claude-primary", "none", ["gpt-prefix"]),
         ("claude-y", "demo-claude-primary", "none", ["gpt-no-prefix"]),
+        # Fallbacks on Gemini's own API.
+        ("claude-g", "demo-claude-primary", "none", ["gemini-prefill"]),
+        ("claude-h", "demo-claude-primary", "none", ["gemini-no-prefill"]),
+        # A fallback on the Responses upstream (no prefill there: by instruction).
+        ("claude-r", "demo-claude-primary", "none", ["resp-fallback"]),
     ], answers=("text", "tool", "thinking"), status="529", tail=2, prefill_rejected="claude-c",
-        cross=Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y")),
+        cross=[Cross("openai-chat", ("text", "tool"), "claude-x", "claude-y", refused=("thinking",)),
+               Cross("gemini", ("text", "tool"), "claude-g", "claude-h", spread=3, refused=("thinking",)),
+               Cross("openai-responses", ("text", "tool"), None, "claude-r", spread=3, refused=("thinking",))]),
     Dialect("openai", "openai-chat", "demo-openai", "gpt", models=[
         ("gpt-a", "demo-gpt-primary", "none", ["gpt-prefix"]),
         ("gpt-b", "demo-gpt-primary", "none", ["gpt-no-prefix"]),
@@ -161,14 +188,18 @@ DIALECTS = [
         ("gpt-x", "demo-gpt-primary", "none", ["claude-prefill"]),
         ("gpt-y", "demo-gpt-primary", "none", ["claude-no-prefill"]),
     ], answers=("text", "tool", "parallel-tools"), status="503", tail=3,
-        cross=Cross("anthropic", ("text", "tool", "parallel-tools"), "gpt-x", "gpt-y")),
+        cross=[Cross("anthropic", ("text", "tool", "parallel-tools"), "gpt-x", "gpt-y")]),
     # google-genai's default API version (v1 in 3.x) and v1beta; the finish rides on the last chunk.
     Dialect("google-genai", "gemini", "demo-gemini", "gemini", models=[
         ("gemini-a", "demo-gemini-primary", "none", ["gemini-prefill"]),
         ("gemini-b", "demo-gemini-primary", "none", ["gemini-no-prefill"]),
         ("gemini-prefill", "demo-gemini-prefill", "assistant", []),
         ("gemini-no-prefill", "demo-gemini-no-prefill", "none", []),
-    ], answers=("text", "tool", "thinking"), status="503", tail=1, every=3),
+        # Fallbacks on the Anthropic upstream.
+        ("gemini-x", "demo-gemini-primary", "none", ["claude-prefill"]),
+        ("gemini-y", "demo-gemini-primary", "none", ["claude-no-prefill"]),
+    ], answers=("text", "tool", "thinking"), status="503", tail=1, every=3,
+        cross=[Cross("anthropic", ("text", "tool"), "gemini-x", "gemini-y", spread=3)]),
     Dialect("google-genai-v1beta", "gemini", "demo-gemini", "gemini", models=[],
             answers=("text",), status="503", tail=1, every=4),
     # The anthropic SDK on the Anthropic API, its fallbacks Claude on Vertex AI.
@@ -188,13 +219,17 @@ DIALECTS = [
     # (responses.stream) and raw iteration (responses.create(stream=True)), raw on the text
     # answer only. Its streams are long: failure positions are sampled sparsely, as
     # at strides 3 and 5 the two took 14.6 minutes of a 40-minute run on a loaded machine
-    # (1,152 cases, all passing); the Rust splice matrix keeps every position. Not translated
-    # to or from other dialects yet: no cross cases.
+    # (1,152 cases, all passing); the Rust splice matrix keeps every position. Its fallbacks on
+    # the Anthropic upstream cross (responses.stream only: raw iteration reads the same stream).
     Dialect("openai-responses", "openai-responses", "demo-responses", "resp", models=[
         ("resp-a", "demo-gpt-primary", "none", ["resp-fallback"]),
         ("resp-b", "demo-gpt-primary", "none", ["resp-fallback"]),
         ("resp-fallback", "demo-gpt-no-prefix", "none", []),
-    ], answers=("text", "tool", "thinking"), status="503", tail=0, every=15, truncation_raises=True),
+        # Fallbacks on the Anthropic upstream.
+        ("resp-x", "demo-gpt-primary", "none", ["claude-prefill"]),
+        ("resp-y", "demo-gpt-primary", "none", ["claude-no-prefill"]),
+    ], answers=("text", "tool", "thinking"), status="503", tail=0, every=15, truncation_raises=True,
+        cross=[Cross("anthropic", ("text", "tool"), "resp-x", "resp-y", spread=3)]),
     Dialect("openai-responses-raw", "openai-responses", "demo-responses-raw", "rraw", models=[
         ("rraw-a", "demo-gpt-primary", "none", ["rraw-fallback"]),
         ("rraw-b", "demo-gpt-primary", "none", ["rraw-fallback"]),
@@ -478,24 +513,37 @@ def cases(gateway: str):
             if d.prefill_rejected:
                 for at in (2, n // 2):
                     out.append(Case(d, answer, "reset", f"reset@{at}", d.prefill_rejected, "prefill-rejected"))
-            if d.cross and answer in d.cross.answers:
-                out += cross_cases(d, answer, n)
+            for cross in d.cross:
+                if answer in cross.answers:
+                    out += cross_cases(d, cross, answer, n)
+                if answer in cross.refused:
+                    out += refused_cases(d, cross, answer, n)
     out += server_cases(gateway, wholes)
     return wholes, out
 
 
-def cross_cases(d, answer, n):
-    """The primary in the client's dialect fails; its fallback speaks `d.cross.to`."""
-    route = f"{d.dialect}>{d.cross.to}"
-    positions = sorted({0, 1, 2, n - 2, n - 1, *range(0, n, CROSS_STEP)} & set(range(n)))
+def cross_cases(d, cross, answer, n):
+    """The primary in the client's dialect fails; its fallback speaks `cross.to`."""
+    route = f"{d.dialect}>{cross.to}"
     out = []
-    for fallback, model in [("prefill", d.cross.prefill), ("no-prefill", d.cross.no_prefill)]:
+    for fallback, model in cross.fallbacks():
         for failure in ("reset", "stall", "error", "truncate"):
-            for at in positions:
+            for at in cross.positions(n):
                 out.append(Case(d, answer, failure, f"{failure}@{at}", model, fallback, usage=at % 2 == 0,
                                 route=route))
         out.append(Case(d, answer, "status", d.status, model, fallback, route=route))
     return out
+
+
+def refused_cases(d, cross, answer, n):
+    """The primary fails and its only fallback speaks `cross.to`, which cannot take this
+    request: it is never sent there, and the client gets the original failure (before any
+    content as after it)."""
+    route = f"{d.dialect}>{cross.to}"
+    return [Case(d, answer, failure, f"{failure}@{at}", model, "refused", expect="original-error", route=route)
+            for _, model in cross.fallbacks()
+            for failure in ("reset", "stall", "error", "truncate")
+            for at in (0, n // 2)]
 
 
 def main():
@@ -544,9 +592,9 @@ def main():
                     failures.append(f"{case.name()} ({case.model}): {error}")
 
         print(f"\nconformance matrix ({time.time() - started:.0f} s)\n")
-        print(f"{'client':<20} {'dialect':<24} {'failure class':<16} {'passed':>7} {'failed':>7}")
+        print(f"{'client':<20} {'dialect':<28} {'failure class':<16} {'passed':>7} {'failed':>7}")
         for (client_name, dialect, failure), counts in sorted(results.items()):
-            print(f"{client_name:<20} {dialect:<24} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
+            print(f"{client_name:<20} {dialect:<28} {failure:<16} {counts['passed']:>7} {counts['failed']:>7}")
         total = sum(c["passed"] for c in results.values())
         print(f"\n{total} passed, {len(failures)} failed")
         for f in failures[:20]:
