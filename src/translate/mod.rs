@@ -15,6 +15,7 @@ mod anthropic;
 mod conversation;
 mod gemini;
 pub(crate) mod ids;
+mod openai;
 mod openai_chat;
 mod openai_responses;
 
