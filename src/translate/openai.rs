@@ -15,6 +15,19 @@ use super::{
 
 // ---- reading --------------------------------------------------------------------------
 
+/// A part of a message's content, in both wires: its `type`, a text or a refusal, or an image
+/// in the wire's own form (`I`).
+#[derive(Deserialize)]
+pub(super) struct ContentPart<'a, I> {
+    #[serde(rename = "type", borrow)]
+    pub(super) kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) refusal: Option<Cow<'a, str>>,
+    pub(super) image_url: Option<I>,
+}
+
 /// A message's `content` (or a function call's `output`): a string, a list of parts each read
 /// by `part` (the wire's own types; `None` for one that says nothing), or nothing.
 pub(super) fn content<'a, P: Deserialize<'a>>(

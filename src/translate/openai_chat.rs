@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::openai::{self, Content, OutChoice};
+use super::openai::{self, Content, ContentPart, OutChoice};
 use super::{
     ids, is_null, object_in, parameters, parse, Conversation, Format, Knobs, Message, Part, Role,
     Tagged, ToolCall, ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
@@ -72,18 +72,6 @@ struct Function<'a> {
     name: Cow<'a, str>,
     #[serde(borrow)]
     arguments: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct ContentPart<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    image_url: Option<ImageUrl<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -346,19 +334,21 @@ fn read_messages(messages: &[Msg<'_>], c: &mut Conversation) -> Result<(), Untra
 
 /// A message's `content`: a string, parts, or nothing.
 fn parts(content: Option<&RawValue>) -> Result<Vec<Part>, Untranslatable> {
-    openai::content(content, |p: ContentPart<'_>| match p.kind.as_ref() {
-        "text" => Ok(openai::text_part(p.text)),
-        "refusal" => Ok(openai::text_part(p.refusal)),
-        "image_url" => {
-            let url = p
-                .image_url
-                .ok_or_else(|| Untranslatable::new("an image_url part without its url"))?
-                .url;
-            Ok(Some(Part::Image(openai::image(&url)?)))
+    openai::content(content, |p: ContentPart<'_, ImageUrl<'_>>| {
+        match p.kind.as_ref() {
+            "text" => Ok(openai::text_part(p.text)),
+            "refusal" => Ok(openai::text_part(p.refusal)),
+            "image_url" => {
+                let url = p
+                    .image_url
+                    .ok_or_else(|| Untranslatable::new("an image_url part without its url"))?
+                    .url;
+                Ok(Some(Part::Image(openai::image(&url)?)))
+            }
+            other => Err(Untranslatable::new(format!(
+                "a content part of type `{other}`"
+            ))),
         }
-        other => Err(Untranslatable::new(format!(
-            "a content part of type `{other}`"
-        ))),
     })
 }
 

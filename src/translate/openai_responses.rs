@@ -28,10 +28,10 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::openai::{self, Content, OutChoice};
+use super::openai::{self, Content, ContentPart, OutChoice};
 use super::{
-    ids, object_in, parameters, parse, Conversation, Format, Knobs, Message, Part, Role, ToolCall,
-    ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
+    ids, object_in, parameters, parse, Conversation, Format, Knobs, Message, Part, Role, Tagged,
+    ToolCall, ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
 };
 use crate::strategy::Prefill;
 
@@ -61,17 +61,10 @@ struct InputItem<'a> {
     output: Option<&'a RawValue>,
 }
 
+/// An `input_image`'s `image_url`: the URL itself (Chat nests it in an object).
 #[derive(Deserialize)]
-struct ContentPart<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    image_url: Option<Cow<'a, str>>,
-}
+#[serde(transparent)]
+struct ImageUrl<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Deserialize)]
 struct Tool<'a> {
@@ -97,13 +90,7 @@ struct NamedChoice<'a> {
 #[derive(Deserialize)]
 struct TextOptions<'a> {
     #[serde(borrow)]
-    format: Option<TextFormat<'a>>,
-}
-
-#[derive(Deserialize)]
-struct TextFormat<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
+    format: Option<Tagged<'a>>,
 }
 
 impl Format for Responses {
@@ -329,18 +316,20 @@ fn message(item: &InputItem<'_>, c: &mut Conversation) -> Result<(), Untranslata
 
 /// A message's `content` (or a function call's `output`): a string, parts, or nothing.
 fn parts(content: Option<&RawValue>) -> Result<Vec<Part>, Untranslatable> {
-    openai::content(content, |p: ContentPart<'_>| match p.kind.as_ref() {
-        "input_text" | "output_text" => Ok(openai::text_part(p.text)),
-        "refusal" => Ok(openai::text_part(p.refusal)),
-        "input_image" => {
-            let url = p.image_url.ok_or_else(|| {
-                Untranslatable::new("an image by file id (only URLs and data URLs cross)")
-            })?;
-            Ok(Some(Part::Image(openai::image(&url)?)))
+    openai::content(content, |p: ContentPart<'_, ImageUrl<'_>>| {
+        match p.kind.as_ref() {
+            "input_text" | "output_text" => Ok(openai::text_part(p.text)),
+            "refusal" => Ok(openai::text_part(p.refusal)),
+            "input_image" => {
+                let ImageUrl(url) = p.image_url.ok_or_else(|| {
+                    Untranslatable::new("an image by file id (only URLs and data URLs cross)")
+                })?;
+                Ok(Some(Part::Image(openai::image(&url)?)))
+            }
+            other => Err(Untranslatable::new(format!(
+                "a content part of type `{other}`"
+            ))),
         }
-        other => Err(Untranslatable::new(format!(
-            "a content part of type `{other}`"
-        ))),
     })
 }
 
