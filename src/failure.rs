@@ -139,14 +139,8 @@ impl<'a> Failure<'a> {
         if to == self.dialect {
             return self.prefill_allowed();
         }
-        translate::translate(
-            self.dialect,
-            to,
-            self.request.body(),
-            target.name(),
-            target.accepts(),
-        )
-        .is_ok_and(|translated| to.spec().prefill_allowed(&to.index("", &translated)))
+        self.translated_for(target, to)
+            .is_ok_and(|translated| to.spec().prefill_allowed(&to.index("", &translated)))
     }
 
     /// Whether any of the answer reached the client (text, a refusal, a tool call, anything
@@ -337,6 +331,22 @@ impl<'a> Failure<'a> {
         self.retry_to(&target.into(), strategy)
     }
 
+    /// The client's request translated for `target`, which speaks `to`, another dialect than
+    /// the client's.
+    fn translated_for(
+        &self,
+        target: &Target,
+        to: Dialect,
+    ) -> Result<Bytes, translate::Untranslatable> {
+        translate::translate(
+            self.dialect,
+            to,
+            self.request.body(),
+            target.name(),
+            target.accepts(),
+        )
+    }
+
     /// Why the request cannot be sent to `target` at all, if it cannot: `target` speaks
     /// another dialect than the client's, and the request carries something that dialect has
     /// no form for (extended thinking, a server tool, a document, structured output, a
@@ -363,16 +373,10 @@ impl<'a> Failure<'a> {
         if to == self.dialect {
             return None;
         }
-        translate::translate(
-            self.dialect,
-            to,
-            self.request.body(),
-            target.name(),
-            target.accepts(),
-        )
-        .err()
-        // It may quote the client's request (a parameter's name): fit for a log line.
-        .map(|why| crate::untrusted::escaped(&why.0).into())
+        self.translated_for(target, to)
+            .err()
+            // It may quote the client's request (a parameter's name): fit for a log line.
+            .map(|why| crate::untrusted::escaped(&why.0).into())
     }
 
     /// The request for the next attempt, to `target`, in the dialect it speaks: as
@@ -403,14 +407,7 @@ impl<'a> Failure<'a> {
                 &continuation,
             );
         }
-        let translated = translate::translate(
-            self.dialect,
-            to,
-            self.request.body(),
-            target.name(),
-            target.accepts(),
-        )
-        .map_err(|why| {
+        let translated = self.translated_for(target, to).map_err(|why| {
             RewriteError::new(format!(
                 "cannot translate the request to {}: {}",
                 to.name(),

@@ -15,6 +15,7 @@ mod anthropic;
 mod conversation;
 mod gemini;
 pub(crate) mod ids;
+mod openai;
 mod openai_chat;
 mod openai_responses;
 
@@ -228,15 +229,16 @@ fn is_null(raw: &RawValue) -> bool {
     raw.get() == "null"
 }
 
-/// A parameter read only for its `type` (Anthropic's `thinking`, Chat's `response_format`).
+/// A parameter read only for its `type` (Anthropic's `thinking`, Chat's `response_format`,
+/// Responses' `text.format`).
 #[derive(serde::Deserialize)]
 struct Tagged<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
 }
 
-/// What a function tool's definition holds in both wires, beside its schema, which each names
-/// its own way (Anthropic `input_schema`, Chat `parameters`) and reads itself.
+/// What a function tool's definition holds in every wire, beside its schema, which each names
+/// its own way (Anthropic `input_schema`, Chat and Responses `parameters`) and reads itself.
 #[derive(serde::Deserialize)]
 struct ToolSpec<'a> {
     #[serde(borrow)]
@@ -258,8 +260,9 @@ impl ToolSpec<'_> {
     }
 }
 
-/// The members both writers put between the conversation and `stream`, in this order: the
-/// sampling knobs, then the tools and the choice among them in each wire's shapes (`T`, `C`).
+/// The members the writers (Anthropic, Chat, Responses) put between the conversation and
+/// `stream`, in this order: the sampling knobs, then the tools and the choice among them in
+/// each wire's shapes (`T`, `C`).
 #[derive(serde::Serialize)]
 struct Knobs<T, C> {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -23,9 +23,10 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::openai::{self, Content, ContentPart, OutChoice};
 use super::{
-    ids, is_null, object_in, parameters, parse, Conversation, Format, Image, Knobs, Message, Part,
-    Role, Tagged, ToolCall, ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
+    ids, is_null, object_in, parameters, parse, Conversation, Format, Knobs, Message, Part, Role,
+    Tagged, ToolCall, ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
 };
 use crate::strategy::Prefill;
 
@@ -71,18 +72,6 @@ struct Function<'a> {
     name: Cow<'a, str>,
     #[serde(borrow)]
     arguments: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct ContentPart<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    image_url: Option<ImageUrl<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -236,26 +225,14 @@ impl Format for Chat {
             match m.role {
                 Role::User => user_messages(m, &mut messages)?,
                 Role::Assistant => {
-                    let mut text = String::new();
-                    let mut calls = Vec::new();
-                    for part in &m.parts {
-                        match part {
-                            Part::Text(t) => text.push_str(t),
-                            Part::ToolCall(call) => calls.push(OutCall {
-                                id: ids::chat(&call.id),
-                                kind: "function",
-                                function: OutFunction {
-                                    name: &call.name,
-                                    arguments: call.arguments.get(),
-                                },
-                            }),
-                            Part::Image(_) | Part::ToolResult(_) => {
-                                return Err(Untranslatable::new(
-                                    "an assistant turn with images or tool results",
-                                ))
-                            }
-                        }
-                    }
+                    let (text, calls) = openai::assistant(m, |call| OutCall {
+                        id: ids::chat(&call.id),
+                        kind: "function",
+                        function: OutFunction {
+                            name: &call.name,
+                            arguments: call.arguments.get(),
+                        },
+                    })?;
                     if text.is_empty() && calls.is_empty() {
                         continue;
                     }
@@ -285,17 +262,12 @@ impl Format for Chat {
                 temperature: c.temperature,
                 top_p: c.top_p,
                 tools,
-                tool_choice: c.tool_choice.as_ref().filter(|_| with_tools).map(
-                    |choice| match choice {
-                        ToolChoice::Auto => OutChoice::Mode("auto"),
-                        ToolChoice::Any => OutChoice::Mode("required"),
-                        ToolChoice::None => OutChoice::Mode("none"),
-                        ToolChoice::Tool(name) => OutChoice::Named {
-                            kind: "function",
-                            function: OutChoiceFunction { name },
-                        },
-                    },
-                ),
+                tool_choice: c.tool_choice.as_ref().filter(|_| with_tools).map(|choice| {
+                    OutChoice::new(choice, |name| OutNamedChoice {
+                        kind: "function",
+                        function: OutChoiceFunction { name },
+                    })
+                }),
             },
             // OpenAI refuses `parallel_tool_calls` without tools.
             parallel_tool_calls: c.parallel_tool_calls.filter(|_| with_tools),
@@ -319,20 +291,7 @@ fn read_messages(messages: &[Msg<'_>], c: &mut Conversation) -> Result<(), Untra
             return Err(Untranslatable::new("a legacy `function_call`"));
         }
         match m.role.as_ref() {
-            "system" | "developer" => {
-                if !c.messages.is_empty() {
-                    return Err(Untranslatable::new(
-                        "a system message after the first turn (other dialects have one system \
-                         prompt, ahead of the conversation)",
-                    ));
-                }
-                for part in parts(m.content)? {
-                    match part {
-                        Part::Text(text) => c.system.push(text),
-                        _ => return Err(Untranslatable::new("a system message that is not text")),
-                    }
-                }
-            }
+            "system" | "developer" => openai::system(parts(m.content)?, c)?,
             "user" => c.messages.push(Message {
                 role: Role::User,
                 parts: parts(m.content)?,
@@ -375,60 +334,22 @@ fn read_messages(messages: &[Msg<'_>], c: &mut Conversation) -> Result<(), Untra
 
 /// A message's `content`: a string, parts, or nothing.
 fn parts(content: Option<&RawValue>) -> Result<Vec<Part>, Untranslatable> {
-    let Some(raw) = content.filter(|r| !is_null(r)) else {
-        return Ok(Vec::new());
-    };
-    if raw.get().starts_with('"') {
-        let text: Cow<'_, str> = parse(raw, "content")?;
-        return Ok(if text.is_empty() {
-            Vec::new()
-        } else {
-            vec![Part::Text(text.into_owned())]
-        });
-    }
-    let list: Vec<ContentPart<'_>> = parse(raw, "content")?;
-    let mut out = Vec::with_capacity(list.len());
-    for p in list {
+    openai::content(content, |p: ContentPart<'_, ImageUrl<'_>>| {
         match p.kind.as_ref() {
-            "text" => {
-                if let Some(text) = p.text.filter(|t| !t.is_empty()) {
-                    out.push(Part::Text(text.into_owned()));
-                }
-            }
-            "refusal" => {
-                if let Some(text) = p.refusal.filter(|t| !t.is_empty()) {
-                    out.push(Part::Text(text.into_owned()));
-                }
-            }
+            "text" => Ok(openai::text_part(p.text)),
+            "refusal" => Ok(openai::text_part(p.refusal)),
             "image_url" => {
                 let url = p
                     .image_url
                     .ok_or_else(|| Untranslatable::new("an image_url part without its url"))?
                     .url;
-                out.push(Part::Image(image(&url)?));
+                Ok(Some(Part::Image(openai::image(&url)?)))
             }
-            other => {
-                return Err(Untranslatable::new(format!(
-                    "a content part of type `{other}`"
-                )))
-            }
+            other => Err(Untranslatable::new(format!(
+                "a content part of type `{other}`"
+            ))),
         }
-    }
-    Ok(out)
-}
-
-/// An image URL: a base64 `data:` URL is inline data, anything else a URL to fetch.
-fn image(url: &str) -> Result<Image, Untranslatable> {
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Ok(Image::Url(url.to_owned()));
-    };
-    match rest.split_once(',') {
-        Some((meta, data)) if meta.ends_with(";base64") => Ok(Image::Base64 {
-            media_type: meta.trim_end_matches(";base64").to_owned(),
-            data: data.to_owned(),
-        }),
-        _ => Err(Untranslatable::new("an image data URL that is not base64")),
-    }
+    })
 }
 
 fn tool_call(call: &Call<'_>) -> Result<ToolCall, Untranslatable> {
@@ -465,22 +386,10 @@ fn tool(t: Typed<'_, ToolFunction<'_>>) -> Result<ToolDef, Untranslatable> {
 }
 
 fn tool_choice(raw: &RawValue) -> Result<ToolChoice, Untranslatable> {
-    if raw.get().starts_with('"') {
-        let mode: Cow<'_, str> = parse(raw, "tool_choice")?;
-        return match mode.as_ref() {
-            "auto" => Ok(ToolChoice::Auto),
-            "required" => Ok(ToolChoice::Any),
-            "none" => Ok(ToolChoice::None),
-            other => Err(Untranslatable::new(format!("the tool_choice `{other}`"))),
-        };
-    }
-    let named: Typed<'_, ChoiceFunction<'_>> = parse(raw, "tool_choice")?;
-    match (named.kind.as_ref(), named.function) {
-        ("function", Some(f)) => Ok(ToolChoice::Tool(f.name.into_owned())),
-        (kind, _) => Err(Untranslatable::new(format!(
-            "the tool_choice of type `{kind}`"
-        ))),
-    }
+    openai::tool_choice(raw, |raw| {
+        let named: Typed<'_, ChoiceFunction<'_>> = parse(raw, "tool_choice")?;
+        Ok((named.kind, named.function.map(|f| f.name)))
+    })
 }
 
 // ---- writing --------------------------------------------------------------------------
@@ -494,7 +403,7 @@ struct Out<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stop: Option<&'a Vec<String>>,
     #[serde(flatten)]
-    knobs: Knobs<OutTool<'a>, OutChoice<'a>>,
+    knobs: Knobs<OutTool<'a>, OutChoice<OutNamedChoice<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -517,7 +426,7 @@ enum OutMsg<'a> {
         content: &'a str,
     },
     User {
-        content: OutContent<'a>,
+        content: Content<'a, OutPart<'a>>,
     },
     Assistant {
         content: Option<String>,
@@ -528,15 +437,8 @@ enum OutMsg<'a> {
     },
     Tool {
         tool_call_id: Cow<'a, str>,
-        content: OutContent<'a>,
+        content: Content<'a, OutPart<'a>>,
     },
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum OutContent<'a> {
-    Text(&'a str),
-    Parts(Vec<OutPart<'a>>),
 }
 
 #[derive(Serialize)]
@@ -584,14 +486,10 @@ struct OutToolFunction<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(untagged)]
-enum OutChoice<'a> {
-    Mode(&'static str),
-    Named {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        function: OutChoiceFunction<'a>,
-    },
+struct OutNamedChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutChoiceFunction<'a>,
 }
 
 #[derive(Serialize)]
@@ -603,24 +501,17 @@ struct OutChoiceFunction<'a> {
 fn user_messages<'a>(m: &'a Message, out: &mut Vec<OutMsg<'a>>) -> Result<(), Untranslatable> {
     for part in &m.parts {
         if let Part::ToolResult(result) = part {
-            let mut texts = Vec::new();
-            for p in &result.content {
-                match p {
-                    Part::Text(text) => texts.push(text.as_str()),
-                    _ => {
-                        return Err(Untranslatable::new(
-                            "an image in a tool result (Chat tool messages carry text only)",
-                        ))
-                    }
-                }
-            }
+            let texts = openai::result_texts(
+                result,
+                "an image in a tool result (Chat tool messages carry text only)",
+            )?;
             out.push(OutMsg::Tool {
                 tool_call_id: ids::chat(&result.id),
                 content: match texts.as_slice() {
-                    [] => OutContent::Text(""),
-                    [one] => OutContent::Text(one),
+                    [] => Content::Text(""),
+                    [one] => Content::Text(one),
                     many => {
-                        OutContent::Parts(many.iter().map(|text| OutPart::Text { text }).collect())
+                        Content::Parts(many.iter().map(|text| OutPart::Text { text }).collect())
                     }
                 },
             });
@@ -633,12 +524,7 @@ fn user_messages<'a>(m: &'a Message, out: &mut Vec<OutMsg<'a>>) -> Result<(), Un
             Part::Text(text) => Some(OutPart::Text { text }),
             Part::Image(image) => Some(OutPart::ImageUrl {
                 image_url: OutImageUrl {
-                    url: match image {
-                        Image::Url(url) => Cow::Borrowed(url.as_str()),
-                        Image::Base64 { media_type, data } => {
-                            Cow::Owned(format!("data:{media_type};base64,{data}"))
-                        }
-                    },
+                    url: openai::image_url(image),
                 },
             }),
             Part::ToolCall(_) | Part::ToolResult(_) => None,
@@ -647,17 +533,12 @@ fn user_messages<'a>(m: &'a Message, out: &mut Vec<OutMsg<'a>>) -> Result<(), Un
     if m.parts.iter().any(|p| matches!(p, Part::ToolCall(_))) {
         return Err(Untranslatable::new("a user turn with a tool call"));
     }
-    match <[_; 1]>::try_from(rest) {
-        Ok([OutPart::Text { text }]) => out.push(OutMsg::User {
-            content: OutContent::Text(text),
-        }),
-        Ok(one) => out.push(OutMsg::User {
-            content: OutContent::Parts(one.into()),
-        }),
-        Err(rest) if rest.is_empty() => {}
-        Err(rest) => out.push(OutMsg::User {
-            content: OutContent::Parts(rest),
-        }),
+    let text_of = |p: &OutPart<'a>| match p {
+        OutPart::Text { text } => Some(*text),
+        OutPart::ImageUrl { .. } => None,
+    };
+    if let Some(content) = openai::user_content(rest, text_of) {
+        out.push(OutMsg::User { content });
     }
     Ok(())
 }

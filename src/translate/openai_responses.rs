@@ -28,9 +28,10 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::openai::{self, Content, ContentPart, OutChoice};
 use super::{
-    ids, is_null, object, object_in, parameters, parse, Conversation, Format, Image, Message, Part,
-    Role, ToolCall, ToolChoice, ToolDef, ToolResult, Untranslatable,
+    ids, object_in, parameters, parse, Conversation, Format, Knobs, Message, Part, Role, Tagged,
+    ToolCall, ToolChoice, ToolDef, ToolResult, ToolSpec, Untranslatable,
 };
 use crate::strategy::Prefill;
 
@@ -60,17 +61,10 @@ struct InputItem<'a> {
     output: Option<&'a RawValue>,
 }
 
+/// An `input_image`'s `image_url`: the URL itself (Chat nests it in an object).
 #[derive(Deserialize)]
-struct ContentPart<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    image_url: Option<Cow<'a, str>>,
-}
+#[serde(transparent)]
+struct ImageUrl<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Deserialize)]
 struct Tool<'a> {
@@ -96,13 +90,7 @@ struct NamedChoice<'a> {
 #[derive(Deserialize)]
 struct TextOptions<'a> {
     #[serde(borrow)]
-    format: Option<TextFormat<'a>>,
-}
-
-#[derive(Deserialize)]
-struct TextFormat<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
+    format: Option<Tagged<'a>>,
 }
 
 impl Format for Responses {
@@ -199,7 +187,7 @@ impl Format for Responses {
             .iter()
             .map(|text| OutItem::Message {
                 role: "system",
-                content: OutContent::Text(text),
+                content: Content::Text(text),
             })
             .collect();
         for m in &c.messages {
@@ -210,28 +198,24 @@ impl Format for Responses {
         }
         let tools: Vec<OutTool<'_>> = c.tools.iter().map(out_tool).collect();
         let with_tools = !tools.is_empty();
-        let out =
-            Out {
-                model,
-                input,
-                max_output_tokens: c.max_tokens.map(|n| n.max(MIN_OUTPUT_TOKENS)),
+        let out = Out {
+            model,
+            input,
+            max_output_tokens: c.max_tokens.map(|n| n.max(MIN_OUTPUT_TOKENS)),
+            knobs: Knobs {
                 temperature: c.temperature,
                 top_p: c.top_p,
                 tools,
-                tool_choice: c.tool_choice.as_ref().filter(|_| with_tools).map(
-                    |choice| match choice {
-                        ToolChoice::Auto => OutChoice::Mode("auto"),
-                        ToolChoice::Any => OutChoice::Mode("required"),
-                        ToolChoice::None => OutChoice::Mode("none"),
-                        ToolChoice::Tool(name) => OutChoice::Named {
-                            kind: "function",
-                            name,
-                        },
-                    },
-                ),
-                parallel_tool_calls: c.parallel_tool_calls.filter(|_| with_tools),
-                stream: true,
-            };
+                tool_choice: c.tool_choice.as_ref().filter(|_| with_tools).map(|choice| {
+                    OutChoice::new(choice, |name| OutNamedChoice {
+                        kind: "function",
+                        name,
+                    })
+                }),
+            },
+            parallel_tool_calls: c.parallel_tool_calls.filter(|_| with_tools),
+            stream: true,
+        };
         Ok(serde_json::to_vec(&out).expect("a request always serializes"))
     }
 }
@@ -315,20 +299,7 @@ fn message(item: &InputItem<'_>, c: &mut Conversation) -> Result<(), Untranslata
         .as_deref()
         .ok_or_else(|| Untranslatable::new("a message without a `role`"))?;
     match role {
-        "system" | "developer" => {
-            if !c.messages.is_empty() {
-                return Err(Untranslatable::new(
-                    "a system message after the first turn (other dialects have one system \
-                     prompt, ahead of the conversation)",
-                ));
-            }
-            for part in parts(item.content)? {
-                match part {
-                    Part::Text(text) => c.system.push(text),
-                    _ => return Err(Untranslatable::new("a system message that is not text")),
-                }
-            }
-        }
+        "system" | "developer" => openai::system(parts(item.content)?, c)?,
         "user" => c.messages.push(Message {
             role: Role::User,
             parts: parts(item.content)?,
@@ -345,73 +316,31 @@ fn message(item: &InputItem<'_>, c: &mut Conversation) -> Result<(), Untranslata
 
 /// A message's `content` (or a function call's `output`): a string, parts, or nothing.
 fn parts(content: Option<&RawValue>) -> Result<Vec<Part>, Untranslatable> {
-    let Some(raw) = content.filter(|r| !is_null(r)) else {
-        return Ok(Vec::new());
-    };
-    if raw.get().starts_with('"') {
-        let text: Cow<'_, str> = parse(raw, "content")?;
-        return Ok(if text.is_empty() {
-            Vec::new()
-        } else {
-            vec![Part::Text(text.into_owned())]
-        });
-    }
-    let list: Vec<ContentPart<'_>> = parse(raw, "content")?;
-    let mut out = Vec::with_capacity(list.len());
-    for p in list {
+    openai::content(content, |p: ContentPart<'_, ImageUrl<'_>>| {
         match p.kind.as_ref() {
-            "input_text" | "output_text" => {
-                if let Some(text) = p.text.filter(|t| !t.is_empty()) {
-                    out.push(Part::Text(text.into_owned()));
-                }
-            }
-            "refusal" => {
-                if let Some(text) = p.refusal.filter(|t| !t.is_empty()) {
-                    out.push(Part::Text(text.into_owned()));
-                }
-            }
+            "input_text" | "output_text" => Ok(openai::text_part(p.text)),
+            "refusal" => Ok(openai::text_part(p.refusal)),
             "input_image" => {
-                let url = p.image_url.ok_or_else(|| {
+                let ImageUrl(url) = p.image_url.ok_or_else(|| {
                     Untranslatable::new("an image by file id (only URLs and data URLs cross)")
                 })?;
-                out.push(Part::Image(image(&url)?));
+                Ok(Some(Part::Image(openai::image(&url)?)))
             }
-            other => {
-                return Err(Untranslatable::new(format!(
-                    "a content part of type `{other}`"
-                )))
-            }
+            other => Err(Untranslatable::new(format!(
+                "a content part of type `{other}`"
+            ))),
         }
-    }
-    Ok(out)
-}
-
-/// An image URL: a base64 `data:` URL is inline data, anything else a URL to fetch.
-fn image(url: &str) -> Result<Image, Untranslatable> {
-    let Some(rest) = url.strip_prefix("data:") else {
-        return Ok(Image::Url(url.to_owned()));
-    };
-    match rest.split_once(',') {
-        Some((meta, data)) if meta.ends_with(";base64") => Ok(Image::Base64 {
-            media_type: meta.trim_end_matches(";base64").to_owned(),
-            data: data.to_owned(),
-        }),
-        _ => Err(Untranslatable::new("an image data URL that is not base64")),
-    }
+    })
 }
 
 fn tool(t: Tool<'_>) -> Result<ToolDef, Untranslatable> {
     match (t.kind.as_ref(), t.name) {
-        ("function", Some(name)) => Ok(ToolDef {
-            name: name.into_owned(),
-            description: t.description.map(Cow::into_owned),
-            parameters: t
-                .parameters
-                .filter(|p| !is_null(p))
-                .map(|p| object(p, "a function's `parameters`"))
-                .transpose()?,
+        ("function", Some(name)) => ToolSpec {
+            name,
+            description: t.description,
             strict: t.strict,
-        }),
+        }
+        .def(t.parameters, "a function's `parameters`"),
         ("function", None) => Err(Untranslatable::new("a function tool without a `name`")),
         (kind, _) => Err(Untranslatable::new(format!(
             "a tool of type `{kind}` (only function tools are translated)"
@@ -420,22 +349,10 @@ fn tool(t: Tool<'_>) -> Result<ToolDef, Untranslatable> {
 }
 
 fn tool_choice(raw: &RawValue) -> Result<ToolChoice, Untranslatable> {
-    if raw.get().starts_with('"') {
-        let mode: Cow<'_, str> = parse(raw, "tool_choice")?;
-        return match mode.as_ref() {
-            "auto" => Ok(ToolChoice::Auto),
-            "required" => Ok(ToolChoice::Any),
-            "none" => Ok(ToolChoice::None),
-            other => Err(Untranslatable::new(format!("the tool_choice `{other}`"))),
-        };
-    }
-    let named: NamedChoice<'_> = parse(raw, "tool_choice")?;
-    match (named.kind.as_ref(), named.name) {
-        ("function", Some(name)) => Ok(ToolChoice::Tool(name.into_owned())),
-        (kind, _) => Err(Untranslatable::new(format!(
-            "the tool_choice of type `{kind}`"
-        ))),
-    }
+    openai::tool_choice(raw, |raw| {
+        let named: NamedChoice<'_> = parse(raw, "tool_choice")?;
+        Ok((named.kind, named.name))
+    })
 }
 
 // ---- writing --------------------------------------------------------------------------
@@ -446,14 +363,8 @@ struct Out<'a> {
     input: Vec<OutItem<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_output_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<OutTool<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<OutChoice<'a>>,
+    #[serde(flatten)]
+    knobs: Knobs<OutTool<'a>, OutChoice<OutNamedChoice<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
     stream: bool,
@@ -464,8 +375,10 @@ struct Out<'a> {
 enum OutItem<'a> {
     Message {
         role: &'static str,
-        content: OutContent<'a>,
+        content: Content<'a, OutPart<'a>>,
     },
+    /// An assistant's text, joined from its parts.
+    Said { role: &'static str, content: String },
     Call {
         #[serde(rename = "type")]
         kind: &'static str,
@@ -479,14 +392,6 @@ enum OutItem<'a> {
         call_id: Cow<'a, str>,
         output: String,
     },
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum OutContent<'a> {
-    Text(&'a str),
-    Joined(String),
-    Parts(Vec<OutPart<'a>>),
 }
 
 #[derive(Serialize)]
@@ -514,14 +419,10 @@ struct OutTool<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(untagged)]
-enum OutChoice<'a> {
-    Mode(&'static str),
-    Named {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        name: &'a str,
-    },
+struct OutNamedChoice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
 }
 
 /// A user turn: its tool results as `function_call_output` items first, then the rest as one
@@ -531,21 +432,16 @@ fn user_items<'a>(m: &'a Message, out: &mut Vec<OutItem<'a>>) -> Result<(), Untr
     for part in &m.parts {
         match part {
             Part::ToolResult(result) => {
+                let texts = openai::result_texts(
+                    result,
+                    "an image in a tool result (written to Responses as text only)",
+                )?;
                 let mut output = String::new();
-                for p in &result.content {
-                    match p {
-                        Part::Text(text) => {
-                            if !output.is_empty() {
-                                output.push('\n');
-                            }
-                            output.push_str(text);
-                        }
-                        _ => {
-                            return Err(Untranslatable::new(
-                                "an image in a tool result (written to Responses as text only)",
-                            ))
-                        }
+                for text in texts {
+                    if !output.is_empty() {
+                        output.push('\n');
                     }
+                    output.push_str(text);
                 }
                 out.push(OutItem::Output {
                     kind: "function_call_output",
@@ -555,59 +451,37 @@ fn user_items<'a>(m: &'a Message, out: &mut Vec<OutItem<'a>>) -> Result<(), Untr
             }
             Part::Text(text) => rest.push(OutPart::InputText { text }),
             Part::Image(image) => rest.push(OutPart::InputImage {
-                image_url: match image {
-                    Image::Url(url) => Cow::Borrowed(url.as_str()),
-                    Image::Base64 { media_type, data } => {
-                        Cow::Owned(format!("data:{media_type};base64,{data}"))
-                    }
-                },
+                image_url: openai::image_url(image),
                 detail: "auto",
             }),
             Part::ToolCall(_) => return Err(Untranslatable::new("a user turn with a tool call")),
         }
     }
-    match <[_; 1]>::try_from(rest) {
-        Ok([OutPart::InputText { text }]) => out.push(OutItem::Message {
+    let text_of = |p: &OutPart<'a>| match p {
+        OutPart::InputText { text } => Some(*text),
+        OutPart::InputImage { .. } => None,
+    };
+    if let Some(content) = openai::user_content(rest, text_of) {
+        out.push(OutItem::Message {
             role: "user",
-            content: OutContent::Text(text),
-        }),
-        Ok(one) => out.push(OutItem::Message {
-            role: "user",
-            content: OutContent::Parts(one.into()),
-        }),
-        Err(rest) if rest.is_empty() => {}
-        Err(rest) => out.push(OutItem::Message {
-            role: "user",
-            content: OutContent::Parts(rest),
-        }),
+            content,
+        });
     }
     Ok(())
 }
 
 /// An assistant turn: its text as one message, then its calls as `function_call` items.
 fn assistant_items<'a>(m: &'a Message, out: &mut Vec<OutItem<'a>>) -> Result<(), Untranslatable> {
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for part in &m.parts {
-        match part {
-            Part::Text(t) => text.push_str(t),
-            Part::ToolCall(call) => calls.push(OutItem::Call {
-                kind: "function_call",
-                call_id: ids::responses(&call.id),
-                name: &call.name,
-                arguments: call.arguments.get(),
-            }),
-            Part::Image(_) | Part::ToolResult(_) => {
-                return Err(Untranslatable::new(
-                    "an assistant turn with images or tool results",
-                ))
-            }
-        }
-    }
+    let (text, calls) = openai::assistant(m, |call| OutItem::Call {
+        kind: "function_call",
+        call_id: ids::responses(&call.id),
+        name: &call.name,
+        arguments: call.arguments.get(),
+    })?;
     if !text.is_empty() {
-        out.push(OutItem::Message {
+        out.push(OutItem::Said {
             role: "assistant",
-            content: OutContent::Joined(text),
+            content: text,
         });
     }
     out.extend(calls);

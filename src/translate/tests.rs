@@ -2,28 +2,30 @@ use serde_json::{json, Value};
 
 use super::*;
 
-const ANTHROPIC: Dialect = Dialect::ANTHROPIC_MESSAGES;
-const CHAT: Dialect = Dialect::OPENAI_CHAT;
+// What the Gemini tests (`gemini/tests.rs`) use too.
+pub(super) const ANTHROPIC: Dialect = Dialect::ANTHROPIC_MESSAGES;
+pub(super) const CHAT: Dialect = Dialect::OPENAI_CHAT;
 
-fn translated(from: Dialect, to: Dialect, body: &Value, prefill: Prefill) -> Value {
+/// A tiny base64 image, for requests that carry one.
+pub(super) const PNG: &str = "iVBORw0KGgo=";
+
+/// `body` translated, as JSON; a test failure naming why if it cannot be.
+pub(super) fn translated(from: Dialect, to: Dialect, body: &Value, prefill: Prefill) -> Value {
     let out = translate(from, to, body.to_string().as_bytes(), "target", prefill)
         .unwrap_or_else(|e| panic!("{e}"));
     serde_json::from_slice(&out).expect("JSON")
 }
 
-fn refused(from: Dialect, to: Dialect, body: &Value) -> String {
-    translate(
-        from,
-        to,
-        body.to_string().as_bytes(),
-        "target",
-        Prefill::None,
-    )
-    .expect_err("untranslatable")
-    .to_string()
+/// Why `body` cannot be translated for a target whose prefill form is `prefill`.
+pub(super) fn refused_with(from: Dialect, to: Dialect, body: &Value, prefill: Prefill) -> String {
+    translate(from, to, body.to_string().as_bytes(), "target", prefill)
+        .expect_err("untranslatable")
+        .to_string()
 }
 
-const PNG: &str = "iVBORw0KGgo=";
+fn refused(from: Dialect, to: Dialect, body: &Value) -> String {
+    refused_with(from, to, body, Prefill::None)
+}
 
 #[test]
 fn an_anthropic_request_is_written_as_chat_completions_field_by_field() {

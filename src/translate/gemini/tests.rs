@@ -2,30 +2,14 @@ use serde_json::{json, Value};
 
 use crate::dialect::Dialect;
 use crate::strategy::Prefill;
+use crate::translate::tests::{refused_with, translated, ANTHROPIC, CHAT, PNG};
 use crate::translate::{ids, set_endpoint, translate};
 
-const ANTHROPIC: Dialect = Dialect::ANTHROPIC_MESSAGES;
-const CHAT: Dialect = Dialect::OPENAI_CHAT;
 const GEMINI: Dialect = Dialect::GEMINI;
 
-const PNG: &str = "iVBORw0KGgo=";
-
-fn translated(from: Dialect, to: Dialect, body: &Value, prefill: Prefill) -> Value {
-    let out = translate(from, to, body.to_string().as_bytes(), "target", prefill)
-        .unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_slice(&out).expect("JSON")
-}
-
+/// Why `body` cannot be translated, for a target that continues an assistant turn.
 fn refused(from: Dialect, to: Dialect, body: &Value) -> String {
-    translate(
-        from,
-        to,
-        body.to_string().as_bytes(),
-        "target",
-        Prefill::Assistant,
-    )
-    .expect_err("untranslatable")
-    .to_string()
+    refused_with(from, to, body, Prefill::Assistant)
 }
 
 /// A Gemini request with everything the other dialects can carry, as the Python client writes
@@ -320,12 +304,6 @@ fn the_clients_own_prefill_and_tool_choices_cross_to_gemini_in_its_form() {
             choice
         );
     }
-}
-
-fn refused_with(from: Dialect, to: Dialect, body: &Value, prefill: Prefill) -> String {
-    translate(from, to, body.to_string().as_bytes(), "target", prefill)
-        .expect_err("untranslatable")
-        .to_string()
 }
 
 #[test]
