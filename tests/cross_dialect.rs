@@ -59,8 +59,7 @@ fn every(events: usize, _tool_calls: bool) -> Vec<usize> {
 #[tokio::test(start_paused = true)]
 async fn every_fixture_continues_across_responses_and_anthropic_after_every_failure_at_sampled_events(
 ) {
-    let mut failures = Vec::new();
-    let mut runs = 0;
+    let mut all = MatrixRuns::default();
     for (client, to) in [
         (Dialect::Responses, Dialect::Anthropic),
         (Dialect::Anthropic, Dialect::Responses),
@@ -73,34 +72,20 @@ async fn every_fixture_continues_across_responses_and_anthropic_after_every_fail
             "{client:?} to {to:?} ran only {} cases",
             pair.runs
         );
-        runs += pair.runs;
-        failures.extend(pair.failures);
+        all.add(pair);
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {runs} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    all.assert_none_failed("Responses and the first pair");
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_fixture_continues_on_a_fallback_of_the_other_dialect_after_every_failure_at_every_event(
 ) {
-    let mut failures = Vec::new();
-    let mut runs = 0;
+    let mut all = MatrixRuns::default();
     for client in [Dialect::Anthropic, Dialect::OpenAi] {
-        let pair = cross::matrix(client, other(client), every).await;
-        runs += pair.runs;
-        failures.extend(pair.failures);
+        all.add(cross::matrix(client, other(client), every).await);
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {runs} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
-    assert!(runs > 300, "the matrix ran only {runs} cases");
+    all.assert_none_failed("the first pair");
+    assert!(all.runs > 300, "the matrix ran only {} cases", all.runs);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1627,7 +1612,7 @@ async fn passed_over(f: &Fixture, body: &Value, to: Dialect, prefill: bool) {
         .fallbacks("primary", ["elsewhere", "fallback"]);
     let upstream = Upstream::new(f.dialect, whole.clone())
         .speaking_by_path()
-        .then(primary.clone());
+        .then(primary);
     let send = |chain, upstream| {
         run(
             MidStreamFallbackLayer::new(chain),
@@ -1644,24 +1629,7 @@ async fn passed_over(f: &Fixture, body: &Value, to: Dialect, prefill: bool) {
     assert_eq!(calls[1].uri, path(f.dialect));
     assert_eq!(calls[1].body["model"], "fallback");
 
-    let chain = FallbackChain::new()
-        .target(Target::new("elsewhere").dialect(wire(to)))
-        .fallbacks("primary", ["elsewhere"]);
-    let upstream = Upstream::new(f.dialect, whole)
-        .speaking_by_path()
-        .then(primary);
-    let out = send(chain, &upstream).await;
-    assert_eq!(
-        upstream.calls().len(),
-        1,
-        "{} to {to:?}: nothing sent",
-        f.name
-    );
-    let got = check(f.dialect, f.usage, &out.bytes).unwrap();
-    let error = got.error.expect("the stream ends with an error event");
-    assert!(error.contains("reset"), "{}: {error}", f.name);
-    let why = out.error.expect("the FallbackError").to_string();
-    assert!(why.contains("elsewhere cannot take this request"), "{why}");
+    never_sent_to(f, body, Target::new("elsewhere").dialect(wire(to))).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -26,14 +26,13 @@ fn sampled(events: usize, every: bool) -> Vec<usize> {
 /// runs at least 32 cases for each prefill setting.
 async fn matrix(client: Dialect, to: Dialect) {
     let prefills = if to == Dialect::Responses { 1 } else { 2 };
-    let MatrixRuns { runs, failures } = cross::matrix(client, to, sampled).await;
+    let pair = cross::matrix(client, to, sampled).await;
+    pair.assert_none_failed(&format!("{client:?} client, {to:?} fallback"));
     assert!(
-        failures.is_empty(),
-        "{client:?} client, {to:?} fallback: {} of {runs} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
+        pair.runs >= 32 * prefills,
+        "the matrix ran only {} cases",
+        pair.runs
     );
-    assert!(runs >= 32 * prefills, "the matrix ran only {runs} cases");
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,45 +108,14 @@ async fn a_request_carrying_what_the_other_dialect_cannot_take_is_never_sent_the
         ),
     ];
     for (f, body, to, why) in cases {
-        let bytes = fixture(f.name);
-        let events = events_of(&bytes);
-        let whole = whole_of(f.dialect, &bytes);
-        let primary = Scripted::Stream {
-            bytes: Bytes::from(events[..events.len() / 2].concat()),
-            cuts: vec![],
-            fault: Some(Fault::Reset),
-        };
-        let chain = FallbackChain::new()
-            .target(
-                Target::new("elsewhere")
-                    .prefill(prefill_of(to, true))
-                    .dialect(wire(to)),
-            )
-            .fallbacks("primary", ["elsewhere"]);
-        let upstream = Upstream::new(f.dialect, whole.clone())
-            .speaking_by_path()
-            .then(primary);
-        let out = run(
-            MidStreamFallbackLayer::new(chain),
-            &upstream,
-            path(f.dialect),
-            Bytes::from(body.to_string()),
+        never_sent_to(
+            f,
+            &body,
+            Target::new("elsewhere")
+                .prefill(prefill_of(to, true))
+                .dialect(wire(to)),
         )
         .await;
-        assert_eq!(
-            upstream.calls().len(),
-            1,
-            "{}: nothing sent elsewhere",
-            f.name
-        );
-        let got = check(f.dialect, f.usage, &out.bytes).unwrap();
-        let error = got.error.expect("the stream ends with an error event");
-        assert!(error.contains("reset"), "{}: {error}", f.name);
-        let shown = out.error.expect("the FallbackError").to_string();
-        assert!(
-            shown.contains("elsewhere cannot take this request"),
-            "{shown}"
-        );
         let plan_why = tower_midstream::Failure::builder(
             wire(f.dialect),
             http::Request::post(path(f.dialect))

@@ -238,9 +238,29 @@ pub fn fixtures_of(client: Dialect) -> impl Iterator<Item = &'static Fixture> {
 }
 
 /// What a matrix ran, and what went wrong in it (one line a failed run, naming the case).
+#[derive(Default)]
 pub struct MatrixRuns {
     pub runs: usize,
     pub failures: Vec<String>,
+}
+
+impl MatrixRuns {
+    /// Counts `pair`'s runs and failures with these.
+    pub fn add(&mut self, pair: MatrixRuns) {
+        self.runs += pair.runs;
+        self.failures.extend(pair.failures);
+    }
+
+    /// Panics, listing every failed run of `what`, if any failed.
+    pub fn assert_none_failed(&self, what: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{what}: {} of {} runs failed:\n{}",
+            self.failures.len(),
+            self.runs,
+            self.failures.join("\n\n")
+        );
+    }
 }
 
 /// The matrix for the pair `client` / `to`: every fixture of the client's dialect, every
@@ -319,4 +339,41 @@ async fn one_case(
         return Err(format!("{} calls where one fallback suffices", calls.len()));
     }
     Ok(())
+}
+
+/// `body` (a request for fixture `f`) broken halfway with a reset, `elsewhere` (a target that
+/// cannot take it, named "elsewhere") the only fallback: nothing reaches it, and the client
+/// hears of the original failure in its own dialect.
+pub async fn never_sent_to(f: &Fixture, body: &Value, elsewhere: Target) {
+    let bytes = fixture(f.name);
+    let events = events_of(&bytes);
+    let whole = whole_of(f.dialect, &bytes);
+    let upstream = Upstream::new(f.dialect, whole)
+        .speaking_by_path()
+        .then(Scripted::Stream {
+            bytes: Bytes::from(events[..events.len() / 2].concat()),
+            cuts: vec![],
+            fault: Some(upstream::Fault::Reset),
+        });
+    let chain = FallbackChain::new()
+        .target(elsewhere)
+        .fallbacks("primary", ["elsewhere"]);
+    let out = run(
+        MidStreamFallbackLayer::new(chain),
+        &upstream,
+        path(f.dialect),
+        Bytes::from(body.to_string()),
+    )
+    .await;
+    assert_eq!(
+        upstream.calls().len(),
+        1,
+        "{}: nothing sent elsewhere",
+        f.name
+    );
+    let got = check(f.dialect, f.usage, &out.bytes).unwrap();
+    let error = got.error.expect("the stream ends with an error event");
+    assert!(error.contains("reset"), "{}: {error}", f.name);
+    let why = out.error.expect("the FallbackError").to_string();
+    assert!(why.contains("elsewhere cannot take this request"), "{why}");
 }
