@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use support::cross::{self, *};
 use support::*;
 use tower_midstream::{FallbackChain, MidStreamFallbackLayer, Prefill, Target};
 
@@ -21,174 +22,23 @@ fn other(dialect: Dialect) -> Dialect {
     }
 }
 
-fn wire(dialect: Dialect) -> tower_midstream::Dialect {
-    match dialect {
-        Dialect::Anthropic => tower_midstream::Dialect::ANTHROPIC_MESSAGES,
-        Dialect::OpenAi => tower_midstream::Dialect::OPENAI_CHAT,
-        Dialect::Responses => tower_midstream::Dialect::OPENAI_RESPONSES,
-        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-    }
-}
-
-/// The prefill form a model of `dialect` takes, when it takes one.
-fn prefill_of(dialect: Dialect, prefill: bool) -> Prefill {
-    match (prefill, dialect) {
-        (false, _) => Prefill::None,
-        (true, Dialect::Anthropic) => Prefill::Assistant,
-        (true, Dialect::OpenAi) => Prefill::Prefix,
-        // The Responses API has none.
-        (true, Dialect::Responses) => Prefill::None,
-        (true, Dialect::Gemini) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-    }
-}
-
 /// `primary` (the client's dialect) falls back to `fallback` and `fallback-2`, both speaking
 /// the other dialect.
 fn cross_chain(client: Dialect, prefill: bool) -> FallbackChain {
-    cross_chain_to(other(client), prefill)
+    chain_to(other(client), prefill)
 }
 
-/// `primary` falls back to `fallback` and `fallback-2`, both speaking `to`.
-fn cross_chain_to(to: Dialect, prefill: bool) -> FallbackChain {
-    let kind = prefill_of(to, prefill);
-    FallbackChain::new()
-        .target(Target::new("fallback").prefill(kind).dialect(wire(to)))
-        .target(Target::new("fallback-2").prefill(kind).dialect(wire(to)))
-        .fallbacks("primary", ["fallback", "fallback-2"])
-}
-
-/// The stop reason a client of `dialect` must end with.
-fn stop_reason(dialect: Dialect, tools: bool) -> &'static str {
-    match (dialect, tools) {
-        (Dialect::Anthropic, false) => "end_turn",
-        (Dialect::Anthropic, true) => "tool_use",
-        (Dialect::OpenAi, false) => "stop",
-        (Dialect::OpenAi, true) => "tool_calls",
-        (Dialect::Responses, _) => "completed",
-        (Dialect::Gemini, _) => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-    }
-}
-
-/// Whether a tool-call id is one the client's API takes back in its next turn.
-fn valid_id(dialect: Dialect, id: &str) -> bool {
-    match dialect {
-        Dialect::Anthropic => {
-            !id.is_empty()
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        }
-        Dialect::OpenAi => !id.is_empty() && id.len() <= 40,
-        Dialect::Responses => !id.is_empty() && id.len() <= 64,
-        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-    }
-}
-
-/// What the client got, checked against its dialect's rules and the whole answer.
-fn client_got(
-    client: Dialect,
-    usage: bool,
-    out: &Outcome,
-    whole: &Whole,
-) -> Result<check::Answer, String> {
-    let shown = || String::from_utf8_lossy(&out.bytes).into_owned();
-    let got = check(client, usage, &out.bytes).map_err(|e| format!("{e}\n{}", shown()))?;
-    same_answer(&got, &expected(whole)).map_err(|e| format!("{e}\n{}", shown()))?;
-    let want = stop_reason(client, !whole.tools.is_empty());
-    if got.stop_reason.as_deref() != Some(want) {
-        return Err(format!(
-            "stop reason {:?}, want {want:?}\n{}",
-            got.stop_reason,
-            shown()
-        ));
-    }
-    if let Some(id) = got.tool_ids.iter().find(|id| !valid_id(client, id)) {
-        return Err(format!(
-            "the tool-call id {id:?} is not valid for the client"
-        ));
-    }
-    let mut ids = got.tool_ids.clone();
-    ids.sort();
-    ids.dedup();
-    if ids.len() != got.tool_ids.len() {
-        return Err(format!("tool-call ids repeat: {:?}", got.tool_ids));
-    }
-    if out.error.is_some() {
-        return Err("a FallbackError on a stream that completed".into());
-    }
-    Ok(got)
-}
-
-/// Every call after the first went to the fallback's own endpoint, in its own dialect.
-fn fallback_calls_in(to: Dialect, calls: &[upstream::Call]) -> Result<(), String> {
-    for call in calls.iter().skip(1) {
-        if !call.uri.ends_with(path(to)) {
-            return Err(format!("a fallback call went to {}", call.uri));
-        }
-        let body = &call.body;
-        let shaped = match to {
-            Dialect::Anthropic => {
-                body["max_tokens"].is_u64()
-                    && body.get("stream_options").is_none()
-                    && body["messages"].as_array().is_some_and(|m| {
-                        m.iter()
-                            .all(|m| m["role"] == "user" || m["role"] == "assistant")
-                    })
-            }
-            Dialect::OpenAi => {
-                body["stream_options"]["include_usage"] == true
-                    && body.get("max_tokens").is_none()
-                    && body.get("system").is_none()
-            }
-            Dialect::Responses => {
-                body["input"].is_array()
-                    && body.get("messages").is_none()
-                    && body.get("stream_options").is_none()
-                    && body.get("max_tokens").is_none()
-            }
-            Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
-        };
-        if !shaped || body["stream"] != true {
-            return Err(format!("a fallback call is not a {to:?} request: {body}"));
-        }
-    }
-    Ok(())
-}
-
-fn trailing_assistant(call: &upstream::Call) -> bool {
-    let turns = match call.body.get("input") {
-        Some(input) => input,
-        None => &call.body["messages"],
-    };
-    turns
-        .as_array()
-        .and_then(|m| m.last())
-        .is_some_and(|m| m["role"] == "assistant")
-}
-
-/// The recorded streams a fallback of another dialect can continue (a request asking for
-/// extended thinking is never sent there; a refusal, whose stop reason depends on which
-/// dialect's model gave it, has tests of its own; Gemini's pairs are tests/cross_gemini.rs's).
+/// The recorded streams of the first pair (Anthropic and Chat) a fallback of another dialect
+/// can continue (Gemini's pairs are tests/cross_gemini.rs's).
 fn fixtures() -> impl Iterator<Item = &'static Fixture> {
-    FIXTURES.iter().filter(|f| {
-        !matches!(f.dialect, Dialect::Gemini | Dialect::Responses)
-            && !f.thinking
-            && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
-    })
-}
-
-/// As [`fixtures`], of the client's dialect `client`, Responses' included.
-fn fixtures_of(client: Dialect) -> impl Iterator<Item = &'static Fixture> {
-    FIXTURES.iter().filter(move |f| {
-        f.dialect == client
-            && !f.thinking
-            && whole_of(f.dialect, &fixture(f.name)).refusal.is_none()
-    })
+    [Dialect::Anthropic, Dialect::OpenAi]
+        .into_iter()
+        .flat_map(fixtures_of)
 }
 
 /// Failure positions in a stream of `events`: its first few, its last few, and some between
 /// (every one for a short stream), so that each pair runs in seconds.
-fn sampled(events: usize) -> Vec<usize> {
+fn sampled(events: usize, _tool_calls: bool) -> Vec<usize> {
     if events <= 10 {
         return (0..events).collect();
     }
@@ -201,155 +51,41 @@ fn sampled(events: usize) -> Vec<usize> {
     at
 }
 
-/// One fixture of `client`'s broken at `p` with `fault`, continued by fallbacks speaking `to`:
-/// what is wrong with the result, if anything.
-async fn one_cross_case(
-    f: &Fixture,
-    to: Dialect,
-    prefill: bool,
-    fault: Fault,
-    p: usize,
-) -> Result<(), String> {
-    let bytes = fixture(f.name);
-    let events = events_of(&bytes);
-    let whole = whole_of(f.dialect, &bytes);
-    let mut upstream = Upstream::new(f.dialect, whole.clone()).speaking_by_path();
-    if !prefill {
-        upstream = upstream
-            .rejecting_prefill("fallback")
-            .rejecting_prefill("fallback-2");
-    }
-    let upstream = upstream.then(Scripted::Stream {
-        bytes: Bytes::from(events[..p].concat()),
-        cuts: vec![],
-        fault: Some(fault),
-    });
-    let layer = MidStreamFallbackLayer::new(cross_chain_to(to, prefill))
-        .idle_timeout(Duration::from_secs(10));
-    let body = Bytes::from(request_body(f).to_string());
-    let out = run(layer, &upstream, path(f.dialect), body).await;
-    client_got(f.dialect, f.usage, &out, &whole)?;
-    let calls = upstream.calls();
-    fallback_calls_in(to, &calls)?;
-    if !prefill && calls.iter().skip(1).any(trailing_assistant) {
-        return Err("a prefill reached a model that rejects it".into());
-    }
-    if calls.len() > 2 {
-        return Err(format!("{} calls where one fallback suffices", calls.len()));
-    }
-    Ok(())
+/// Every event of a stream of `events`.
+fn every(events: usize, _tool_calls: bool) -> Vec<usize> {
+    (0..events).collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_fixture_continues_across_responses_and_anthropic_after_every_failure_at_sampled_events(
 ) {
-    let mut failures = Vec::new();
-    let mut runs = 0;
+    let mut all = MatrixRuns::default();
     for (client, to) in [
         (Dialect::Responses, Dialect::Anthropic),
         (Dialect::Anthropic, Dialect::Responses),
         (Dialect::Responses, Dialect::OpenAi),
         (Dialect::OpenAi, Dialect::Responses),
     ] {
-        let mut pair_runs = 0;
-        for f in fixtures_of(client) {
-            let events = events_of(&fixture(f.name)).len();
-            let prefills: &[bool] = if to == Dialect::Responses {
-                &[false]
-            } else {
-                &[true, false]
-            };
-            for &prefill in prefills {
-                for fault in FAULTS {
-                    for p in sampled(events) {
-                        runs += 1;
-                        pair_runs += 1;
-                        if let Err(e) = one_cross_case(f, to, prefill, fault, p).await {
-                            failures.push(format!(
-                                "{} to {to:?} prefill={prefill} {fault:?} after {p} of {events} \
-                                 events: {e}",
-                                f.name
-                            ));
-                        }
-                    }
-                }
-            }
-        }
+        let pair = cross::matrix(client, to, sampled).await;
         assert!(
-            pair_runs > 20,
-            "{client:?} to {to:?} ran only {pair_runs} cases"
+            pair.runs > 20,
+            "{client:?} to {to:?} ran only {} cases",
+            pair.runs
         );
+        all.add(pair);
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {runs} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    all.assert_none_failed("Responses and the first pair");
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_fixture_continues_on_a_fallback_of_the_other_dialect_after_every_failure_at_every_event(
 ) {
-    let mut failures = Vec::new();
-    let mut runs = 0;
-    for f in fixtures() {
-        let bytes = fixture(f.name);
-        let events = events_of(&bytes);
-        let whole = whole_of(f.dialect, &bytes);
-        let to = other(f.dialect);
-        for prefill in [true, false] {
-            for fault in FAULTS {
-                for p in 0..events.len() {
-                    let mut upstream = Upstream::new(f.dialect, whole.clone()).speaking_by_path();
-                    if !prefill {
-                        upstream = upstream
-                            .rejecting_prefill("fallback")
-                            .rejecting_prefill("fallback-2");
-                    }
-                    let upstream = upstream.then(Scripted::Stream {
-                        bytes: Bytes::from(events[..p].concat()),
-                        cuts: vec![],
-                        fault: Some(fault),
-                    });
-                    let layer = MidStreamFallbackLayer::new(cross_chain(f.dialect, prefill))
-                        .idle_timeout(Duration::from_secs(10));
-                    let body = Bytes::from(request_body(f).to_string());
-                    let out = run(layer, &upstream, path(f.dialect), body).await;
-                    runs += 1;
-                    let case = format!(
-                        "{} to {to:?} prefill={prefill} {fault:?} after {p} of {} events",
-                        f.name,
-                        events.len()
-                    );
-                    if let Err(e) = client_got(f.dialect, f.usage, &out, &whole) {
-                        failures.push(format!("{case}: {e}"));
-                        continue;
-                    }
-                    let calls = upstream.calls();
-                    if let Err(e) = fallback_calls_in(to, &calls) {
-                        failures.push(format!("{case}: {e}"));
-                    }
-                    if !prefill && calls.iter().skip(1).any(trailing_assistant) {
-                        failures.push(format!("{case}: a prefill reached a model that rejects it"));
-                    }
-                    if calls.len() > 2 {
-                        failures.push(format!(
-                            "{case}: {} calls where one fallback suffices",
-                            calls.len()
-                        ));
-                    }
-                }
-            }
-        }
+    let mut all = MatrixRuns::default();
+    for client in [Dialect::Anthropic, Dialect::OpenAi] {
+        all.add(cross::matrix(client, other(client), every).await);
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {runs} runs failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
-    assert!(runs > 300, "the matrix ran only {runs} cases");
+    all.assert_none_failed("the first pair");
+    assert!(all.runs > 300, "the matrix ran only {} cases", all.runs);
 }
 
 #[tokio::test(start_paused = true)]
@@ -447,7 +183,7 @@ fn hello_request(client: Dialect) -> Value {
         Dialect::Anthropic => anthropic_request(),
         Dialect::OpenAi => openai_request(),
         Dialect::Responses => responses_request(),
-        Dialect::Gemini => unreachable!("Gemini's pairs are tests/cross_gemini.rs's"),
+        Dialect::Gemini => gemini_request(),
     }
 }
 
@@ -675,65 +411,7 @@ async fn a_request_carrying_what_the_other_dialect_cannot_take_is_never_sent_the
     structured["response_format"] =
         json!({"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object"}}});
     for (f, body) in [(thinking, request_body(thinking)), (text, structured)] {
-        let bytes = fixture(f.name);
-        let events = events_of(&bytes);
-        let whole = whole_of(f.dialect, &bytes);
-        let to = other(f.dialect);
-        let primary = Scripted::Stream {
-            bytes: Bytes::from(events[..events.len() / 2].concat()),
-            cuts: vec![],
-            fault: Some(Fault::Reset),
-        };
-        let chain = FallbackChain::new()
-            .target(
-                Target::new("elsewhere")
-                    .prefill(prefill_of(to, true))
-                    .dialect(wire(to)),
-            )
-            .target(Target::new("fallback").prefill(prefill_of(f.dialect, true)))
-            .fallbacks("primary", ["elsewhere", "fallback"]);
-        let upstream = Upstream::new(f.dialect, whole.clone())
-            .speaking_by_path()
-            .then(primary.clone());
-        let out = run(
-            MidStreamFallbackLayer::new(chain),
-            &upstream,
-            path(f.dialect),
-            Bytes::from(body.to_string()),
-        )
-        .await;
-        let got = check(f.dialect, f.usage, &out.bytes).unwrap();
-        same_answer(&got, &expected(&whole)).unwrap();
-        let calls = upstream.calls();
-        assert_eq!(calls.len(), 2, "{}", f.name);
-        assert_eq!(calls[1].uri, path(f.dialect));
-        assert_eq!(calls[1].body["model"], "fallback");
-
-        // With nothing else left, the client hears of the original failure.
-        let chain = FallbackChain::new()
-            .target(Target::new("elsewhere").dialect(wire(to)))
-            .fallbacks("primary", ["elsewhere"]);
-        let upstream = Upstream::new(f.dialect, whole.clone())
-            .speaking_by_path()
-            .then(primary);
-        let out = run(
-            MidStreamFallbackLayer::new(chain),
-            &upstream,
-            path(f.dialect),
-            Bytes::from(body.to_string()),
-        )
-        .await;
-        assert_eq!(
-            upstream.calls().len(),
-            1,
-            "{}: nothing sent elsewhere",
-            f.name
-        );
-        let got = check(f.dialect, f.usage, &out.bytes).unwrap();
-        let error = got.error.expect("the stream ends with an error event");
-        assert!(error.contains("reset"), "{}: {error}", f.name);
-        let why = out.error.expect("the FallbackError").to_string();
-        assert!(why.contains("elsewhere cannot take this request"), "{why}");
+        passed_over(f, &body, other(f.dialect), true).await;
     }
 }
 
@@ -1280,9 +958,9 @@ async fn a_fallback_of_the_other_dialect_that_refuses_its_declared_prefill_gets_
         for call in &calls[1..] {
             assert_eq!(call.uri, path(to), "{client:?}");
         }
-        assert!(trailing_assistant(&calls[1]), "{client:?}: the prefill");
+        assert!(trailing_model_turn(&calls[1]), "{client:?}: the prefill");
         assert!(
-            !trailing_assistant(&calls[2]),
+            !trailing_model_turn(&calls[2]),
             "{client:?}: then the instruction"
         );
         let last = calls[2].body["messages"]
@@ -1892,7 +1570,7 @@ async fn a_failure_anywhere_in_a_responses_function_call_leaves_the_client_the_w
                     fault: Some(Fault::Reset),
                 });
             let out = send(
-                MidStreamFallbackLayer::new(cross_chain_to(to, false)),
+                MidStreamFallbackLayer::new(chain_to(to, false)),
                 &upstream,
                 Dialect::Responses,
                 &request,
@@ -1913,8 +1591,9 @@ async fn a_failure_anywhere_in_a_responses_function_call_leaves_the_client_the_w
 
 /// `body` (a request for fixture `f`) broken mid-answer, with `to` first in the chain: the
 /// target of `to` is passed over for one of the client's own dialect; with nothing else left,
-/// the client hears of the original failure and nothing reaches `to`.
-async fn passed_over(f: &Fixture, body: &Value, to: Dialect) {
+/// the client hears of the original failure and nothing reaches `to`. With `prefill`, both
+/// targets take their dialect's prefill.
+async fn passed_over(f: &Fixture, body: &Value, to: Dialect, prefill: bool) {
     let bytes = fixture(f.name);
     let events = events_of(&bytes);
     let whole = whole_of(f.dialect, &bytes);
@@ -1924,12 +1603,16 @@ async fn passed_over(f: &Fixture, body: &Value, to: Dialect) {
         fault: Some(Fault::Reset),
     };
     let chain = FallbackChain::new()
-        .target(Target::new("elsewhere").dialect(wire(to)))
-        .target(Target::new("fallback"))
+        .target(
+            Target::new("elsewhere")
+                .prefill(prefill_of(to, prefill))
+                .dialect(wire(to)),
+        )
+        .target(Target::new("fallback").prefill(prefill_of(f.dialect, prefill)))
         .fallbacks("primary", ["elsewhere", "fallback"]);
     let upstream = Upstream::new(f.dialect, whole.clone())
         .speaking_by_path()
-        .then(primary.clone());
+        .then(primary);
     let send = |chain, upstream| {
         run(
             MidStreamFallbackLayer::new(chain),
@@ -1946,24 +1629,7 @@ async fn passed_over(f: &Fixture, body: &Value, to: Dialect) {
     assert_eq!(calls[1].uri, path(f.dialect));
     assert_eq!(calls[1].body["model"], "fallback");
 
-    let chain = FallbackChain::new()
-        .target(Target::new("elsewhere").dialect(wire(to)))
-        .fallbacks("primary", ["elsewhere"]);
-    let upstream = Upstream::new(f.dialect, whole)
-        .speaking_by_path()
-        .then(primary);
-    let out = send(chain, &upstream).await;
-    assert_eq!(
-        upstream.calls().len(),
-        1,
-        "{} to {to:?}: nothing sent",
-        f.name
-    );
-    let got = check(f.dialect, f.usage, &out.bytes).unwrap();
-    let error = got.error.expect("the stream ends with an error event");
-    assert!(error.contains("reset"), "{}: {error}", f.name);
-    let why = out.error.expect("the FallbackError").to_string();
-    assert!(why.contains("elsewhere cannot take this request"), "{why}");
+    never_sent_to(f, body, Target::new("elsewhere").dialect(wire(to))).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -1975,15 +1641,15 @@ async fn a_request_a_responses_target_cannot_take_or_only_responses_can_say_is_n
     // What only Responses says: state kept at OpenAI, a built-in tool.
     let mut stored = request_body(responses);
     stored["previous_response_id"] = json!("resp_earlier");
-    passed_over(responses, &stored, Dialect::Anthropic).await;
+    passed_over(responses, &stored, Dialect::Anthropic, false).await;
     let mut searching = request_body(responses);
     searching["tools"] = json!([{"type":"web_search"}]);
-    passed_over(responses, &searching, Dialect::OpenAi).await;
+    passed_over(responses, &searching, Dialect::OpenAi, false).await;
     // What a Responses model cannot take: stop sequences.
     let mut stopping = request_body(anthropic);
     stopping["stop_sequences"] = json!(["END"]);
-    passed_over(anthropic, &stopping, Dialect::Responses).await;
+    passed_over(anthropic, &stopping, Dialect::Responses, false).await;
     let mut stopping = request_body(chat);
     stopping["stop"] = json!("END");
-    passed_over(chat, &stopping, Dialect::Responses).await;
+    passed_over(chat, &stopping, Dialect::Responses, false).await;
 }

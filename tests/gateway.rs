@@ -145,6 +145,20 @@ impl Reply {
     fn json(&self) -> Value {
         serde_json::from_slice(self.bytes()).expect("a JSON body")
     }
+
+    /// Asserts the reply is a 200 stream of `dialect`'s that holds the demo's whole answer
+    /// and no error.
+    fn assert_demo_answer(&self, dialect: support::Dialect) {
+        assert_eq!(
+            self.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(self.bytes())
+        );
+        let answer = support::check(dialect, true, self.bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.error, None);
+        assert_eq!(answer.text, demo::TEXT);
+    }
 }
 
 impl Running {
@@ -194,6 +208,16 @@ impl Running {
             .into_iter()
             .filter(|c| c.model == model)
             .collect()
+    }
+
+    /// The one call the upstream received for `model`, asserted to be at a path ending with
+    /// `path_end`.
+    fn one_call_to(&self, model: &str, path_end: &str) -> demo::Call {
+        let mut calls = self.calls_to(model);
+        assert_eq!(calls.len(), 1, "{model}");
+        let call = calls.remove(0);
+        assert!(call.path.ends_with(path_end), "{}", call.path);
+        call
     }
 }
 
@@ -1662,26 +1686,11 @@ async fn a_responses_stream_that_breaks_completes_on_a_fallback_through_the_gate
     let gw = start().await;
     let body = json!({"model": demo::RESPONSES_PRIMARY, "stream": true, "input": "Say hello."});
     let reply = gw.send("/v1/responses", &[], body.to_string()).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(reply.bytes())
-    );
-    let answer = support::check(support::Dialect::Responses, true, reply.bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer.error, None);
-    assert_eq!(answer.text, demo::TEXT);
+    reply.assert_demo_answer(support::Dialect::Responses);
     // The Responses API has no prefill: the string input opens an array, then the partial
     // answer as an assistant item and the instruction as a user item, at the same endpoint.
-    let calls = gw.calls_to(GPT_NO_PREFIX);
-    assert_eq!(calls.len(), 1);
-    assert!(
-        calls[0].path.ends_with("/v1/responses"),
-        "{}",
-        calls[0].path
-    );
-    let input = calls[0].body["input"].as_array().unwrap();
+    let call = gw.one_call_to(GPT_NO_PREFIX, "/v1/responses");
+    let input = call.body["input"].as_array().unwrap();
     assert_eq!(input.len(), 3, "{input:?}");
     assert_eq!(input[1]["role"], "assistant");
     assert_eq!(input[2]["role"], "user");
@@ -1708,41 +1717,22 @@ async fn gemini_and_responses_models_fall_back_on_each_other_through_the_gateway
     let reply = gw
         .send(&gemini_path("gemini-cross"), &[], gemini_request())
         .await;
-    assert_eq!(reply.status, 200);
-    let answer = support::check(support::Dialect::Gemini, true, reply.bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer.error, None);
-    assert_eq!(answer.text, demo::TEXT);
+    reply.assert_demo_answer(support::Dialect::Gemini);
     // The Responses model (no prefill): the partial answer as an assistant item, then the
     // instruction, at the Responses endpoint.
-    let calls = gw.calls_to(demo::GPT_NO_PREFIX);
-    assert_eq!(calls.len(), 1);
-    assert!(
-        calls[0].path.ends_with("/v1/responses"),
-        "{}",
-        calls[0].path
-    );
-    let input = calls[0].body["input"].as_array().unwrap();
+    let call = gw.one_call_to(demo::GPT_NO_PREFIX, "/v1/responses");
+    let input = call.body["input"].as_array().unwrap();
     let roles: Vec<&str> = input.iter().filter_map(|it| it["role"].as_str()).collect();
     assert_eq!(roles, ["user", "assistant", "user"], "{input:?}");
 
     let body = json!({"model": "responses-cross", "stream": true, "input": "Say hello."});
     let reply = gw.send("/v1/responses", &[], body.to_string()).await;
-    assert_eq!(reply.status, 200);
-    let answer = support::check(support::Dialect::Responses, true, reply.bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer.error, None);
-    assert_eq!(answer.text, demo::TEXT);
+    reply.assert_demo_answer(support::Dialect::Responses);
     // The Gemini model takes the answer so far as its own turn, at its own path.
-    let calls = gw.calls_to(demo::GEMINI_PREFILL);
-    assert_eq!(calls.len(), 1);
-    assert!(
-        calls[0]
-            .path
-            .ends_with("/models/demo-gemini-prefill:streamGenerateContent"),
-        "{}",
-        calls[0].path
+    let call = gw.one_call_to(
+        demo::GEMINI_PREFILL,
+        "/models/demo-gemini-prefill:streamGenerateContent",
     );
-    let contents = calls[0].body["contents"].as_array().unwrap();
+    let contents = call.body["contents"].as_array().unwrap();
     assert_eq!(contents.last().unwrap()["role"], "model", "{contents:?}");
 }

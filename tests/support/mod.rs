@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod cross;
 pub mod fuzz;
 pub mod global_logs;
 pub mod probe;
