@@ -464,17 +464,7 @@ impl<S, P> Recovery<S, P> {
         );
         self.ended(AttemptOutcome::Failed(class), Some(transcript));
         self.waiting_since.get_or_insert_with(Instant::now);
-        let attempt = &self.current.attempt;
-        self.history.push(AttemptError {
-            attempt: attempt.number(),
-            target: attempt.target_arc().cloned(),
-            strategy: attempt.strategy().cloned(),
-            class,
-            detail: failure.detail.into(),
-            error_type: failure.error_type,
-            retry_after: failure.retry_after,
-            hedge: attempt.is_hedge(),
-        });
+        self.record_failed(failure);
         if !self.can_retry() {
             return Err(self.give_up(format!("all {} attempts used", self.config.max_attempts)));
         }
@@ -771,6 +761,21 @@ impl<S, P> Recovery<S, P> {
     /// One of the two racers failed while the other races on: recorded like any failure (its
     /// circuit hears of it), but the planner is not asked; the other goes on as the attempt in
     /// flight. `rival`: the one that failed is the rival.
+    /// Puts the attempt in flight's `failure` in the history.
+    fn record_failed(&mut self, failure: StreamFailure) {
+        let attempt = &self.current.attempt;
+        self.history.push(AttemptError {
+            attempt: attempt.number(),
+            target: attempt.target_arc().cloned(),
+            strategy: attempt.strategy().cloned(),
+            class: failure.class,
+            detail: failure.detail.into(),
+            error_type: failure.error_type,
+            retry_after: failure.retry_after,
+            hedge: attempt.is_hedge(),
+        });
+    }
+
     pub(crate) fn racer_failed(&mut self, failure: StreamFailure, rival: bool)
     where
         P: RetryPlanner,
@@ -795,17 +800,7 @@ impl<S, P> Recovery<S, P> {
             "upstream attempt failed while racing; the other goes on"
         );
         self.ended(AttemptOutcome::Failed(class), None);
-        let attempt = &self.current.attempt;
-        self.history.push(AttemptError {
-            attempt: attempt.number(),
-            target: attempt.target_arc().cloned(),
-            strategy: attempt.strategy().cloned(),
-            class,
-            detail: failure.detail.into(),
-            error_type: failure.error_type,
-            retry_after: failure.retry_after,
-            hedge: attempt.is_hedge(),
-        });
+        self.record_failed(failure);
         self.current = other;
     }
 
